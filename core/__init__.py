@@ -1,0 +1,1 @@
+"""Trading engine core: plain Python, no Streamlit import anywhere below this package."""

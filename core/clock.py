@@ -1,0 +1,127 @@
+"""Clocks and the New York regular session.
+
+Trading logic never reads the wall clock: it receives ``now`` from a ``Clock``.
+``WallClock`` is the only place that calls ``datetime.now``; replay uses ``SimClock``.
+Session times come from the XNYS calendar of ``exchange_calendars`` (holidays,
+early closes and DST are its job, not ours).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import exchange_calendars as xcals
+import pandas as pd
+
+NY = ZoneInfo("America/New_York")
+UTC = timezone.utc
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class WallClock:
+    """Real time, UTC-aware."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class SimClock:
+    """A clock the caller moves: replay and tests."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = ensure_utc(start)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, ts: datetime) -> None:
+        ts = ensure_utc(ts)
+        if ts < self._now:
+            raise ValueError(f"SimClock cannot go back in time: {ts} < {self._now}")
+        self._now = ts
+
+    def advance(self, seconds: float) -> datetime:
+        self._now = self._now + timedelta(seconds=seconds)
+        return self._now
+
+
+def ensure_utc(ts: datetime) -> datetime:
+    """Refuse naive datetimes: a naive time is ambiguous (alpaca-py takes it as UTC, people as local)."""
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: pass a timezone-aware value")
+    return ts.astimezone(UTC)
+
+
+@lru_cache(maxsize=1)
+def _calendar() -> xcals.ExchangeCalendar:
+    return xcals.get_calendar("XNYS")
+
+
+@lru_cache(maxsize=4096)
+def session_bounds(day: date) -> tuple[datetime, datetime] | None:
+    """(open, close) of the NYSE regular session on ``day`` in America/New_York, or None."""
+    cal = _calendar()
+    ts = pd.Timestamp(day)
+    if ts < cal.first_session or ts > cal.last_session:
+        raise ValueError(f"{day} is outside the exchange calendar ({cal.first_session.date()}..{cal.last_session.date()})")
+    if not cal.is_session(ts):
+        return None
+    return (
+        cal.session_open(ts).to_pydatetime().astimezone(NY),
+        cal.session_close(ts).to_pydatetime().astimezone(NY),
+    )
+
+
+def trading_date(ts: datetime) -> date:
+    """The New York calendar date of ``ts``: day keys roll here, not at UTC midnight."""
+    return ensure_utc(ts).astimezone(NY).date()
+
+
+def is_rth(ts: datetime) -> bool:
+    """True inside the regular session (open inclusive, close exclusive)."""
+    bounds = session_bounds(trading_date(ts))
+    if bounds is None:
+        return False
+    return bounds[0] <= ts < bounds[1]
+
+
+def trading_sessions(start: date, count: int) -> list[date]:
+    """The first ``count`` sessions on or after ``start``."""
+    cal = _calendar()
+    out = cal.sessions_in_range(pd.Timestamp(start), cal.last_session)[:count]
+    if len(out) < count:
+        raise ValueError(f"only {len(out)} sessions from {start} within the calendar, {count} asked")
+    return [d.date() for d in out]
+
+
+def sessions_between(start: date, end: date) -> list[date]:
+    """Sessions in [start, end]."""
+    cal = _calendar()
+    return [d.date() for d in cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))]
+
+
+def previous_session(day: date) -> date:
+    cal = _calendar()
+    return cal.date_to_session(pd.Timestamp(day), direction="previous").date() if not cal.is_session(
+        pd.Timestamp(day)
+    ) else cal.previous_session(pd.Timestamp(day)).date()
+
+
+def minutes_since_open(ts: datetime) -> float | None:
+    bounds = session_bounds(trading_date(ts))
+    if bounds is None:
+        return None
+    return (ts - bounds[0]).total_seconds() / 60.0
+
+
+def minutes_to_close(ts: datetime) -> float | None:
+    bounds = session_bounds(trading_date(ts))
+    if bounds is None:
+        return None
+    return (bounds[1] - ts).total_seconds() / 60.0

@@ -1,0 +1,344 @@
+"""Settings (SPEC 14) and the live parameters a trader changes at run time.
+
+Every number of SPEC.md is a setting with the spec's default. Values come from
+the environment, then ``.env``. Parsing is strict: the old bot crash-looped on
+``TIER_A_TOKENS="6  # Tier A"``; here such a value stops start-up with one line
+naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.universe import Basket, Universe
+
+_TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
+
+
+
+class ConfigError(ValueError):
+    """A setting was refused; the message names the variable and the bad value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, validate_default=True
+    )
+
+    # --- storage, modes ---
+    db_path: str = "data/trading.db"
+    seed: int = 7
+    auto_mode: bool = False
+    broker: Literal["sim", "alpaca"] = "sim"
+    market_data: Literal["synthetic", "replay", "alpaca"] = "synthetic"
+    bars_file: str | None = None
+    strategy: str = "core.strategy:MomentumVwapStrategy"
+    profile: Literal["default", "relaxed"] = "default"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- universe (SPEC 2) ---
+    tier_a_tickers: str = "NVDA,TSLA,AAPL"
+    tier_b_tickers: str = "MSFT,AMZN,META"
+    bench_tickers: str = "GOOGL,AMD,AVGO"
+    baskets_json: str = json.dumps(
+        [
+            {"name": "MEGATECH", "members": ["AAPL", "MSFT", "AMZN", "META", "GOOGL", "TSLA"],
+             "inverse_etf": "SQQQ", "conflicts": ["QQQ", "TQQQ"], "index_etf": "QQQ"},
+            {"name": "SEMIS", "members": ["NVDA", "AMD", "AVGO"],
+             "inverse_etf": "SOXS", "conflicts": ["SOXX", "SOXL"], "index_etf": "SOXX"},
+        ]
+    )
+    tier_a_interval_s: int = Field(30, ge=1, le=3600)
+    tier_b_interval_s: int = Field(60, ge=1, le=3600)
+
+    # --- rate limiting (SPEC 5) ---
+    tier_a_tokens: int = Field(6, ge=0, le=10_000)
+    tier_b_tokens: int = Field(3, ge=0, le=10_000)
+    reserve_tokens: int = Field(1, ge=0, le=10_000)
+    reserve_borrow_window_s: int = Field(10, ge=0, le=59)
+    reserve_fallback: bool = True
+
+    # --- gates (SPEC 4) ---
+    cutoff_delta: float = Field(0.0, ge=-0.5, le=0.5)
+    cutoff_open: float = Field(0.35, gt=0, lt=1)
+    cutoff_midday: float = Field(0.28, gt=0, lt=1)
+    cutoff_close: float = Field(0.32, gt=0, lt=1)
+    cutoff_segment_min: int = Field(30, ge=1, le=195)
+    cutoff_high_vol_add: float = Field(0.05, ge=0, lt=1)
+    cutoff_high_vol_spike: float = Field(0.5, ge=0, le=1)
+    mixer_cooldown_s: int = Field(180, ge=0, le=86_400)
+    direction_lock_s: int = Field(90, ge=0, le=86_400)
+    rth_daily_cap: int = Field(100, ge=0)
+    tier_a_daily_cap: int = Field(40, ge=0)
+    tier_b_daily_cap: int = Field(25, ge=0)
+    bench_daily_cap: int = Field(10, ge=0)
+    cap_idempotency_s: int = Field(90, ge=1)
+
+    # --- baskets (SPEC 8) ---
+    basket_min_signals: int = Field(3, ge=1)
+    basket_neg_ratio: float = Field(0.6, gt=0, le=1)
+    basket_mean_score: float = Field(-0.12, ge=-1, le=0)
+    basket_consecutive_ticks: int = Field(2, ge=1)
+    basket_signal_max_age_s: int = Field(300, ge=1)
+    etf_lock_s: int = Field(90, ge=0)
+
+    # --- risk (SPEC 7) ---
+    risk_per_trade: float = Field(0.005, gt=0, le=1)
+    max_concurrent_risk: float = Field(0.02, gt=0, le=1)
+    daily_loss_limit: float = Field(0.02, gt=0, le=1)
+    max_positions: int = Field(4, ge=1, le=1000)
+    stop_loss_pct: float = Field(0.015, gt=0, lt=1)
+    take_profit_pct: float = Field(0.03, gt=0, le=10)
+    max_exposure: float = Field(0.8, gt=0, le=1)
+    min_slots: int = Field(3, ge=1, le=1000)
+
+    # --- execution (SPEC 9) ---
+    intent_ttl_s: int = Field(120, ge=1)
+    stop_check_interval_s: int = Field(300, ge=1)
+    sim_start_cash: float = Field(100_000.0, gt=0)
+    sim_slippage_bps: float = Field(2.0, ge=0, le=1000)
+    sim_fee_per_order: float = Field(0.0, ge=0)
+    sim_speed: float = Field(1.0, gt=0, le=3600)
+
+    # --- LLM and events (SPEC 6) ---
+    llm_enabled: bool = False
+    llm_min_signal_score: float = Field(0.7, ge=0, le=1)
+    llm_daily_limit: int = Field(120, ge=0)
+    llm_cache_min: int = Field(30, ge=0)
+    llm_monthly_budget: float = Field(80_000.0, ge=0)
+    llm_budget_currency: str = "KRW"
+    llm_mix_weight: float = Field(0.3, ge=0, le=1)
+    vol_spike_event: float = Field(0.7, ge=0, le=1)
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = None
+
+    # --- profiles (SPEC 10) ---
+    relaxed_sessions: int = Field(2, ge=1, le=100)
+
+    # --- real adapters (later issues) ---
+    alpaca_api_key: SecretStr | None = None
+    alpaca_secret_key: SecretStr | None = None
+    alpaca_paper: bool = True
+    redis_url: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_comments(cls, data: Any) -> Any:
+        # A '#' inside a value is almost always an inline comment that .env parsers kept.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, str) and "#" in value and key.lower() not in {"baskets_json"}:
+                    raise ValueError(f"__field__{key}__inline comment ('#') in the value")
+        return data
+
+    @field_validator("tier_a_tickers", "tier_b_tickers", "bench_tickers")
+    @classmethod
+    def _tickers(cls, v: str) -> str:
+        parse_tickers(v)
+        return v
+
+    @field_validator("baskets_json")
+    @classmethod
+    def _baskets(cls, v: str) -> str:
+        parse_baskets(v)
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        seen: dict[str, str] = {}
+        for tier, raw in (("TIER_A_TICKERS", self.tier_a_tickers), ("TIER_B_TICKERS", self.tier_b_tickers),
+                          ("BENCH_TICKERS", self.bench_tickers)):
+            for t in parse_tickers(raw):
+                if t in seen:
+                    raise ValueError(f"__field__{tier.lower()}__{t} is already in {seen[t]}")
+                seen[t] = tier
+        if self.max_concurrent_risk < self.risk_per_trade:
+            raise ValueError("__field__max_concurrent_risk__must be >= RISK_PER_TRADE")
+        return self
+
+    @property
+    def universe(self) -> Universe:
+        return Universe(
+            tiers={"A": parse_tickers(self.tier_a_tickers), "B": parse_tickers(self.tier_b_tickers),
+                   "Bench": parse_tickers(self.bench_tickers)},
+            baskets=parse_baskets(self.baskets_json),
+            tier_intervals_s={"A": self.tier_a_interval_s, "B": self.tier_b_interval_s},
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict with every secret masked (safe to log or show)."""
+        out = {}
+        for name, value in self.model_dump().items():
+            if isinstance(getattr(self, name), SecretStr):
+                out[name] = "********"
+            else:
+                out[name] = value
+        return out
+
+
+def parse_tickers(raw: str) -> tuple[str, ...]:
+    items = tuple(x.strip().upper() for x in raw.split(",") if x.strip())
+    for t in items:
+        if not _TICKER.match(t):
+            raise ValueError(f"bad ticker {t!r}")
+    if len(set(items)) != len(items):
+        raise ValueError("duplicate ticker")
+    return items
+
+
+def parse_baskets(raw: str) -> tuple[Basket, ...]:
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg})") from None
+    if not isinstance(items, list):
+        raise ValueError("must be a JSON list of baskets")
+    out = []
+    for b in items:
+        try:
+            basket = Basket(
+                name=str(b["name"]),
+                members=parse_tickers(",".join(b["members"])),
+                inverse_etf=parse_tickers(b["inverse_etf"])[0],
+                conflicts=parse_tickers(",".join(b.get("conflicts", []))),
+                index_etf=parse_tickers(b.get("index_etf", b["conflicts"][0]))[0],
+            )
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"basket entry {b!r} lacks {e}") from None
+        out.append(basket)
+    return tuple(out)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return str(loc[0]).upper() if loc else "SETTINGS"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings; on any bad value raise ConfigError with one line per problem.
+
+    The line names the variable and the value, never a secret's value.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = str(err.get("msg", ""))
+            name = _env_name(err.get("loc", ()))
+            value = err.get("input")
+            m = re.search(r"__field__(\w+?)__(.*)$", msg)
+            if m:  # raised by a model validator: it knows the field
+                name, msg = m.group(1).upper(), m.group(2)
+                value = _raw_value(overrides, m.group(1), value)
+            if isinstance(value, dict):
+                value = _raw_value(overrides, name.lower(), None)
+            shown = "********" if any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL")) else repr(value)
+            lines.append(f"{name}={shown}: {msg.removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(lines)) from None
+
+
+def _raw_value(overrides: dict[str, Any], field: str, default: Any) -> Any:
+    import os
+
+    if field in overrides:
+        return overrides[field]
+    for k, v in os.environ.items():
+        if k.lower() == field:
+            return v
+    if default is None and field in Settings.model_fields:
+        return Settings.model_fields[field].default
+    return default
+
+
+# --------------------------------------------------------------------------------------
+# Live parameters: what the sliders and toggles change while the engine runs.
+
+
+@dataclass(frozen=True)
+class LiveParams:
+    cutoff_delta: float
+    cooldown_s: int
+    direction_lock_s: int
+    llm_min_signal_score: float
+    reserve_fallback: bool
+    auto_mode: bool
+    paused: bool
+    profile: str
+    profile_sessions_left: int | None = None  # relaxed profile expiry, in trading sessions
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LiveParams:
+        base = cls(
+            cutoff_delta=s.cutoff_delta, cooldown_s=s.mixer_cooldown_s, direction_lock_s=s.direction_lock_s,
+            llm_min_signal_score=s.llm_min_signal_score, reserve_fallback=s.reserve_fallback,
+            auto_mode=s.auto_mode, paused=False, profile="default",
+        )
+        return apply_profile(base, s.profile, s.relaxed_sessions) if s.profile != "default" else base
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_changes(self, **changes: Any) -> LiveParams:
+        return replace(self, **validate_param_changes(changes))
+
+
+LIVE_PARAM_LIMITS: dict[str, tuple[float, float]] = {
+    "cutoff_delta": (-0.10, 0.10),
+    "cooldown_s": (0, 86_400),
+    "direction_lock_s": (0, 86_400),
+    "llm_min_signal_score": (0.0, 1.0),
+}
+
+
+def validate_param_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Coerce and range-check a change set; unknown names or bad values raise ConfigError."""
+    known = {f.name: f for f in fields(LiveParams)}
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in known:
+            raise ConfigError(f"{name}: not a live parameter")
+        if name in ("reserve_fallback", "auto_mode", "paused"):
+            if isinstance(value, str):
+                if value.lower() not in ("0", "1", "true", "false"):
+                    raise ConfigError(f"{name}={value!r}: not a boolean")
+                value = value.lower() in ("1", "true")
+            out[name] = bool(value)
+        elif name == "profile":
+            if value not in ("default", "relaxed"):
+                raise ConfigError(f"profile={value!r}: must be default or relaxed")
+            out[name] = value
+        elif name == "profile_sessions_left":
+            out[name] = None if value is None else int(value)
+        else:
+            try:
+                num = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}={value!r}: not a number") from None
+            lo, hi = LIVE_PARAM_LIMITS[name]
+            if not lo <= num <= hi:
+                raise ConfigError(f"{name}={value!r}: outside [{lo}, {hi}]")
+            out[name] = int(num) if name.endswith("_s") else round(num, 6)
+    return out
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "relaxed": {"cutoff_delta": -0.03, "cooldown_s": 120, "llm_min_signal_score": 0.6, "reserve_fallback": True},
+}
+
+
+def apply_profile(params: LiveParams, name: str, sessions: int | None = None) -> LiveParams:
+    """Switch profile. ``default`` restores the given default values, ``relaxed`` loosens them for N sessions."""
+    if name not in PROFILES:
+        raise ConfigError(f"profile={name!r}: must be one of {', '.join(PROFILES)}")
+    changes = dict(PROFILES[name])
+    changes["profile"] = name
+    changes["profile_sessions_left"] = sessions if name == "relaxed" else None
+    return replace(params, **changes)

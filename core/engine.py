@@ -1,0 +1,626 @@
+"""The engine: one ``tick(now)`` is the whole cycle, for live and replay alike.
+
+    commands -> day roll -> broker sync (fills, orders) -> expire intents ->
+    tier scheduler + token buckets -> scores -> gates -> long/exit intents ->
+    basket router -> risk -> approval queue or submit -> stop checks -> snapshots
+
+Time only ever comes from the ``now`` argument. Every decision is written to
+SQLite; commands from the UI arrive through the ``commands`` table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core import gates
+from core.baskets import BasketRouter
+from core.broker import Broker
+from core.broker.sim import SimBroker
+from core.clock import NY, ensure_utc, is_rth, trading_date
+from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
+from core.execution import (
+    EXPIRED,
+    LIVE_INTENT_STATUSES,
+    PENDING,
+    REJECTED,
+    SUBMITTING,
+    OrderIntent,
+    load_intent,
+    new_intent,
+    record_broker_order,
+    save_intent,
+    set_intent_status,
+    submit_intent,
+)
+from core.feed import MarketFeed
+from core.kv import KVStore, SqliteKV
+from core.marketdata import MarketData
+from core.ratelimit import LocalTokenBuckets
+from core.risk import AccountState, PositionRisk, RiskManager
+from core.scheduler import TierScheduler
+from core.store import Store, iso
+from core.strategy import Strategy, load_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    processed: int = 0
+    actionable: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)
+    intents: list[str] = field(default_factory=list)
+    fills: int = 0
+    commands: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        market: MarketData,
+        *,
+        broker: Broker | None = None,
+        strategy: Strategy | None = None,
+        kv: KVStore | None = None,
+        buckets: LocalTokenBuckets | None = None,
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.universe = settings.universe
+        self.strategy = strategy or load_strategy(settings.strategy)
+        self.feed = MarketFeed(market, self.strategy, self.universe.all_symbols)
+        self.kv: KVStore = kv or SqliteKV(store)
+        self.buckets = buckets or LocalTokenBuckets(
+            {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens},
+            borrow_window_s=settings.reserve_borrow_window_s,
+        )
+        self.scheduler = TierScheduler(self.universe, self.buckets)
+        self.broker: Broker = broker or SimBroker(
+            store, self.feed, start_cash=settings.sim_start_cash, slippage_bps=settings.sim_slippage_bps,
+            fee_per_order=settings.sim_fee_per_order,
+        )
+        self.risk = RiskManager(settings)
+        self.baskets = BasketRouter(self.universe, settings, store)
+        self.lock = threading.RLock()
+        self.params = self._load_params()
+        self.latest_scores: dict[str, tuple[float, float]] = {}
+        self._restore_runtime_state()
+        self._reconciled = False
+        self._last_stop_check: float | None = None
+        self._last_equity_minute: int | None = None
+
+    # ================================================================ parameters
+    def _load_params(self) -> LiveParams:
+        row = self.store.one("SELECT json FROM params WHERE id=1")
+        base = LiveParams.from_settings(self.s)
+        if row is None:
+            self.store.upsert("params", {"id": 1, "json": json.dumps(base.as_dict()), "updated_at": None})
+            self.store.commit()
+            return base
+        try:
+            saved = json.loads(row["json"])
+            return LiveParams(**{**base.as_dict(), **validate_param_changes(
+                {k: v for k, v in saved.items() if k in base.as_dict()})})
+        except (ConfigError, TypeError, ValueError) as e:
+            log.error("stored live parameters unusable (%s); using settings", e)
+            return base
+
+    def set_params(self, changes: dict[str, Any], *, who: str, now: datetime, source: str = "command") -> LiveParams:
+        """Apply, persist and audit a parameter change (old -> new per name)."""
+        with self.lock:
+            if "profile" in changes:
+                new = apply_profile(self.params, changes["profile"],
+                                    self.s.relaxed_sessions if changes["profile"] == "relaxed" else None)
+                if changes["profile"] == "default":  # back to the configured defaults
+                    d = LiveParams.from_settings(self.s)
+                    new = new.with_changes(cutoff_delta=d.cutoff_delta, cooldown_s=d.cooldown_s,
+                                           llm_min_signal_score=d.llm_min_signal_score,
+                                           reserve_fallback=d.reserve_fallback,
+                                           direction_lock_s=d.direction_lock_s)
+                rest = {k: v for k, v in changes.items() if k != "profile"}
+                new = new.with_changes(**rest) if rest else new
+            else:
+                new = self.params.with_changes(**changes)
+            old = self.params.as_dict()
+            for name, value in new.as_dict().items():
+                if old[name] != value:
+                    self.store.insert("param_audit", {
+                        "ts": iso(now), "who": who, "name": name, "old": json.dumps(old[name]),
+                        "new": json.dumps(value), "source": source,
+                    })
+            self.params = new
+            self.store.upsert("params", {"id": 1, "json": json.dumps(new.as_dict()), "updated_at": iso(now)})
+            self.store.commit()
+            return new
+
+    # ================================================================ restart
+    def _restore_runtime_state(self) -> None:
+        """Rebuild in-memory state from SQLite: last processed times and latest scores per symbol."""
+        rows = self.store.query(
+            "SELECT symbol, MAX(ts) AS ts FROM signals WHERE decision != 'skipped' GROUP BY symbol")
+        for r in rows:
+            self.scheduler.last_processed[r["symbol"]] = datetime.fromisoformat(r["ts"]).timestamp()
+        for r in self.store.query(
+            "SELECT s.symbol, s.ts, s.score FROM signals s JOIN (SELECT symbol, MAX(id) AS id FROM signals "
+            "WHERE score IS NOT NULL GROUP BY symbol) m ON s.id = m.id"
+        ):
+            self.latest_scores[r["symbol"]] = (datetime.fromisoformat(r["ts"]).timestamp(), r["score"])
+
+    def reconcile(self, now: datetime) -> list[str]:
+        """Adopt the broker as truth before the first trade (SPEC 9); returns what was changed."""
+        notes: list[str] = []
+        self.broker.sync(now)
+        self._ingest_fills(now)
+        # Orders we were sending when we stopped: the broker knows them by client id, or never saw them.
+        for row in self.store.query("SELECT * FROM orders WHERE status=?", (SUBMITTING,)):
+            order = self.broker.get_order_by_client_id(row["client_order_id"])
+            if order is not None:
+                with self.store.transaction():
+                    record_broker_order(self.store, order, now)
+                    set_intent_status(self.store, row["intent_id"], "submitted", now)
+                notes.append(f"order {row['client_order_id']} found at broker after restart")
+            else:
+                intent_row = self.store.one("SELECT * FROM intents WHERE id=?", (row["intent_id"],))
+                if intent_row and datetime.fromisoformat(intent_row["expires_at"]) > now:
+                    submit_intent(self.store, self.broker, load_intent(intent_row), now)
+                    notes.append(f"order {row['client_order_id']} resubmitted (broker never saw it)")
+                else:
+                    with self.store.transaction():
+                        self.store.execute(
+                            "UPDATE orders SET status='canceled', reason='not at broker after restart' "
+                            "WHERE client_order_id=?", (row["client_order_id"],))
+                        if intent_row:
+                            set_intent_status(self.store, intent_row["id"], "failed", now,
+                                              note="not at broker after restart")
+                    notes.append(f"order {row['client_order_id']} closed: unknown to broker")
+        # Open broker orders we have no record of: adopt and flag.
+        known = {r["client_order_id"] for r in self.store.query("SELECT client_order_id FROM orders")}
+        for order in self.broker.list_orders(open_only=True):
+            if order.client_order_id not in known:
+                with self.store.transaction():
+                    record_broker_order(self.store, order, now, intent_id=None)
+                    self.store.execute("UPDATE orders SET reason='adopted from broker' WHERE client_order_id=?",
+                                       (order.client_order_id,))
+                notes.append(f"adopted unknown broker order {order.client_order_id}")
+        # Positions: broker is truth.
+        broker_pos = {p.symbol: p for p in self.broker.get_positions(now)}
+        ours = {r["symbol"]: r for r in self.store.query("SELECT * FROM positions")}
+        with self.store.transaction():
+            for sym, p in broker_pos.items():
+                if sym not in ours:
+                    self.store.upsert("positions", {
+                        "symbol": sym, "qty": p.qty, "avg_price": p.avg_entry_price, "opened_at": iso(now),
+                        "stop_price": p.avg_entry_price * (1 - self.s.stop_loss_pct),
+                        "take_profit_price": p.avg_entry_price * (1 + self.s.take_profit_pct), "kind": "adopted",
+                        "high": p.market_price, "low": p.market_price, "intent_id": None,
+                    })
+                    notes.append(f"adopted broker position {sym} x{p.qty}")
+                elif abs(ours[sym]["qty"] - p.qty) > 1e-9:
+                    self.store.execute("UPDATE positions SET qty=? WHERE symbol=?", (p.qty, sym))
+                    notes.append(f"position {sym} qty {ours[sym]['qty']} -> {p.qty} (broker)")
+            for sym in set(ours) - set(broker_pos):
+                self.store.execute("DELETE FROM positions WHERE symbol=?", (sym,))
+                notes.append(f"dropped position {sym}: broker holds none")
+            for n in notes:
+                self.store.notify("warning", f"reconcile: {n}", now)
+        self._reconciled = True
+        return notes
+
+    # ================================================================ state
+    def account_state(self, now: datetime) -> AccountState:
+        acct = self.broker.get_account(now)
+        positions = []
+        for r in self.store.query("SELECT * FROM positions WHERE qty > 0"):
+            px = self.feed.price(r["symbol"], now) or r["avg_price"]
+            positions.append(PositionRisk(r["symbol"], r["qty"], r["avg_price"], px, r["stop_price"]))
+        live = self.store.query(
+            "SELECT i.symbol, i.qty, i.price FROM intents i WHERE i.side='buy' AND (i.status IN ('pending','submitting')"
+            " OR (i.status='submitted' AND EXISTS (SELECT 1 FROM orders o WHERE o.intent_id=i.id AND o.status "
+            "IN ('new','accepted','pending_new','partially_filled','submitting'))))"
+        )
+        sod = self.store.scalar("SELECT start_equity FROM day_state WHERE date=?", (trading_date(now).isoformat(),))
+        return AccountState(
+            equity=acct.equity, cash=acct.cash, buying_power=acct.buying_power,
+            start_of_day_equity=sod if sod is not None else acct.equity, positions=tuple(positions),
+            pending_notional=sum(r["qty"] * r["price"] for r in live), pending_count=len(live),
+        )
+
+    def portfolio_summary(self, now: datetime) -> dict[str, Any]:
+        return self.risk.portfolio_summary(self.account_state(now))
+
+    # ================================================================ the tick
+    def tick(self, now: datetime) -> TickReport:
+        now = ensure_utc(now)
+        with self.lock:
+            rep = TickReport(now=now)
+            self.feed.ensure(now)
+            if not self._reconciled:
+                self.reconcile(now)
+            rep.commands = self.apply_commands(now)
+            self._roll_day(now)
+            self.broker.sync(now)
+            rep.fills = self._ingest_fills(now)
+            self._refresh_orders(now)
+            self._expire_intents(now)
+            if is_rth(now):
+                self._detect_bench_events(now)
+                state = self.account_state(now)
+                for sym in self.scheduler.due_tickers(now):
+                    self._process_ticker(sym, now, state, rep)
+                    state = self.account_state(now) if rep.intents else state
+                self._route_baskets(now, rep)
+            self._maybe_check_stops(now)
+            self._snapshots(now)
+            self.store.commit()
+            return rep
+
+    # ---------------------------------------------------------------- commands
+    def apply_commands(self, now: datetime) -> int:
+        """Apply the UI's commands in order, each exactly once."""
+        cmds = self.store.pending_commands()
+        for c in cmds:
+            try:
+                result = self._apply_command(c, now)
+                status = "done"
+            except (ConfigError, ValueError, KeyError) as e:
+                result, status = f"refused: {e}", "failed"
+            self.store.finish_command(c["id"], status, result, now)
+            self.store.commit()
+        return len(cmds)
+
+    def _apply_command(self, c: dict[str, Any], now: datetime) -> str:
+        kind, p, who = c["kind"], c["payload"], c["who"] or "ui"
+        if kind == "set_params":
+            self.set_params(dict(p), who=who, now=now)
+            return "applied"
+        if kind in ("approve", "reject"):
+            return self.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
+        raise ValueError(f"unknown command {kind!r}")
+
+    def decide_intent(self, intent_id: str, *, approve: bool, who: str, now: datetime) -> str:
+        """Approve (re-check risk, then submit) or reject a pending intent. Idempotent by intent id."""
+        with self.lock:
+            row = self.store.one("SELECT * FROM intents WHERE id=?", (intent_id,))
+            if row is None:
+                raise KeyError(f"no intent {intent_id}")
+            if row["status"] != PENDING:
+                return f"already {row['status']}"
+            intent = load_intent(row)
+            if intent.expires_at <= now:
+                set_intent_status(self.store, intent_id, EXPIRED, now, who="engine", note="expired before decision")
+                self.store.commit()
+                return "expired"
+            if not approve:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="rejected by trader")
+                self.store.commit()
+                return "rejected"
+            if self.params.paused and not intent.is_exit:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="paused")
+                self.store.commit()
+                return "refused: trading is paused"
+            state = self.account_state(now)
+            # The intent itself is counted as pending in ``state``; take it out for its own re-check.
+            state = AccountState(state.equity, state.cash, state.buying_power, state.start_of_day_equity,
+                                 state.positions, max(0.0, state.pending_notional - intent.qty * intent.price),
+                                 max(0, state.pending_count - 1))
+            price = self.feed.price(intent.symbol, now) or intent.price
+            ok, reason = self.risk.should_allow_trade(state, intent.symbol, intent.side, intent.qty, price,
+                                                      is_exit=intent.is_exit)
+            if not ok:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=f"risk re-check: {reason}")
+                self.store.commit()
+                return f"refused: {reason}"
+            set_intent_status(self.store, intent_id, PENDING, now, who=who)
+            order = submit_intent(self.store, self.broker, intent, now)
+            return "submitted" if order is not None else "submit pending retry"
+
+    # ---------------------------------------------------------------- day roll, fills, orders
+    def _roll_day(self, now: datetime) -> None:
+        day = trading_date(now).isoformat()
+        if self.store.scalar("SELECT 1 FROM day_state WHERE date=?", (day,)) is None:
+            acct = self.broker.get_account(now)
+            self.store.insert("day_state", {"date": day, "start_equity": acct.equity, "created_at": iso(now)},
+                              ignore=True)
+            self.kv.purge_expired(now) if isinstance(self.kv, SqliteKV) else None
+
+    def _ingest_fills(self, now: datetime) -> int:
+        cursor = int(self.store.get_meta("fill_cursor") or 0)
+        fills, new_cursor = self.broker.fills_since(cursor)
+        n = 0
+        for f in fills:
+            with self.store.transaction():
+                if self.store.insert("fills", {
+                    "id": f.id, "client_order_id": f.client_order_id, "symbol": f.symbol, "side": f.side,
+                    "qty": f.qty, "price": f.price, "fee": f.fee, "ts": iso(f.ts),
+                }, ignore=True) == 1:
+                    self._apply_fill_to_positions(f.symbol, f.side, f.qty, f.price, f.fee, f.ts, f.client_order_id,
+                                                  f.leg)
+                    n += 1
+        with self.store.transaction():
+            self.store.set_meta("fill_cursor", str(new_cursor))
+        return n
+
+    def _apply_fill_to_positions(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: datetime,
+                                 cid: str, leg: str | None) -> None:
+        pos = self.store.one("SELECT * FROM positions WHERE symbol=?", (symbol,))
+        intent = self.store.one(
+            "SELECT i.* FROM intents i JOIN orders o ON o.intent_id=i.id WHERE o.client_order_id=?",
+            (cid.rsplit("-", 1)[0] if leg else cid,))
+        if side == "buy":
+            if pos is None:
+                self.store.upsert("positions", {
+                    "symbol": symbol, "qty": qty, "avg_price": price, "opened_at": iso(ts),
+                    "stop_price": (intent or {}).get("stop_price") or price * (1 - self.s.stop_loss_pct),
+                    "take_profit_price": (intent or {}).get("take_profit_price")
+                    or price * (1 + self.s.take_profit_pct),
+                    "kind": (intent or {}).get("kind", "entry"), "high": price, "low": price,
+                    "intent_id": (intent or {}).get("id"),
+                })
+            else:
+                total = pos["qty"] + qty
+                avg = (pos["qty"] * pos["avg_price"] + qty * price) / total
+                self.store.execute("UPDATE positions SET qty=?, avg_price=? WHERE symbol=?", (total, avg, symbol))
+            self.store.execute("UPDATE positions SET fees=COALESCE(fees,0)+? WHERE symbol=?", (fee, symbol))
+            return
+        if pos is None:
+            log.warning("sell fill for %s with no recorded position", symbol)
+            return
+        self._update_excursions(symbol, ts)
+        pos = self.store.one("SELECT * FROM positions WHERE symbol=?", (symbol,)) or pos
+        entry = pos["avg_price"]
+        close_qty = min(qty, pos["qty"])
+        fees = fee + (pos.get("fees") or 0.0)
+        pnl = (price - entry) * close_qty - fees
+        reason = leg or ((intent or {}).get("reason") or "exit")
+        self.store.insert("trades", {
+            "symbol": symbol, "kind": pos["kind"], "qty": close_qty, "entry_ts": pos["opened_at"],
+            "entry_price": entry, "exit_ts": iso(ts), "exit_price": price, "pnl": round(pnl, 6),
+            "ret": round((price / entry - 1.0), 8), "exit_reason": reason,
+            "mae": round(min(0.0, pos["low"] / entry - 1.0), 8), "mfe": round(max(0.0, pos["high"] / entry - 1.0), 8),
+            "fees": fees,
+        })
+        left = pos["qty"] - close_qty
+        if left <= 1e-9:
+            self.store.execute("DELETE FROM positions WHERE symbol=?", (symbol,))
+        else:
+            self.store.execute("UPDATE positions SET qty=? WHERE symbol=?", (left, symbol))
+
+    def _update_excursions(self, symbol: str, now: datetime) -> None:
+        """Track the high/low since entry for MAE/MFE."""
+        pos = self.store.one("SELECT opened_at, high, low FROM positions WHERE symbol=?", (symbol,))
+        if pos is None:
+            return
+        start = int(datetime.fromisoformat(pos["opened_at"]).timestamp())
+        _, _, hi, lo, _ = self.feed.bars_between(symbol, start, now)
+        if len(hi):
+            self.store.execute("UPDATE positions SET high=?, low=? WHERE symbol=?",
+                               (max(pos["high"], float(hi.max())), min(pos["low"], float(lo.min())), symbol))
+
+    def _refresh_orders(self, now: datetime) -> None:
+        for row in self.store.query(
+            "SELECT client_order_id FROM orders WHERE status IN ('new','accepted','pending_new','partially_filled')"
+        ):
+            order = self.broker.get_order_by_client_id(row["client_order_id"])
+            if order is not None:
+                record_broker_order(self.store, order, now)
+
+    def _expire_intents(self, now: datetime) -> None:
+        for row in self.store.query("SELECT id, expires_at FROM intents WHERE status=?", (PENDING,)):
+            if datetime.fromisoformat(row["expires_at"]) <= now:
+                set_intent_status(self.store, row["id"], EXPIRED, now, who="engine", note="not approved in time")
+
+    # ---------------------------------------------------------------- signals
+    def _detect_bench_events(self, now: datetime) -> None:
+        """Bench tickers run on events: here a volume/volatility spike on the last bar (EDGAR joins later)."""
+        for sym in self.universe.tiers.get("Bench", ()):
+            obs = self.feed.observe(sym, now)
+            if obs is not None and not math.isnan(obs.vol_spike) and obs.vol_spike >= self.s.vol_spike_event:
+                self.scheduler.add_event(sym, f"spike:{sym}:{obs.bar_ts.isoformat()}")
+
+    def _record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
+                       decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
+        self.store.execute(
+            "INSERT INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff, decision, reason,"
+            " action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (iso(now), iso(obs.bar_ts) if obs else None, sym, tier,
+             None if score is None else round(score, 6), None if obs is None else round(obs.score, 6),
+             None if obs is None else round(obs.vol_spike, 6), cutoff, decision, reason, action,
+             None if obs is None else obs.close),
+        )
+        if decision == "suppressed" and reason:
+            rep.suppressed[reason] = rep.suppressed.get(reason, 0) + 1
+
+    def mix_score(self, symbol: str, technical: float, now: datetime) -> float:
+        """Mixer: blend in LLM event sentiment when one exists (none without the LLM adapter)."""
+        return max(-1.0, min(1.0, technical))
+
+    def _process_ticker(self, sym: str, now: datetime, state: AccountState, rep: TickReport) -> None:
+        tier = self.universe.get_ticker_tier(sym) or "Bench"
+        grant = self.scheduler.consume_api_token_for_ticker(sym, now, allow_borrow=self.params.reserve_fallback)
+        if not grant.granted:
+            self._record_signal(now, sym, tier, None, None, None, "suppressed", "rate_limited", None, rep)
+            return
+        self.scheduler.mark_processed(sym, now)
+        obs = self.feed.observe(sym, now)
+        if obs is None or math.isnan(obs.score):
+            self._record_signal(now, sym, tier, obs, None, None, "skipped", "no_data", None, rep)
+            return
+        rep.processed += 1
+        spike = 0.0 if math.isnan(obs.vol_spike) else obs.vol_spike
+        score = self.mix_score(sym, obs.score, now)
+        self.latest_scores[sym] = (now.timestamp(), score)
+        cutoff = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
+
+        def suppress(reason: str) -> None:
+            self._record_signal(now, sym, tier, obs, score, cutoff, "suppressed", reason, None, rep)
+
+        if (r := gates.check_cutoff(score, cutoff)) is not None:
+            return suppress(r)
+        sign = 1 if score > 0 else -1
+        held = state.holds(sym)
+        if sign < 0 and held:
+            # A strong negative signal on a held long closes it; exits skip entry gates (they reduce risk).
+            gates.record_strong_signal(self.kv, sym, sign, self.params.direction_lock_s, now)
+            if self._live_intent_for(sym):
+                return suppress("intent_pending")
+            qty = next(p.qty for p in state.positions if p.symbol == sym)
+            intent = new_intent("exit", sym, "sell", qty, obs.close, now, self.s.intent_ttl_s,
+                                reason=f"signal exit: score {score:+.2f} <= -{cutoff:.2f}", source=f"signal:{sym}")
+            self._queue_intent(intent, now, rep)
+            self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "exit", rep)
+            rep.actionable += 1
+            return
+        if (r := gates.check_mixer_cooldown(self.kv, sym, now)) is not None:
+            return suppress(r)
+        if (r := gates.check_direction_lock(self.kv, sym, sign, now)) is not None:
+            return suppress(r)
+        gates.record_strong_signal(self.kv, sym, sign, self.params.direction_lock_s, now)
+        if sign > 0:
+            if self.params.paused:
+                return suppress("paused")
+            if held:
+                return suppress("already_held")
+            if self._live_intent_for(sym):
+                return suppress("intent_pending")
+            price = obs.close
+        else:
+            basket = self.universe.basket_of(sym)
+            price = self.feed.price(basket.inverse_etf, now) if basket else obs.close
+        ok, reason = self.risk.check_signal_risk_feasibility(state, price)
+        if not ok:
+            return suppress(reason)
+        slot = self.universe.tier_intervals_s.get(tier, 60)
+        if (r := gates.check_rth_daily_cap(self.store, self.kv, self.s, sym, tier, now, slot)) is not None:
+            return suppress(r)
+        gates.start_cooldown(self.kv, sym, self.params.cooldown_s, now)
+        rep.actionable += 1
+        if sign < 0:  # evidence for the basket router
+            self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "evidence", rep)
+            return
+        size = self.risk.size_for(state, price)
+        intent = new_intent(
+            "entry", sym, "buy", size.qty, price, now, self.s.intent_ttl_s,
+            reason=f"score {score:+.2f} >= {cutoff:.2f}" + (f" (size capped by {size.capped_by})"
+                                                             if size.capped_by else ""),
+            source=f"signal:{sym}", stop_price=round(price * (1 - self.s.stop_loss_pct), 4),
+            take_profit_price=round(price * (1 + self.s.take_profit_pct), 4),
+            risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
+        )
+        self._queue_intent(intent, now, rep)
+        self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)
+
+    def _live_intent_for(self, symbol: str) -> bool:
+        return self.store.scalar(
+            f"SELECT 1 FROM intents WHERE symbol=? AND status IN ({','.join('?' * len(LIVE_INTENT_STATUSES))}) "
+            "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.intent_id=intents.id AND o.status IN "
+            "('filled','canceled','rejected','expired')) LIMIT 1",
+            (symbol, *LIVE_INTENT_STATUSES),
+        ) is not None
+
+    def _queue_intent(self, intent: OrderIntent, now: datetime, rep: TickReport) -> None:
+        """Manual mode: wait for Approve. Auto mode: submit now."""
+        with self.store.transaction():
+            created = save_intent(self.store, intent, PENDING)
+        if not created:
+            return  # this tick already ran before a restart: the intent exists
+        rep.intents.append(intent.id)
+        if self.params.auto_mode:
+            submit_intent(self.store, self.broker, intent, now)
+
+    # ---------------------------------------------------------------- baskets
+    def _route_baskets(self, now: datetime, rep: TickReport) -> None:
+        held = {r["symbol"] for r in self.store.query("SELECT symbol FROM positions WHERE qty > 0")}
+        held |= {p.symbol for p in self.broker.get_positions(now)}  # holdings made outside the app conflict too
+        for basket in self.universe.baskets:
+            ev = self.baskets.evaluate(basket, self.latest_scores, now)
+            blocked, intent_id = None, None
+            if ev.fires:
+                etf = basket.inverse_etf
+                conflicts = self.baskets.conflicts_held(basket, held)
+                state = self.account_state(now)
+                price = self.feed.price(etf, now)
+                if self.params.paused:
+                    blocked = "paused"
+                elif etf in held:
+                    blocked = "etf_held"
+                elif conflicts:
+                    blocked = "conflict:" + ",".join(conflicts)
+                elif self._live_intent_for(etf):
+                    blocked = "intent_pending"
+                else:
+                    ok, reason = self.risk.check_signal_risk_feasibility(state, price)
+                    if not ok:
+                        blocked = reason
+                    elif not self.kv.set_nx(f"etf_lock:{etf}", basket.name, self.s.etf_lock_s, now):
+                        blocked = "etf_lock"
+                if blocked is None and price is not None:
+                    size = self.risk.size_for(state, price)
+                    intent = new_intent(
+                        "basket", etf, "buy", size.qty, price, now, self.s.intent_ttl_s,
+                        reason=(f"{basket.name}: {ev.n_signals} members, {ev.negative_ratio:.0%} negative, "
+                                f"mean {ev.mean_score:+.3f}, {ev.consecutive} ticks; ETF score "
+                                f"{ev.inverted_score:+.3f}"),
+                        source=f"basket:{basket.name}", stop_price=round(price * (1 - self.s.stop_loss_pct), 4),
+                        take_profit_price=round(price * (1 + self.s.take_profit_pct), 4),
+                        risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
+                    )
+                    intent_id = intent.id
+                    self._queue_intent(intent, now, rep)
+            self.baskets.save(ev, now, blocked_by=blocked, intent_id=intent_id)
+
+    # ---------------------------------------------------------------- stops
+    def _maybe_check_stops(self, now: datetime) -> None:
+        t = now.timestamp()
+        if self._last_stop_check is not None and t - self._last_stop_check < self.s.stop_check_interval_s:
+            return
+        self._last_stop_check = t
+        self.check_stops(now)
+
+    def check_stops(self, now: datetime) -> list[str]:
+        """Update MAE/MFE; exit positions that have no protective legs at the broker and crossed a level."""
+        exits = []
+        for pos in self.store.query("SELECT * FROM positions WHERE qty > 0"):
+            sym = pos["symbol"]
+            self._update_excursions(sym, now)
+            if pos["kind"] != "adopted" or not is_rth(now):
+                continue  # our own entries carry bracket legs at the broker
+            px = self.feed.price(sym, now)
+            if px is None:
+                continue
+            why = "stop_loss" if px <= pos["stop_price"] else ("take_profit" if px >= pos["take_profit_price"]
+                                                                 else None)
+            if why and not self._live_intent_for(sym):
+                intent = new_intent("exit", sym, "sell", pos["qty"], px, now, self.s.intent_ttl_s,
+                                    reason=why, source="stop_check")
+                with self.store.transaction():
+                    save_intent(self.store, intent, PENDING)
+                submit_intent(self.store, self.broker, intent, now)  # stops run even when paused or manual
+                exits.append(sym)
+        return exits
+
+    # ---------------------------------------------------------------- snapshots
+    def _snapshots(self, now: datetime) -> None:
+        minute = int(now.timestamp()) // 60
+        if minute != self._last_equity_minute:
+            self._last_equity_minute = minute
+            acct = self.broker.get_account(now)
+            self.store.upsert("equity", {"ts": iso(now), "equity": round(acct.equity, 4),
+                                         "cash": round(acct.cash, 4),
+                                         "exposure": round(acct.equity - acct.cash, 4)})
+        for m, tier, req, granted, borrowed in self.buckets.drain_stats(now):
+            self.store.upsert("token_stats", {
+                "minute": datetime.fromtimestamp(m * 60, NY).isoformat(), "tier": tier, "requested": req,
+                "granted": granted, "borrowed": borrowed,
+            })
+        self.store.upsert("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
+            "paused": self.params.paused, "auto_mode": self.params.auto_mode})})
+

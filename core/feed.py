@@ -1,0 +1,166 @@
+"""Scored bars the engine looks up by time: one object for live and replay.
+
+``MarketFeed`` pulls bars from a ``MarketData`` port in whole sessions, scores
+them once with the strategy (vectorised), and keeps numpy arrays so the tick
+path is a binary search, not a DataFrame query. It never reveals a bar before
+it has closed: at ``now`` the latest visible bar is the one whose minute ended
+at or before ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from core.clock import NY, UTC, session_bounds, trading_date
+from core.marketdata import MarketData
+from core.strategy import Strategy
+
+BAR_S = 60
+
+
+@dataclass(frozen=True)
+class Observation:
+    symbol: str
+    bar_ts: datetime
+    score: float
+    vol_spike: float
+    close: float
+
+
+class MarketFeed:
+    def __init__(self, market: MarketData, strategy: Strategy, symbols: tuple[str, ...]) -> None:
+        self.market = market
+        self.strategy = strategy
+        self.symbols = tuple(symbols)
+        self.col = {s: i for i, s in enumerate(self.symbols)}
+        self.ts = np.empty(0, dtype=np.int64)  # bar open, epoch seconds
+        n = len(self.symbols)
+        self.open = np.empty((0, n))
+        self.high = np.empty((0, n))
+        self.low = np.empty((0, n))
+        self.close = np.empty((0, n))
+        self.volume = np.empty((0, n))
+        self.score = np.empty((0, n))
+        self.vol_spike = np.empty((0, n))
+        self._raw_tail: pd.DataFrame | None = None
+        self.loaded_until: datetime | None = None  # bars with open < this are loaded
+
+    # ------------------------------------------------------------ loading
+    def load(self, start: datetime, end: datetime) -> None:
+        """Load and score bars in [start, end), appending to what is loaded."""
+        if self.loaded_until is not None:
+            start = max(start, self.loaded_until)
+        if end <= start:
+            return
+        new = self.market.bars(self.symbols, start, end)
+        self.loaded_until = end
+        if new.empty:
+            return
+        tail = self._raw_tail
+        frame = new if tail is None or tail.empty else pd.concat([tail, new], ignore_index=True)
+        scored = self.strategy.score_bars(frame)
+        n_tail = 0 if tail is None else len(tail)
+        scored = scored.iloc[n_tail:]
+        self._append(new, scored)
+        # Keep enough raw history to score the next chunk causally.
+        keep = self.strategy.warmup_bars + 5
+        last_ts = np.sort(frame["timestamp"].unique())[-keep:]
+        self._raw_tail = frame[frame["timestamp"].isin(last_ts)].reset_index(drop=True)
+
+    def _append(self, bars: pd.DataFrame, scored: pd.DataFrame) -> None:
+        ts_index = pd.DatetimeIndex(np.sort(bars["timestamp"].unique()))
+        cols = list(self.symbols)
+
+        def wide(frame: pd.DataFrame, column: str) -> np.ndarray:
+            w = frame.pivot(index="timestamp", columns="symbol", values=column).reindex(index=ts_index, columns=cols)
+            return w.to_numpy(dtype=float)
+
+        new_ts = (ts_index.as_unit("s").asi8).astype(np.int64)
+        if len(self.ts) and new_ts[0] <= self.ts[-1]:
+            keep = new_ts > self.ts[-1]
+            new_ts = new_ts[keep]
+        else:
+            keep = slice(None)
+        self.ts = np.concatenate([self.ts, new_ts])
+        for name in ("open", "high", "low", "close", "volume"):
+            setattr(self, name, np.vstack([getattr(self, name), wide(bars, name)[keep]]))
+        sc = scored.assign(timestamp=bars["timestamp"].to_numpy(), symbol=bars["symbol"].to_numpy())
+        self.score = np.vstack([self.score, wide(sc, "score")[keep]])
+        self.vol_spike = np.vstack([self.vol_spike, wide(sc, "vol_spike")[keep]])
+
+    def ensure(self, now: datetime) -> None:
+        """Make sure every bar that has closed by ``now`` is loaded (whole NY days at a time)."""
+        if self.loaded_until is not None and now <= self.loaded_until:
+            return
+        day = trading_date(now)
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=NY).astimezone(UTC)
+        start = self.loaded_until or (end - timedelta(days=6))
+        self.load(start, end)
+
+    def preload_sessions(self, days: list[date]) -> None:
+        """Replay: load every session in one go (one scoring pass over all history)."""
+        if not days:
+            return
+        first = session_bounds(days[0])
+        start = (first[0] if first else datetime.combine(days[0], datetime.min.time(), tzinfo=NY)).astimezone(UTC)
+        start -= timedelta(days=5)  # warm-up bars from the sessions before
+        end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=NY).astimezone(UTC)
+        self.load(start, end)
+
+    # ------------------------------------------------------------ lookups
+    def last_index(self, now: datetime) -> int:
+        """Index of the latest bar that has closed by ``now`` (-1 if none)."""
+        return int(np.searchsorted(self.ts, int(now.timestamp()) - BAR_S, side="right")) - 1
+
+    def observe(self, symbol: str, now: datetime, max_age_s: int = 600) -> Observation | None:
+        i = self.last_index(now)
+        j = self.col.get(symbol)
+        if i < 0 or j is None:
+            return None
+        if now.timestamp() - (self.ts[i] + BAR_S) > max_age_s:
+            return None  # no fresh bar (e.g. before the open): nothing to score
+        return Observation(
+            symbol=symbol,
+            bar_ts=datetime.fromtimestamp(int(self.ts[i]), UTC),
+            score=float(self.score[i, j]),
+            vol_spike=float(self.vol_spike[i, j]),
+            close=float(self.close[i, j]),
+        )
+
+    def price(self, symbol: str, now: datetime) -> float | None:
+        """Last close of a completed bar; None if the symbol has no bar yet."""
+        i = self.last_index(now)
+        j = self.col.get(symbol)
+        if i < 0 or j is None:
+            return None
+        col = self.close[: i + 1, j]
+        ok = np.flatnonzero(~np.isnan(col[-500:]))
+        return float(col[-500:][ok[-1]]) if len(ok) else None
+
+    def bars_between(self, symbol: str, after_s: int, now: datetime) -> tuple[np.ndarray, ...]:
+        """(ts, open, high, low, close) of bars with open time >= after_s that have closed by now."""
+        j = self.col[symbol]
+        lo = int(np.searchsorted(self.ts, after_s, side="left"))
+        hi = self.last_index(now) + 1
+        if hi <= lo:
+            e = np.empty(0)
+            return self.ts[0:0], e, e, e, e
+        sl = slice(lo, hi)
+        return self.ts[sl], self.open[sl, j], self.high[sl, j], self.low[sl, j], self.close[sl, j]
+
+    def next_open(self, symbol: str, after: datetime, now: datetime) -> tuple[int, float] | None:
+        """The first bar opening at/after ``after`` whose open is known by ``now`` (bar open <= now)."""
+        j = self.col.get(symbol)
+        if j is None:
+            return None
+        i = int(np.searchsorted(self.ts, int(np.ceil(after.timestamp())), side="left"))
+        while i < len(self.ts) and self.ts[i] <= now.timestamp():
+            v = self.open[i, j]
+            if not np.isnan(v):
+                return int(self.ts[i]), float(v)
+            i += 1
+        return None

@@ -1,0 +1,113 @@
+"""Signal gates (SPEC 4), in order. Each returns None to pass or a reason string.
+
+Order: market session -> dynamic cutoff -> mixer cooldown -> direction lock ->
+risk feasibility (core.risk) -> RTH daily cap. The cap counts only signals that
+passed everything before it ("actionable"), and its increment is idempotent per
+``cap:{symbol}:{date}:{slot}`` for ``cap_idempotency_s``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from core.clock import is_rth, minutes_since_open, minutes_to_close, trading_date
+from core.config import Settings
+from core.kv import KVStore
+from core.store import Store
+
+BELOW_CUTOFF = "below_cutoff"
+MARKET_CLOSED = "market_closed"
+MIXER_COOLDOWN = "mixer_cooldown"
+DIRECTION_LOCK = "direction_lock"
+RTH_DAILY_CAP = "rth_daily_cap"
+
+
+def check_market_session(now: datetime) -> str | None:
+    return None if is_rth(now) else MARKET_CLOSED
+
+
+def session_segment(now: datetime, segment_min: int) -> str:
+    since = minutes_since_open(now)
+    left = minutes_to_close(now)
+    if since is not None and since < segment_min:
+        return "open"
+    if left is not None and left <= segment_min:
+        return "close"
+    return "midday"
+
+
+def dynamic_cutoff(now: datetime, vol_spike: float, settings: Settings, cutoff_delta: float) -> float:
+    """cutoff(session segment, volatility regime) + cutoff_delta.
+
+    Noisier segments (open, close) and high-volatility bars need a stronger
+    score; the delta is the trader's live knob. Never below 0.01.
+    """
+    base = {"open": settings.cutoff_open, "midday": settings.cutoff_midday, "close": settings.cutoff_close}[
+        session_segment(now, settings.cutoff_segment_min)
+    ]
+    if vol_spike >= settings.cutoff_high_vol_spike:
+        base += settings.cutoff_high_vol_add
+    return max(0.01, round(base + cutoff_delta, 6))
+
+
+def check_cutoff(score: float, cutoff: float) -> str | None:
+    return None if abs(score) >= cutoff else BELOW_CUTOFF
+
+
+def cooldown_key(symbol: str) -> str:
+    return f"cooldown:{symbol}"
+
+
+def direction_key(symbol: str) -> str:
+    return f"dirlock:{symbol}"
+
+
+def check_mixer_cooldown(kv: KVStore, symbol: str, now: datetime) -> str | None:
+    return MIXER_COOLDOWN if kv.get(cooldown_key(symbol), now) is not None else None
+
+
+def check_direction_lock(kv: KVStore, symbol: str, sign: int, now: datetime) -> str | None:
+    """No re-entry with the opposite sign within the lock window of the last strong signal."""
+    held = kv.get(direction_key(symbol), now)
+    if held is not None and int(held) != sign:
+        return DIRECTION_LOCK
+    return None
+
+
+def record_strong_signal(kv: KVStore, symbol: str, sign: int, lock_s: int, now: datetime) -> None:
+    """A signal passed the cutoff: its sign holds the direction lock."""
+    if lock_s > 0:
+        kv.set(direction_key(symbol), str(sign), lock_s, now)
+
+
+def start_cooldown(kv: KVStore, symbol: str, cooldown_s: int, now: datetime) -> None:
+    if cooldown_s > 0:
+        kv.set(cooldown_key(symbol), "1", cooldown_s, now)
+
+
+def cap_keys(symbol: str, now: datetime) -> tuple[str, str]:
+    day = trading_date(now).isoformat()
+    return f"rth:{day}:{symbol}", f"rth:{day}:__global__"
+
+
+def tier_cap(settings: Settings, tier: str) -> int:
+    return {"A": settings.tier_a_daily_cap, "B": settings.tier_b_daily_cap}.get(tier, settings.bench_daily_cap)
+
+
+def check_rth_daily_cap(
+    store: Store, kv: KVStore, settings: Settings, symbol: str, tier: str, now: datetime, slot_s: int
+) -> str | None:
+    """Count an actionable signal against the per-ticker and global caps, once per slot.
+
+    A repeat of the same ``cap:{symbol}:{date}:{slot}`` inside the idempotency
+    window (a retried job, a restart mid-tick) is not counted again.
+    """
+    sym_key, glob_key = cap_keys(symbol, now)
+    if store.counter(sym_key) >= tier_cap(settings, tier) or store.counter(glob_key) >= settings.rth_daily_cap:
+        return RTH_DAILY_CAP
+    slot = int(now.timestamp()) // max(1, slot_s)
+    idem = f"cap:{symbol}:{trading_date(now).isoformat()}:{slot}"
+    if kv.set_nx(idem, "1", settings.cap_idempotency_s, now):
+        store.incr(sym_key)
+        store.incr(glob_key)
+    return None

@@ -1,0 +1,87 @@
+"""Token buckets for external market-data calls (SPEC 5).
+
+10 calls a minute split by tier: A 6, B 3, Reserve 1. Buckets refill at each
+calendar minute (a fixed window, as the old Redis keys did), so a minute never
+grants more than its allocation. Tier A may borrow from Reserve only in
+seconds 0-10 of a minute, and only while the reserve fallback is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+RESERVE = "Reserve"
+
+
+@dataclass(frozen=True)
+class Grant:
+    granted: bool
+    source: str  # tier name, "Reserve" (borrowed or Bench), or "" when denied
+    borrowed: bool = False
+
+
+class TokenBuckets(Protocol):
+    def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant: ...
+    def remaining(self, now: datetime) -> dict[str, int]: ...
+
+
+def minute_key(now: datetime) -> int:
+    return int(now.timestamp()) // 60
+
+
+class LocalTokenBuckets:
+    """In-process buckets; also keeps per-minute request/grant counts for the overflow KPI."""
+
+    def __init__(self, capacities: dict[str, int], borrow_window_s: int = 10) -> None:
+        self.capacities = dict(capacities)
+        self.borrow_window_s = borrow_window_s
+        self._minute: int | None = None
+        self._left: dict[str, int] = {}
+        # (minute, tier) -> [requested, granted, borrowed]
+        self.stats: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    def _roll(self, now: datetime) -> int:
+        m = minute_key(now)
+        if m != self._minute:
+            self._minute = m
+            self._left = dict(self.capacities)
+        return m
+
+    def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant:
+        m = self._roll(now)
+        bucket = RESERVE if tier == "Bench" else tier
+        st = self.stats[(m, tier)]
+        st[0] += 1
+        if self._left.get(bucket, 0) > 0:
+            self._left[bucket] -= 1
+            st[1] += 1
+            return Grant(True, bucket)
+        second = int(now.timestamp()) % 60
+        if tier == "A" and allow_borrow and second < self.borrow_window_s and self._left.get(RESERVE, 0) > 0:
+            self._left[RESERVE] -= 1
+            st[1] += 1
+            st[2] += 1
+            log.info("tier A borrowed a reserve token at second %d of the minute", second)
+            return Grant(True, RESERVE, borrowed=True)
+        return Grant(False, "")
+
+    def remaining(self, now: datetime) -> dict[str, int]:
+        self._roll(now)
+        return dict(self._left)
+
+    def drain_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:
+        """Counts of minutes that have ended, removed from memory (the engine persists them)."""
+        current = minute_key(now)
+        done = sorted(k for k in self.stats if k[0] < current)
+        out = [(m, t, *self.stats.pop((m, t))) for m, t in done]
+        return out  # type: ignore[misc]
+
+    def current_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:
+        current = minute_key(now)
+        return [(m, t, *v) for (m, t), v in self.stats.items() if m == current]  # type: ignore[misc]

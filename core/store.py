@@ -1,0 +1,217 @@
+"""SQLite schema and queries: the single source of truth for the UI.
+
+One connection per process side (the engine owns one; every UI session opens its
+own read connection). WAL so readers never block the writer; a busy timeout so
+short write overlaps wait instead of failing. Tables are created with
+sqlite-utils; hot paths use plain SQL on the same connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+# table -> (columns, primary key, indexes)
+_TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tuple[str, ...]]]] = {
+    "meta": ({"key": str, "value": str}, "key", []),
+    "kv": ({"key": str, "value": str, "expires_at": float}, "key", []),
+    "counters": ({"key": str, "value": int}, "key", []),
+    "params": ({"id": int, "json": str, "updated_at": str}, "id", []),
+    "param_audit": (
+        {"id": int, "ts": str, "who": str, "name": str, "old": str, "new": str, "source": str}, "id", [("ts",)]),
+    "commands": (
+        {"id": int, "created_at": str, "kind": str, "payload": str, "who": str, "status": str,
+         "applied_at": str, "result": str}, "id", [("status",)]),
+    "signals": (
+        {"id": int, "ts": str, "bar_ts": str, "symbol": str, "tier": str, "score": float, "raw_score": float,
+         "vol_spike": float, "cutoff": float, "decision": str, "reason": str, "action": str, "price": float},
+        "id", [("ts",), ("symbol", "ts"), ("decision",)]),
+    "basket_state": (
+        {"name": str, "ts": str, "n_signals": int, "negative_ratio": float, "mean_score": float,
+         "condition": int, "consecutive": int, "last_intent_id": str, "members_json": str, "blocked_by": str},
+        "name", []),
+    "intents": (
+        {"id": str, "created_at": str, "symbol": str, "side": str, "qty": float, "price": float, "notional": float,
+         "kind": str, "reason": str, "source": str, "status": str, "expires_at": str, "decided_at": str,
+         "decided_by": str, "client_order_id": str, "stop_price": float, "take_profit_price": float,
+         "risk_after": float, "note": str},
+        "id", [("status",), ("created_at",)]),
+    "orders": (
+        {"client_order_id": str, "broker_order_id": str, "intent_id": str, "symbol": str, "side": str, "qty": float,
+         "type": str, "status": str, "submitted_at": str, "updated_at": str, "filled_qty": float,
+         "filled_avg_price": float, "reason": str},
+        "client_order_id", [("status",), ("submitted_at",)]),
+    "fills": (
+        {"id": str, "client_order_id": str, "symbol": str, "side": str, "qty": float, "price": float,
+         "fee": float, "ts": str},
+        "id", [("ts",)]),
+    "positions": (
+        {"symbol": str, "qty": float, "avg_price": float, "opened_at": str, "stop_price": float,
+         "take_profit_price": float, "kind": str, "high": float, "low": float, "intent_id": str, "fees": float},
+        "symbol", []),
+    "trades": (
+        {"id": int, "symbol": str, "kind": str, "qty": float, "entry_ts": str, "entry_price": float,
+         "exit_ts": str, "exit_price": float, "pnl": float, "ret": float, "exit_reason": str, "mae": float,
+         "mfe": float, "fees": float},
+        "id", [("exit_ts",)]),
+    "equity": ({"ts": str, "equity": float, "cash": float, "exposure": float}, "ts", []),
+    "day_state": ({"date": str, "start_equity": float, "created_at": str}, "date", []),
+    "token_stats": (
+        {"minute": str, "tier": str, "requested": int, "granted": int, "borrowed": int}, ("minute", "tier"), []),
+    "heartbeat": ({"name": str, "ts": str, "info": str}, "name", []),
+    "notifications": ({"id": int, "ts": str, "level": str, "text": str}, "id", [("ts",)]),
+}
+
+
+def iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+class Store:
+    """The engine's SQLite database."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{self.path}?mode=ro" if readonly else self.path
+        # The engine's jobs run on APScheduler worker threads; the Engine serialises them with its own lock.
+        self.conn = sqlite3.connect(uri, uri=readonly, check_same_thread=False, timeout=10.0)
+        self.conn.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        if not readonly:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.db = sqlite_utils.Database(self.conn)
+            self.ensure_schema()
+        else:
+            self.db = sqlite_utils.Database(self.conn)
+
+    # ---------------------------------------------------------------- schema
+    def ensure_schema(self) -> None:
+        for name, (cols, pk, indexes) in _TABLES.items():
+            table = self.db[name]
+            if not table.exists():
+                table.create(cols, pk=pk, not_null=None)
+                for idx in indexes:
+                    table.create_index(list(idx), if_not_exists=True)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        self.conn.commit()
+
+    def close(self) -> None:
+        try:
+            self.conn.commit()
+        finally:
+            self.conn.close()
+
+    # ---------------------------------------------------------------- helpers
+    def commit(self) -> None:
+        self.conn.commit()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            try:
+                yield self.conn
+                self.conn.commit()
+            except BaseException:
+                self.conn.rollback()
+                raise
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else dict(row)
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def upsert(self, table: str, row: dict[str, Any]) -> None:
+        cols = list(row)
+        pk = _TABLES[table][1]
+        pks = [pk] if isinstance(pk, str) else list(pk or ())
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in pks) or f"{pks[0]}=excluded.{pks[0]}"
+        self.conn.execute(
+            f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+            f"ON CONFLICT({', '.join(pks)}) DO UPDATE SET {updates}",
+            [row[c] for c in cols],
+        )
+
+    def insert(self, table: str, row: dict[str, Any], *, ignore: bool = False) -> int:
+        cols = list(row)
+        verb = "INSERT OR IGNORE" if ignore else "INSERT"
+        cur = self.conn.execute(
+            f"{verb} INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [row[c] for c in cols],
+        )
+        return cur.rowcount
+
+    def insert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        self.conn.executemany(
+            f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [[r[c] for c in cols] for r in rows],
+        )
+
+    # ---------------------------------------------------------------- meta / counters
+    def get_meta(self, key: str) -> str | None:
+        return self.scalar("SELECT value FROM meta WHERE key=?", (key,))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.upsert("meta", {"key": key, "value": value})
+
+    def counter(self, key: str) -> int:
+        return int(self.scalar("SELECT value FROM counters WHERE key=?", (key,)) or 0)
+
+    def incr(self, key: str, by: int = 1) -> int:
+        self.conn.execute(
+            "INSERT INTO counters(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=value+excluded.value",
+            (key, by),
+        )
+        return self.counter(key)
+
+    # ---------------------------------------------------------------- commands (UI -> engine)
+    def send_command(self, kind: str, payload: dict[str, Any], *, who: str, now: datetime) -> int:
+        """Write a command the engine applies on its next tick. Safe from any process."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO commands(created_at, kind, payload, who, status) VALUES (?,?,?,?, 'new')",
+                (iso(now), kind, json.dumps(payload, sort_keys=True), who),
+            )
+            return int(cur.lastrowid or 0)
+
+    def pending_commands(self) -> list[dict[str, Any]]:
+        rows = self.query("SELECT * FROM commands WHERE status='new' ORDER BY id")
+        for r in rows:
+            r["payload"] = json.loads(r["payload"] or "{}")
+        return rows
+
+    def finish_command(self, cid: int, status: str, result: str, now: datetime) -> None:
+        self.conn.execute(
+            "UPDATE commands SET status=?, result=?, applied_at=? WHERE id=?", (status, result, iso(now), cid)
+        )
+
+    # ---------------------------------------------------------------- notifications
+    def notify(self, level: str, text: str, now: datetime) -> None:
+        self.conn.execute("INSERT INTO notifications(ts, level, text) VALUES (?,?,?)", (iso(now), level, text))
