@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from core import gates
@@ -374,7 +374,7 @@ class Engine:
         if pos is None:
             log.warning("sell fill for %s with no recorded position", symbol)
             return
-        self._update_excursions(symbol, ts)
+        self._update_excursions(symbol, ts + timedelta(seconds=60))  # through the bar the exit filled in
         pos = self.store.one("SELECT * FROM positions WHERE symbol=?", (symbol,)) or pos
         entry = pos["avg_price"]
         close_qty = min(qty, pos["qty"])

@@ -88,7 +88,9 @@ def test_auto_mode_submits_and_the_bracket_stop_closes_the_position():
             later = idx >= crash
             for k in ("open", "high", "low", "close"):
                 arr[k][later] = 97.0  # gap below the 98.5 stop
-    e = make_engine(flat_bars([DAY], overrides=drop), ScriptedStrategy(only({"NVDA"}, 0.6)), auto_mode=True)
+    def score(sym, ts):
+        return 0.6 if sym == "NVDA" and ts < at(DAY, 10, 5) else 0.0
+    e = make_engine(flat_bars([DAY], overrides=drop), ScriptedStrategy(score), auto_mode=True)
     run_ticks(e, at(DAY, 10, 0), at(DAY, 10, 40))
     assert broker_order_count(e) == 1
     trade = e.store.one("SELECT * FROM trades")
@@ -106,11 +108,13 @@ def test_take_profit_and_stop_in_one_bar_fills_the_stop_first():
             bar = idx == hit
             arr["high"][bar] = 110.0
             arr["low"][bar] = 90.0
-    e = make_engine(flat_bars([DAY], overrides=wild), ScriptedStrategy(only({"NVDA"}, 0.6)), auto_mode=True)
+    e = make_engine(flat_bars([DAY], overrides=wild),
+                    ScriptedStrategy(lambda sym, ts: 0.6 if sym == "NVDA" and ts < at(DAY, 10, 5) else 0.0),
+                    auto_mode=True)
     run_ticks(e, at(DAY, 10, 0), at(DAY, 10, 30))
     trade = e.store.one("SELECT * FROM trades")
     assert trade["exit_reason"] == "stop_loss"
-    assert trade["exit_price"] == pytest.approx(100.0 * 1.0002 * 0.985 * 0.9998, rel=1e-4)
+    assert trade["exit_price"] == pytest.approx(98.5 * 0.9998)  # the stop level set from the signal price
 
 
 def test_strong_negative_signal_on_a_held_long_closes_it():
