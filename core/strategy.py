@@ -13,7 +13,8 @@ Default: ``MomentumVwapStrategy``
   over the last 30 bars);
 * VWAP deviation  d = ln(C_t / VWAP_30) / (sigma_30 * sqrt(15)): how far price
   stands from the 30-bar volume-weighted average;
-* score = tanh((0.6 m + 0.4 d) / 2.5), so a 2.5-sigma blend scores ~0.76;
+* score = tanh((0.6 m + 0.4 d) / 5), so a 2.5-sigma blend scores ~0.46 and
+  pure noise passes a 0.28 cutoff about one bar in ten;
 * vol_spike = max(volume part, range part): volume part = clip((V_t / mean(V over
   the previous 30 bars) - 1.5) / 2.5, 0, 1); range part = clip((|r_t| / sigma_30
   - 2) / 3, 0, 1). 1 means "this bar is an event".
@@ -62,7 +63,7 @@ class MomentumVwapStrategy:
 
     name = "momentum_vwap"
 
-    def __init__(self, mom_window: int = 5, vol_window: int = 30, vwap_window: int = 30, scale: float = 2.5) -> None:
+    def __init__(self, mom_window: int = 5, vol_window: int = 30, vwap_window: int = 30, scale: float = 5.0) -> None:
         self.mom_window = mom_window
         self.vol_window = vol_window
         self.vwap_window = vwap_window

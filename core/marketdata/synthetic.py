@@ -1,0 +1,190 @@
+"""Seeded synthetic 1-minute bars for the universe: the market of the first run.
+
+Per regular session (NYSE calendar: holidays, early closes, DST), every symbol
+gets one bar a minute. Returns are built from
+* a market factor and one sector factor per basket (MEGATECH, SEMIS), so
+  basket members move together;
+* persistent drift episodes (AR(1), partly shared by the sector), so
+  short-horizon momentum of both signs appears several times a day;
+* volatility clustering (a log-volatility AR(1) shared by the market, plus a
+  per-symbol part) on a U-shaped intraday profile;
+* rare jumps with volume bursts.
+Each basket's index ETF (QQQ, SOXX) follows market + sector with little noise,
+and its inverse ETF (SQQQ, SOXS) returns about -3x the index each minute.
+Days are generated in order from ``anchor``; a day depends only on the seed,
+its date and the previous close, so any request order gives the same bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from core.clock import UTC, session_bounds, trading_sessions
+from core.marketdata import BAR_COLUMNS, empty_bars, require_aware
+from core.universe import DEFAULT_UNIVERSE, Universe
+
+DEFAULT_PRICES = {
+    "AAPL": 230.0, "NVDA": 180.0, "TSLA": 330.0, "MSFT": 500.0, "AMZN": 220.0, "META": 750.0, "GOOGL": 250.0,
+    "AMD": 160.0, "AVGO": 340.0, "QQQ": 580.0, "SQQQ": 17.0, "SOXX": 250.0, "SOXS": 6.0,
+}
+BASE_VOLUME = {
+    "AAPL": 120_000, "NVDA": 400_000, "TSLA": 250_000, "MSFT": 60_000, "AMZN": 100_000, "META": 40_000,
+    "GOOGL": 80_000, "AMD": 150_000, "AVGO": 50_000, "QQQ": 150_000, "SQQQ": 300_000, "SOXX": 20_000,
+    "SOXS": 400_000,
+}
+
+
+class SyntheticMarket:
+    def __init__(self, seed: int, universe: Universe = DEFAULT_UNIVERSE, anchor: date | None = None,
+                 start_prices: dict[str, float] | None = None, minute_vol: float = 0.0011,
+                 jump_prob: float = 0.003) -> None:
+        self.seed = int(seed)
+        self.universe = universe
+        self.anchor = anchor or date(2025, 1, 2)
+        self.minute_vol = minute_vol
+        self.jump_prob = jump_prob
+        self.symbols = universe.all_symbols
+        prices = {**DEFAULT_PRICES, **(start_prices or {})}
+        self._last_close = np.array([prices.get(s, 100.0) for s in self.symbols], dtype=float)
+        self._days: dict[date, pd.DataFrame] = {}
+        self._order: list[date] = []
+        self._next_day = trading_sessions(self.anchor, 1)[0]
+        self._roles = self._build_roles()
+
+    # ---------------------------------------------------------------- structure
+    def _build_roles(self) -> dict[str, tuple[str, int | None]]:
+        """symbol -> (role, basket index): stock, index or inverse; stocks outside baskets have None."""
+        roles: dict[str, tuple[str, int | None]] = {}
+        for i, b in enumerate(self.universe.baskets):
+            for m in b.members:
+                roles[m] = ("stock", i)
+            roles[b.index_etf] = ("index", i)
+            roles[b.inverse_etf] = ("inverse", i)
+        for s in self.symbols:
+            roles.setdefault(s, ("stock", None))
+        return roles
+
+    # ---------------------------------------------------------------- generation
+    def _generate_day(self, day: date) -> pd.DataFrame:
+        bounds = session_bounds(day)
+        assert bounds is not None
+        open_, close = (b.astimezone(UTC) for b in bounds)
+        n = int((close - open_).total_seconds() // 60)
+        idx = pd.date_range(open_, periods=n, freq="1min")
+        rng = np.random.default_rng([self.seed, day.toordinal()])
+        k = len(self.baskets_or_one())
+        s_n = len(self.symbols)
+        vol = self.minute_vol
+        # intraday U-shape of volatility and volume
+        x = np.linspace(-1.0, 1.0, n)
+        u_vol = 0.75 + 0.6 * x**2
+        u_volume = 0.6 + 1.4 * x**2
+        # log-volatility regime shared by the market, plus per-symbol noise
+        h = _ar1(rng.normal(0, 0.08, n), 0.98, rng.normal(0, 0.3))
+        regime = np.exp(h)[:, None]
+        mkt = rng.normal(0, 1, n) * 0.55
+        sector = rng.normal(0, 1, (n, k)) * 0.6
+        # drift episodes: persistent, partly shared by the sector (so baskets trend together)
+        sec_drift = _ar1(rng.normal(0, 0.022, (n, k)), 0.985, rng.normal(0, 0.15, k))
+        own_drift = _ar1(rng.normal(0, 0.03, (n, s_n)), 0.98, rng.normal(0, 0.15, s_n))
+        idio = rng.normal(0, 1, (n, s_n))
+        jumps = (rng.random((n, s_n)) < self.jump_prob) * rng.normal(0, 6.0, (n, s_n))
+        rets = np.empty((n, s_n))
+        for j, sym in enumerate(self.symbols):
+            role, b = self._roles[sym]
+            bi = 0 if b is None else b
+            if role == "stock":
+                sys_part = mkt + (sector[:, bi] if b is not None else 0.0)
+                z = sys_part + 0.7 * idio[:, j] + 0.5 * sec_drift[:, bi] + 0.5 * own_drift[:, j] + jumps[:, j]
+            else:  # index ETF: the sector's systematic part with little noise
+                z = mkt + sector[:, bi] + 0.5 * sec_drift[:, bi] + 0.15 * idio[:, j]
+            rets[:, j] = z
+        rets *= vol * u_vol[:, None] * regime
+        for j, sym in enumerate(self.symbols):
+            role, b = self._roles[sym]
+            if role == "inverse":
+                idx_sym = self.universe.baskets[b].index_etf
+                jj = self.symbols.index(idx_sym)
+                rets[:, j] = -3.0 * rets[:, jj] + 0.05 * vol * idio[:, j]
+        # prices
+        gap = rng.normal(0, 0.004, s_n)
+        for j, sym in enumerate(self.symbols):
+            role, b = self._roles[sym]
+            if role == "inverse":
+                jj = self.symbols.index(self.universe.baskets[b].index_etf)
+                gap[j] = -3.0 * gap[jj]
+        first_open = self._last_close * np.exp(gap)
+        log_close = np.log(first_open)[None, :] + np.cumsum(rets, axis=0)
+        close_px = np.exp(log_close)
+        open_px = np.vstack([first_open[None, :], close_px[:-1]])
+        wick = np.abs(rng.normal(0, 0.35, (n, s_n))) * vol * u_vol[:, None] * regime
+        wick2 = np.abs(rng.normal(0, 0.35, (n, s_n))) * vol * u_vol[:, None] * regime
+        high = np.maximum(open_px, close_px) * np.exp(wick)
+        low = np.minimum(open_px, close_px) * np.exp(-wick2)
+        base_v = np.array([BASE_VOLUME.get(s, 50_000) for s in self.symbols], dtype=float)
+        move = np.abs(rets) / (vol * u_vol[:, None] * regime)
+        volume = base_v[None, :] * u_volume[:, None] * np.exp(rng.normal(0, 0.25, (n, s_n)))
+        volume *= 1.0 + 0.35 * np.maximum(move - 1.0, 0.0) + 3.0 * (jumps != 0)
+        volume = np.maximum(1.0, np.round(volume))
+        self._last_close = close_px[-1].copy()
+        frame = pd.DataFrame({
+            "timestamp": np.repeat(idx.values, s_n),
+            "symbol": np.tile(np.array(self.symbols, dtype=object), n),
+            "open": open_px.ravel(), "high": high.ravel(), "low": low.ravel(), "close": close_px.ravel(),
+            "volume": volume.ravel(),
+        })
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.as_unit("ns")
+        return frame.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
+
+    def baskets_or_one(self) -> tuple:
+        return self.universe.baskets or (None,)
+
+    def _extend_to(self, last_day: date) -> None:
+        while self._next_day <= last_day:
+            day = self._next_day
+            self._days[day] = self._generate_day(day)
+            self._order.append(day)
+            self._next_day = trading_sessions(day + timedelta(days=1), 1)[0]
+
+    # ---------------------------------------------------------------- MarketData
+    def bars(self, symbols: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
+        require_aware(start, end)
+        start_utc, end_utc = start.astimezone(UTC), end.astimezone(UTC)
+        if end_utc <= start_utc:
+            return empty_bars()
+        from core.clock import NY
+
+        last_day = (end_utc - timedelta(microseconds=1)).astimezone(NY).date()
+        if last_day < self._order[0] if self._order else last_day < self._next_day:
+            return empty_bars()
+        self._extend_to(last_day)
+        first_day = start_utc.astimezone(NY).date()
+        parts = [self._days[d] for d in self._order if first_day <= d <= last_day]
+        if not parts:
+            return empty_bars()
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        ts = df["timestamp"]
+        mask = (ts >= pd.Timestamp(start_utc)) & (ts < pd.Timestamp(end_utc))
+        if set(symbols) != set(self.symbols):
+            mask &= df["symbol"].isin(list(symbols))
+        return df.loc[mask, BAR_COLUMNS].reset_index(drop=True)
+
+    def frame_for_sessions(self, days: int) -> pd.DataFrame:
+        sessions = trading_sessions(self.anchor, days)
+        start = session_bounds(sessions[0])[0].astimezone(UTC)
+        end = session_bounds(sessions[-1])[1].astimezone(UTC)
+        return self.bars(self.symbols, start, end)
+
+
+def _ar1(shocks: np.ndarray, phi: float, x0: float | np.ndarray) -> np.ndarray:
+    """x_t = phi x_{t-1} + e_t along axis 0 (vectorised with a cumulative trick is unstable; n is small)."""
+    out = np.empty_like(shocks)
+    prev = np.asarray(x0, dtype=float) * np.ones(shocks.shape[1:])
+    for t in range(shocks.shape[0]):
+        prev = phi * prev + shocks[t]
+        out[t] = prev
+    return out
