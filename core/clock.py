@@ -17,7 +17,7 @@ import exchange_calendars as xcals
 import pandas as pd
 
 NY = ZoneInfo("America/New_York")
-UTC = timezone.utc
+UTC = timezone.utc  # noqa: UP017  (re-exported name used across core)
 
 
 class Clock(Protocol):
@@ -69,7 +69,8 @@ def session_bounds(day: date) -> tuple[datetime, datetime] | None:
     cal = _calendar()
     ts = pd.Timestamp(day)
     if ts < cal.first_session or ts > cal.last_session:
-        raise ValueError(f"{day} is outside the exchange calendar ({cal.first_session.date()}..{cal.last_session.date()})")
+        span = f"{cal.first_session.date()}..{cal.last_session.date()}"
+        raise ValueError(f"{day} is outside the exchange calendar ({span})")
     if not cal.is_session(ts):
         return None
     return (

@@ -145,8 +145,8 @@ class Engine:
     # ================================================================ restart
     def _restore_runtime_state(self) -> None:
         """Rebuild in-memory state from SQLite: last processed times and latest scores per symbol."""
-        rows = self.store.query(
-            "SELECT symbol, MAX(ts) AS ts FROM signals WHERE decision != 'skipped' GROUP BY symbol")
+        rows = self.store.query(  # a rate-limited attempt did not process the ticker
+            "SELECT symbol, MAX(ts) AS ts FROM signals WHERE COALESCE(reason, '') != 'rate_limited' GROUP BY symbol")
         for r in rows:
             self.scheduler.last_processed[r["symbol"]] = datetime.fromisoformat(r["ts"]).timestamp()
         for r in self.store.query(
@@ -154,10 +154,16 @@ class Engine:
             "WHERE score IS NOT NULL GROUP BY symbol) m ON s.id = m.id"
         ):
             self.latest_scores[r["symbol"]] = (datetime.fromisoformat(r["ts"]).timestamp(), r["score"])
+        saved = self.store.get_meta("token_buckets")
+        if saved:
+            self.buckets.restore(json.loads(saved))
 
     def reconcile(self, now: datetime) -> list[str]:
         """Adopt the broker as truth before the first trade (SPEC 9); returns what was changed."""
         notes: list[str] = []
+        if isinstance(self.kv, SqliteKV):  # bench events seen but not yet processed before the stop
+            for key, value in self.kv.keys("event:", now).items():
+                self.scheduler.pending_events.setdefault(key.removeprefix("event:"), value)
         self.broker.sync(now)
         self._ingest_fills(now)
         # Orders we were sending when we stopped: the broker knows them by client id, or never saw them.
@@ -182,6 +188,12 @@ class Engine:
                             set_intent_status(self.store, intent_row["id"], "failed", now,
                                               note="not at broker after restart")
                     notes.append(f"order {row['client_order_id']} closed: unknown to broker")
+        # Auto mode: intents saved just before a crash, never sent.
+        if self.params.auto_mode:
+            for row in self.store.query("SELECT * FROM intents WHERE status=? AND expires_at > ?", (PENDING, iso(now))):
+                if self._unsent_pending(row["id"]):
+                    submit_intent(self.store, self.broker, load_intent(row), now)
+                    notes.append(f"intent {row['id']} submitted after restart")
         # Open broker orders we have no record of: adopt and flag.
         known = {r["client_order_id"] for r in self.store.query("SELECT client_order_id FROM orders")}
         for order in self.broker.list_orders(open_only=True):
@@ -223,7 +235,8 @@ class Engine:
             px = self.feed.price(r["symbol"], now) or r["avg_price"]
             positions.append(PositionRisk(r["symbol"], r["qty"], r["avg_price"], px, r["stop_price"]))
         live = self.store.query(
-            "SELECT i.symbol, i.qty, i.price FROM intents i WHERE i.side='buy' AND (i.status IN ('pending','submitting')"
+            "SELECT i.symbol, i.qty, i.price FROM intents i WHERE i.side='buy'"
+            " AND (i.status IN ('pending','submitting')"
             " OR (i.status='submitted' AND EXISTS (SELECT 1 FROM orders o WHERE o.intent_id=i.id AND o.status "
             "IN ('new','accepted','pending_new','partially_filled','submitting'))))"
         )
@@ -424,13 +437,16 @@ class Engine:
         for sym in self.universe.tiers.get("Bench", ()):
             obs = self.feed.observe(sym, now)
             if obs is not None and not math.isnan(obs.vol_spike) and obs.vol_spike >= self.s.vol_spike_event:
-                self.scheduler.add_event(sym, f"spike:{sym}:{obs.bar_ts.isoformat()}")
+                event_id = f"spike:{sym}:{obs.bar_ts.isoformat()}"
+                if sym not in self.scheduler.pending_events:
+                    self.kv.set(f"event:{sym}", event_id, 300, now)
+                self.scheduler.add_event(sym, event_id)
 
     def _record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
                        decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
         self.store.execute(
-            "INSERT INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff, decision, reason,"
-            " action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff,"
+            " decision, reason, action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (iso(now), iso(obs.bar_ts) if obs else None, sym, tier,
              None if score is None else round(score, 6), None if obs is None else round(obs.score, 6),
              None if obs is None else round(obs.vol_spike, 6), cutoff, decision, reason, action,
@@ -449,6 +465,8 @@ class Engine:
         if not grant.granted:
             self._record_signal(now, sym, tier, None, None, None, "suppressed", "rate_limited", None, rep)
             return
+        if sym in self.scheduler.pending_events:
+            self.kv.delete(f"event:{sym}")
         self.scheduler.mark_processed(sym, now)
         obs = self.feed.observe(sym, now)
         if obs is None or math.isnan(obs.score):
@@ -530,11 +548,17 @@ class Engine:
         """Manual mode: wait for Approve. Auto mode: submit now."""
         with self.store.transaction():
             created = save_intent(self.store, intent, PENDING)
-        if not created:
-            return  # this tick already ran before a restart: the intent exists
-        rep.intents.append(intent.id)
+        if created:
+            rep.intents.append(intent.id)
+        elif not self._unsent_pending(intent.id):
+            return  # this tick already ran before a restart and the intent went its way
         if self.params.auto_mode:
             submit_intent(self.store, self.broker, intent, now)
+
+    def _unsent_pending(self, intent_id: str) -> bool:
+        return self.store.scalar(
+            "SELECT 1 FROM intents i WHERE i.id=? AND i.status='pending' AND NOT EXISTS "
+            "(SELECT 1 FROM orders o WHERE o.intent_id=i.id)", (intent_id,)) is not None
 
     # ---------------------------------------------------------------- baskets
     def _route_baskets(self, now: datetime, rep: TickReport) -> None:
@@ -621,6 +645,7 @@ class Engine:
                 "minute": datetime.fromtimestamp(m * 60, NY).isoformat(), "tier": tier, "requested": req,
                 "granted": granted, "borrowed": borrowed,
             })
+        self.store.set_meta("token_buckets", json.dumps(self.buckets.dump()))
         self.store.upsert("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
             "paused": self.params.paused, "auto_mode": self.params.auto_mode})})
 

@@ -54,6 +54,6 @@ def summary(store: Store) -> dict[str, Any]:
     out["stop_out_rate"] = (sum(1 for t in trades if t["exit_reason"] == "stop_loss") / len(trades)) if trades else 0.0
     daily = store.query("SELECT substr(ts,1,10) AS d, MAX(ts) AS last FROM equity GROUP BY d ORDER BY d")
     closes = [store.scalar("SELECT equity FROM equity WHERE ts=?", (r["last"],)) for r in daily]
-    rets = [b / a - 1 for a, b in zip(closes, closes[1:]) if a]
+    rets = [b / a - 1 for a, b in zip(closes, closes[1:], strict=False) if a]
     out["sharpe"] = sharpe(rets, 252)
     return out

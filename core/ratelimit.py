@@ -75,6 +75,16 @@ class LocalTokenBuckets:
         self._roll(now)
         return dict(self._left)
 
+    def dump(self) -> dict[str, object]:
+        """The current minute's levels, so a restart inside a minute grants no extra tokens."""
+        return {"minute": self._minute, "left": self._left}
+
+    def restore(self, saved: dict[str, object]) -> None:
+        minute, left = saved.get("minute"), saved.get("left")
+        if isinstance(minute, int) and isinstance(left, dict):
+            self._minute = minute
+            self._left = {k: int(v) for k, v in left.items() if k in self.capacities}
+
     def drain_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:
         """Counts of minutes that have ended, removed from memory (the engine persists them)."""
         current = minute_key(now)

@@ -87,6 +87,7 @@ def run_replay(
             clock.set(now)
             engine.tick(clock.now())
             store.set_meta("replay_cursor", now.isoformat())
+            store.commit()
             ticks += 1
             if stop_after_ticks is not None and ticks >= stop_after_ticks:
                 store.commit()

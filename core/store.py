@@ -35,7 +35,7 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
     "signals": (
         {"id": int, "ts": str, "bar_ts": str, "symbol": str, "tier": str, "score": float, "raw_score": float,
          "vol_spike": float, "cutoff": float, "decision": str, "reason": str, "action": str, "price": float},
-        "id", [("ts",), ("symbol", "ts"), ("decision",)]),
+        "id", [("ts",), ("decision",)]),
     "basket_state": (
         {"name": str, "ts": str, "n_signals": int, "negative_ratio": float, "mean_score": float,
          "condition": int, "consecutive": int, "last_intent_id": str, "members_json": str, "blocked_by": str},
@@ -106,6 +106,8 @@ class Store:
                 table.create(cols, pk=pk, not_null=None)
                 for idx in indexes:
                     table.create_index(list(idx), if_not_exists=True)
+        # One decision per symbol per tick: a tick re-run after a crash inserts nothing twice.
+        self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS signals_symbol_ts ON signals(symbol, ts)")
         self.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

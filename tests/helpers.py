@@ -50,8 +50,8 @@ class ScriptedStrategy:
 
     def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
         out = bars[["timestamp", "symbol"]].copy()
-        out["score"] = [float(self.score(s, t)) for s, t in zip(bars["symbol"], bars["timestamp"])]
-        out["vol_spike"] = [float(self.spike(s, t)) for s, t in zip(bars["symbol"], bars["timestamp"])]
+        out["score"] = [float(self.score(s, t)) for s, t in zip(bars["symbol"], bars["timestamp"], strict=True)]
+        out["vol_spike"] = [float(self.spike(s, t)) for s, t in zip(bars["symbol"], bars["timestamp"], strict=True)]
         return out.reset_index(drop=True)
 
 

@@ -33,6 +33,11 @@ def empty_bars() -> pd.DataFrame:
     return df[BAR_COLUMNS]
 
 
+def ts_ns(series: pd.Series) -> np.ndarray:
+    """UTC nanoseconds of a tz-aware timestamp column, whatever its stored unit."""
+    return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
 def require_aware(*values: datetime) -> None:
     for v in values:
         if v.tzinfo is None:
@@ -44,7 +49,7 @@ class FrameMarket:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
-        self._ts = self.frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        self._ts = ts_ns(self.frame["timestamp"])
 
     @property
     def symbols(self) -> tuple[str, ...]:

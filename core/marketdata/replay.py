@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import NY
-from core.marketdata import BAR_COLUMNS, PRICE_COLUMNS, BarDataError, FrameMarket
+from core.marketdata import BAR_COLUMNS, PRICE_COLUMNS, BarDataError, FrameMarket, ts_ns
 
 
 def load_bars(path: str | Path) -> pd.DataFrame:
@@ -99,7 +99,7 @@ def validate_bars(raw: pd.DataFrame, source: str, *, first_row: int = 1, unit: s
             i = int(np.argmax(bad))
             fail(i, f"{col} {df[col].iloc[i]} outside [low, high]")
     # order and duplicates within a symbol, in file order
-    tsv = df["timestamp"].to_numpy().astype(np.int64)
+    tsv = ts_ns(df["timestamp"])
     for sym, idx in df.groupby("symbol", sort=False).indices.items():
         t = tsv[idx]
         d = np.diff(t)

@@ -132,12 +132,12 @@ class SyntheticMarket:
         volume = np.maximum(1.0, np.round(volume))
         self._last_close = close_px[-1].copy()
         frame = pd.DataFrame({
-            "timestamp": np.repeat(idx.values, s_n),
+            "timestamp": np.repeat(idx.as_unit("ns").asi8, s_n),
             "symbol": np.tile(np.array(self.symbols, dtype=object), n),
             "open": open_px.ravel(), "high": high.ravel(), "low": low.ravel(), "close": close_px.ravel(),
             "volume": volume.ravel(),
         })
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.as_unit("ns")
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="ns", utc=True)
         return frame.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
 
     def baskets_or_one(self) -> tuple:
