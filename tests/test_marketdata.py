@@ -1,0 +1,176 @@
+"""Synthetic market realism and the bars-file loader's rejections."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.clock import NY, session_bounds
+from core.marketdata import BAR_COLUMNS, BarDataError
+from core.marketdata.replay import ReplayMarket, load_bars
+from core.marketdata.synthetic import SyntheticMarket
+
+DAY = date(2025, 3, 4)
+
+
+def day_frame(mkt: SyntheticMarket, day: date) -> pd.DataFrame:
+    open_, close = session_bounds(day)
+    return mkt.bars(mkt.symbols, open_, close)
+
+
+def closes(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.pivot(index="timestamp", columns="symbol", values="close")
+
+
+def test_same_seed_same_bars_whatever_the_chunking():
+    a = SyntheticMarket(7, anchor=date(2025, 3, 3))
+    b = SyntheticMarket(7, anchor=date(2025, 3, 3))
+    open_, close = session_bounds(date(2025, 3, 5))
+    whole = a.bars(a.symbols, session_bounds(date(2025, 3, 3))[0], close)
+    # b is asked later days first, in small odd slices
+    parts = []
+    t = session_bounds(date(2025, 3, 3))[0]
+    b.bars(b.symbols, open_, close)
+    while t < close:
+        nxt = t + timedelta(minutes=37)
+        parts.append(b.bars(b.symbols, t, min(nxt, close)))
+        t = nxt
+    chunked = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(whole, chunked)
+    other = SyntheticMarket(8, anchor=date(2025, 3, 3)).bars(a.symbols, session_bounds(date(2025, 3, 3))[0], close)
+    assert not np.allclose(whole["close"].to_numpy(), other["close"].to_numpy())
+
+
+def test_sessions_follow_the_nyse_calendar():
+    mkt = SyntheticMarket(1, anchor=date(2025, 11, 24))
+    n_sym = len(mkt.symbols)
+    full = day_frame(mkt, date(2025, 11, 26))
+    assert len(full) == 390 * n_sym
+    half = day_frame(mkt, date(2025, 11, 28))  # day after Thanksgiving closes 13:00 ET
+    assert len(half) == 210 * n_sym
+    assert half["timestamp"].max().tz_convert(NY).strftime("%H:%M") == "12:59"
+    xmas = mkt.bars(mkt.symbols, datetime(2025, 12, 25, tzinfo=UTC), datetime(2025, 12, 26, tzinfo=UTC))
+    assert xmas.empty
+    assert list(xmas.columns) == BAR_COLUMNS
+
+
+def test_open_is_0930_new_york_across_dst():
+    mkt = SyntheticMarket(1, anchor=date(2025, 3, 7))
+    winter = day_frame(mkt, date(2025, 3, 7))["timestamp"].min()
+    summer = day_frame(mkt, date(2025, 3, 10))["timestamp"].min()  # DST began 2025-03-09
+    assert winter.tz_convert("UTC").strftime("%H:%M") == "14:30"
+    assert summer.tz_convert("UTC").strftime("%H:%M") == "13:30"
+
+
+def test_bars_are_valid_ohlcv_with_a_u_shaped_volume():
+    mkt = SyntheticMarket(3, anchor=DAY)
+    f = SyntheticMarket(3, anchor=DAY).frame_for_sessions(3)
+    assert (f["high"] >= f[["open", "close"]].max(axis=1)).all()
+    assert (f["low"] <= f[["open", "close"]].min(axis=1)).all()
+    assert (f[["open", "high", "low", "close"]] > 0).all().all() and (f["volume"] >= 1).all()
+    # each symbol's bars are contiguous: this bar's open is the previous bar's close within a session
+    d = day_frame(mkt, DAY)
+    c = closes(d)
+    o = d.pivot(index="timestamp", columns="symbol", values="open")
+    assert np.allclose(o.iloc[1:].to_numpy(), c.iloc[:-1].to_numpy())
+    v = d.pivot(index="timestamp", columns="symbol", values="volume").sum(axis=1).to_numpy()
+    edges = np.r_[v[:30], v[-30:]].mean()
+    middle = v[180:210].mean()
+    assert edges > 1.5 * middle
+
+
+def test_baskets_move_together_and_inverse_etfs_track_minus_three():
+    mkt = SyntheticMarket(5, anchor=DAY)
+    c = closes(mkt.frame_for_sessions(3))
+    r = np.log(c).diff().dropna()
+    for members in (("AAPL", "MSFT", "AMZN", "META", "GOOGL"), ("NVDA", "AMD", "AVGO")):
+        present = [m for m in members if m in r.columns]
+        corr = r[present].corr().to_numpy()
+        off = corr[~np.eye(len(present), dtype=bool)]
+        assert off.mean() > 0.3, (members, off.mean())
+    for index, inverse in (("QQQ", "SQQQ"), ("SOXX", "SOXS")):
+        assert r[index].corr(r[inverse]) < -0.95
+        beta = np.polyfit(r[index], r[inverse], 1)[0]
+        assert -3.3 < beta < -2.7
+
+
+def test_csv_and_parquet_round_trip(tmp_path):
+    frame = SyntheticMarket(9, anchor=DAY).frame_for_sessions(1)
+    csv, pq = tmp_path / "b.csv", tmp_path / "b.parquet"
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(pq, index=False)
+    for p in (csv, pq):
+        back = load_bars(p)
+        assert len(back) == len(frame)
+        assert (back["timestamp"].to_numpy() == frame["timestamp"].to_numpy()).all()
+        assert np.allclose(back["close"].to_numpy(), frame["close"].to_numpy())
+    assert ReplayMarket(load_bars(csv)).sessions == [DAY]
+
+
+def test_timestamp_forms_epoch_naive_and_offset(tmp_path):
+    rows = [
+        ("2025-03-04T14:30:00Z", 1), ("2025-03-04 09:31:00-05:00", 2), ("2025-03-04T14:32:00", 3),
+    ]
+    p = tmp_path / "t.csv"
+    p.write_text("timestamp,symbol,open,high,low,close,volume\n" + "".join(
+        f"{t},AAPL,10,11,9,10.5,{v}\n" for t, v in rows))
+    got = load_bars(p)["timestamp"].dt.strftime("%H:%M").tolist()
+    assert got == ["14:30", "14:31", "14:32"]
+    e = tmp_path / "e.csv"
+    e.write_text("timestamp,symbol,open,high,low,close,volume\n1741098600,AAPL,10,11,9,10.5,1\n")
+    assert load_bars(e)["timestamp"].iloc[0] == pd.Timestamp("2025-03-04T14:30:00Z")
+
+
+GOOD = "2025-03-04T14:30:00Z,AAPL,10,11,9,10.5,100"
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("not-a-time,AAPL,10,11,9,10.5,100", "unparseable timestamp"),
+        ("2025-03-04T14:31:00Z,AAPL,,11,9,10.5,100", "empty or NaN open"),
+        ("2025-03-04T14:31:00Z,AAPL,abc,11,9,10.5,100", "open is not a number"),
+        ("2025-03-04T14:31:00Z,AAPL,0,11,9,10.5,100", "non-positive open"),
+        ("2025-03-04T14:31:00Z,AAPL,10,11,9,10.5,-5", "negative volume"),
+        ("2025-03-04T14:31:00Z,AAPL,10,8,9,8.5,100", "high 8.0 < low 9.0"),
+        ("2025-03-04T14:31:00Z,AAPL,12,11,9,10.5,100", "open 12.0 outside [low, high]"),
+        ("2025-03-04T14:30:00Z,AAPL,10,11,9,10.5,100", "duplicate timestamp"),
+        ("2025-03-04T14:29:00Z,AAPL,10,11,9,10.5,100", "out-of-order timestamp"),
+    ],
+)
+def test_each_bad_row_names_file_line_and_problem(tmp_path, bad_row, message):
+    p = tmp_path / "bars.csv"
+    p.write_text("timestamp,symbol,open,high,low,close,volume\n" + GOOD + "\n" + bad_row + "\n")
+    with pytest.raises(BarDataError) as e:
+        load_bars(p)
+    assert "bars.csv line 3" in str(e.value) and message in str(e.value)
+
+
+def test_whole_file_problems(tmp_path):
+    p = tmp_path / "cols.csv"
+    p.write_text("timestamp,symbol,open,close\n" + "2025-03-04T14:30:00Z,AAPL,1,1\n")
+    with pytest.raises(BarDataError, match="missing column\\(s\\) high, low, volume"):
+        load_bars(p)
+    with pytest.raises(BarDataError, match="no such file"):
+        load_bars(tmp_path / "nope.csv")
+    j = tmp_path / "bars.json"
+    j.write_text("{}")
+    with pytest.raises(BarDataError, match="unsupported file type"):
+        load_bars(j)
+    pq = tmp_path / "bad.parquet"
+    pq.write_bytes(b"not parquet at all")
+    with pytest.raises(BarDataError, match="bad.parquet: cannot read"):
+        load_bars(pq)
+    frame = SyntheticMarket(9, anchor=DAY).frame_for_sessions(1).head(20).copy()
+    frame.loc[12, "low"] = -1.0
+    bad = tmp_path / "rows.parquet"
+    frame.to_parquet(bad, index=False)
+    with pytest.raises(BarDataError, match="rows.parquet row 13: non-positive low"):
+        load_bars(bad)
+
+
+def test_naive_datetimes_are_refused():
+    mkt = SyntheticMarket(1, anchor=DAY)
+    with pytest.raises(ValueError, match="naive datetime"):
+        mkt.bars(mkt.symbols, datetime(2025, 3, 4, 14, 30), datetime(2025, 3, 4, 15, 0))
