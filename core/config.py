@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     sim_fee_per_order: float = Field(0.0, ge=0)
     sim_speed: float = Field(1.0, gt=0, le=3600)
 
+    # --- app runtime (SPEC 12, 13) ---
+    engine_jobs: bool = True  # 0: no background scheduler (tests tick the engine themselves)
+    ui_refresh_s: float = Field(2.0, ge=0.5, le=60)
+
     # --- LLM and events (SPEC 6) ---
     llm_enabled: bool = False
     llm_min_signal_score: float = Field(0.7, ge=0, le=1)

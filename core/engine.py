@@ -259,7 +259,7 @@ class Engine:
             if not self._reconciled:
                 self.reconcile(now)
             rep.commands = self.apply_commands(now)
-            self._roll_day(now)
+            self.roll_day(now)
             self.broker.sync(now)
             rep.fills = self._ingest_fills(now)
             self._refresh_orders(now)
@@ -302,6 +302,7 @@ class Engine:
     def decide_intent(self, intent_id: str, *, approve: bool, who: str, now: datetime) -> str:
         """Approve (re-check risk, then submit) or reject a pending intent. Idempotent by intent id."""
         with self.lock:
+            self.feed.ensure(now)  # an approval can arrive before the first tick after a restart
             row = self.store.one("SELECT * FROM intents WHERE id=?", (intent_id,))
             if row is None:
                 raise KeyError(f"no intent {intent_id}")
@@ -337,7 +338,8 @@ class Engine:
             return "submitted" if order is not None else "submit pending retry"
 
     # ---------------------------------------------------------------- day roll, fills, orders
-    def _roll_day(self, now: datetime) -> None:
+    def roll_day(self, now: datetime) -> None:
+        """Record the start-of-day equity once per NY trading date (the daily-loss baseline)."""
         day = trading_date(now).isoformat()
         if self.store.scalar("SELECT 1 FROM day_state WHERE date=?", (day,)) is None:
             acct = self.broker.get_account(now)
@@ -640,6 +642,10 @@ class Engine:
             self.store.upsert("equity", {"ts": iso(now), "equity": round(acct.equity, 4),
                                          "cash": round(acct.cash, 4),
                                          "exposure": round(acct.equity - acct.cash, 4)})
+            # the UI (maybe another process) reads the gauges from here, not from the engine object
+            summary = self.portfolio_summary(now)
+            summary["ts"] = iso(now)
+            self.store.set_meta("portfolio_summary", json.dumps(summary))
         for m, tier, req, granted, borrowed in self.buckets.drain_stats(now):
             self.store.upsert("token_stats", {
                 "minute": datetime.fromtimestamp(m * 60, NY).isoformat(), "tier": tier, "requested": req,

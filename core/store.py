@@ -69,6 +69,7 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
     "token_stats": (
         {"minute": str, "tier": str, "requested": int, "granted": int, "borrowed": int}, ("minute", "tier"), []),
     "heartbeat": ({"name": str, "ts": str, "info": str}, "name", []),
+    "kpi_snapshots": ({"ts": str, "json": str}, "ts", []),
     "notifications": ({"id": int, "ts": str, "level": str, "text": str}, "id", [("ts",)]),
 }
 

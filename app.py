@@ -1,0 +1,27 @@
+"""Streamlit entry point: `streamlit run app.py` (or `make run`).
+
+One engine per server process (``ui.state``), a sidebar on every page, five pages.
+"""
+
+import logging
+
+import streamlit as st
+
+from ui.sidebar import render_sidebar
+from ui.state import load_context
+
+st.set_page_config(page_title="Tiered trader", page_icon=":material/candlestick_chart:", layout="wide")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run otherwise
+
+ctx = load_context()
+render_sidebar(ctx)
+
+pages = [
+    st.Page("pages/live_signals.py", title="Live signals", icon=":material/monitoring:", default=True),
+    st.Page("pages/approvals.py", title="Approvals", icon=":material/task_alt:"),
+    st.Page("pages/baskets.py", title="Basket health", icon=":material/hub:"),
+    st.Page("pages/risk.py", title="Risk gauges", icon=":material/speed:"),
+    st.Page("pages/history.py", title="Trade history", icon=":material/receipt_long:"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,416 @@
+"""One engine per process, driven by an APScheduler 3.x ``BackgroundScheduler`` (SPEC 12).
+
+``Runtime`` owns the database file lock, the ``Engine``, the market clock and
+the jobs. ``app.py`` creates exactly one per server process; a headless worker
+can do the same. A second runtime on the same database, in this or another
+process, fails fast with ``EngineLockedError`` instead of trading twice.
+
+The simulated mode runs on ``SimSessionClock``: market time moves ``SIM_SPEED``
+times faster than the wall clock through NYSE sessions of the synthetic market
+and jumps over nights, weekends and holidays, so the app trades at any hour.
+Every job runs with ``max_instances=1`` and ``coalesce=True``; a failing job is
+logged, counted, backed off, and never takes the scheduler down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from filelock import FileLock, Timeout
+
+from core import kpi
+from core.clock import NY, UTC, Clock, WallClock, ensure_utc, is_rth, previous_session, session_bounds, trading_date
+from core.clock import trading_sessions as _sessions_from
+from core.config import Settings
+from core.engine import Engine, TickReport
+from core.marketdata import MarketData
+from core.marketdata.replay import ReplayMarket, load_bars
+from core.marketdata.synthetic import SyntheticMarket
+from core.store import Store, iso
+
+log = logging.getLogger(__name__)
+
+QUIET_AFTER_MIN = 60  # market minutes without an actionable signal before the quiet-market message
+BRIEFING_LEAD_MIN = 30  # the daily briefing goes out this long before the open
+
+
+class EngineLockedError(RuntimeError):
+    """Another engine already owns this database."""
+
+
+# ================================================================ clocks
+def next_session_open(after: datetime) -> datetime:
+    """The first regular-session open strictly after ``after`` (UTC)."""
+    day = trading_date(after)
+    for d in _sessions_from(day, 8):
+        bounds = session_bounds(d)
+        if bounds and bounds[0].astimezone(UTC) > after:
+            return bounds[0].astimezone(UTC)
+    raise ValueError(f"no session open after {after}")
+
+
+class SimSessionClock:
+    """Market time = start + speed x elapsed wall time, kept inside regular sessions.
+
+    When market time reaches a session's close it continues at the next
+    session's open: the simulated market never sleeps, so a trader opening
+    the app at night still sees a trading day.
+    """
+
+    def __init__(self, start: datetime, speed: float, wall: Callable[[], float] = time.monotonic) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self._wall = wall
+        self._lock = threading.Lock()
+        self.speed = float(speed)
+        start = ensure_utc(start)
+        self._base = start if is_rth(start) else next_session_open(start)
+        self._wall0 = wall()
+
+    def now(self) -> datetime:
+        with self._lock:
+            # whole milliseconds keep stored times readable; truncation keeps the clock monotonic
+            t = self._base + timedelta(milliseconds=int((self._wall() - self._wall0) * self.speed * 1000))
+            bounds = session_bounds(trading_date(self._base))
+            if bounds is None or t >= bounds[1].astimezone(UTC):
+                # session over: continue at the next open (the bit past the close is dropped)
+                close = bounds[1].astimezone(UTC) if bounds else self._base
+                self._base, self._wall0 = next_session_open(close), self._wall()
+                return self._base
+            return t
+
+    def set_speed(self, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        now = self.now()
+        with self._lock:
+            self._base, self._wall0, self.speed = now, self._wall(), float(speed)
+
+
+def default_sim_start(today: date) -> tuple[date, datetime]:
+    """(synthetic anchor day, first market time) for a new simulated database.
+
+    The anchor session is a warm-up day (bars exist, nothing trades); trading
+    starts one minute after the next session's open, so the strategy has
+    history and the first tick already scores every ticker.
+    """
+    first = previous_session(today)
+    anchor = previous_session(first)
+    open_ = session_bounds(first)[0].astimezone(UTC)  # type: ignore[index]
+    return anchor, open_ + timedelta(minutes=1)
+
+
+# ================================================================ wiring
+def build_market(settings: Settings, store: Store, today: date) -> tuple[MarketData, Clock]:
+    """The market-data port and the clock that goes with it, restored from the database if it has run before."""
+    if settings.market_data == "synthetic":
+        anchor_s, clock_s = store.get_meta("sim_anchor"), store.get_meta("sim_clock")
+        if anchor_s is None or clock_s is None:
+            anchor, start = default_sim_start(today)
+            store.set_meta("sim_anchor", anchor.isoformat())
+            store.set_meta("sim_clock", start.isoformat())
+            store.commit()
+        else:
+            anchor, start = date.fromisoformat(anchor_s), datetime.fromisoformat(clock_s)
+        market = SyntheticMarket(settings.seed, settings.universe, anchor=anchor)
+        return market, SimSessionClock(start, settings.sim_speed)
+    if settings.market_data == "replay":
+        if not settings.bars_file:
+            raise ValueError("MARKET_DATA=replay needs BARS_FILE")
+        replay = ReplayMarket(load_bars(settings.bars_file))
+        first = replay.sessions[0]
+        clock_s = store.get_meta("sim_clock")
+        start = datetime.fromisoformat(clock_s) if clock_s else session_bounds(first)[0].astimezone(UTC)  # type: ignore[index]
+        return replay, SimSessionClock(start, settings.sim_speed)
+    raise ValueError(f"MARKET_DATA={settings.market_data}: not available in this build")
+
+
+@dataclass
+class JobStatus:
+    name: str
+    interval_s: float
+    runs: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+    running: bool = False
+    last_run: str | None = None  # wall time, UTC
+    last_market_time: str | None = None
+    last_duration_ms: float | None = None
+    last_error: str | None = None
+    skip_until: float = 0.0  # monotonic; back-off after repeated failures
+
+
+class Runtime:
+    """The engine, its clock and its jobs; one per database, started once."""
+
+    def __init__(self, settings: Settings, *, today: date | None = None, clock: Clock | None = None,
+                 market: MarketData | None = None) -> None:
+        self.s = settings
+        self.db_path = settings.db_path
+        lock_path = (":memory:" if self.db_path == ":memory:" else str(Path(self.db_path).resolve())) + ".lock"
+        self._flock = FileLock(lock_path, timeout=0) if self.db_path != ":memory:" else None
+        if self._flock is not None:
+            Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._flock.acquire()
+            except Timeout:
+                raise EngineLockedError(f"another engine is already running on {self.db_path}") from None
+        try:
+            self.store = Store(self.db_path)
+            today = today or datetime.now(NY).date()  # the wall date only picks the first simulated day
+            built_market, built_clock = build_market(settings, self.store, today) if market is None else (market, None)
+            self.clock: Clock = clock or built_clock or WallClock()
+            self.engine = Engine(settings, self.store, built_market)
+        except BaseException:
+            if self._flock is not None:
+                self._flock.release()
+            raise
+        self.scheduler: BackgroundScheduler | None = None
+        self.jobs: dict[str, JobStatus] = {}
+        self.started_at = time.time()
+        self._stopped = False
+        self._quiet_sent_at: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def speed(self) -> float:
+        return float(getattr(self.clock, "speed", 1.0))
+
+    def job_intervals(self) -> dict[str, float]:
+        """Wall-clock seconds between runs: market intervals divided by the simulation speed."""
+        sp = self.speed
+        return {
+            "tick": max(0.25, 5.0 / sp),
+            "stop_checks": max(0.5, self.s.stop_check_interval_s / sp),
+            "kpi_snapshot": max(1.0, 3600.0 / sp),
+            "session_events": max(0.5, 60.0 / sp),
+        }
+
+    def start(self) -> Runtime:
+        if self.scheduler is not None:
+            return self
+        sched = BackgroundScheduler(
+            timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
+            executors={"default": {"type": "threadpool", "max_workers": 2}},
+        )
+        jobs: dict[str, Callable[[], Any]] = {
+            "tick": self.run_tick, "stop_checks": self.run_stop_checks,
+            "kpi_snapshot": self.run_kpi_snapshot, "session_events": self.run_session_events,
+        }
+        for name, interval in self.job_intervals().items():
+            self.jobs[name] = JobStatus(name, interval)
+            sched.add_job(self._guarded, "interval", seconds=interval, args=(name, jobs[name]), id=name, name=name,
+                          next_run_time=datetime.now(UTC))
+        sched.start()
+        self.scheduler = sched
+        atexit.register(self.stop)
+        log.info("engine started on %s (speed x%s, jobs %s)", self.db_path, self.speed, ", ".join(self.jobs))
+        return self
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.scheduler is not None:
+            with contextlib.suppress(Exception):  # already shut down at interpreter exit
+                self.scheduler.shutdown(wait=True)
+        with self.engine.lock:
+            self.store.close()
+        if self._flock is not None:
+            self._flock.release()
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler is not None and self.scheduler.running and not self._stopped
+
+    # ------------------------------------------------------------ jobs
+    def _guarded(self, name: str, fn: Callable[[], Any]) -> None:
+        st = self.jobs[name]
+        if time.monotonic() < st.skip_until:
+            return
+        st.running = True
+        t0 = time.perf_counter()
+        try:
+            fn()
+            st.consecutive_errors = 0
+        except Exception as e:
+            st.errors += 1
+            st.consecutive_errors += 1
+            st.last_error = f"{type(e).__name__}: {e}"
+            # back off 2, 4, ... 60 s so a persistent fault cannot spin the CPU or flood the log
+            st.skip_until = time.monotonic() + min(60.0, 2.0 ** st.consecutive_errors)
+            log.error("job %s failed (%d in a row): %s\n%s", name, st.consecutive_errors, st.last_error,
+                      traceback.format_exc())
+            self._record_job_error(name, st.last_error)
+        finally:
+            st.running = False
+            st.runs += 1
+            st.last_run = datetime.now(UTC).isoformat()
+            st.last_duration_ms = round((time.perf_counter() - t0) * 1000, 2)
+
+    def _record_job_error(self, name: str, text: str) -> None:
+        try:
+            with self.engine.lock:
+                self.store.conn.rollback()
+                self.store.notify("error", f"job {name}: {text}", self.clock.now())
+                self.store.commit()
+        except Exception:  # the database itself may be the fault; the log has it
+            log.exception("could not record the failure of job %s", name)
+
+    def run_tick(self) -> TickReport:
+        with self.engine.lock:
+            now = self.clock.now()
+            rep = self.engine.tick(now)
+            if "tick" in self.jobs:
+                self.jobs["tick"].last_market_time = now.isoformat()
+            if not isinstance(self.clock, WallClock):  # a simulated market resumes where it stopped
+                self.store.set_meta("sim_clock", now.isoformat())
+                self.store.commit()
+            return rep
+
+    def run_stop_checks(self) -> list[str]:
+        with self.engine.lock:
+            now = self.clock.now()
+            out = self.engine.check_stops(now)
+            self.store.commit()
+            return out
+
+    def run_kpi_snapshot(self) -> dict[str, Any]:
+        with self.engine.lock:
+            now = self.clock.now()
+            m = kpi.summary(self.store)
+            m["summary"] = self.engine.portfolio_summary(now)
+            self.store.insert("kpi_snapshots", {"ts": iso(now), "json": json.dumps(m, default=float)}, ignore=True)
+            self.store.commit()
+            return m
+
+    def run_session_events(self) -> list[str]:
+        """Start-of-day equity and daily briefing once per session; quiet-market message when nothing happens."""
+        sent: list[str] = []
+        with self.engine.lock:
+            now = self.clock.now()
+            day = trading_date(now).isoformat()
+            bounds = session_bounds(trading_date(now))
+            if bounds is not None and now >= bounds[0].astimezone(UTC) - timedelta(minutes=BRIEFING_LEAD_MIN):
+                self.engine.roll_day(now)  # start-of-day equity snapshot
+                if self.store.get_meta("briefing_date") != day:
+                    self.store.notify("info", self.daily_briefing(now), now)
+                    self.store.set_meta("briefing_date", day)
+                    sent.append("briefing")
+            if is_rth(now):
+                since = iso(now - timedelta(minutes=QUIET_AFTER_MIN))
+                opened = session_bounds(trading_date(now))
+                long_enough = opened is not None and now - opened[0].astimezone(UTC) >= timedelta(
+                    minutes=QUIET_AFTER_MIN)
+                last_quiet = self.store.get_meta("quiet_at")
+                recent_quiet = last_quiet is not None and datetime.fromisoformat(last_quiet) > now - timedelta(
+                    minutes=QUIET_AFTER_MIN)
+                actionable = self.store.scalar(
+                    "SELECT COUNT(*) FROM signals WHERE decision='actionable' AND ts >= ?", (since,))
+                if long_enough and not recent_quiet and not actionable:
+                    top = self.store.query(
+                        "SELECT reason, COUNT(*) AS n FROM signals WHERE decision='suppressed' AND ts >= ? "
+                        "GROUP BY reason ORDER BY n DESC LIMIT 3", (since,))
+                    why = ", ".join(f"{r['reason']} {r['n']}" for r in top) or "no signals"
+                    self.store.notify("info", f"quiet market: nothing actionable in {QUIET_AFTER_MIN} min ({why})",
+                                      now)
+                    self.store.set_meta("quiet_at", now.isoformat())
+                    sent.append("quiet")
+            self.store.commit()
+        return sent
+
+    def daily_briefing(self, now: datetime) -> str:
+        acct = self.engine.broker.get_account(now)
+        held = self.store.query("SELECT symbol, qty FROM positions WHERE qty > 0 ORDER BY symbol")
+        prev = self.store.query("SELECT COUNT(*) AS n, COALESCE(SUM(pnl), 0) AS pnl FROM trades WHERE exit_ts < ?",
+                                (iso(now),))[0]
+        p = self.engine.params
+        pos = ", ".join(f"{r['symbol']} x{r['qty']:g}" for r in held) or "flat"
+        return (f"daily briefing {trading_date(now)}: equity ${acct.equity:,.2f}, positions {pos}; "
+                f"{prev['n']} closed trades, P&L ${prev['pnl']:,.2f}; cutoff delta {p.cutoff_delta:+.2f}, "
+                f"cooldown {p.cooldown_s}s, {'AUTO' if p.auto_mode else 'manual approval'}"
+                f"{', PAUSED' if p.paused else ''}, profile {p.profile}")
+
+    # ------------------------------------------------------------ commands from the UI
+    def send_command(self, kind: str, payload: dict[str, Any], *, who: str = "ui") -> dict[str, Any]:
+        """Persist a command, then apply it now if the engine is free (else on its next tick)."""
+        now = self.clock.now()
+        cid = self.store_command(kind, payload, who=who, now=now)
+        if self.engine.lock.acquire(timeout=5.0):
+            try:
+                self.engine.apply_commands(self.clock.now())
+            finally:
+                self.engine.lock.release()
+        row = self.store.one("SELECT status, result FROM commands WHERE id=?", (cid,)) or {}
+        return {"id": cid, "status": row.get("status", "new"), "result": row.get("result")}
+
+    def store_command(self, kind: str, payload: dict[str, Any], *, who: str, now: datetime) -> int:
+        with self.engine.lock:
+            return self.store.send_command(kind, payload, who=who, now=now)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        now = self.clock.now()
+        return {
+            "market_time": now.isoformat(),
+            "market_open": is_rth(now),
+            "speed": self.speed,
+            "mode": f"{self.s.market_data}/{self.s.broker}",
+            "running": self.running,
+            "threads": [t.name for t in threading.enumerate() if t.name.startswith("APScheduler")],
+            "jobs": {k: asdict(v) for k, v in self.jobs.items()},
+            "errors": sum(v.errors for v in self.jobs.values()),
+        }
+
+
+def scheduler_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if "APScheduler" in t.name]
+
+
+# ================================================================ one runtime per database per process
+_RUNTIMES: dict[str, Runtime] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _key(db_path: str) -> str:
+    return db_path if db_path == ":memory:" else str(Path(db_path).resolve())
+
+
+def shared_runtime(settings: Settings) -> Runtime:
+    """The process's runtime for ``settings.db_path``: created and started once, then reused.
+
+    Raises ``EngineLockedError`` when another process owns the database.
+    """
+    with _REGISTRY_LOCK:
+        rt = _RUNTIMES.get(_key(settings.db_path))
+        if rt is not None and not rt._stopped:
+            return rt
+        rt = Runtime(settings)
+        if settings.engine_jobs:
+            rt.start()
+        _RUNTIMES[_key(settings.db_path)] = rt
+        return rt
+
+
+def active_runtime(db_path: str) -> Runtime | None:
+    rt = _RUNTIMES.get(_key(db_path))
+    return rt if rt is not None and not rt._stopped else None
+
+
+def stop_all() -> None:
+    with _REGISTRY_LOCK:
+        for rt in list(_RUNTIMES.values()):
+            rt.stop()
+        _RUNTIMES.clear()

@@ -1,0 +1,210 @@
+"""Read-only views of the database for the UI pages (SPEC 13).
+
+Pages call these with a read-only ``Store``; nothing here writes or needs the
+running engine, so a second browser tab or a viewer process shows the same
+figures the engine wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from core import kpi
+from core.clock import NY, trading_date
+from core.config import Settings
+from core.risk import kelly_margin
+from core.store import Store
+
+OPEN_ORDER_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "submitting")
+
+
+TIME_COLUMNS = ("ts", "created_at", "decided_at", "expires_at", "submitted_at", "updated_at", "entry_ts", "exit_ts",
+                "opened_at", "applied_at", "minute")
+
+
+def frame(store: Store, sql: str, params: Any = (), *, local_times: bool = True) -> pd.DataFrame:
+    """Rows as a DataFrame; ISO timestamps shown as New York wall time (what a US-equities trader reads)."""
+    df = pd.DataFrame(store.query(sql, params))
+    if local_times and not df.empty:
+        for col in TIME_COLUMNS:
+            if col in df.columns:
+                parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
+                df[col] = parsed.dt.tz_convert(NY).dt.strftime("%Y-%m-%d %H:%M:%S").where(parsed.notna(), None)
+    return df
+
+
+# ---------------------------------------------------------------- live signals
+def latest_by_ticker(store: Store) -> pd.DataFrame:
+    """The newest scored decision per ticker (skipped/no-data rows only when nothing else exists)."""
+    return frame(store, """
+        SELECT s.symbol, s.tier, s.ts, s.score, s.cutoff, s.decision, s.reason, s.action, s.price, s.vol_spike
+        FROM signals s JOIN (
+            SELECT symbol, MAX(id) AS id FROM signals WHERE decision != 'skipped' GROUP BY symbol
+        ) m ON s.id = m.id
+        ORDER BY CASE s.tier WHEN 'A' THEN 0 WHEN 'B' THEN 1 ELSE 2 END, s.symbol""")
+
+
+def decision_stream(store: Store, limit: int = 200, decision: str | None = None) -> pd.DataFrame:
+    where = "WHERE decision != 'skipped'" if decision is None else "WHERE decision = ?"
+    params: tuple[Any, ...] = () if decision is None else (decision,)
+    return frame(store, f"""
+        SELECT ts, symbol, tier, score, cutoff, decision, reason, action, price
+        FROM signals {where} ORDER BY id DESC LIMIT {int(limit)}""", params)
+
+
+def suppression_counts(store: Store, since: datetime | None = None) -> pd.DataFrame:
+    where = "WHERE decision='suppressed'" + (" AND ts >= ?" if since else "")
+    params = (since.isoformat(),) if since else ()
+    return frame(store, f"SELECT reason, COUNT(*) AS n FROM signals {where} GROUP BY reason ORDER BY n DESC", params)
+
+
+def signal_totals(store: Store) -> dict[str, int]:
+    rows = store.query("SELECT decision, COUNT(*) AS n FROM signals GROUP BY decision")
+    return {r["decision"]: r["n"] for r in rows}
+
+
+# ---------------------------------------------------------------- approvals
+def pending_intents(store: Store, now: datetime) -> pd.DataFrame:
+    df = frame(store, """
+        SELECT id, created_at, symbol, side, qty, price, notional, kind, reason, risk_after, expires_at, source
+        FROM intents WHERE status='pending' ORDER BY created_at""", local_times=False)
+    if df.empty:
+        return df
+    exp = pd.to_datetime(df["expires_at"], utc=True, format="ISO8601")
+    df["expires_in_s"] = (exp - pd.Timestamp(now)).dt.total_seconds().round(0)
+    return df
+
+
+def recent_intents(store: Store, limit: int = 50) -> pd.DataFrame:
+    return frame(store, f"""
+        SELECT created_at, symbol, side, qty, price, kind, status, decided_by, decided_at, note, client_order_id
+        FROM intents WHERE status != 'pending' ORDER BY COALESCE(decided_at, created_at) DESC LIMIT {int(limit)}""")
+
+
+def command_results(store: Store, limit: int = 20) -> pd.DataFrame:
+    return frame(store, f"""
+        SELECT id, created_at, kind, payload, who, status, result, applied_at
+        FROM commands ORDER BY id DESC LIMIT {int(limit)}""")
+
+
+# ---------------------------------------------------------------- baskets
+def basket_health(store: Store, settings: Settings, now: datetime) -> list[dict[str, Any]]:
+    states = {r["name"]: r for r in store.query("SELECT * FROM basket_state")}
+    held = {r["symbol"] for r in store.query("SELECT symbol FROM positions WHERE qty > 0")}
+    out = []
+    for b in settings.universe.baskets:
+        st = states.get(b.name, {})
+        lock = store.one("SELECT value, expires_at FROM kv WHERE key=?", (f"etf_lock:{b.inverse_etf}",))
+        lock_left = None
+        if lock and lock["expires_at"] > now.timestamp():
+            lock_left = round(lock["expires_at"] - now.timestamp(), 1)
+        last_intent = None
+        if st.get("last_intent_id"):
+            last_intent = store.one("SELECT id, created_at, symbol, qty, status FROM intents WHERE id=?",
+                                    (st["last_intent_id"],))
+        out.append({
+            "name": b.name, "inverse_etf": b.inverse_etf, "members": list(b.members),
+            "scores": json.loads(st["members_json"]) if st.get("members_json") else {},
+            "n_signals": st.get("n_signals", 0), "negative_ratio": st.get("negative_ratio", 0.0),
+            "mean_score": st.get("mean_score", 0.0), "condition": bool(st.get("condition", 0)),
+            "consecutive": st.get("consecutive", 0), "needed": settings.basket_consecutive_ticks,
+            "etf_lock_s": lock_left, "conflicts_held": sorted(held & set(b.conflicts)),
+            "conflicts": list(b.conflicts), "blocked_by": st.get("blocked_by"), "last_intent": last_intent,
+            "updated": st.get("ts"), "etf_held": b.inverse_etf in held,
+            "thresholds": {"min_signals": settings.basket_min_signals, "neg_ratio": settings.basket_neg_ratio,
+                           "mean_score": settings.basket_mean_score},
+        })
+    return out
+
+
+# ---------------------------------------------------------------- risk
+def risk_gauges(store: Store, settings: Settings, now: datetime) -> dict[str, Any]:
+    raw = store.get_meta("portfolio_summary")
+    summary: dict[str, Any] = json.loads(raw) if raw else {
+        "current_risk_pct": 0.0, "max_risk_pct": settings.max_concurrent_risk, "risk_status": "safe",
+        "daily_loss_pct": 0.0, "daily_loss_limit": settings.daily_loss_limit, "exposure_pct": 0.0,
+        "max_exposure": settings.max_exposure, "open_positions": 0, "max_positions": settings.max_positions,
+        "equity": settings.sim_start_cash, "remaining_capacity": settings.max_concurrent_risk,
+    }
+    buckets_raw = store.get_meta("token_buckets")
+    left = json.loads(buckets_raw).get("left", {}) if buckets_raw else {}
+    caps = {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens}
+    tokens = {t: {"left": int(left.get(t, cap)), "capacity": cap} for t, cap in caps.items()}
+    day = trading_date(now).isoformat()
+    llm_calls = store.counter(f"llm_calls:{day}")
+    m = kpi.summary(store)
+    kelly = kelly_margin(m["win_rate"], m["payoff_ratio"], settings.risk_per_trade)
+    cap_used = store.counter(f"rth:{day}:__global__")
+    return {"summary": summary, "tokens": tokens, "llm_calls": llm_calls, "llm_limit": settings.llm_daily_limit,
+            "kpi": m, "kelly": kelly, "rth_cap_used": cap_used, "rth_cap": settings.rth_daily_cap}
+
+
+def token_usage(store: Store, limit: int = 60) -> pd.DataFrame:
+    return frame(store, f"""
+        SELECT minute, tier, requested, granted, borrowed FROM token_stats
+        ORDER BY minute DESC, tier LIMIT {int(limit)}""")
+
+
+# ---------------------------------------------------------------- trade history
+def orders(store: Store, limit: int = 500) -> pd.DataFrame:
+    return frame(store, f"""
+        SELECT submitted_at, updated_at, symbol, side, qty, type, status, filled_qty, filled_avg_price,
+               client_order_id, broker_order_id, reason
+        FROM orders ORDER BY submitted_at DESC LIMIT {int(limit)}""")
+
+
+def fills(store: Store, limit: int = 500) -> pd.DataFrame:
+    return frame(store, f"SELECT ts, symbol, side, qty, price, fee, client_order_id FROM fills "
+                        f"ORDER BY ts DESC LIMIT {int(limit)}")
+
+
+def positions(store: Store) -> pd.DataFrame:
+    return frame(store, """
+        SELECT symbol, qty, avg_price, opened_at, stop_price, take_profit_price, kind, high, low
+        FROM positions WHERE qty > 0 ORDER BY symbol""")
+
+
+def equity_curve(store: Store) -> pd.DataFrame:
+    df = frame(store, "SELECT ts, equity, cash, exposure FROM equity ORDER BY ts", local_times=False)
+    if not df.empty:
+        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601").dt.tz_convert(NY)
+    return df
+
+
+def trades(store: Store, *, local_times: bool = True) -> pd.DataFrame:
+    return frame(store, local_times=local_times, sql="""
+        SELECT id, symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, pnl, ret, mae, mfe, fees,
+               exit_reason
+        FROM trades ORDER BY id DESC""")
+
+
+def trades_csv(store: Store) -> bytes:
+    df = trades(store, local_times=False)  # ISO 8601 with offsets in the file
+    if df.empty:
+        df = pd.DataFrame(columns=["id", "symbol", "kind", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
+                                   "pnl", "ret", "mae", "mfe", "fees", "exit_reason"])
+    return df.to_csv(index=False).encode()
+
+
+def notifications(store: Store, limit: int = 20) -> pd.DataFrame:
+    return frame(store, f"SELECT ts, level, text FROM notifications ORDER BY id DESC LIMIT {int(limit)}")
+
+
+def param_audit(store: Store, limit: int = 50) -> pd.DataFrame:
+    return frame(store, f"SELECT ts, who, name, old, new, source FROM param_audit ORDER BY id DESC LIMIT {int(limit)}")
+
+
+def live_params(store: Store) -> dict[str, Any]:
+    row = store.one("SELECT json FROM params WHERE id=1")
+    return json.loads(row["json"]) if row else {}
+
+
+def heartbeat(store: Store) -> dict[str, Any]:
+    row = store.one("SELECT ts, info FROM heartbeat WHERE name='tick'")
+    if row is None:
+        return {}
+    return {"ts": row["ts"], **json.loads(row["info"] or "{}")}

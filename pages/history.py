@@ -1,0 +1,39 @@
+"""Trade history: orders, fills, positions, equity curve, per-trade P&L with MAE/MFE, CSV export."""
+
+import streamlit as st
+
+from core import kpi, views
+from ui import charts
+from ui.state import load_context
+
+ctx = load_context()
+st.title("Trade history")
+
+
+@st.fragment(run_every=ctx.settings.ui_refresh_s)
+def history() -> None:
+    m = kpi.summary(ctx.store)
+    trades = views.trades(ctx.store)
+    c = st.columns(5)
+    c[0].metric("Closed trades", m["trades"])
+    c[1].metric("Realised P&L", f"${trades['pnl'].sum() if not trades.empty else 0.0:,.2f}")
+    c[2].metric("Win rate", f"{m['win_rate']:.0%}")
+    c[3].metric("Max drawdown", f"{m['max_drawdown']:.2%}")
+    pf = m["profit_factor"]
+    c[4].metric("Profit factor", "∞" if pf == float("inf") else f"{pf:.2f}")
+    st.plotly_chart(charts.equity_line(views.equity_curve(ctx.store)), theme=None, key="equity_chart")
+    st.subheader("Open positions")
+    st.dataframe(views.positions(ctx.store), hide_index=True, key="positions")
+    st.subheader("Orders")
+    st.dataframe(views.orders(ctx.store), hide_index=True, key="orders")
+    st.subheader("Fills")
+    st.dataframe(views.fills(ctx.store), hide_index=True, key="fills")
+    st.subheader("Closed trades (P&L, MAE/MFE)")
+    st.dataframe(trades, hide_index=True, key="trades", column_config={
+        "pnl": st.column_config.NumberColumn(format="$%.2f"), "ret": st.column_config.NumberColumn(format="%.3f"),
+        "mae": st.column_config.NumberColumn(format="%.4f"), "mfe": st.column_config.NumberColumn(format="%.4f")})
+
+
+history()
+st.download_button("Download trades CSV", views.trades_csv(ctx.store), file_name="trades.csv", mime="text/csv",
+                   key="trades_csv")

@@ -1,0 +1,52 @@
+"""Live signals: latest score per ticker, the decision stream with suppression reasons, the reason chart."""
+
+import streamlit as st
+
+from core import views
+from core.clock import NY
+from ui import charts
+from ui.state import load_context
+
+ctx = load_context()
+st.title("Live signals")
+
+
+@st.fragment(run_every=ctx.settings.ui_refresh_s)
+def live() -> None:
+    now = ctx.now()
+    totals = views.signal_totals(ctx.store)
+    c = st.columns(4)
+    c[0].metric("Market time (ET)", f"{now.astimezone(NY):%H:%M:%S}", help=f"{now.astimezone(NY):%Y-%m-%d}")
+    c[1].metric("Decisions", sum(v for k, v in totals.items() if k != "skipped"))
+    c[2].metric("Actionable", totals.get("actionable", 0))
+    c[3].metric("Suppressed", totals.get("suppressed", 0))
+    latest = views.latest_by_ticker(ctx.store)
+    st.subheader("Latest score per ticker")
+    if latest.empty:
+        st.info("Waiting for the first tick: the engine scores tier A every 30 s and tier B every 60 s "
+                "(market time).")
+    else:
+        st.dataframe(latest, hide_index=True, key="latest_scores", column_config={
+            "score": st.column_config.ProgressColumn("score", min_value=-1.0, max_value=1.0, format="%+.3f"),
+            "cutoff": st.column_config.NumberColumn("cutoff", format="%.2f"),
+            "vol_spike": st.column_config.NumberColumn("vol spike", format="%.2f"),
+            "price": st.column_config.NumberColumn("price", format="$%.2f"),
+        })
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Decision stream")
+        choice = st.segmented_control("Show", ["all", "actionable", "suppressed"], default="all", key="stream_filter")
+        stream = views.decision_stream(ctx.store, 200, None if choice in (None, "all") else choice)
+        st.dataframe(stream, hide_index=True, height=420, key="decision_stream",
+                     column_config={"score": st.column_config.NumberColumn(format="%+.3f"),
+                                    "cutoff": st.column_config.NumberColumn(format="%.2f")})
+    with right:
+        counts = views.suppression_counts(ctx.store)
+        st.plotly_chart(charts.suppression_bar(counts), theme=None, key="suppression_chart")
+        notes = views.notifications(ctx.store, 8)
+        if not notes.empty:
+            st.subheader("Engine messages")
+            st.dataframe(notes, hide_index=True, key="notes")
+
+
+live()

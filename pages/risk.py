@@ -1,0 +1,51 @@
+"""Risk gauges: concurrent risk, daily loss, exposure, slots, token buckets, LLM calls; Kelly margin."""
+
+import streamlit as st
+
+from core import views
+from ui import charts
+from ui.state import load_context
+
+ctx = load_context()
+st.title("Risk gauges")
+
+
+@st.fragment(run_every=ctx.settings.ui_refresh_s)
+def gauges() -> None:
+    g = views.risk_gauges(ctx.store, ctx.settings, ctx.now())
+    s = g["summary"]
+    status = s.get("risk_status", "safe")
+    colour = {"safe": "green", "caution": "orange", "blocked": "red"}.get(status, "gray")
+    st.markdown(f"Risk status: :{colour}[**{status.upper()}**] · equity ${s.get('equity', 0):,.2f}")
+    row = st.columns(4)
+    row[0].plotly_chart(charts.gauge("Concurrent risk", s["current_risk_pct"], s["max_risk_pct"]), theme=None,
+                        key="g_risk")
+    row[1].plotly_chart(charts.gauge("Daily loss", s["daily_loss_pct"], s["daily_loss_limit"]), theme=None,
+                        key="g_loss")
+    row[2].plotly_chart(charts.gauge("Exposure incl. pending", s["exposure_pct"], s["max_exposure"], axis_max=1.0),
+                        theme=None, key="g_exposure")
+    row[3].plotly_chart(charts.gauge("Positions", s["open_positions"], s["max_positions"], unit="", scale=1.0),
+                        theme=None, key="g_slots")
+    row = st.columns(4)
+    for i, (tier, t) in enumerate(g["tokens"].items()):
+        used = t["capacity"] - t["left"]
+        row[i].plotly_chart(charts.gauge(f"{tier} tokens this minute", used, max(t["capacity"], 1), unit="",
+                                         scale=1.0), theme=None, key=f"g_tokens_{tier}")
+    row[3].plotly_chart(charts.gauge("LLM calls today", g["llm_calls"], max(g["llm_limit"], 1), unit="", scale=1.0),
+                        theme=None, key="g_llm")
+    k, m = g["kelly"], g["kpi"]
+    c = st.columns(4)
+    measured = m["trades"] > 0 and m["payoff_ratio"] > 0
+    c[0].metric("Kelly fraction", f"{k['kelly_fraction']:.3f}" if measured else "–",
+                help="W - (1 - W) / R from closed trades; needs wins and losses")
+    c[1].metric("Kelly margin", f"{k['margin']:.1f}x" if measured else "–",
+                help="Kelly fraction / risk per trade; below 1x the edge does not cover the risk taken")
+    c[2].metric("Win rate", f"{m['win_rate']:.0%}", help=f"{m['trades']} closed trades")
+    c[3].metric("RTH signal cap", f"{g['rth_cap_used']} / {g['rth_cap']}")
+    if k["warning"] and m["trades"] >= 10:
+        st.warning("Kelly margin below 1x: the measured edge does not support the risk per trade.")
+    st.subheader("Token usage per minute")
+    st.dataframe(views.token_usage(ctx.store, 60), hide_index=True, key="token_usage")
+
+
+gauges()

@@ -1,0 +1,247 @@
+"""Streamlit pages under AppTest on a seeded database, with the real runtime and engine behind them.
+
+The runtime is created with ENGINE_JOBS=0 and a SimClock the test moves, so
+every figure on screen can be compared with the database.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from core import views
+from core.clock import UTC, SimClock, session_bounds
+from core.config import load_settings
+from core.runtime import Runtime, active_runtime, shared_runtime, stop_all
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DAY = datetime(2025, 3, 4).date()
+OPEN = session_bounds(DAY)[0].astimezone(UTC)
+
+
+def drive(rt: Runtime, until: datetime, step_s: int = 30) -> None:
+    clock = rt.clock
+    assert isinstance(clock, SimClock)
+    t = clock.now()
+    while t < until:
+        t = min(until, t + timedelta(seconds=step_s))
+        clock.set(t)
+        rt.run_tick()
+
+
+def attach_clock(rt: Runtime, start: datetime) -> SimClock:
+    rt.clock = SimClock(start)
+    return rt.clock
+
+
+@pytest.fixture(scope="module")
+def seeded_db(tmp_path_factory) -> tuple[Path, datetime]:
+    """Two hours in AUTO mode (orders, fills, trades), then manual mode until an intent waits for approval."""
+    path = tmp_path_factory.mktemp("seed") / "seed.db"
+    s = load_settings(db_path=str(path), engine_jobs=False, seed=11)
+    rt = Runtime(s, today=DAY + timedelta(days=1))
+    attach_clock(rt, OPEN + timedelta(minutes=1))
+    rt.engine.set_params({"auto_mode": True}, who="seed", now=rt.clock.now())
+    drive(rt, OPEN + timedelta(hours=2))
+    rt.engine.set_params({"auto_mode": False}, who="seed", now=rt.clock.now())
+    end = rt.clock.now()
+    for _ in range(400):
+        if rt.store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending' AND side='buy'"):
+            break
+        drive(rt, end + timedelta(seconds=30))
+        end = rt.clock.now()
+    assert rt.store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending'"), "seed produced no pending intent"
+    assert rt.store.scalar("SELECT COUNT(*) FROM trades") > 0
+    rt.store.set_meta("sim_clock", end.isoformat())
+    rt.stop()
+    return path, end
+
+
+@pytest.fixture
+def app_env(seeded_db, tmp_path, monkeypatch):
+    """A copy of the seeded database, the app's settings in the environment, one runtime on a frozen clock."""
+    src, end = seeded_db
+    db = tmp_path / "app.db"
+    shutil.copy(src, db)
+    monkeypatch.setenv("DB_PATH", str(db))
+    monkeypatch.setenv("ENGINE_JOBS", "0")
+    monkeypatch.setenv("SEED", "11")
+    st.cache_resource.clear()
+    stop_all()
+    rt = shared_runtime(load_settings())
+    attach_clock(rt, end)
+    yield rt, db
+    st.cache_resource.clear()
+    stop_all()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest, *columns: str):
+    """The first dataframe on the page holding all these columns (AppTest does not expose dataframe keys)."""
+    for d in at.dataframe:
+        if set(columns) <= set(d.value.columns):
+            return d.value
+    raise KeyError(columns)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_every_page_renders_the_seeded_figures(app_env):
+    rt, _ = app_env
+    store = rt.store
+    at = new_app()
+    # Live signals: the counters and the per-ticker table match the database
+    totals = views.signal_totals(store)
+    assert metric(at, "Actionable") == str(totals["actionable"])
+    assert metric(at, "Suppressed") == str(totals["suppressed"])
+    latest = table(at, "symbol", "tier", "vol_spike")
+    assert set(latest["symbol"]) == {r["symbol"] for r in store.query(
+        "SELECT DISTINCT symbol FROM signals WHERE decision != 'skipped'")}
+    # Approvals: one Approve button per pending intent
+    page(at, "approvals")
+    pending = [r["id"] for r in store.query("SELECT id FROM intents WHERE status='pending'")]
+    assert {b.key for b in at.button if b.key and b.key.startswith("approve_")} == {f"approve_{i}" for i in pending}
+    # Basket health: the consecutive-tick counters are the router's
+    page(at, "baskets")
+    saved = {r["name"]: r for r in store.query("SELECT * FROM basket_state")}
+    shown = [m.value for m in at.metric if m.label == "Consecutive ticks"]
+    assert shown == [f"{saved[b.name]['consecutive']} / 2" for b in rt.s.universe.baskets]
+    # Risk gauges: eight gauges, the exposure gauge shows the engine's summary
+    page(at, "risk")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 8
+    summary = views.risk_gauges(store, rt.s, rt.clock.now())["summary"]
+    spec = next(c.proto.spec for c in charts if "Exposure" in c.proto.spec)
+    assert f"{round(summary['exposure_pct'] * 100, 3)}" in spec
+    # Trade history: orders, fills and trades tables hold the database's rows; CSV export is offered
+    page(at, "history")
+    assert len(table(at, "broker_order_id")) == store.scalar("SELECT COUNT(*) FROM orders")
+    assert len(table(at, "fee", "client_order_id")) == store.scalar("SELECT COUNT(*) FROM fills")
+    assert len(table(at, "pnl", "mae", "mfe")) == store.scalar("SELECT COUNT(*) FROM trades")
+    assert metric(at, "Closed trades") == str(store.scalar("SELECT COUNT(*) FROM trades"))
+
+
+def test_sliders_reach_the_running_engine_and_are_audited(app_env):
+    rt, _ = app_env
+    at = new_app()
+    before = rt.engine.params.cutoff_delta
+    at.slider(key="w_cutoff_delta").set_value(0.05).run()
+    assert not at.exception
+    assert rt.engine.params.cutoff_delta == pytest.approx(0.05)
+    # AppTest drops the entry script's sidebar from its tree after the first run when pages come from
+    # st.navigation, so each interaction uses a fresh session (as a new tab would)
+    new_app().slider(key="w_cooldown_s").set_value(300).run()
+    assert rt.engine.params.cooldown_s == 300
+    audit = rt.store.query("SELECT name, old, new, who FROM param_audit WHERE name IN ('cutoff_delta','cooldown_s') "
+                           "AND source='command' ORDER BY id")
+    assert [(a["name"], float(a["old"]), float(a["new"])) for a in audit] == [
+        ("cutoff_delta", before, 0.05), ("cooldown_s", 180.0, 300.0)]
+    assert all(a["who"].startswith("ui") for a in audit)
+    # the next tick uses it: the cutoff written with each decision moves by the delta
+    t0 = rt.clock.now()
+    drive(rt, t0 + timedelta(minutes=3))
+    cut = rt.store.query("SELECT cutoff, vol_spike FROM signals WHERE ts > ? AND cutoff IS NOT NULL", (t0.isoformat(),))
+    assert cut and all(round(c["cutoff"] - 0.05, 4) in (0.28, 0.33, 0.32, 0.37, 0.35, 0.40) for c in cut)
+    # a fresh session (another tab) shows the engine's value, and it survives a restart
+    assert new_app().slider(key="w_cutoff_delta").value == pytest.approx(0.05)
+    settings = rt.s
+    stop_all()
+    again = Runtime(settings)
+    assert again.engine.params.cutoff_delta == pytest.approx(0.05) and again.engine.params.cooldown_s == 300
+    again.stop()
+
+
+def _pending_buy(rt: Runtime) -> dict:
+    return rt.store.one("SELECT * FROM intents WHERE status='pending' AND side='buy' ORDER BY created_at LIMIT 1")
+
+
+def _broker_orders_for(rt: Runtime, symbol: str, since: str) -> int:
+    # parent orders the simulated broker accepted for this symbol since the intent was created
+    return rt.store.scalar("SELECT COUNT(*) FROM sim_orders WHERE parent_id IS NULL AND symbol=? AND submitted_at >= ?",
+                           (symbol, datetime.fromisoformat(since).timestamp()))
+
+
+def test_approve_clicked_twice_in_two_tabs_sends_one_order(app_env):
+    rt, _ = app_env
+    intent = _pending_buy(rt)
+    assert intent is not None
+    tab1, tab2 = page(new_app(), "approvals"), page(new_app(), "approvals")
+    key = f"approve_{intent['id']}"
+    stale = tab2.button(key=key)  # tab 2 still shows the intent after tab 1 approved it
+    tab1.button(key=key).click().run()
+    assert not tab1.exception
+    stale.click().run()
+    assert not tab2.exception
+    row = rt.store.one("SELECT status, client_order_id, decided_by FROM intents WHERE id=?", (intent["id"],))
+    assert row["status"] == "submitted" and row["decided_by"].startswith("ui")
+    assert _broker_orders_for(rt, intent["symbol"], intent["created_at"]) == 1
+    assert rt.store.scalar("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent["id"],)) == 1
+    results = [r["result"] for r in rt.store.query(
+        "SELECT result FROM commands WHERE kind='approve' AND payload LIKE ? ORDER BY id", (f"%{intent['id']}%",))]
+    assert results == ["submitted", "already submitted"]
+    # the same click replayed through the durable command path is still one order
+    rt.send_command("approve", {"intent_id": intent["id"]})
+    assert _broker_orders_for(rt, intent["symbol"], intent["created_at"]) == 1
+    assert any("already submitted" in m.value or "submitted" in m.value for m in list(tab2.warning) + list(tab2.success))
+
+
+def test_reject_leaves_no_order(app_env):
+    rt, _ = app_env
+    intent = _pending_buy(rt)
+    at = page(new_app(), "approvals")
+    at.button(key=f"reject_{intent['id']}").click().run()
+    assert not at.exception
+    row = rt.store.one("SELECT status, note FROM intents WHERE id=?", (intent["id"],))
+    assert row["status"] == "rejected" and row["note"] == "rejected by trader"
+    assert rt.store.scalar("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent["id"],)) == 0
+    assert _broker_orders_for(rt, intent["symbol"], intent["created_at"]) == 0
+    assert f"approve_{intent['id']}" not in {b.key for b in at.button}
+
+
+def test_paused_engine_creates_no_new_intents(app_env):
+    rt, _ = app_env
+    at = new_app()
+    at.toggle(key="w_paused").set_value(True).run()
+    assert not at.exception and rt.engine.params.paused
+    t0 = rt.clock.now()
+    n0 = rt.store.scalar("SELECT COUNT(*) FROM intents WHERE kind IN ('entry','basket')")
+    drive(rt, t0 + timedelta(minutes=90))
+    assert rt.store.scalar("SELECT COUNT(*) FROM intents WHERE kind IN ('entry','basket')") == n0
+    # the signals were there: they were suppressed because of the pause
+    assert rt.store.scalar("SELECT COUNT(*) FROM signals WHERE reason='paused' AND ts > ?", (t0.isoformat(),)) > 0
+    # resuming trades again
+    new_app().toggle(key="w_paused").set_value(False).run()
+    assert not rt.engine.params.paused
+    t1 = rt.clock.now()
+    drive(rt, t1 + timedelta(minutes=120))
+    assert rt.store.scalar("SELECT COUNT(*) FROM intents WHERE kind IN ('entry','basket')") > n0
+
+
+def test_bad_environment_value_is_a_clear_page_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "x.db"))
+    monkeypatch.setenv("TIER_A_TOKENS", "6  # Tier A")
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("TIER_A_TOKENS" in e.value for e in at.error)
+    assert active_runtime(str(tmp_path / "x.db")) is None  # nothing started on a bad configuration

@@ -1,0 +1,67 @@
+"""Plotly figures for the pages (pure functions: data in, figure out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+GREEN, AMBER, RED, GREY = "#2e7d32", "#f9a825", "#c62828", "#9e9e9e"
+
+
+def gauge(title: str, value: float, limit: float, *, unit: str = "%", scale: float = 100.0,
+          axis_max: float | None = None) -> go.Figure:
+    """A gauge with the limit drawn as a red threshold; green < 75 % of the limit < amber < limit < red."""
+    v, lim = value * scale, limit * scale
+    top = max(axis_max * scale if axis_max is not None else lim * 1.25, v * 1.05, 1e-9)
+    fig = go.Figure(go.Indicator(
+        mode="gauge+number", value=round(v, 3), title={"text": title},
+        number={"suffix": unit, "valueformat": ".2f" if unit == "%" else ".0f"},
+        gauge={
+            "axis": {"range": [0, top]},
+            "bar": {"color": "#263238"},
+            "steps": [{"range": [0, 0.75 * lim], "color": "#c8e6c9"}, {"range": [0.75 * lim, lim], "color": "#ffe082"},
+                      {"range": [lim, top], "color": "#ffcdd2"}],
+            "threshold": {"line": {"color": RED, "width": 4}, "thickness": 0.85, "value": lim},
+        },
+    ))
+    fig.update_layout(height=220, margin={"l": 20, "r": 20, "t": 50, "b": 10})
+    return fig
+
+
+def suppression_bar(counts: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=counts["n"] if not counts.empty else [], y=counts["reason"] if not counts.empty else [],
+                           orientation="h", marker_color="#546e7a"))
+    fig.update_layout(title="Suppression reasons", height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis={"autorange": "reversed", "automargin": True}, xaxis={"title": "signals",
+                                                                                   "automargin": True})
+    return fig
+
+
+def equity_line(curve: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    if not curve.empty:
+        fig.add_trace(go.Scatter(x=curve["ts"], y=curve["equity"], mode="lines", name="equity",
+                                 line={"color": "#1565c0"}))
+    fig.update_layout(title="Equity", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10}, yaxis_title="$")
+    return fig
+
+
+def basket_scores(b: dict[str, Any]) -> go.Figure:
+    scores = b["scores"]
+    members = b["members"]
+    values = [scores.get(m) for m in members]
+    colours = [GREY if v is None else (RED if v < 0 else GREEN) for v in values]
+    fig = go.Figure(go.Bar(x=members, y=[0 if v is None else v for v in values], marker_color=colours,
+                           text=["–" if v is None else f"{v:+.2f}" for v in values], textposition="outside"))
+    fig.add_hline(y=b["thresholds"]["mean_score"], line_dash="dot", line_color=RED,
+                  annotation_text=f"fires at mean ≤ {b['thresholds']['mean_score']}",
+                  annotation_position="bottom left")
+    if values and any(v is not None for v in values):
+        fig.add_hline(y=b["mean_score"], line_color="#263238", annotation_text=f"mean {b['mean_score']:+.3f}",
+                      annotation_position="top right")
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis={"range": [-1.1, 1.1], "automargin": True}, xaxis={"automargin": True},
+                      title=f"{b['name']} member scores")
+    return fig

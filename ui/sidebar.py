@@ -1,0 +1,89 @@
+"""The sidebar on every page: mode, AUTO_MODE, Pause, live sliders, profile, engine heartbeat.
+
+The engine is the source of truth: every run copies its live parameters into
+the widgets' state, and a change is sent as a command (persisted, audited,
+applied within one tick).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from core import views
+from core.clock import NY
+from ui.state import AppContext, send_command
+
+CUTOFF_RANGE = (-0.10, 0.10)
+COOLDOWN_RANGE = (30, 600)
+
+
+def _changed(ctx: AppContext, key: str, name: str) -> None:
+    value = st.session_state[key]
+    res = send_command(ctx, "set_params", {name: value})
+    st.session_state["_last_command"] = (name, value, res)
+
+
+def render_sidebar(ctx: AppContext) -> None:
+    params = views.live_params(ctx.store) or {}
+    # copy the engine's values into the widgets (another tab or a restart may have changed them)
+    st.session_state["w_auto_mode"] = bool(params.get("auto_mode", ctx.settings.auto_mode))
+    st.session_state["w_paused"] = bool(params.get("paused", False))
+    st.session_state["w_cutoff_delta"] = float(min(max(params.get("cutoff_delta", 0.0), -0.10), 0.10))
+    st.session_state["w_cooldown_s"] = int(min(max(params.get("cooldown_s", 180), 30), 600))
+    st.session_state["w_profile"] = params.get("profile", "default")
+
+    sb = st.sidebar
+    sb.markdown("### Trading engine")
+    mode = "Simulated market + broker" if ctx.settings.broker == "sim" else "Alpaca paper"
+    sb.selectbox("Mode", [mode], key="w_mode", disabled=True,
+                 help="Set BROKER / MARKET_DATA in .env and restart to change the mode.")
+    sb.toggle("AUTO_MODE (submit without approval)", key="w_auto_mode", on_change=_changed,
+              args=(ctx, "w_auto_mode", "auto_mode"))
+    sb.toggle("Pause trading", key="w_paused", on_change=_changed, args=(ctx, "w_paused", "paused"),
+              help="No new entries or basket trades while paused; exits and stops still run.")
+    sb.slider("Cutoff delta", min_value=CUTOFF_RANGE[0], max_value=CUTOFF_RANGE[1], step=0.01, format="%+.2f",
+              key="w_cutoff_delta", on_change=_changed, args=(ctx, "w_cutoff_delta", "cutoff_delta"),
+              help="Added to every segment cutoff: higher = fewer, stronger signals.")
+    sb.slider("Cooldown (s)", min_value=COOLDOWN_RANGE[0], max_value=COOLDOWN_RANGE[1], step=10,
+              key="w_cooldown_s", on_change=_changed, args=(ctx, "w_cooldown_s", "cooldown_s"),
+              help="Seconds after an actionable signal before the same ticker may signal again.")
+    sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
+                 args=(ctx, "w_profile", "profile"))
+    last = st.session_state.pop("_last_command", None)
+    if last is not None:
+        name, value, res = last
+        if res.get("status") == "failed":
+            sb.error(f"{name} not changed: {res.get('result')}")
+        elif res.get("status") == "new":
+            sb.info(f"{name} → {value}: queued for the engine's next tick")
+    if ctx.note:
+        sb.warning(ctx.note)
+    with sb:
+        heartbeat(ctx)
+
+
+@st.fragment(run_every=2)
+def heartbeat(ctx: AppContext) -> None:
+    st.markdown("##### Engine heartbeat")
+    hb = views.heartbeat(ctx.store)
+    if ctx.runtime is not None:
+        status = ctx.runtime.status()
+        market = datetime.fromisoformat(status["market_time"]).astimezone(NY)
+        running = [n for n, j in status["jobs"].items() if j["runs"] > 0]
+        st.caption(f"Market time {market:%a %Y-%m-%d %H:%M:%S} ET"
+                   f"{' (open)' if status['market_open'] else ' (closed)'} · speed ×{status['speed']:g}")
+        st.caption(f"Jobs: {', '.join(running) or 'starting'} · scheduler "
+                   f"{'running' if status['running'] else 'stopped'} · errors {status['errors']}")
+        tick = status["jobs"].get("tick", {})
+        if tick.get("last_run"):
+            age = (datetime.now(UTC) - datetime.fromisoformat(tick["last_run"])).total_seconds()
+            st.caption(f"Last tick {age:.0f}s ago ({tick.get('last_duration_ms')} ms)")
+        for name, j in status["jobs"].items():
+            if j["last_error"]:
+                st.caption(f":red[{name}: {j['last_error']}]")
+    elif hb:
+        st.caption(f"Last tick (market time) {hb['ts']}")
+    else:
+        st.caption("No engine tick recorded yet.")

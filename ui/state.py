@@ -1,0 +1,78 @@
+"""What every page needs: settings, the process's one runtime, a read-only store, and command sending.
+
+Streamlit-specific glue lives here (and in ``ui/``), never in ``core/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from core.config import ConfigError, Settings, load_settings
+from core.runtime import EngineLockedError, Runtime, shared_runtime
+from core.store import Store
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    runtime: Runtime | None  # None: another process owns the engine; this one only views and sends commands
+    store: Store  # read-only connection for this browser session
+    note: str | None = None
+
+    def now(self) -> datetime:
+        if self.runtime is not None:
+            return self.runtime.clock.now()
+        hb = self.store.one("SELECT ts FROM heartbeat WHERE name='tick'")
+        return datetime.fromisoformat(hb["ts"]) if hb else datetime.now(UTC)
+
+
+@st.cache_resource(show_spinner=False)
+def _runtime(db_path: str) -> tuple[Runtime | None, str | None]:
+    # keyed by the database path: one engine per database per server process, however many tabs or reruns
+    settings = load_settings()
+    try:
+        return shared_runtime(settings), None
+    except EngineLockedError as e:
+        return None, f"{e}; this window shows its data and sends commands to it"
+
+
+def load_context() -> AppContext:
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        st.error(f"Configuration error: {e}")
+        st.caption("Fix the value in your environment or .env file and reload the page.")
+        st.stop()
+        raise  # unreachable; keeps type checkers honest
+    runtime, note = _runtime(settings.db_path)
+    store = st.session_state.get("_ro_store")
+    if store is None or store.path != settings.db_path:
+        store = Store(settings.db_path, readonly=True)
+        st.session_state["_ro_store"] = store
+    return AppContext(settings, runtime, store, note)
+
+
+def who() -> str:
+    """A short, non-secret name for the browser session that sent a command (for the audit table)."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        return f"ui:{ctx.session_id[:8]}" if ctx else "ui"
+    except Exception:
+        return "ui"
+
+
+def send_command(ctx: AppContext, kind: str, payload: dict) -> dict:
+    """Persist a command; the engine applies it now (same process) or on its next tick (other process)."""
+    if ctx.runtime is not None:
+        return ctx.runtime.send_command(kind, payload, who=who())
+    writer = Store(ctx.settings.db_path)
+    try:
+        cid = writer.send_command(kind, payload, who=who(), now=ctx.now())
+    finally:
+        writer.close()
+    return {"id": cid, "status": "new", "result": "queued for the engine's next tick"}
