@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8501
 
-.PHONY: setup run test lint replay bench clean
+.PHONY: setup sysdeps run test lint replay bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,19 +15,31 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
+# System packages the tests use: Debian's Chromium for the browser tests (never `playwright install`).
+sysdeps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: /usr/bin/chromium missing and apt-get unavailable: browser tests will skip (fail under CI)"; fi; \
+	fi
+
 lint: setup
 	$(BIN)/ruff check .
 
-test: lint
+test: sysdeps lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+run: setup
+	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 replay: setup
 	$(BIN)/python -m core.replay --days 5 --seed 7
 
-run: replay
-
 bench: setup
 	$(BIN)/python bench/replay_bench.py
+
+soak: sysdeps setup
+	$(BIN)/python bench/app_soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import traceback
@@ -215,7 +216,10 @@ class Runtime:
                           next_run_time=datetime.now(UTC))
         sched.start()
         self.scheduler = sched
-        atexit.register(self.stop)
+        # Stop before the interpreter shuts thread pools down (threading's exit hooks run before atexit's),
+        # or the scheduler thread would submit a job to a closed pool on Ctrl-C.
+        register = getattr(threading, "_register_atexit", None)
+        (register or atexit.register)(self.stop)
         log.info("engine started on %s (speed x%s, jobs %s)", self.db_path, self.speed, ", ".join(self.jobs))
         return self
 
@@ -328,6 +332,9 @@ class Runtime:
                                       now)
                     self.store.set_meta("quiet_at", now.isoformat())
                     sent.append("quiet")
+            self.store.upsert("heartbeat", {"name": "runtime", "ts": iso(now), "info": json.dumps({
+                "pid": os.getpid(), "scheduler_threads": len(scheduler_threads()),
+                "job_errors": sum(j.errors for j in self.jobs.values()), "speed": self.speed})})
             self.store.commit()
         return sent
 

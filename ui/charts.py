@@ -42,9 +42,10 @@ def suppression_bar(counts: pd.DataFrame) -> go.Figure:
 def equity_line(curve: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     if not curve.empty:
-        fig.add_trace(go.Scatter(x=curve["ts"], y=curve["equity"], mode="lines", name="equity",
-                                 line={"color": "#1565c0"}))
-    fig.update_layout(title="Equity", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10}, yaxis_title="$")
+        fig.add_trace(go.Scatter(x=curve["ts"], y=curve["equity"], mode="lines" if len(curve) > 30 else "lines+markers",
+                                 name="equity", line={"color": "#1565c0"}))
+    fig.update_layout(title="Equity", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis={"title": "$", "automargin": True, "tickformat": ",.0f"}, xaxis={"automargin": True})
     return fig
 
 

@@ -1,0 +1,97 @@
+"""A real `streamlit run app.py`, a real headless Chromium: first signals, approve, the order in Trade history."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+
+import pytest
+
+from tests.e2e import ARTIFACTS, AppServer, launch_chromium, wait_script_idle
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+PAGES = {"live_signals": "", "approvals": "approvals", "baskets": "baskets", "risk": "risk", "history": "history"}
+
+
+def metric_value(page, label: str) -> str:  # type: ignore[no-untyped-def]
+    box = page.locator("[data-testid='stMetric']", has=page.get_by_text(label, exact=True)).first
+    return box.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def wait_until(fn, timeout: float, what: str, page=None):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # element not there yet
+            last = e
+        time.sleep(0.5)
+    if page is not None:
+        slug = re.sub(r"\W+", "_", what)
+        page.screenshot(path=str(ARTIFACTS / f"timeout-{slug}.png"), full_page=True)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def test_browser_signals_approve_and_history(tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    db = tmp_path / "e2e.db"
+    server = AppServer({
+        "DB_PATH": str(db), "SIM_SPEED": "6", "AUTO_MODE": "0", "SEED": "7", "INTENT_TTL_S": "3600",
+        "UI_REFRESH_S": "1",
+    }, tmp_path / "streamlit.log")
+    try:
+        server.wait_healthy()
+        with sync_api.sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server.url + "/")
+            wait_script_idle(page)
+            # the first signal rows: the decision counter moves off zero and the per-ticker table is drawn
+            wait_until(lambda: int(metric_value(page, "Decisions")) > 0, 60, "first signal", page)
+            page.wait_for_selector("[data-testid='stDataFrame']", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "live_signals.png"), full_page=True)
+
+            # approve the first pending intent
+            page.goto(server.url + "/approvals")
+            wait_script_idle(page)
+            holder = page.locator("[class*='st-key-approve_']").first
+            wait_until(lambda: holder.count() > 0 and holder.is_visible(), 240, "a pending intent", page)
+            key = next(c for c in (holder.get_attribute("class") or "").split() if c.startswith("st-key-approve_"))
+            intent_id = key.removeprefix("st-key-approve_")
+            button = page.locator(f".{key} button")
+            page.screenshot(path=str(ARTIFACTS / "approvals.png"), full_page=True)
+            button.click()
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            status = wait_until(lambda: (con.execute("SELECT status FROM intents WHERE id=?", (intent_id,))
+                                         .fetchone() or [None])[0] in ("submitted", "rejected")
+                                and con.execute("SELECT status, note FROM intents WHERE id=?", (intent_id,)).fetchone(),
+                                30, "the approval to be applied", page)
+            assert status[0] == "submitted", status
+            assert con.execute("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent_id,)).fetchone()[0] == 1
+
+            # the order shows in Trade history
+            page.goto(server.url + "/history")
+            wait_script_idle(page)
+            wait_until(lambda: int(metric_value(page, "Orders")) >= 1, 30, "the order in Trade history", page)
+            page.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
+
+            for name in ("baskets", "risk"):
+                page.goto(server.url + "/" + PAGES[name])
+                wait_script_idle(page)
+                page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=30_000)
+                time.sleep(1.0)  # let Plotly draw
+                page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            # the sidebar controls are on every page
+            assert page.locator(".st-key-w_cutoff_delta").count() == 1
+            assert page.locator(".st-key-w_cooldown_s").count() == 1
+            browser.close()
+            con.close()
+        log = server.log()
+        assert "Traceback" not in log, log[-3000:]
+    finally:
+        server.stop()
