@@ -22,6 +22,9 @@ _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 
 
 
+LIVE_TRADING_ACK = "I_UNDERSTAND_REAL_MONEY"
+
+
 class ConfigError(ValueError):
     """A setting was refused; the message names the variable and the bad value."""
 
@@ -130,6 +133,14 @@ class Settings(BaseSettings):
     alpaca_api_key: SecretStr | None = None
     alpaca_secret_key: SecretStr | None = None
     alpaca_paper: bool = True
+    # live money needs a second, explicit setting on top of ALPACA_PAPER=0
+    alpaca_live_trading: str | None = None
+    alpaca_base_url: str | None = None  # url_override of the trading API (tests point it at 127.0.0.1)
+    alpaca_data_url: str | None = None  # url_override of the market-data API
+    alpaca_feed: Literal["iex", "sip"] = "iex"
+    alpaca_timeout_s: float = Field(5.0, gt=0, le=60)
+    alpaca_max_retries: int = Field(2, ge=0, le=10)
+    alpaca_requests_per_min: int = Field(190, ge=1, le=200)  # Alpaca allows 200; keep headroom
     redis_url: SecretStr | None = None
 
     @model_validator(mode="before")
@@ -165,6 +176,13 @@ class Settings(BaseSettings):
                 seen[t] = tier
         if self.max_concurrent_risk < self.risk_per_trade:
             raise ValueError("__field__max_concurrent_risk__must be >= RISK_PER_TRADE")
+        if self.broker == "alpaca" or self.market_data == "alpaca":
+            for name in ("alpaca_api_key", "alpaca_secret_key"):
+                if getattr(self, name) is None or not getattr(self, name).get_secret_value().strip():
+                    raise ValueError(f"__field__{name}__is required when BROKER or MARKET_DATA is alpaca")
+        if self.broker == "alpaca" and not self.alpaca_paper and self.alpaca_live_trading != LIVE_TRADING_ACK:
+            raise ValueError(f"__field__alpaca_live_trading__ALPACA_PAPER=0 trades real money: also set "
+                             f"ALPACA_LIVE_TRADING={LIVE_TRADING_ACK}")
         return self
 
     @property

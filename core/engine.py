@@ -20,7 +20,7 @@ from typing import Any
 
 from core import gates
 from core.baskets import BasketRouter
-from core.broker import Broker
+from core.broker import Broker, BrokerError
 from core.broker.sim import SimBroker
 from core.clock import NY, ensure_utc, is_rth, trading_date
 from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
@@ -59,6 +59,7 @@ class TickReport:
     intents: list[str] = field(default_factory=list)
     fills: int = 0
     commands: int = 0
+    broker_error: str | None = None
 
 
 class Engine:
@@ -97,6 +98,7 @@ class Engine:
         self._reconciled = False
         self._last_stop_check: float | None = None
         self._last_equity_minute: int | None = None
+        self._last_broker_warning: datetime | None = None
 
     # ================================================================ parameters
     def _load_params(self) -> LiveParams:
@@ -166,8 +168,18 @@ class Engine:
                 self.scheduler.pending_events.setdefault(key.removeprefix("event:"), value)
         self.broker.sync(now)
         self._ingest_fills(now)
-        # Orders we were sending when we stopped: the broker knows them by client id, or never saw them.
+        notes.extend(self.resolve_submitting(now, restart=True))
+        self._reconcile_rest(now, notes)
+        self._reconciled = True
+        return notes
+
+    def resolve_submitting(self, now: datetime, *, restart: bool = False, min_age_s: float = 0.0) -> list[str]:
+        """Orders whose submission got no answer (crash, timeout): the broker knows them by client id or never
+        saw them; resend while the intent is alive, else close them with a reason."""
+        notes: list[str] = []
         for row in self.store.query("SELECT * FROM orders WHERE status=?", (SUBMITTING,)):
+            if min_age_s and (now - datetime.fromisoformat(row["updated_at"])).total_seconds() < min_age_s:
+                continue
             order = self.broker.get_order_by_client_id(row["client_order_id"])
             if order is not None:
                 with self.store.transaction():
@@ -188,6 +200,12 @@ class Engine:
                             set_intent_status(self.store, intent_row["id"], "failed", now,
                                               note="not at broker after restart")
                     notes.append(f"order {row['client_order_id']} closed: unknown to broker")
+        if not restart:
+            for n in notes:
+                log.info("submit retry: %s", n)
+        return notes
+
+    def _reconcile_rest(self, now: datetime, notes: list[str]) -> None:
         # Auto mode: intents saved just before a crash, never sent.
         if self.params.auto_mode:
             for row in self.store.query("SELECT * FROM intents WHERE status=? AND expires_at > ?", (PENDING, iso(now))):
@@ -224,8 +242,6 @@ class Engine:
                 notes.append(f"dropped position {sym}: broker holds none")
             for n in notes:
                 self.store.notify("warning", f"reconcile: {n}", now)
-        self._reconciled = True
-        return notes
 
     # ================================================================ state
     def account_state(self, now: datetime) -> AccountState:
@@ -255,26 +271,40 @@ class Engine:
         now = ensure_utc(now)
         with self.lock:
             rep = TickReport(now=now)
-            self.feed.ensure(now)
-            if not self._reconciled:
-                self.reconcile(now)
-            rep.commands = self.apply_commands(now)
-            self.roll_day(now)
-            self.broker.sync(now)
-            rep.fills = self._ingest_fills(now)
-            self._refresh_orders(now)
-            self._expire_intents(now)
-            if is_rth(now):
-                self._detect_bench_events(now)
-                state = self.account_state(now)
-                for sym in self.scheduler.due_tickers(now):
-                    self._process_ticker(sym, now, state, rep)
-                    state = self.account_state(now) if rep.intents else state
-                self._route_baskets(now, rep)
-            self._maybe_check_stops(now)
-            self._snapshots(now)
+            try:
+                self.feed.ensure(now)
+                if not self._reconciled:
+                    self.reconcile(now)
+                rep.commands = self.apply_commands(now)
+                self._tick_body(now, rep)
+            except BrokerError as e:
+                # The broker is unreachable or answered nonsense: trade nothing this tick, say so, try again next.
+                self.store.conn.rollback()
+                rep.broker_error = str(e)
+                log.warning("tick %s: broker problem, nothing traded: %s", now.isoformat(), e)
+                last = self._last_broker_warning
+                if last is None or (now - last).total_seconds() >= 60:
+                    self._last_broker_warning = now
+                    self.store.notify("warning", f"broker problem, trading skipped: {e}", now)
             self.store.commit()
             return rep
+
+    def _tick_body(self, now: datetime, rep: TickReport) -> None:
+        self.roll_day(now)
+        self.broker.sync(now)
+        rep.fills = self._ingest_fills(now)
+        self._refresh_orders(now)
+        self.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
+        self._expire_intents(now)
+        if is_rth(now):
+            self._detect_bench_events(now)
+            state = self.account_state(now)
+            for sym in self.scheduler.due_tickers(now):
+                self._process_ticker(sym, now, state, rep)
+                state = self.account_state(now) if rep.intents else state
+            self._route_baskets(now, rep)
+        self._maybe_check_stops(now)
+        self._snapshots(now)
 
     # ---------------------------------------------------------------- commands
     def apply_commands(self, now: datetime) -> int:

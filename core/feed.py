@@ -20,6 +20,8 @@ from core.marketdata import MarketData
 from core.strategy import Strategy
 
 BAR_S = 60
+LIVE_GRACE_S = 5.0  # a live vendor publishes a minute bar a few seconds after the minute ends
+LIVE_WARMUP_DAYS = 4  # history fetched on the first live load (covers a long weekend of warm-up bars)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,18 @@ class MarketFeed:
         self.vol_spike = np.vstack([self.vol_spike, wide(sc, "vol_spike")[keep]])
 
     def ensure(self, now: datetime) -> None:
-        """Make sure every bar that has closed by ``now`` is loaded (whole NY days at a time)."""
+        """Make sure every bar that has closed by ``now`` is loaded.
+
+        Recorded and synthetic sources load whole NY days at a time (the lookups never reveal a bar
+        before it closes). A live source (``market.live``) cannot serve the future: it is asked once
+        per minute for the bars that have closed, with a few seconds of grace for the vendor.
+        """
+        if getattr(self.market, "live", False):
+            end = (now.astimezone(UTC) - timedelta(seconds=LIVE_GRACE_S)).replace(second=0, microsecond=0)
+            if self.loaded_until is not None and end <= self.loaded_until:
+                return
+            self.load(self.loaded_until or (end - timedelta(days=LIVE_WARMUP_DAYS)), end)
+            return
         if self.loaded_until is not None and now <= self.loaded_until:
             return
         day = trading_date(now)

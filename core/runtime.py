@@ -32,6 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from filelock import FileLock, Timeout
 
 from core import kpi
+from core.broker import Broker
 from core.clock import NY, UTC, Clock, WallClock, ensure_utc, is_rth, previous_session, session_bounds, trading_date
 from core.clock import trading_sessions as _sessions_from
 from core.config import Settings
@@ -135,7 +136,33 @@ def build_market(settings: Settings, store: Store, today: date) -> tuple[MarketD
         clock_s = store.get_meta("sim_clock")
         start = datetime.fromisoformat(clock_s) if clock_s else session_bounds(first)[0].astimezone(UTC)  # type: ignore[index]
         return replay, SimSessionClock(start, settings.sim_speed)
+    if settings.market_data == "alpaca":
+        from core.broker.alpaca import AlpacaCaller, RequestBudget
+        from core.marketdata.alpaca import AlpacaMarketData, make_data_client
+
+        client = make_data_client(_secret(settings.alpaca_api_key), _secret(settings.alpaca_secret_key),
+                                  url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
+        # the data API has its own 200/min limit, separate from the trading API's
+        caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min), max_retries=settings.alpaca_max_retries)
+        return AlpacaMarketData(client, caller=caller, feed=settings.alpaca_feed), WallClock()
     raise ValueError(f"MARKET_DATA={settings.market_data}: not available in this build")
+
+
+def _secret(value: Any) -> str:
+    return "" if value is None else value.get_secret_value()
+
+
+def build_broker(settings: Settings, store: Store) -> Broker | None:
+    """The broker port: None means the engine's simulated broker."""
+    if settings.broker != "alpaca":
+        return None
+    from core.broker.alpaca import AlpacaBroker, AlpacaCaller, RequestBudget, make_trading_client
+
+    client = make_trading_client(_secret(settings.alpaca_api_key), _secret(settings.alpaca_secret_key),
+                                 paper=settings.alpaca_paper, url_override=settings.alpaca_base_url,
+                                 timeout_s=settings.alpaca_timeout_s)
+    caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min), max_retries=settings.alpaca_max_retries)
+    return AlpacaBroker(store, client, caller=caller)
 
 
 @dataclass
@@ -173,7 +200,7 @@ class Runtime:
             today = today or datetime.now(NY).date()  # the wall date only picks the first simulated day
             built_market, built_clock = build_market(settings, self.store, today) if market is None else (market, None)
             self.clock: Clock = clock or built_clock or WallClock()
-            self.engine = Engine(settings, self.store, built_market)
+            self.engine = Engine(settings, self.store, built_market, broker=build_broker(settings, self.store))
         except BaseException:
             if self._flock is not None:
                 self._flock.release()
@@ -368,6 +395,15 @@ class Runtime:
             return self.store.send_command(kind, payload, who=who, now=now)
 
     # ------------------------------------------------------------ status
+    def broker_label(self) -> str:
+        """Which account is connected, account number masked (never a key)."""
+        b = self.engine.broker
+        if self.s.broker != "alpaca":
+            return "simulated broker"
+        kind = "paper" if self.s.alpaca_paper else "LIVE"
+        describe = getattr(b, "describe", None)
+        return f"Alpaca {kind} · {describe() if describe else ''}".strip(" ·")
+
     def status(self) -> dict[str, Any]:
         now = self.clock.now()
         return {
@@ -375,6 +411,8 @@ class Runtime:
             "market_open": is_rth(now),
             "speed": self.speed,
             "mode": f"{self.s.market_data}/{self.s.broker}",
+            "broker": self.broker_label(),
+            "live_money": self.s.broker == "alpaca" and not self.s.alpaca_paper,
             "running": self.running,
             "threads": [t.name for t in threading.enumerate() if t.name.startswith("APScheduler")],
             "jobs": {k: asdict(v) for k, v in self.jobs.items()},

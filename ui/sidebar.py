@@ -36,9 +36,15 @@ def render_sidebar(ctx: AppContext) -> None:
 
     sb = st.sidebar
     sb.markdown("### Trading engine")
-    mode = "Simulated market + broker" if ctx.settings.broker == "sim" else "Alpaca paper"
+    if ctx.settings.broker == "sim":
+        mode = "Simulated market + broker"
+    else:
+        mode = ctx.runtime.broker_label() if ctx.runtime else ("Alpaca paper" if ctx.settings.alpaca_paper
+                                                                else "Alpaca LIVE")
     sb.selectbox("Mode", [mode], key="w_mode", disabled=True,
-                 help="Set BROKER / MARKET_DATA in .env and restart to change the mode.")
+                 help="Set BROKER=alpaca (and the two keys) in .env or .streamlit/secrets.toml and restart.")
+    if ctx.settings.broker == "alpaca" and not ctx.settings.alpaca_paper:
+        st.error("LIVE TRADING — orders use real money.", icon=":material/warning:")
     sb.toggle("AUTO_MODE (submit without approval)", key="w_auto_mode", on_change=_changed,
               args=(ctx, "w_auto_mode", "auto_mode"))
     sb.toggle("Pause trading", key="w_paused", on_change=_changed, args=(ctx, "w_paused", "paused"),

@@ -29,10 +29,29 @@ class AppContext:
         return datetime.fromisoformat(hb["ts"]) if hb else datetime.now(UTC)
 
 
+SECRET_NAMES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL")
+
+
+def secret_overrides() -> dict[str, str]:
+    """Keys from .streamlit/secrets.toml (git-ignored); the environment and .env are read by Settings itself."""
+    out: dict[str, str] = {}
+    try:
+        for name in SECRET_NAMES:
+            if name in st.secrets:
+                out[name.lower()] = str(st.secrets[name])
+    except (FileNotFoundError, st.errors.StreamlitSecretNotFoundError):  # no secrets file: fine
+        pass
+    return out
+
+
+def app_settings() -> Settings:
+    return load_settings(**secret_overrides())
+
+
 @st.cache_resource(show_spinner=False)
 def _runtime(db_path: str) -> tuple[Runtime | None, str | None]:
     # keyed by the database path: one engine per database per server process, however many tabs or reruns
-    settings = load_settings()
+    settings = app_settings()
     try:
         return shared_runtime(settings), None
     except EngineLockedError as e:
@@ -41,7 +60,7 @@ def _runtime(db_path: str) -> tuple[Runtime | None, str | None]:
 
 def load_context() -> AppContext:
     try:
-        settings = load_settings()
+        settings = app_settings()
     except ConfigError as e:
         st.error(f"Configuration error: {e}")
         st.caption("Fix the value in your environment or .env file and reload the page.")
