@@ -33,6 +33,7 @@ from core.execution import (
     OrderIntent,
     load_intent,
     new_intent,
+    price_increment,
     record_broker_order,
     save_intent,
     set_intent_status,
@@ -561,8 +562,8 @@ class Engine:
             "entry", sym, "buy", size.qty, price, now, self.s.intent_ttl_s,
             reason=f"score {score:+.2f} >= {cutoff:.2f}" + (f" (size capped by {size.capped_by})"
                                                              if size.capped_by else ""),
-            source=f"signal:{sym}", stop_price=round(price * (1 - self.s.stop_loss_pct), 4),
-            take_profit_price=round(price * (1 + self.s.take_profit_pct), 4),
+            source=f"signal:{sym}", stop_price=price_increment(price * (1 - self.s.stop_loss_pct)),
+            take_profit_price=price_increment(price * (1 + self.s.take_profit_pct)),
             risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
         )
         self._queue_intent(intent, now, rep)
@@ -625,8 +626,8 @@ class Engine:
                         reason=(f"{basket.name}: {ev.n_signals} members, {ev.negative_ratio:.0%} negative, "
                                 f"mean {ev.mean_score:+.3f}, {ev.consecutive} ticks; ETF score "
                                 f"{ev.inverted_score:+.3f}"),
-                        source=f"basket:{basket.name}", stop_price=round(price * (1 - self.s.stop_loss_pct), 4),
-                        take_profit_price=round(price * (1 + self.s.take_profit_pct), 4),
+                        source=f"basket:{basket.name}", stop_price=price_increment(price * (1 - self.s.stop_loss_pct)),
+                        take_profit_price=price_increment(price * (1 + self.s.take_profit_pct)),
                         risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
                     )
                     intent_id = intent.id

@@ -103,6 +103,11 @@ def set_intent_status(store: Store, intent_id: str, status: str, now: datetime, 
     )
 
 
+def price_increment(price: float) -> float:
+    """Round an order price to what US exchanges accept (Rule 612: cents at $1.00 and above, else 1/100 cent)."""
+    return round(price, 2) if price >= 1.0 else round(price, 4)
+
+
 def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: datetime) -> BrokerOrder | None:
     """Send an intent to the broker exactly once.
 

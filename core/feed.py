@@ -102,7 +102,8 @@ class MarketFeed:
         per minute for the bars that have closed, with a few seconds of grace for the vendor.
         """
         if getattr(self.market, "live", False):
-            end = (now.astimezone(UTC) - timedelta(seconds=LIVE_GRACE_S)).replace(second=0, microsecond=0)
+            grace = float(getattr(self.market, "grace_s", LIVE_GRACE_S))
+            end = (now.astimezone(UTC) - timedelta(seconds=grace)).replace(second=0, microsecond=0)
             if self.loaded_until is not None and end <= self.loaded_until:
                 return
             self.load(self.loaded_until or (end - timedelta(days=LIVE_WARMUP_DAYS)), end)

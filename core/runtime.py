@@ -115,7 +115,8 @@ def default_sim_start(today: date) -> tuple[date, datetime]:
 
 
 # ================================================================ wiring
-def build_market(settings: Settings, store: Store, today: date) -> tuple[MarketData, Clock]:
+def build_market(settings: Settings, store: Store, today: date,
+                 budget_clock: Callable[[], float] = time.time) -> tuple[MarketData, Clock]:
     """The market-data port and the clock that goes with it, restored from the database if it has run before."""
     if settings.market_data == "synthetic":
         anchor_s, clock_s = store.get_meta("sim_anchor"), store.get_meta("sim_clock")
@@ -143,8 +144,10 @@ def build_market(settings: Settings, store: Store, today: date) -> tuple[MarketD
         client = make_data_client(_secret(settings.alpaca_api_key), _secret(settings.alpaca_secret_key),
                                   url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
         # the data API has its own 200/min limit, separate from the trading API's
-        caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min), max_retries=settings.alpaca_max_retries)
-        return AlpacaMarketData(client, caller=caller, feed=settings.alpaca_feed), WallClock()
+        caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min, clock=budget_clock),
+                              max_retries=settings.alpaca_max_retries)
+        return AlpacaMarketData(client, caller=caller, feed=settings.alpaca_feed,
+                                grace_s=settings.alpaca_bar_grace_s), WallClock()
     raise ValueError(f"MARKET_DATA={settings.market_data}: not available in this build")
 
 
@@ -152,8 +155,9 @@ def _secret(value: Any) -> str:
     return "" if value is None else value.get_secret_value()
 
 
-def build_broker(settings: Settings, store: Store) -> Broker | None:
-    """The broker port: None means the engine's simulated broker."""
+def build_broker(settings: Settings, store: Store, clock: Callable[[], float] = time.time) -> Broker | None:
+    """The broker port: None means the engine's simulated broker. ``clock`` (epoch seconds) paces the request
+    budget: the wall clock live, the market clock when a replay drives an Alpaca-shaped server."""
     if settings.broker != "alpaca":
         return None
     from core.broker.alpaca import AlpacaBroker, AlpacaCaller, RequestBudget, make_trading_client
@@ -161,7 +165,8 @@ def build_broker(settings: Settings, store: Store) -> Broker | None:
     client = make_trading_client(_secret(settings.alpaca_api_key), _secret(settings.alpaca_secret_key),
                                  paper=settings.alpaca_paper, url_override=settings.alpaca_base_url,
                                  timeout_s=settings.alpaca_timeout_s)
-    caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min), max_retries=settings.alpaca_max_retries)
+    caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min, clock=clock),
+                          max_retries=settings.alpaca_max_retries)
     return AlpacaBroker(store, client, caller=caller)
 
 
@@ -198,9 +203,12 @@ class Runtime:
         try:
             self.store = Store(self.db_path)
             today = today or datetime.now(NY).date()  # the wall date only picks the first simulated day
-            built_market, built_clock = build_market(settings, self.store, today) if market is None else (market, None)
+            market_clock = lambda: self.clock.now().timestamp()  # noqa: E731  (self.clock is set just below)
+            built_market, built_clock = (build_market(settings, self.store, today, market_clock) if market is None
+                                         else (market, None))
             self.clock: Clock = clock or built_clock or WallClock()
-            self.engine = Engine(settings, self.store, built_market, broker=build_broker(settings, self.store))
+            broker = build_broker(settings, self.store, market_clock)
+            self.engine = Engine(settings, self.store, built_market, broker=broker)
         except BaseException:
             if self._flock is not None:
                 self._flock.release()

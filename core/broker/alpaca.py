@@ -161,9 +161,9 @@ class AlpacaBroker:
         self.lookback = lookback
         store.conn.executescript(_SCHEMA)
         store.commit()
-        self._account: tuple[float, Account] | None = None
-        self._positions: tuple[float, list[BrokerPosition]] | None = None
-        self.cache_s = 1.0
+        # answers reused within one tick (same ``now``) until something changes them
+        self._account: tuple[datetime, Account] | None = None
+        self._positions: tuple[datetime, list[BrokerPosition]] | None = None
         self.account_number = ""
 
     # ------------------------------------------------------------ conversions
@@ -276,7 +276,7 @@ class AlpacaBroker:
 
     # ------------------------------------------------------------ account
     def get_account(self, now: datetime) -> Account:
-        if self._account and time.monotonic() - self._account[0] < self.cache_s:
+        if self._account and self._account[0] == now:
             return self._account[1]
         try:
             a = self.call("account", self.client.get_account)
@@ -286,11 +286,11 @@ class AlpacaBroker:
         acct = Account(equity=_f(a.equity), cash=_f(a.cash), buying_power=_f(a.buying_power),  # type: ignore[union-attr]
                        last_equity=_f(a.last_equity) if a.last_equity else None,  # type: ignore[union-attr]
                        account_number=a.account_number)  # type: ignore[union-attr]
-        self._account = (time.monotonic(), acct)
+        self._account = (now, acct)
         return acct
 
     def get_positions(self, now: datetime) -> list[BrokerPosition]:
-        if self._positions and time.monotonic() - self._positions[0] < self.cache_s:
+        if self._positions and self._positions[0] == now:
             return self._positions[1]
         try:
             rows = self.call("positions", self.client.get_all_positions)
@@ -298,7 +298,7 @@ class AlpacaBroker:
             raise BrokerError(f"positions: {api_message(e)[1]}") from None
         out = [BrokerPosition(p.symbol, _f(p.qty), _f(p.avg_entry_price),  # type: ignore[union-attr]
                               _f(p.current_price) or _f(p.avg_entry_price)) for p in rows]  # type: ignore[union-attr]
-        self._positions = (time.monotonic(), out)
+        self._positions = (now, out)
         return out
 
     # ------------------------------------------------------------ fills from order polling

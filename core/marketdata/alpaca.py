@@ -46,8 +46,9 @@ class AlpacaMarketData:
     live = True  # the feed loads it minute by minute, never ahead of the clock
 
     def __init__(self, client: StockHistoricalDataClient, *, caller: AlpacaCaller, feed: str = "iex",
-                 cache_dir: str | Path | None = "data/cache/alpaca") -> None:
+                 cache_dir: str | Path | None = "data/cache/alpaca", grace_s: float = 5.0) -> None:
         self.client = client
+        self.grace_s = grace_s  # seconds after a minute ends before its bar is asked for
         self.call = caller
         self.feed = DataFeed(feed)
         self.cache_dir = Path(cache_dir) / feed if cache_dir else None
