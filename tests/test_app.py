@@ -88,7 +88,7 @@ def new_app() -> AppTest:
 
 
 def page(at: AppTest, name: str) -> AppTest:
-    at.switch_page(f"pages/{name}.py").run()
+    at.switch_page(f"app_pages/{name}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -147,8 +147,7 @@ def test_sliders_reach_the_running_engine_and_are_audited(app_env):
     at.slider(key="w_cutoff_delta").set_value(0.05).run()
     assert not at.exception
     assert rt.engine.params.cutoff_delta == pytest.approx(0.05)
-    # AppTest drops the entry script's sidebar from its tree after the first run when pages come from
-    # st.navigation, so each interaction uses a fresh session (as a new tab would)
+    # a second browser session (tab) moves the cooldown slider
     new_app().slider(key="w_cooldown_s").set_value(300).run()
     assert rt.engine.params.cooldown_s == 300
     audit = rt.store.query("SELECT name, old, new, who FROM param_audit WHERE name IN ('cutoff_delta','cooldown_s') "

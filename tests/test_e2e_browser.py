@@ -95,3 +95,69 @@ def test_browser_signals_approve_and_history(tmp_path):
         assert "Traceback" not in log, log[-3000:]
     finally:
         server.stop()
+
+
+def test_browser_alpaca_paper_mode_against_the_local_server(tmp_path):
+    """The app in Alpaca paper mode: the sidebar names the (masked) account; Approve sends one order to the server."""
+    from datetime import datetime
+
+    from core.clock import NY
+    from core.marketdata.synthetic import SyntheticMarket
+    from core.runtime import default_sim_start
+    from tests.fakes.alpaca_server import FakeAlpaca
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # the server trades the same synthetic market the app shows, on the app's market clock
+    anchor, start = default_sim_start(datetime.now(NY).date())
+    market = SyntheticMarket(7, anchor=anchor)
+    db = tmp_path / "alpaca.db"
+
+    def follow_app_clock() -> None:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            row = con.execute("SELECT value FROM meta WHERE key='sim_clock'").fetchone()
+            con.close()
+        except sqlite3.Error:
+            return
+        if row and datetime.fromisoformat(row[0]) > fake.now:
+            fake.set_time(datetime.fromisoformat(row[0]))
+
+    key, secret = "PKBROWSERCANARY123", "SECRETBROWSERCANARY456"
+    with FakeAlpaca(market, universe_symbols=list(market.symbols), api_key=key, secret_key=secret,
+                    rate_limit_per_min=100_000) as fake:
+        fake.set_time(start)
+        server = AppServer({
+            "DB_PATH": str(db), "BROKER": "alpaca", "ALPACA_API_KEY": key,
+            "ALPACA_SECRET_KEY": secret, "ALPACA_BASE_URL": fake.url, "SIM_SPEED": "6", "SEED": "7",
+            "INTENT_TTL_S": "3600", "UI_REFRESH_S": "1",
+        }, tmp_path / "streamlit.log")
+        try:
+            server.wait_healthy()
+            with sync_api.sync_playwright() as pw:
+                browser = launch_chromium(pw)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(server.url + "/approvals")
+                wait_script_idle(page)
+                sidebar = page.locator("[data-testid='stSidebar']")
+                masked = f"Alpaca paper · account …{fake.account_number[-4:]}"
+                wait_until(lambda: masked in sidebar.inner_text(), 30, "the Alpaca account label", page)
+                assert fake.account_number not in sidebar.inner_text()  # masked, never the whole number
+                holder = page.locator("[class*='st-key-approve_']").first
+                wait_until(lambda: (follow_app_clock(), holder.count() > 0 and holder.is_visible())[1], 240,
+                           "a pending intent", page)
+                follow_app_clock()
+                page.screenshot(path=str(ARTIFACTS / "alpaca_paper.png"), full_page=False)
+                key_cls = next(c for c in (holder.get_attribute("class") or "").split()
+                               if c.startswith("st-key-approve_"))
+                page.locator(f".{key_cls} button").click()
+                wait_until(lambda: fake.orders_created == 1, 30, "the order at the Alpaca-shaped server", page)
+                page.wait_for_timeout(1500)
+                assert fake.orders_created == 1 and fake.order_posts == 1
+                html = page.content()
+                browser.close()
+            log = server.log()
+            assert "Traceback" not in log, log[-3000:]
+            for text in (log, html):
+                assert key not in text and secret not in text
+        finally:
+            server.stop()

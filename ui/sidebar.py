@@ -39,8 +39,7 @@ def render_sidebar(ctx: AppContext) -> None:
     if ctx.settings.broker == "sim":
         mode = "Simulated market + broker"
     else:
-        mode = ctx.runtime.broker_label() if ctx.runtime else ("Alpaca paper" if ctx.settings.alpaca_paper
-                                                                else "Alpaca LIVE")
+        mode = "Alpaca paper" if ctx.settings.alpaca_paper else "Alpaca LIVE"
     sb.selectbox("Mode", [mode], key="w_mode", disabled=True,
                  help="Set BROKER=alpaca (and the two keys) in .env or .streamlit/secrets.toml and restart.")
     if ctx.settings.broker == "alpaca" and not ctx.settings.alpaca_paper:
@@ -78,6 +77,7 @@ def heartbeat(ctx: AppContext) -> None:
         status = ctx.runtime.status()
         market = datetime.fromisoformat(status["market_time"]).astimezone(NY)
         running = [n for n, j in status["jobs"].items() if j["runs"] > 0]
+        st.caption(f"Connected: {ctx.runtime.broker_label()}")
         st.caption(f"Market time {market:%a %Y-%m-%d %H:%M:%S} ET"
                    f"{' (open)' if status['market_open'] else ' (closed)'} · speed ×{status['speed']:g}")
         st.caption(f"Jobs: {', '.join(running) or 'starting'} · scheduler "

@@ -34,18 +34,20 @@ def queue() -> None:
         st.caption("Nothing waiting for approval.")
     for row in pending.itertuples():
         with st.container(border=True, key=f"intent_{row.id}"):
-            c = st.columns([2, 1, 1, 2, 4, 2, 2, 1.6, 1.4], vertical_alignment="center")
+            c = st.columns([2, 1, 1, 2, 2], vertical_alignment="center")
             c[0].markdown(f"**{row.symbol}** · {row.kind}")
             c[1].markdown(f":{'green' if row.side == 'buy' else 'red'}[{row.side.upper()}]")
             c[2].markdown(f"{row.qty:g} sh")
             c[3].markdown(f"${row.notional:,.2f} @ ${row.price:,.2f}")
-            c[4].caption(row.reason)
-            c[5].markdown(f"risk after: {row.risk_after:.2%}" if row.risk_after == row.risk_after else "risk after: –")
+            c[4].markdown(f"risk after fill: {row.risk_after:.2%}" if row.risk_after == row.risk_after
+                          else "risk after fill: –")
+            st.caption(row.reason)
             left = max(0, int(row.expires_in_s))
-            c[6].markdown(f"expires in **{left // 60}:{left % 60:02d}**")
-            c[7].button("Approve", key=f"approve_{row.id}", type="primary", on_click=decide, args=(row.id, "approve"),
+            b = st.columns([4, 1.2, 1.2], vertical_alignment="center")
+            b[0].markdown(f"expires in **{left // 60}:{left % 60:02d}**")
+            b[1].button("Approve", key=f"approve_{row.id}", type="primary", on_click=decide, args=(row.id, "approve"),
                         disabled=left <= 0, width="stretch")
-            c[8].button("Reject", key=f"reject_{row.id}", on_click=decide, args=(row.id, "reject"), width="stretch")
+            b[2].button("Reject", key=f"reject_{row.id}", on_click=decide, args=(row.id, "reject"), width="stretch")
     st.subheader("Recent decisions")
     st.dataframe(views.recent_intents(ctx.store, 50), hide_index=True, key="recent_intents")
 
