@@ -301,3 +301,46 @@ def test_live_money_needs_the_second_setting():
     s = load_settings(broker="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_paper=False,
                       alpaca_live_trading="I_UNDERSTAND_REAL_MONEY")
     assert not s.alpaca_paper
+
+
+# ---------------------------------------------------------------- market data and clock
+
+
+def test_history_is_cached_as_parquet_and_today_is_not(tmp_path, fake):
+    from core.broker.alpaca import AlpacaCaller
+    from core.marketdata.alpaca import AlpacaMarketData, make_data_client
+
+    fake.set_time(ny(12, 0))
+    md = AlpacaMarketData(make_data_client(KEY, SECRET, url_override=fake.url, timeout_s=2),
+                          caller=AlpacaCaller(RequestBudget(200)), cache_dir=tmp_path / "cache")
+    syms = ["AAPL", "NVDA"]
+    first = md.history(syms, ANCHOR, DAY, today=DAY)
+    calls = fake.count("GET", "/v2/stocks/bars")
+    assert calls >= 2
+    days = first["timestamp"].dt.tz_convert(NY).dt.date
+    assert (days == ANCHOR).sum() == 2 * 390  # the whole completed day
+    assert first[days == DAY]["timestamp"].max() < ny(12, 0)  # today only up to the server's clock
+    assert sorted(p.name for p in (tmp_path / "cache" / "iex" / "AAPL").iterdir()) == ["2025-03-03.parquet"]
+    again = md.history(syms, ANCHOR, DAY, today=DAY)
+    assert fake.count("GET", "/v2/stocks/bars") == calls + 1  # today asked again, the cached day not
+    assert (again[again["timestamp"].dt.tz_convert(NY).dt.date == ANCHOR].reset_index(drop=True)
+            .equals(first[days == ANCHOR].reset_index(drop=True)))
+
+
+def test_bars_and_clock_are_timezone_correct(fake):
+    from core.broker.alpaca import AlpacaBroker, AlpacaCaller, make_trading_client
+    from core.marketdata.alpaca import AlpacaMarketData, make_data_client
+    from core.store import Store
+
+    fake.set_time(ny(10, 0))
+    md = AlpacaMarketData(make_data_client(KEY, SECRET, url_override=fake.url, timeout_s=2),
+                          caller=AlpacaCaller(RequestBudget(200)), cache_dir=None)
+    bars = md.bars(["AAPL"], ny(9, 30), ny(10, 0))
+    assert len(bars) == 30 and str(bars["timestamp"].dt.tz) == "UTC"
+    assert bars["timestamp"].min() == ny(9, 30) and bars["timestamp"].max() == ny(9, 59)
+    expected = SyntheticMarket(5, anchor=ANCHOR).bars(["AAPL"], ny(9, 30), ny(10, 0))
+    assert bars["close"].round(4).tolist() == expected["close"].round(4).tolist()
+    broker = AlpacaBroker(Store(":memory:"), make_trading_client(KEY, SECRET, paper=True, url_override=fake.url,
+                                                                 timeout_s=2), caller=AlpacaCaller(RequestBudget(200)))
+    clock = broker.get_clock()
+    assert clock["is_open"] and clock["next_close"] == ny(16, 0) and clock["next_open"] == ny(9, 30, date(2025, 3, 5))

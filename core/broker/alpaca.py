@@ -360,6 +360,15 @@ class AlpacaBroker:
                             ts=datetime.fromisoformat(r["ts"]), leg=r["leg"]) for r in rows]
         return fills, (rows[-1]["seq"] if rows else cursor)
 
+    def get_clock(self) -> dict[str, Any]:
+        """Alpaca's market clock: is_open, next_open, next_close (tz-aware)."""
+        try:
+            c = self.call("clock", self.client.get_clock)
+        except APIError as e:
+            raise BrokerError(f"clock: {api_message(e)[1]}") from None
+        return {"timestamp": c.timestamp, "is_open": bool(c.is_open), "next_open": c.next_open,  # type: ignore[union-attr]
+                "next_close": c.next_close}  # type: ignore[union-attr]
+
     # ------------------------------------------------------------ status for the UI
     def describe(self) -> str:
         masked = ("…" + self.account_number[-4:]) if self.account_number else "?"
