@@ -8,13 +8,14 @@ before the stored cursor are skipped, so a restart duplicates nothing.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core import kpi
+from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
 from core.engine import Engine
@@ -138,5 +139,17 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
         "max_drawdown": round(m["max_drawdown"], 6),
         "win_rate": round(m["win_rate"], 6),
         "sessions": len(sessions),
+        "metrics": _finite(metrics.research_metrics(store, start_equity, len(sessions))),
         "elapsed_s": round(elapsed, 3),
     }
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no Infinity: an unbounded ratio (no losing trade) is reported as null, floats rounded."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, float):
+            out[k] = None if math.isinf(v) or math.isnan(v) else round(v, 6)
+        else:
+            out[k] = v
+    return out

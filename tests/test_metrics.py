@@ -1,0 +1,77 @@
+"""Research metrics against values computed by hand on small fixtures."""
+
+import math
+from datetime import datetime, timedelta
+
+import pytest
+
+from core.clock import NY, UTC
+from core.metrics import daily_returns, drawdown, exposure, flip_flops, research_metrics, sharpe, sortino, trade_stats
+from core.store import Store
+
+
+def t(day: int, hh: int, mm: int = 0) -> datetime:
+    return datetime(2025, 3, day, hh, mm, tzinfo=NY).astimezone(UTC)
+
+
+def test_drawdown_and_its_duration():
+    ts = [t(3, 10), t(3, 11), t(3, 12), t(3, 13), t(3, 14), t(3, 15)]
+    eq = [100.0, 110.0, 99.0, 104.5, 110.0, 90.0]
+    dd, dur = drawdown(ts, eq)
+    # peak 110 -> trough 90 = 18.18 %, not yet recovered: duration to the last sample (11:00 -> 15:00)
+    assert dd == pytest.approx(20 / 110)
+    assert dur == 4 * 3600
+    dd2, dur2 = drawdown(ts[:5], eq[:5])  # 110 -> 99 = 10 %, recovered at 14:00
+    assert dd2 == pytest.approx(0.1) and dur2 == 3 * 3600
+    assert drawdown(ts[:2], eq[:2]) == (0.0, 0.0)
+
+
+def test_sharpe_and_sortino_by_hand():
+    r = [0.01, -0.02, 0.03, 0.0]
+    mean = 0.005
+    sd = math.sqrt(((0.005) ** 2 + (0.025) ** 2 + (0.025) ** 2 + (0.005) ** 2) / 3)
+    assert sharpe(r) == pytest.approx(mean / sd * math.sqrt(252))
+    down = math.sqrt((0.02 ** 2) / 4)
+    assert sortino(r) == pytest.approx(mean / down * math.sqrt(252))
+    assert sharpe([0.01]) == 0.0 and sortino([0.01, 0.02]) == math.inf
+
+
+def test_daily_returns_use_each_new_york_days_last_equity():
+    ts = [t(3, 10), t(3, 15, 59), t(4, 9, 45), t(4, 16)]  # 16:00 ET on the 4th is 21:00 UTC, still the 4th in NY
+    assert daily_returns(ts, [101.0, 102.0, 99.0, 103.02], 100.0) == pytest.approx([0.02, 0.01])
+
+
+def test_trade_stats_profit_factor_expectancy_mae_mfe():
+    s = trade_stats([30.0, -10.0, 20.0, -20.0], [-0.01, -0.03, 0.0, -0.02], [0.02, 0.0, 0.05, 0.01],
+                    ["take_profit", "stop_loss", "signal exit", "stop_loss"])
+    assert s["trades"] == 4 and s["win_rate"] == 0.5
+    assert s["profit_factor"] == pytest.approx(50 / 30)
+    assert s["expectancy"] == pytest.approx(5.0)
+    assert s["mae_median"] == pytest.approx(-0.015) and s["mfe_median"] == pytest.approx(0.015)
+    assert s["stop_out_rate"] == 0.5
+    assert trade_stats([5.0], [0.0], [0.0], ["x"])["profit_factor"] == math.inf
+
+
+def test_flip_flops_within_ten_minutes_only():
+    sig = [("AAPL", t(3, 10, 0), 0.4), ("AAPL", t(3, 10, 9), -0.5),  # flip after 9 min
+           ("AAPL", t(3, 10, 30), 0.45),  # after 21 min: not a flip-flop
+           ("NVDA", t(3, 10, 1), 0.4), ("NVDA", t(3, 10, 5), 0.6)]  # same sign
+    assert flip_flops(sig) == 1
+
+
+def test_exposure_is_time_weighted_share_of_equity():
+    assert exposure([0.0, 50.0, 100.0], [100.0, 100.0, 200.0]) == pytest.approx((0 + 0.5 + 0.5) / 3)
+
+
+def test_research_metrics_from_a_store():
+    st = Store(":memory:")
+    for ts, eq, ex in ((t(3, 10), 100_000.0, 0.0), (t(3, 15), 101_000.0, 20_000.0), (t(4, 15), 99_990.0, 0.0)):
+        st.insert("equity", {"ts": ts.isoformat(), "equity": eq, "cash": eq - ex, "exposure": ex})
+    st.insert("trades", {"symbol": "AAPL", "kind": "entry", "qty": 10, "entry_ts": "a", "entry_price": 1,
+                         "exit_ts": "b", "exit_price": 1, "pnl": -10.0, "ret": 0, "exit_reason": "stop_loss",
+                         "mae": -0.02, "mfe": 0.01, "fees": 0})
+    m = research_metrics(st, 100_000.0, sessions=2)
+    assert m["total_return"] == pytest.approx(-0.0001)
+    assert m["cagr"] == pytest.approx(0.9999 ** 126 - 1)
+    assert m["max_drawdown"] == pytest.approx(1010 / 101_000)
+    assert m["trades"] == 1 and m["stop_out_rate"] == 1.0 and m["exposure"] == pytest.approx(20_000 / 101_000 / 3)
