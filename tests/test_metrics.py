@@ -1,7 +1,7 @@
 """Research metrics against values computed by hand on small fixtures."""
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 
