@@ -16,7 +16,7 @@ from datetime import date
 
 from core.config import ConfigError, load_settings
 from core.marketdata import BarDataError
-from core.research import run_replay
+from core.research import parse_sweep, run_replay, run_sweep
 
 
 def parse_set(items: list[str]) -> dict[str, str]:
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     ap.add_argument("--db", help="SQLite file (default: a temporary file); a second run resumes it")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ap.add_argument("--sweep", nargs="+", metavar="NAME=SPEC",
+                    help="grid over one or two settings, e.g. cutoff_delta=-0.05:0.05:0.01 cooldown=60,120,180")
+    ap.add_argument("--workers", type=int, default=2, help="processes for --sweep")
     args = ap.parse_args(argv)
     if args.days < 1:
         ap.error("--days must be >= 1")
@@ -50,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.auto:
             overrides["auto_mode"] = "1"
         settings = load_settings(**overrides)
+        if args.sweep:
+            grid = parse_sweep(args.sweep)
+            for name, values in grid.items():  # every value must be a valid setting before any run starts
+                for v in values:
+                    load_settings(**{**overrides, name: v})
+            rows = run_sweep(overrides, grid, days=args.days, seed=args.seed, start=args.start,
+                             bars_file=args.bars, workers=args.workers)
+            print(json.dumps({"params": list(grid), "grid": rows}, sort_keys=True, default=str))
+            return 0
         with tempfile.TemporaryDirectory() as tmp:
             db = args.db or os.path.join(tmp, "replay.db")
             result = run_replay(settings, days=args.days, seed=args.seed, start=args.start, bars_file=args.bars,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from core.marketdata.synthetic import SyntheticMarket
 from core.store import Store
 
 TICK_S = 30
+PROGRESS_EVERY = 100  # ticks between progress callbacks
 
 
 @dataclass
@@ -68,7 +70,10 @@ def run_replay(
     bars_file: str | Path | None = None,
     db_path: str = ":memory:",
     stop_after_ticks: int | None = None,
+    progress: Callable[[int, int], bool | None] | None = None,
 ) -> ReplayResult:
+    """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
+    False cancels the run (the result then has ``stats["cancelled"] = True``)."""
     t0 = time.perf_counter()
     store = Store(db_path)
     market = build_market(settings, seed=seed, start=start, bars_file=bars_file)
@@ -79,8 +84,14 @@ def run_replay(
     done_until = datetime.fromisoformat(cursor) if cursor else None
     ticks = 0
     clock: SimClock | None = None
+    total = sum(len(session_ticks(d)) for d in sessions) if progress else 0
     for day in sessions:
         for now in session_ticks(day):
+            if progress is not None and ticks % PROGRESS_EVERY == 0 and progress(ticks, total) is False:
+                store.commit()
+                stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
+                stats["cancelled"] = True
+                return ReplayResult(stats, store, engine)
             if done_until is not None and now <= done_until:
                 continue
             if clock is None:
@@ -153,3 +164,85 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+# ================================================================ parameter sweeps
+SWEEP_ALIASES = {"cooldown": "mixer_cooldown_s", "cooldown_s": "mixer_cooldown_s", "delta": "cutoff_delta"}
+
+
+def parse_sweep(items: list[str]) -> dict[str, list[Any]]:
+    """``["cutoff_delta=-0.05:0.05:0.01", "cooldown=60,120,180"]`` -> {setting: [values]} (ranges inclusive)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--sweep {item!r}: expected NAME=a:b:step or NAME=v1,v2")
+        name, spec = (s.strip() for s in item.split("=", 1))
+        name = SWEEP_ALIASES.get(name.lower(), name.lower())
+        if ":" in spec:
+            try:
+                lo, hi, step = (float(x) for x in spec.split(":"))
+            except ValueError:
+                raise ValueError(f"--sweep {item!r}: a range is start:stop:step") from None
+            if step <= 0 or hi < lo:
+                raise ValueError(f"--sweep {item!r}: need step > 0 and stop >= start")
+            n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+            values: list[Any] = [round(lo + i * step, 10) for i in range(n)]
+        else:
+            values = [v.strip() for v in spec.split(",") if v.strip()]
+        if not values:
+            raise ValueError(f"--sweep {item!r}: no values")
+        grid[name] = values
+    if len(grid) > 2:
+        raise ValueError("a sweep takes one or two parameters")
+    return grid
+
+
+def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = [{}]
+    for name, values in grid.items():
+        cells = [{**c, name: v} for c in cells for v in values]
+    return cells
+
+
+def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str | None]) -> dict[str, Any]:
+    base, cell, days, seed, start_s, bars_file = args
+    import tempfile
+
+    from core.config import load_settings
+
+    settings = load_settings(**{**base, **cell})
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s), bars_file=bars_file,
+                         db_path=str(Path(tmp) / "sweep.db"))
+        stats = res.stats
+        res.store.close()
+    return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],
+            "orders": stats["orders"]}
+
+
+def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int, seed: int, start: date,
+              bars_file: str | None = None, workers: int = 2,
+              progress: Callable[[int, int], bool | None] | None = None) -> list[dict[str, Any]]:
+    """Every grid cell replayed in its own process (spawned: safe from threaded callers such as Streamlit)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    cells = grid_cells(grid)
+    jobs = [(base, c, days, seed, start.isoformat(), bars_file) for c in cells]
+    results: dict[int, dict[str, Any]] = {}
+    if workers <= 1:
+        for i, j in enumerate(jobs):
+            results[i] = _sweep_cell(j)
+            if progress is not None and progress(i + 1, len(jobs)) is False:
+                break
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_sweep_cell, j): i for i, j in enumerate(jobs)}
+            for done, fut in enumerate(as_completed(futures), start=1):
+                results[futures[fut]] = fut.result()
+                if progress is not None and progress(done, len(jobs)) is False:
+                    for f in futures:
+                        f.cancel()
+                    break
+    return [results[i] for i in sorted(results)]

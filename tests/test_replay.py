@@ -112,3 +112,21 @@ def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--seed", "2", "--json"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout)["bars"] == 390 * 13
+
+
+def test_sweep_cli_prints_the_grid_as_json():
+    out = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--seed", "3", "--auto", "--sweep",
+                          "cutoff_delta=-0.05:0.0:0.05", "cooldown=120", "--workers", "2"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    d = json.loads(out.stdout)
+    assert d["params"] == ["cutoff_delta", "mixer_cooldown_s"]
+    assert [(r["cutoff_delta"], r["mixer_cooldown_s"]) for r in d["grid"]] == [(-0.05, "120"), (0.0, "120")]
+    # each cell is the same replay the plain CLI runs
+    single = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--seed", "3", "--auto", "--json",
+                             "--set", "CUTOFF_DELTA=-0.05", "--set", "MIXER_COOLDOWN_S=120"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert d["grid"][0]["trades"] == json.loads(single.stdout)["trades"]
+    assert d["grid"][0]["pnl"] == json.loads(single.stdout)["pnl"]
+    bad = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--sweep", "cutoff_delta=0.6:0.7:0.1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "cutoff_delta" in bad.stderr
