@@ -129,4 +129,4 @@ def test_sweep_cli_prints_the_grid_as_json():
     assert d["grid"][0]["pnl"] == json.loads(single.stdout)["pnl"]
     bad = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--sweep", "cutoff_delta=0.6:0.7:0.1"],
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "cutoff_delta" in bad.stderr
+    assert bad.returncode == 2 and "CUTOFF_DELTA=0.6" in bad.stderr
