@@ -29,7 +29,7 @@ def gauges() -> None:
     row = st.columns(4)
     for i, (tier, t) in enumerate(g["tokens"].items()):
         used = t["capacity"] - t["left"]
-        row[i].plotly_chart(charts.gauge(f"{tier} tokens this minute", used, max(t["capacity"], 1), unit="",
+        row[i].plotly_chart(charts.gauge(f"{tier} tokens / min", used, max(t["capacity"], 1), unit="",
                                          scale=1.0), theme=None, key=f"g_tokens_{tier}")
     row[3].plotly_chart(charts.gauge("LLM calls today", g["llm_calls"], max(g["llm_limit"], 1), unit="", scale=1.0),
                         theme=None, key="g_llm")

@@ -106,6 +106,9 @@ def basket_health(store: Store, settings: Settings, now: datetime) -> list[dict[
         if st.get("last_intent_id"):
             last_intent = store.one("SELECT id, created_at, symbol, qty, status FROM intents WHERE id=?",
                                     (st["last_intent_id"],))
+            if last_intent:
+                when = datetime.fromisoformat(last_intent["created_at"]).astimezone(NY)
+                last_intent["created_at"] = f"{when:%Y-%m-%d %H:%M:%S} ET"
         out.append({
             "name": b.name, "inverse_etf": b.inverse_etf, "members": list(b.members),
             "scores": json.loads(st["members_json"]) if st.get("members_json") else {},

@@ -80,6 +80,10 @@ def test_browser_signals_approve_and_history(tmp_path):
             wait_until(lambda: int(metric_value(page, "Orders")) >= 1, 30, "the order in Trade history", page)
             page.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
 
+            page.goto(server.url + "/research")
+            wait_script_idle(page)
+            page.wait_for_selector("[data-testid='stForm']", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "research.png"), full_page=True)
             for name in ("baskets", "risk"):
                 page.goto(server.url + "/" + PAGES[name])
                 wait_script_idle(page)

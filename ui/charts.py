@@ -16,17 +16,17 @@ def gauge(title: str, value: float, limit: float, *, unit: str = "%", scale: flo
     v, lim = value * scale, limit * scale
     top = max(axis_max * scale if axis_max is not None else lim * 1.25, v * 1.05, 1e-9)
     fig = go.Figure(go.Indicator(
-        mode="gauge+number", value=round(v, 3), title={"text": title},
+        mode="gauge+number", value=round(v, 3), title={"text": title, "font": {"size": 15}},
         number={"suffix": unit, "valueformat": ".2f" if unit == "%" else ".0f"},
         gauge={
-            "axis": {"range": [0, top]},
+            "axis": {"range": [0, top], "ticksuffix": unit if unit == "%" else ""},
             "bar": {"color": "#263238"},
             "steps": [{"range": [0, 0.75 * lim], "color": "#c8e6c9"}, {"range": [0.75 * lim, lim], "color": "#ffe082"},
                       {"range": [lim, top], "color": "#ffcdd2"}],
             "threshold": {"line": {"color": RED, "width": 4}, "thickness": 0.85, "value": lim},
         },
     ))
-    fig.update_layout(height=220, margin={"l": 20, "r": 20, "t": 50, "b": 10})
+    fig.update_layout(height=220, margin={"l": 35, "r": 35, "t": 50, "b": 10})
     return fig
 
 
