@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     alpaca_max_retries: int = Field(2, ge=0, le=10)
     alpaca_requests_per_min: int = Field(190, ge=1, le=200)  # Alpaca allows 200; keep headroom
     alpaca_bar_grace_s: float = Field(5.0, ge=0, le=59)  # wait this long after a minute before asking for its bar
+    alpaca_cache_dir: str = "data/cache/alpaca"  # Parquet history for research replays
     redis_url: SecretStr | None = None
 
     @model_validator(mode="before")

@@ -36,10 +36,35 @@ class ReplayResult:
     engine: Engine
 
 
-def build_market(settings: Settings, *, seed: int, start: date, bars_file: str | Path | None) -> MarketData:
+def build_market(settings: Settings, *, seed: int, start: date, bars_file: str | Path | None,
+                 days: int = 1) -> MarketData:
     if bars_file:
         return ReplayMarket(load_bars(bars_file))
+    if settings.market_data == "alpaca":
+        return ReplayMarket(alpaca_history(settings, start, days))
     return SyntheticMarket(seed=seed, universe=settings.universe, anchor=start)
+
+
+def alpaca_history(settings: Settings, start: date, days: int, warmup_sessions: int = 3) -> Any:
+    """Alpaca bars for the replay range plus warm-up sessions, from the local Parquet cache when present."""
+    from core.broker.alpaca import AlpacaCaller, RequestBudget
+    from core.clock import previous_session
+    from core.marketdata.alpaca import AlpacaMarketData, make_data_client
+
+    key = settings.alpaca_api_key.get_secret_value() if settings.alpaca_api_key else ""
+    secret = settings.alpaca_secret_key.get_secret_value() if settings.alpaca_secret_key else ""
+    client = make_data_client(key, secret, url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
+    md = AlpacaMarketData(client, caller=AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min),
+                                                      max_retries=settings.alpaca_max_retries),
+                          feed=settings.alpaca_feed, cache_dir=settings.alpaca_cache_dir)
+    first = start
+    for _ in range(warmup_sessions):
+        first = previous_session(first)
+    last = trading_sessions(start, days)[-1]
+    frame = md.history(settings.universe.all_symbols, first, last)
+    if frame.empty:
+        raise ValueError(f"Alpaca returned no bars for {first}..{last}")
+    return frame
 
 
 def session_ticks(day: date, tick_s: int = TICK_S) -> list[datetime]:
@@ -76,7 +101,7 @@ def run_replay(
     False cancels the run (the result then has ``stats["cancelled"] = True``)."""
     t0 = time.perf_counter()
     store = Store(db_path)
-    market = build_market(settings, seed=seed, start=start, bars_file=bars_file)
+    market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days)
     engine = Engine(settings, store, market)
     sessions = replay_days(settings, start, days, market)
     engine.feed.preload_sessions(sessions)
