@@ -51,6 +51,19 @@ from core.strategy import Strategy, load_strategy
 log = logging.getLogger(__name__)
 
 
+SIGNAL_INSERT = ("INSERT OR IGNORE INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff,"
+                 " decision, reason, action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
+               decision: str, reason: str | None, action: str | None) -> tuple[Any, ...]:
+    """One row of the decision log (shared by the engine and the replay fast path)."""
+    return (iso(now), iso(obs.bar_ts) if obs else None, sym, tier,
+            None if score is None else round(score, 6), None if obs is None else round(obs.score, 6),
+            None if obs is None else round(obs.vol_spike, 6), cutoff, decision, reason, action,
+            None if obs is None else obs.close)
+
+
 @dataclass
 class TickReport:
     now: datetime
@@ -477,14 +490,7 @@ class Engine:
 
     def _record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
                        decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
-        self.store.execute(
-            "INSERT OR IGNORE INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff,"
-            " decision, reason, action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (iso(now), iso(obs.bar_ts) if obs else None, sym, tier,
-             None if score is None else round(score, 6), None if obs is None else round(obs.score, 6),
-             None if obs is None else round(obs.vol_spike, 6), cutoff, decision, reason, action,
-             None if obs is None else obs.close),
-        )
+        self.store.execute(SIGNAL_INSERT, signal_row(now, sym, tier, obs, score, cutoff, decision, reason, action))
         if decision == "suppressed" and reason:
             rep.suppressed[reason] = rep.suppressed.get(reason, 0) + 1
 

@@ -20,6 +20,7 @@ from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
 from core.engine import Engine
+from core.fastpath import QuietTicks
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
 from core.marketdata.synthetic import SyntheticMarket
@@ -96,6 +97,7 @@ def run_replay(
     db_path: str = ":memory:",
     stop_after_ticks: int | None = None,
     progress: Callable[[int, int], bool | None] | None = None,
+    mode: str = "fast",
 ) -> ReplayResult:
     """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
     False cancels the run (the result then has ``stats["cancelled"] = True``)."""
@@ -107,13 +109,17 @@ def run_replay(
     engine.feed.preload_sessions(sessions)
     cursor = store.get_meta("replay_cursor")
     done_until = datetime.fromisoformat(cursor) if cursor else None
+    if mode not in ("fast", "reference"):
+        raise ValueError(f"mode must be fast or reference, not {mode!r}")
+    # fast: ticks where nothing can trade are applied in memory (core/fastpath.py), same outcome
+    quiet = QuietTicks(engine) if mode == "fast" else None
     ticks = 0
     clock: SimClock | None = None
     total = sum(len(session_ticks(d)) for d in sessions) if progress else 0
     for day in sessions:
         for now in session_ticks(day):
             if progress is not None and ticks % PROGRESS_EVERY == 0 and progress(ticks, total) is False:
-                store.commit()
+                _finish(store, quiet)
                 stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
                 stats["cancelled"] = True
                 return ReplayResult(stats, store, engine)
@@ -122,15 +128,29 @@ def run_replay(
             if clock is None:
                 clock = SimClock(now)
             clock.set(now)
-            engine.tick(clock.now())
-            store.set_meta("replay_cursor", now.isoformat())
-            store.commit()
+            if quiet is None or not quiet.try_tick(clock.now()):
+                if quiet is not None:
+                    quiet.flush()
+                engine.tick(clock.now())
+                if quiet is not None:
+                    quiet.after_full_tick(clock.now())
+                store.set_meta("replay_cursor", now.isoformat())
+                store.commit()
             ticks += 1
             if stop_after_ticks is not None and ticks >= stop_after_ticks:
-                store.commit()
+                _finish(store, quiet)
                 return ReplayResult(collect_stats(store, engine, sessions, time.perf_counter() - t0), store, engine)
-    store.commit()
+    _finish(store, quiet)
     return ReplayResult(collect_stats(store, engine, sessions, time.perf_counter() - t0), store, engine)
+
+
+def _finish(store: Store, quiet: QuietTicks | None) -> None:
+    """Write the fast path's buffered ticks; the resume cursor moves to the last of them."""
+    if quiet is not None and quiet.last_now is not None:
+        cursor = quiet.last_now
+        quiet.flush()
+        store.set_meta("replay_cursor", cursor.isoformat())
+    store.commit()
 
 
 def count_bars(engine: Engine, sessions: list[date]) -> int:
