@@ -23,6 +23,7 @@ from core import gates
 from core.clock import NY, is_rth, trading_date
 from core.engine import SIGNAL_INSERT, Engine, signal_row
 from core.ratelimit import LocalTokenBuckets
+from core.risk import AccountState, PositionRisk
 from core.store import iso
 
 
@@ -34,6 +35,9 @@ class QuietTicks:
         self.sim_positions: list[tuple[str, float, float]] = []
         self.legs: dict[str, dict[str, Any]] = {}
         self.held: set[str] = set()
+        self.pos_rows: list[dict[str, Any]] = []
+        self.sod: float | None = None
+        self._now: datetime | None = None
         self.signals: list[tuple[Any, ...]] = []
         self.equity: list[dict[str, Any]] = []
         self.tokens: list[tuple[int, str, int, int, int]] = []
@@ -63,7 +67,11 @@ class QuietTicks:
         self.cash = float(st.scalar("SELECT cash FROM sim_account WHERE id=1") or 0.0)
         self.sim_positions = [(r["symbol"], r["qty"], r["avg_price"]) for r in st.query(
             "SELECT * FROM sim_positions WHERE qty > 0 ORDER BY symbol")]
-        self.held = {r["symbol"] for r in st.query("SELECT symbol FROM positions WHERE qty > 0")}
+        # the same rows, in the same order, as Engine.account_state reads (float sums must match exactly)
+        self.pos_rows = st.query("SELECT * FROM positions WHERE qty > 0")
+        self.held = {r["symbol"] for r in self.pos_rows}
+        sod = st.scalar("SELECT start_equity FROM day_state WHERE date=?", (trading_date(now).isoformat(),))
+        self.sod = sod
         pairs: dict[str, dict[str, Any]] = {}
         for leg in st.query("SELECT * FROM sim_orders WHERE parent_id IS NOT NULL AND status='new' "
                             "ORDER BY parent_id, leg"):
@@ -98,6 +106,7 @@ class QuietTicks:
             obs = e.feed.observe(sym, now)
             if obs is not None and not math.isnan(obs.vol_spike) and obs.vol_spike >= e.s.vol_spike_event:
                 return False  # a Bench event starts: the full engine handles it
+        self._now = now
         due = sched.due_tickers(now)
         # preview: token grants on a copy, each ticker's decision, the basket streaks
         trial = LocalTokenBuckets(e.buckets.capacities, e.buckets.borrow_window_s)
@@ -176,7 +185,23 @@ class QuietTicks:
             return "paused", sign
         if sign > 0 and held:
             return "already_held", sign
+        # the risk check the engine runs next, on the same price it would use
+        close = e.feed.observe(sym, now).close  # type: ignore[union-attr]
+        basket = e.universe.basket_of(sym)
+        price = close if sign > 0 else (e.feed.price(basket.inverse_etf, now) if basket else close)
+        ok, reason = e.risk.check_signal_risk_feasibility(self._state(now), price)
+        if not ok:
+            return reason, sign
         return None, 0
+
+    def _state(self, now: datetime) -> AccountState:
+        """Engine.account_state rebuilt from the cached calm state (no pending intents while calm)."""
+        equity, cash = self._equity(now)
+        positions = tuple(PositionRisk(r["symbol"], r["qty"], r["avg_price"], self.e.feed.price(r["symbol"], now)
+                                       or r["avg_price"], r["stop_price"]) for r in self.pos_rows)
+        return AccountState(equity=equity, cash=cash, buying_power=cash,
+                            start_of_day_equity=self.sod if self.sod is not None else equity, positions=positions,
+                            pending_notional=0, pending_count=0)
 
     def _basket_blocked(self, basket: Any) -> str | None:
         """Why a firing basket cannot trade, when that is known without the risk check or the ETF lock."""
@@ -188,6 +213,13 @@ class QuietTicks:
         conflicts = self.e.baskets.conflicts_held(basket, held)
         if conflicts:
             return "conflict:" + ",".join(conflicts)
+        now = self._now
+        ok, reason = self.e.risk.check_signal_risk_feasibility(self._state(now), self.e.feed.price(basket.inverse_etf,
+                                                                                                    now))
+        if not ok:
+            return reason
+        if self.e.kv.get(f"etf_lock:{basket.inverse_etf}", now) is not None:
+            return "etf_lock"  # set_nx on a live lock writes nothing
         return None
 
     def _stops(self, now: datetime) -> None:

@@ -50,6 +50,8 @@ class MarketFeed:
         self.vol_spike = np.empty((0, n))
         self._raw_tail: pd.DataFrame | None = None
         self.loaded_until: datetime | None = None  # bars with open < this are loaded
+        self._last_key: tuple[int, int] | None = None
+        self._last_idx = -1
 
     # ------------------------------------------------------------ loading
     def load(self, start: datetime, end: datetime) -> None:
@@ -127,8 +129,14 @@ class MarketFeed:
 
     # ------------------------------------------------------------ lookups
     def last_index(self, now: datetime) -> int:
-        """Index of the latest bar that has closed by ``now`` (-1 if none)."""
-        return int(np.searchsorted(self.ts, int(now.timestamp()) - BAR_S, side="right")) - 1
+        """Index of the latest bar that has closed by ``now`` (-1 if none); memoised for the current tick."""
+        t = int(now.timestamp())
+        key = (t, len(self.ts))
+        if key == self._last_key:
+            return self._last_idx
+        self._last_key = key
+        self._last_idx = int(np.searchsorted(self.ts, t - BAR_S, side="right")) - 1
+        return self._last_idx
 
     def observe(self, symbol: str, now: datetime, max_age_s: int = 600) -> Observation | None:
         i = self.last_index(now)

@@ -9,6 +9,7 @@ passed everything before it ("actionable"), and its increment is idempotent per
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from core.clock import is_rth, minutes_since_open, minutes_to_close, trading_date
 from core.config import Settings
@@ -26,6 +27,7 @@ def check_market_session(now: datetime) -> str | None:
     return None if is_rth(now) else MARKET_CLOSED
 
 
+@lru_cache(maxsize=256)  # every ticker of a tick asks with the same ``now``
 def session_segment(now: datetime, segment_min: int) -> str:
     since = minutes_since_open(now)
     left = minutes_to_close(now)
