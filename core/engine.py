@@ -264,11 +264,13 @@ class Engine:
         for r in self.store.query("SELECT * FROM positions WHERE qty > 0"):
             px = self.feed.price(r["symbol"], now) or r["avg_price"]
             positions.append(PositionRisk(r["symbol"], r["qty"], r["avg_price"], px, r["stop_price"]))
+        # buys not yet filled: waiting intents, and submitted ones whose order is still open
+        # (two indexed look-ups; an OR across them would scan every intent ever made)
         live = self.store.query(
-            "SELECT i.symbol, i.qty, i.price FROM intents i WHERE i.side='buy'"
-            " AND (i.status IN ('pending','submitting')"
-            " OR (i.status='submitted' AND EXISTS (SELECT 1 FROM orders o WHERE o.intent_id=i.id AND o.status "
-            "IN ('new','accepted','pending_new','partially_filled','submitting'))))"
+            "SELECT symbol, qty, price FROM intents WHERE status IN ('pending','submitting') AND side='buy' "
+            "UNION ALL SELECT i.symbol, i.qty, i.price FROM orders o JOIN intents i ON i.id = o.intent_id "
+            "WHERE o.status IN ('new','accepted','pending_new','partially_filled','submitting') "
+            "AND i.status='submitted' AND i.side='buy'"
         )
         sod = self.store.scalar("SELECT start_equity FROM day_state WHERE date=?", (trading_date(now).isoformat(),))
         return AccountState(

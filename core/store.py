@@ -109,6 +109,10 @@ class Store:
                     table.create_index(list(idx), if_not_exists=True)
         # One decision per symbol per tick: a tick re-run after a crash inserts nothing twice.
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS signals_symbol_ts ON signals(symbol, ts)")
+        # the per-tick "is an order of this intent still open" look-ups: without these they scan every
+        # order ever placed, and a year's replay slows down quadratically
+        self.conn.execute("CREATE INDEX IF NOT EXISTS orders_intent ON orders(intent_id, status)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS intents_symbol_status ON intents(symbol, status)")
         self.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
