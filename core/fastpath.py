@@ -19,11 +19,15 @@ import math
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from core import gates
-from core.clock import NY, is_rth, trading_date
+from core.clock import NY, UTC, is_rth, trading_date
 from core.engine import SIGNAL_INSERT, Engine, signal_row
+from core.feed import BAR_S
 from core.ratelimit import LocalTokenBuckets
 from core.risk import AccountState, PositionRisk
+from core.scheduler import _JITTER_S
 from core.store import iso
 
 
@@ -45,6 +49,8 @@ class QuietTicks:
         self.last_now: datetime | None = None
         self.last_minute_now: datetime | None = None
         self.applied = 0
+        self.grid: _DayGrid | None = None  # the current session's arrays for whole quiet stretches
+        self.window = _MIN_WINDOW
 
     # ------------------------------------------------------------ state after a full tick
     def after_full_tick(self, now: datetime) -> None:
@@ -273,3 +279,300 @@ class QuietTicks:
                 "paused": e.params.paused, "auto_mode": e.params.auto_mode})})
         self.signals, self.equity, self.tokens, self.baskets = [], [], [], {}
         self.last_now = self.last_minute_now = None
+
+
+# ==================================================================== whole quiet stretches
+class _DayGrid:
+    """One session's ticks with every stock's observation and cutoff at each tick, as arrays.
+
+    ``blocks[i, j]``: stock j, if due at tick i, would pass its cutoff (the per-tick path must decide).
+    """
+
+    def __init__(self, q: QuietTicks, ticks: list[datetime]) -> None:
+        e, feed = q.e, q.e.feed
+        self.key = _grid_key(q, ticks)
+        self.ticks = ticks
+        self.ts = feed.ts
+        self.T = np.array([int(t.timestamp()) for t in ticks], dtype=np.int64)
+        self.iso = [iso(t) for t in ticks]
+        self.rth = np.array([is_rth(t) for t in ticks], dtype=bool)
+        self.stocks = [s for s in e.universe.stocks if (e.universe.get_ticker_tier(s) or "Bench") != "Bench"]
+        self.tiers = [e.universe.get_ticker_tier(s) for s in self.stocks]
+        L = np.searchsorted(feed.ts, self.T - BAR_S, side="right") - 1
+        Lc = np.clip(L, 0, None)
+        self.L = L
+        self.fresh = (L >= 0) & (self.T - (feed.ts[Lc] + BAR_S) <= 600) if len(feed.ts) else np.zeros(len(ticks), bool)
+        cols = [feed.col[s] for s in self.stocks]
+        self.S = feed.score[Lc][:, cols]
+        self.V = feed.vol_spike[Lc][:, cols]
+        self.C = feed.close[Lc][:, cols]
+        self.M = np.clip(self.S, -1.0, 1.0)  # Engine.mix_score without an event score
+        lo = np.array([gates.dynamic_cutoff(t, -math.inf, e.s, e.params.cutoff_delta) for t in ticks])
+        hi = np.array([gates.dynamic_cutoff(t, math.inf, e.s, e.params.cutoff_delta) for t in ticks])
+        spike = np.where(np.isnan(self.V), 0.0, self.V)
+        self.cut = np.where(spike >= e.s.cutoff_high_vol_spike, hi[:, None], lo[:, None])
+        self.nodata = ~self.fresh[:, None] | np.isnan(self.S)
+        with np.errstate(invalid="ignore"):
+            self.blocks = ~self.nodata & (np.abs(self.M) >= self.cut)
+        bench = [feed.col[s] for s in e.universe.tiers.get("Bench", ())]
+        bv = feed.vol_spike[Lc][:, bench] if bench else np.zeros((len(ticks), 0))
+        with np.errstate(invalid="ignore"):
+            self.bench_event = self.fresh & (bv >= e.s.vol_spike_event).any(axis=1)
+        self.bar_iso: dict[int, str] = {}
+
+    def bar_ts_iso(self, i: int) -> str:
+        b = int(self.L[i])
+        s = self.bar_iso.get(b)
+        if s is None:
+            s = self.bar_iso[b] = iso(datetime.fromtimestamp(int(self.ts[b]), UTC))
+        return s
+
+
+_MIN_WINDOW, _MAX_WINDOW = 8, 1024
+
+
+def _grid_key(q: QuietTicks, ticks: list[datetime]) -> tuple[Any, ...]:
+    e = q.e
+    return (ticks[0], len(ticks), e.params.cutoff_delta, len(e.feed.ts))
+
+
+def _due_indices(T: np.ndarray, i0: int, end: int, last: float | None, interval: float) -> np.ndarray:
+    """Tick indices in [i0, end) at which a ticker is due when it is processed every time it is due
+    (TierScheduler.should_process_ticker_now on a uniform tick grid)."""
+    need = interval - _JITTER_S
+    first = i0 if last is None else int(np.searchsorted(T[i0:end], last + need, side="left")) + i0
+    if first >= end:
+        return np.empty(0, dtype=np.int64)
+    step = T[1] - T[0] if len(T) > 1 else 1
+    k = max(1, int(math.ceil(need / step))) if need > 0 else 1
+    return np.arange(first, end, k, dtype=np.int64)
+
+
+def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> int:
+    """Apply the longest run of ticks from ``ticks[i0]`` (at most ``limit``) in which every due ticker is below
+    its cutoff or has no data, all tokens are granted, no Bench event starts, no bracket leg is touched and no
+    basket fires: what ``QuietTicks.try_tick`` would do tick by tick, computed on arrays. Returns how many
+    ticks were applied (0: use the per-tick path)."""
+    e = q.e
+    if (limit < 1 or q.calm_day is None or e.scheduler.pending_events or type(e).mix_score is not Engine.mix_score
+            or trading_date(ticks[i0]) != q.calm_day):
+        return 0
+    g = q.grid
+    if g is None or g.key != _grid_key(q, ticks):
+        g = q.grid = _DayGrid(q, ticks)
+    T = g.T
+    # grow the window while stretches run to its end (long calm spells), restart small after a break
+    end = min(len(ticks), i0 + limit, i0 + q.window)
+    stop = np.flatnonzero(~g.rth[i0:end] | g.bench_event[i0:end])
+    if len(stop):
+        end = i0 + int(stop[0])
+    if end - i0 < 1:
+        return 0
+    # which stock is due when (all of them granted, checked below)
+    due = np.zeros((end - i0, len(g.stocks)), dtype=bool)
+    intervals = e.universe.tier_intervals_s
+    for j, sym in enumerate(g.stocks):
+        idx = _due_indices(T, i0, end, e.scheduler.last_processed.get(sym), intervals[g.tiers[j]])
+        due[idx - i0, j] = True
+    # tokens: a denied request is logged as rate_limited by the per-tick path
+    minutes = T[i0:end] // 60
+    bk = e.buckets
+    for tier in ("A", "B"):
+        cols = [j for j, t in enumerate(g.tiers) if t == tier]
+        if not cols:
+            continue
+        demand = due[:, cols].sum(axis=1)
+        cap = bk.capacities.get(tier, 0)
+        avail = np.full(len(minutes), cap)
+        if bk._minute is not None:
+            avail[minutes == bk._minute] = bk._left.get(tier, 0)
+        cs = np.cumsum(demand)
+        starts = np.r_[0, np.flatnonzero(np.diff(minutes)) + 1]
+        seg = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(minutes)]))
+        within = cs - np.r_[0, cs][starts][seg]  # requests so far in each tick's minute
+        over = np.flatnonzero(within > avail)
+        if len(over):
+            end = min(end, i0 + int(over[0]))
+    due = due[: end - i0]
+    if end - i0 < 1:
+        return 0
+    # bracket legs: stop before the first tick that reveals a touching bar
+    feed = e.feed
+    for pair in q.legs.values():
+        j = feed.col[pair["symbol"]]
+        b0 = int(np.searchsorted(feed.ts, pair["start"], side="left"))
+        b1 = int(g.L[end - 1]) + 1
+        if b1 <= b0:
+            continue
+        with np.errstate(invalid="ignore"):
+            touch = np.zeros(b1 - b0, dtype=bool)
+            if pair["stop"] is not None:
+                touch |= feed.low[b0:b1, j] <= pair["stop"]
+            if pair["tp"] is not None:
+                touch |= feed.high[b0:b1, j] >= pair["tp"]
+        first = np.flatnonzero(touch)
+        if len(first):
+            bar = b0 + int(first[0])
+            end = min(end, i0 + int(np.searchsorted(g.L[i0:end], bar, side="left")))
+    due = due[: end - i0]
+    if end - i0 < 1:
+        return 0
+    # baskets: the streak per tick over the latest scores; a firing basket goes to the per-tick path
+    n = end - i0
+    rows_i, rows_j = np.nonzero(due)
+    latest_t: dict[str, np.ndarray] = {}
+    latest_v: dict[str, np.ndarray] = {}
+    for j, sym in enumerate(g.stocks):
+        ok = due[:, j] & ~g.nodata[i0:end, j]
+        prev = e.latest_scores.get(sym)
+        idx = np.where(ok, np.arange(n), -1)
+        idx = np.maximum.accumulate(idx)
+        t0, v0 = (prev if prev is not None else (-math.inf, math.nan))
+        latest_t[sym] = np.where(idx >= 0, T[i0:end][np.clip(idx, 0, None)].astype(float), t0)
+        latest_v[sym] = np.where(idx >= 0, g.M[i0:end, j][np.clip(idx, 0, None)], v0)
+    tt = T[i0:end].astype(float)
+    streak_before: dict[str, Any] = {}
+    s = e.s
+    width = n
+    for b in e.universe.baskets:
+        nsig = np.zeros(width, dtype=np.int64)
+        neg = np.zeros(width, dtype=np.int64)
+        total = np.zeros(width)
+        for m in b.members:
+            if m in latest_t:
+                lt, lv = latest_t[m], latest_v[m]
+            elif m in e.latest_scores:
+                lt, lv = np.full(width, e.latest_scores[m][0]), np.full(width, e.latest_scores[m][1])
+            else:
+                continue
+            inn = tt - lt <= s.basket_signal_max_age_s
+            nsig += inn
+            neg += inn & (lv < 0)
+            total = np.where(inn, total + np.where(inn, lv, 0.0), total)  # summed in member order, as evaluate()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(nsig > 0, neg / np.maximum(nsig, 1), 0.0)
+            mean = np.where(nsig > 0, total / np.maximum(nsig, 1), 0.0)
+        cond = (nsig >= s.basket_min_signals) & (ratio >= s.basket_neg_ratio) & (mean <= s.basket_mean_score)
+        streak = np.zeros(width, dtype=np.int64)
+        run = e.baskets.consecutive.get(b.name, 0)
+        for k in range(width):  # short: one integer per tick
+            run = run + 1 if cond[k] else 0
+            streak[k] = run
+        fires = np.flatnonzero(cond & (streak >= s.basket_consecutive_ticks))
+        if len(fires):
+            cut = int(fires[0])
+            n = min(n, cut)
+        streak_before[b.name] = streak
+    # a due ticker over its cutoff goes through the engine's gates (QuietTicks._decide); the stretch ends at
+    # the first tick where one of them may trade. Checked last: a suppression writes the direction lock.
+    reasons: dict[tuple[int, int], str] = {}
+    hits = np.argwhere(due[:n] & g.blocks[i0:i0 + n])
+    k = 0
+    while k < len(hits):
+        i = int(hits[k][0])
+        now = ticks[i0 + i]
+        q._now = now
+        tick_plan = []
+        while k < len(hits) and int(hits[k][0]) == i:
+            j = int(hits[k][1])
+            sym = g.stocks[j]
+            reason, strong = q._decide(sym, float(g.M[i0 + i, j]), float(g.cut[i0 + i, j]), now)
+            tick_plan.append((j, sym, reason, strong))
+            k += 1
+        if any(reason is None for _j, _s, reason, _st in tick_plan):
+            n = i
+            break
+        for j, sym, reason, strong in tick_plan:
+            reasons[(i0 + i, j)] = reason  # type: ignore[assignment]
+            if strong:
+                gates.record_strong_signal(e.kv, sym, strong, e.params.direction_lock_s, now)
+    if n < 1:
+        q.window = _MIN_WINDOW
+        return 0
+    q.window = min(_MAX_WINDOW, q.window * 4) if i0 + n == end else _MIN_WINDOW
+    return _apply_stretch(q, g, i0, i0 + n, due[:n], streak_before, reasons)
+
+
+def _apply_stretch(q: QuietTicks, g: _DayGrid, i0: int, end: int, due: np.ndarray,
+                   streaks: dict[str, Any], reasons: dict[tuple[int, int], str]) -> int:
+    e = q.e
+    T, n = g.T, end - i0
+    feed = e.feed
+    last_now = g.ticks[end - 1]
+    # legs: checked through the last visible bar
+    for pair in q.legs.values():
+        b0 = int(np.searchsorted(feed.ts, pair["start"], side="left"))
+        b1 = int(g.L[end - 1])
+        if b1 >= b0:
+            pair["checked"] = int(feed.ts[b1])
+            pair["start"] = pair["checked"] + 1
+    # the decision log, the scheduler and the token buckets, tick by tick in universe order
+    ii, jj = np.nonzero(due)
+    order = np.lexsort((jj, ii))
+    ii, jj = ii[order] + i0, jj[order]
+    S, V, C, M, cut, nod = g.S, g.V, g.C, g.M, g.cut, g.nodata
+    fresh = g.fresh
+    tiers = g.tiers
+    rows = q.signals
+    for i, j in zip(ii.tolist(), jj.tolist()):
+        sym, tier = g.stocks[j], tiers[j]
+        if nod[i, j]:
+            if not fresh[i]:
+                rows.append((g.iso[i], None, sym, tier, None, None, None, None, "skipped", "no_data", None, None))
+            else:
+                rows.append((g.iso[i], g.bar_ts_iso(i), sym, tier, None, round(float(S[i, j]), 6),
+                             round(float(V[i, j]), 6), None, "skipped", "no_data", None, float(C[i, j])))
+            continue
+        rows.append((g.iso[i], g.bar_ts_iso(i), sym, tier, round(float(M[i, j]), 6), round(float(S[i, j]), 6),
+                     round(float(V[i, j]), 6), float(cut[i, j]), "suppressed",
+                     reasons.get((i, j), gates.BELOW_CUTOFF), None, float(C[i, j])))
+    for j, sym in enumerate(g.stocks):
+        col = np.flatnonzero(due[:, j])
+        if len(col):
+            k = int(col[-1]) + i0
+            e.scheduler.last_processed[sym] = float(T[k])
+            okk = np.flatnonzero(due[:, j] & ~nod[i0:end, j])
+            if len(okk):
+                k2 = int(okk[-1]) + i0
+                e.latest_scores[sym] = (float(T[k2]), float(M[k2, j]))
+    bk = e.buckets
+    minutes = (T[ii] // 60).tolist()
+    for m, j in zip(minutes, jj.tolist()):
+        tier = tiers[j]
+        if m != bk._minute:
+            bk._minute, bk._left = m, dict(bk.capacities)
+        bk._left[tier] -= 1
+        st = bk.stats[(m, tier)]
+        st[0] += 1
+        st[1] += 1
+    # baskets: the last tick's evaluation is what the per-tick path would save
+    for b in e.universe.baskets:
+        streak = streaks.get(b.name)
+        if streak is not None and n >= 2:  # the streak before the last tick; evaluate() adds that one
+            e.baskets.consecutive[b.name] = int(streak[n - 2])
+        ev = e.baskets.evaluate(b, e.latest_scores, last_now)
+        q.baskets[b.name] = (ev, last_now, None)
+    # timed stop check (MAE/MFE only while calm): its state after the stretch is that of its last run
+    every = e.s.stop_check_interval_s
+    last_check = e._last_stop_check
+    ran = None
+    for k in range(i0, end):
+        t = float(T[k])
+        if last_check is None or t - last_check >= every:
+            last_check, ran = t, k
+    if ran is not None:
+        e._last_stop_check = float(T[ran])
+        e.check_stops(g.ticks[ran])
+    # per-minute equity snapshots and token statistics
+    for k in range(i0, end):
+        minute = int(T[k]) // 60
+        if minute != e._last_equity_minute:
+            e._last_equity_minute = minute
+            equity, cash = q._equity(g.ticks[k])
+            q.equity.append({"ts": g.iso[k], "equity": round(equity, 4), "cash": round(cash, 4),
+                             "exposure": round(equity - cash, 4)})
+            q.last_minute_now = g.ticks[k]
+    q.tokens.extend(bk.drain_stats(last_now))
+    q.last_now = last_now
+    q.applied += n
+    return n

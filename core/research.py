@@ -20,7 +20,7 @@ from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
 from core.engine import Engine
-from core.fastpath import QuietTicks
+from core.fastpath import QuietTicks, try_stretch
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
 from core.marketdata.synthetic import SyntheticMarket
@@ -103,6 +103,9 @@ def run_replay(
     False cancels the run (the result then has ``stats["cancelled"] = True``)."""
     t0 = time.perf_counter()
     store = Store(db_path)
+    # a replay database is rebuilt from the bars at will: skip the fsyncs (a killed process still loses
+    # nothing committed; only a power cut could, and the run then resumes from its cursor or restarts)
+    store.execute("PRAGMA synchronous=OFF")
     market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days)
     engine = Engine(settings, store, market)
     sessions = replay_days(settings, start, days, market)
@@ -117,26 +120,44 @@ def run_replay(
     clock: SimClock | None = None
     total = sum(len(session_ticks(d)) for d in sessions) if progress else 0
     for day in sessions:
-        for now in session_ticks(day):
+        day_ticks = session_ticks(day)
+        i = 0
+        while i < len(day_ticks):
+            now = day_ticks[i]
             if progress is not None and ticks % PROGRESS_EVERY == 0 and progress(ticks, total) is False:
                 _finish(store, quiet)
                 stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
                 stats["cancelled"] = True
                 return ReplayResult(stats, store, engine)
             if done_until is not None and now <= done_until:
+                i += 1
                 continue
             if clock is None:
                 clock = SimClock(now)
-            clock.set(now)
-            if quiet is None or not quiet.try_tick(clock.now()):
-                if quiet is not None:
-                    quiet.flush()
-                engine.tick(clock.now())
-                if quiet is not None:
-                    quiet.after_full_tick(clock.now())
-                store.set_meta("replay_cursor", now.isoformat())
-                store.commit()
-            ticks += 1
+            step = 0  # ticks applied as one quiet stretch
+            if quiet is not None:
+                # a whole quiet stretch at once, never past a progress report or the requested stop
+                limit = len(day_ticks) - i
+                if progress is not None:
+                    limit = min(limit, PROGRESS_EVERY - ticks % PROGRESS_EVERY)
+                if stop_after_ticks is not None:
+                    limit = min(limit, stop_after_ticks - ticks)
+                step = try_stretch(quiet, day_ticks, i, limit)
+            if step:
+                clock.set(day_ticks[i + step - 1])
+            else:
+                step = 1
+                clock.set(now)
+                if quiet is None or not quiet.try_tick(clock.now()):
+                    if quiet is not None:
+                        quiet.flush()
+                    engine.tick(clock.now())
+                    if quiet is not None:
+                        quiet.after_full_tick(clock.now())
+                    store.set_meta("replay_cursor", now.isoformat())
+                    store.commit()
+            ticks += step
+            i += step
             if stop_after_ticks is not None and ticks >= stop_after_ticks:
                 _finish(store, quiet)
                 return ReplayResult(collect_stats(store, engine, sessions, time.perf_counter() - t0), store, engine)
