@@ -293,35 +293,38 @@ class _DayGrid:
         self.key = _grid_key(q, ticks)
         self.ticks = ticks
         self.ts = feed.ts
-        self.T = np.array([int(t.timestamp()) for t in ticks], dtype=np.int64)
+        self.tsec = np.array([int(t.timestamp()) for t in ticks], dtype=np.int64)
         self.iso = [iso(t) for t in ticks]
         self.rth = np.array([is_rth(t) for t in ticks], dtype=bool)
         self.stocks = [s for s in e.universe.stocks if (e.universe.get_ticker_tier(s) or "Bench") != "Bench"]
         self.tiers = [e.universe.get_ticker_tier(s) for s in self.stocks]
-        L = np.searchsorted(feed.ts, self.T - BAR_S, side="right") - 1
-        Lc = np.clip(L, 0, None)
-        self.L = L
-        self.fresh = (L >= 0) & (self.T - (feed.ts[Lc] + BAR_S) <= 600) if len(feed.ts) else np.zeros(len(ticks), bool)
+        bar = np.searchsorted(feed.ts, self.tsec - BAR_S, side="right") - 1
+        bar0 = np.clip(bar, 0, None)
+        self.bar = bar
+        if len(feed.ts):
+            self.fresh = (bar >= 0) & (self.tsec - (feed.ts[bar0] + BAR_S) <= 600)  # MarketFeed.observe's max age
+        else:
+            self.fresh = np.zeros(len(ticks), dtype=bool)
         cols = [feed.col[s] for s in self.stocks]
-        self.S = feed.score[Lc][:, cols]
-        self.V = feed.vol_spike[Lc][:, cols]
-        self.C = feed.close[Lc][:, cols]
-        self.M = np.clip(self.S, -1.0, 1.0)  # Engine.mix_score without an event score
+        self.score = feed.score[bar0][:, cols]
+        self.spike_v = feed.vol_spike[bar0][:, cols]
+        self.close = feed.close[bar0][:, cols]
+        self.mixed = np.clip(self.score, -1.0, 1.0)  # Engine.mix_score without an event score
         lo = np.array([gates.dynamic_cutoff(t, -math.inf, e.s, e.params.cutoff_delta) for t in ticks])
         hi = np.array([gates.dynamic_cutoff(t, math.inf, e.s, e.params.cutoff_delta) for t in ticks])
-        spike = np.where(np.isnan(self.V), 0.0, self.V)
+        spike = np.where(np.isnan(self.spike_v), 0.0, self.spike_v)
         self.cut = np.where(spike >= e.s.cutoff_high_vol_spike, hi[:, None], lo[:, None])
-        self.nodata = ~self.fresh[:, None] | np.isnan(self.S)
+        self.nodata = ~self.fresh[:, None] | np.isnan(self.score)
         with np.errstate(invalid="ignore"):
-            self.blocks = ~self.nodata & (np.abs(self.M) >= self.cut)
+            self.blocks = ~self.nodata & (np.abs(self.mixed) >= self.cut)
         bench = [feed.col[s] for s in e.universe.tiers.get("Bench", ())]
-        bv = feed.vol_spike[Lc][:, bench] if bench else np.zeros((len(ticks), 0))
+        bv = feed.vol_spike[bar0][:, bench] if bench else np.zeros((len(ticks), 0))
         with np.errstate(invalid="ignore"):
             self.bench_event = self.fresh & (bv >= e.s.vol_spike_event).any(axis=1)
         self.bar_iso: dict[int, str] = {}
 
     def bar_ts_iso(self, i: int) -> str:
-        b = int(self.L[i])
+        b = int(self.bar[i])
         s = self.bar_iso.get(b)
         if s is None:
             s = self.bar_iso[b] = iso(datetime.fromtimestamp(int(self.ts[b]), UTC))
@@ -336,14 +339,14 @@ def _grid_key(q: QuietTicks, ticks: list[datetime]) -> tuple[Any, ...]:
     return (ticks[0], len(ticks), e.params.cutoff_delta, len(e.feed.ts))
 
 
-def _due_indices(T: np.ndarray, i0: int, end: int, last: float | None, interval: float) -> np.ndarray:
+def _due_indices(tsec: np.ndarray, i0: int, end: int, last: float | None, interval: float) -> np.ndarray:
     """Tick indices in [i0, end) at which a ticker is due when it is processed every time it is due
     (TierScheduler.should_process_ticker_now on a uniform tick grid)."""
     need = interval - _JITTER_S
-    first = i0 if last is None else int(np.searchsorted(T[i0:end], last + need, side="left")) + i0
+    first = i0 if last is None else int(np.searchsorted(tsec[i0:end], last + need, side="left")) + i0
     if first >= end:
         return np.empty(0, dtype=np.int64)
-    step = T[1] - T[0] if len(T) > 1 else 1
+    step = tsec[1] - tsec[0] if len(tsec) > 1 else 1
     k = max(1, int(math.ceil(need / step))) if need > 0 else 1
     return np.arange(first, end, k, dtype=np.int64)
 
@@ -360,7 +363,7 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
     g = q.grid
     if g is None or g.key != _grid_key(q, ticks):
         g = q.grid = _DayGrid(q, ticks)
-    T = g.T
+    tsec = g.tsec
     # grow the window while stretches run to its end (long calm spells), restart small after a break
     end = min(len(ticks), i0 + limit, i0 + q.window)
     stop = np.flatnonzero(~g.rth[i0:end] | g.bench_event[i0:end])
@@ -372,10 +375,10 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
     due = np.zeros((end - i0, len(g.stocks)), dtype=bool)
     intervals = e.universe.tier_intervals_s
     for j, sym in enumerate(g.stocks):
-        idx = _due_indices(T, i0, end, e.scheduler.last_processed.get(sym), intervals[g.tiers[j]])
+        idx = _due_indices(tsec, i0, end, e.scheduler.last_processed.get(sym), intervals[g.tiers[j]])
         due[idx - i0, j] = True
     # tokens: a denied request is logged as rate_limited by the per-tick path
-    minutes = T[i0:end] // 60
+    minutes = tsec[i0:end] // 60
     bk = e.buckets
     for tier in ("A", "B"):
         cols = [j for j, t in enumerate(g.tiers) if t == tier]
@@ -401,7 +404,7 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
     for pair in q.legs.values():
         j = feed.col[pair["symbol"]]
         b0 = int(np.searchsorted(feed.ts, pair["start"], side="left"))
-        b1 = int(g.L[end - 1]) + 1
+        b1 = int(g.bar[end - 1]) + 1
         if b1 <= b0:
             continue
         with np.errstate(invalid="ignore"):
@@ -413,7 +416,7 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
         first = np.flatnonzero(touch)
         if len(first):
             bar = b0 + int(first[0])
-            end = min(end, i0 + int(np.searchsorted(g.L[i0:end], bar, side="left")))
+            end = min(end, i0 + int(np.searchsorted(g.bar[i0:end], bar, side="left")))
     due = due[: end - i0]
     if end - i0 < 1:
         return 0
@@ -428,9 +431,9 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
         idx = np.where(ok, np.arange(n), -1)
         idx = np.maximum.accumulate(idx)
         t0, v0 = (prev if prev is not None else (-math.inf, math.nan))
-        latest_t[sym] = np.where(idx >= 0, T[i0:end][np.clip(idx, 0, None)].astype(float), t0)
-        latest_v[sym] = np.where(idx >= 0, g.M[i0:end, j][np.clip(idx, 0, None)], v0)
-    tt = T[i0:end].astype(float)
+        latest_t[sym] = np.where(idx >= 0, tsec[i0:end][np.clip(idx, 0, None)].astype(float), t0)
+        latest_v[sym] = np.where(idx >= 0, g.mixed[i0:end, j][np.clip(idx, 0, None)], v0)
+    tt = tsec[i0:end].astype(float)
     streak_before: dict[str, Any] = {}
     s = e.s
     width = n
@@ -476,7 +479,7 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
         while k < len(hits) and int(hits[k][0]) == i:
             j = int(hits[k][1])
             sym = g.stocks[j]
-            reason, strong = q._decide(sym, float(g.M[i0 + i, j]), float(g.cut[i0 + i, j]), now)
+            reason, strong = q._decide(sym, float(g.mixed[i0 + i, j]), float(g.cut[i0 + i, j]), now)
             tick_plan.append((j, sym, reason, strong))
             k += 1
         if any(reason is None for _j, _s, reason, _st in tick_plan):
@@ -496,13 +499,13 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
 def _apply_stretch(q: QuietTicks, g: _DayGrid, i0: int, end: int, due: np.ndarray,
                    streaks: dict[str, Any], reasons: dict[tuple[int, int], str]) -> int:
     e = q.e
-    T, n = g.T, end - i0
+    tsec, n = g.tsec, end - i0
     feed = e.feed
     last_now = g.ticks[end - 1]
     # legs: checked through the last visible bar
     for pair in q.legs.values():
         b0 = int(np.searchsorted(feed.ts, pair["start"], side="left"))
-        b1 = int(g.L[end - 1])
+        b1 = int(g.bar[end - 1])
         if b1 >= b0:
             pair["checked"] = int(feed.ts[b1])
             pair["start"] = pair["checked"] + 1
@@ -510,34 +513,34 @@ def _apply_stretch(q: QuietTicks, g: _DayGrid, i0: int, end: int, due: np.ndarra
     ii, jj = np.nonzero(due)
     order = np.lexsort((jj, ii))
     ii, jj = ii[order] + i0, jj[order]
-    S, V, C, M, cut, nod = g.S, g.V, g.C, g.M, g.cut, g.nodata
+    score, spike_v, close, mixed, cut, nod = g.score, g.spike_v, g.close, g.mixed, g.cut, g.nodata
     fresh = g.fresh
     tiers = g.tiers
     rows = q.signals
-    for i, j in zip(ii.tolist(), jj.tolist()):
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
         sym, tier = g.stocks[j], tiers[j]
         if nod[i, j]:
             if not fresh[i]:
                 rows.append((g.iso[i], None, sym, tier, None, None, None, None, "skipped", "no_data", None, None))
             else:
-                rows.append((g.iso[i], g.bar_ts_iso(i), sym, tier, None, round(float(S[i, j]), 6),
-                             round(float(V[i, j]), 6), None, "skipped", "no_data", None, float(C[i, j])))
+                rows.append((g.iso[i], g.bar_ts_iso(i), sym, tier, None, round(float(score[i, j]), 6),
+                             round(float(spike_v[i, j]), 6), None, "skipped", "no_data", None, float(close[i, j])))
             continue
-        rows.append((g.iso[i], g.bar_ts_iso(i), sym, tier, round(float(M[i, j]), 6), round(float(S[i, j]), 6),
-                     round(float(V[i, j]), 6), float(cut[i, j]), "suppressed",
-                     reasons.get((i, j), gates.BELOW_CUTOFF), None, float(C[i, j])))
+        rows.append((g.iso[i], g.bar_ts_iso(i), sym, tier, round(float(mixed[i, j]), 6), round(float(score[i, j]), 6),
+                     round(float(spike_v[i, j]), 6), float(cut[i, j]), "suppressed",
+                     reasons.get((i, j), gates.BELOW_CUTOFF), None, float(close[i, j])))
     for j, sym in enumerate(g.stocks):
         col = np.flatnonzero(due[:, j])
         if len(col):
             k = int(col[-1]) + i0
-            e.scheduler.last_processed[sym] = float(T[k])
+            e.scheduler.last_processed[sym] = float(tsec[k])
             okk = np.flatnonzero(due[:, j] & ~nod[i0:end, j])
             if len(okk):
                 k2 = int(okk[-1]) + i0
-                e.latest_scores[sym] = (float(T[k2]), float(M[k2, j]))
+                e.latest_scores[sym] = (float(tsec[k2]), float(mixed[k2, j]))
     bk = e.buckets
-    minutes = (T[ii] // 60).tolist()
-    for m, j in zip(minutes, jj.tolist()):
+    minutes = (tsec[ii] // 60).tolist()
+    for m, j in zip(minutes, jj.tolist(), strict=True):
         tier = tiers[j]
         if m != bk._minute:
             bk._minute, bk._left = m, dict(bk.capacities)
@@ -557,15 +560,15 @@ def _apply_stretch(q: QuietTicks, g: _DayGrid, i0: int, end: int, due: np.ndarra
     last_check = e._last_stop_check
     ran = None
     for k in range(i0, end):
-        t = float(T[k])
+        t = float(tsec[k])
         if last_check is None or t - last_check >= every:
             last_check, ran = t, k
     if ran is not None:
-        e._last_stop_check = float(T[ran])
+        e._last_stop_check = float(tsec[ran])
         e.check_stops(g.ticks[ran])
     # per-minute equity snapshots and token statistics
     for k in range(i0, end):
-        minute = int(T[k]) // 60
+        minute = int(tsec[k]) // 60
         if minute != e._last_equity_minute:
             e._last_equity_minute = minute
             equity, cash = q._equity(g.ticks[k])

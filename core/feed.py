@@ -117,15 +117,55 @@ class MarketFeed:
         start = self.loaded_until or (end - timedelta(days=6))
         self.load(start, end)
 
-    def preload_sessions(self, days: list[date]) -> None:
-        """Replay: load every session in one go (one scoring pass over all history)."""
+    def preload_sessions(self, days: list[date], chunk_sessions: int = 21) -> None:
+        """Replay: load every session, scored in one pass over all history.
+
+        A strategy with ``score_wide`` is fed wide arrays built chunk by chunk (a year of long-format bars
+        and its Timestamp objects never sit in memory at once); the scores equal ``score_bars`` on the
+        whole history, cell for cell.
+        """
         if not days:
             return
         first = session_bounds(days[0])
         start = (first[0] if first else datetime.combine(days[0], datetime.min.time(), tzinfo=NY)).astimezone(UTC)
         start -= timedelta(days=5)  # warm-up bars from the sessions before
         end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=NY).astimezone(UTC)
-        self.load(start, end)
+        score_wide = getattr(self.strategy, "score_wide", None)
+        if score_wide is None or self.loaded_until is not None:
+            self.load(start, end)
+            return
+        edges = [start] + [
+            datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=NY).astimezone(UTC)
+            for d in days[chunk_sessions - 1:-1:chunk_sessions]] + [end]
+        last = None
+        for a, b in zip(edges, edges[1:], strict=False):
+            bars = self.market.bars(self.symbols, a, b)
+            if not bars.empty:
+                self._append_wide(bars)
+                last = bars
+        self.loaded_until = end
+        if last is None:
+            return
+        idx, cols = pd.Index(self.ts), list(self.symbols)
+        out = score_wide(pd.DataFrame(self.close, index=idx, columns=cols),
+                         pd.DataFrame(self.volume, index=idx, columns=cols))
+        missing = np.isnan(self.close)  # no bar: no score, as score_bars gives no row
+        self.score = np.where(missing, np.nan, out["score"].reindex(columns=cols).to_numpy(dtype=float))
+        self.vol_spike = np.where(missing, np.nan, out["vol_spike"].reindex(columns=cols).to_numpy(dtype=float))
+        keep = self.strategy.warmup_bars + 5
+        tail_ts = np.sort(last["timestamp"].unique())[-keep:]
+        self._raw_tail = last[last["timestamp"].isin(tail_ts)].reset_index(drop=True)
+
+    def _append_wide(self, bars: pd.DataFrame) -> None:
+        """Append bars as wide OHLCV rows (scores filled in by the caller)."""
+        ts_index = pd.DatetimeIndex(np.sort(bars["timestamp"].unique()))
+        cols = list(self.symbols)
+        new_ts = (ts_index.as_unit("s").asi8).astype(np.int64)
+        keep = new_ts > self.ts[-1] if len(self.ts) else np.ones(len(new_ts), dtype=bool)
+        self.ts = np.concatenate([self.ts, new_ts[keep]])
+        for name in ("open", "high", "low", "close", "volume"):
+            w = bars.pivot(index="timestamp", columns="symbol", values=name).reindex(index=ts_index, columns=cols)
+            setattr(self, name, np.vstack([getattr(self, name), w.to_numpy(dtype=float)[keep]]))
 
     # ------------------------------------------------------------ lookups
     def last_index(self, now: datetime) -> int:

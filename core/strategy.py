@@ -73,8 +73,10 @@ class MomentumVwapStrategy:
     def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
         if bars.empty:
             return pd.DataFrame(columns=SCORE_COLUMNS)
-        close = to_wide(bars, "close")
-        volume = to_wide(bars, "volume")
+        return from_wide(self.score_wide(to_wide(bars, "close"), to_wide(bars, "volume")), bars)
+
+    def score_wide(self, close: pd.DataFrame, volume: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """The same scores on wide frames (time x symbol): a year's replay scores without the long format."""
         logc = np.log(close)
         r = logc.diff()
         sigma = r.rolling(self.vol_window, min_periods=self.vol_window).std().clip(lower=1e-5)
@@ -87,7 +89,7 @@ class MomentumVwapStrategy:
         vol_part = ((volume / prev_vol - 1.5) / 2.5).clip(0, 1)
         rng_part = ((r.abs() / sigma - 2.0) / 3.0).clip(0, 1)
         spike = np.maximum(vol_part, rng_part)
-        return from_wide({"score": score, "vol_spike": spike}, bars)
+        return {"score": score, "vol_spike": spike}
 
 
 def load_strategy(spec: str) -> Strategy:
