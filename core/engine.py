@@ -87,12 +87,14 @@ class Engine:
         strategy: Strategy | None = None,
         kv: KVStore | None = None,
         buckets: LocalTokenBuckets | None = None,
+        feed: MarketFeed | None = None,
     ) -> None:
         self.s = settings
         self.store = store
         self.universe = settings.universe
         self.strategy = strategy or load_strategy(settings.strategy)
-        self.feed = MarketFeed(market, self.strategy, self.universe.all_symbols)
+        # a sweep passes one scored feed to every cell (read-only during a replay)
+        self.feed = feed or MarketFeed(market, self.strategy, self.universe.all_symbols)
         self.kv: KVStore = kv or SqliteKV(store)
         self.buckets = buckets or LocalTokenBuckets(
             {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens},

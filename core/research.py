@@ -21,6 +21,7 @@ from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
 from core.engine import Engine
 from core.fastpath import QuietTicks, try_stretch
+from core.feed import MarketFeed
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
 from core.marketdata.synthetic import SyntheticMarket
@@ -98,6 +99,7 @@ def run_replay(
     stop_after_ticks: int | None = None,
     progress: Callable[[int, int], bool | None] | None = None,
     mode: str = "fast",
+    feed: MarketFeed | None = None,
 ) -> ReplayResult:
     """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
     False cancels the run (the result then has ``stats["cancelled"] = True``)."""
@@ -106,10 +108,11 @@ def run_replay(
     # a replay database is rebuilt from the bars at will: skip the fsyncs (a killed process still loses
     # nothing committed; only a power cut could, and the run then resumes from its cursor or restarts)
     store.execute("PRAGMA synchronous=OFF")
-    market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days)
-    engine = Engine(settings, store, market)
+    market = feed.market if feed is not None else build_market(settings, seed=seed, start=start,
+                                                                bars_file=bars_file, days=days)
+    engine = Engine(settings, store, market, feed=feed)
     sessions = replay_days(settings, start, days, market)
-    engine.feed.preload_sessions(sessions)
+    engine.feed.preload_sessions(sessions)  # nothing to do when a scored feed was passed in
     cursor = store.get_meta("replay_cursor")
     done_until = datetime.fromisoformat(cursor) if cursor else None
     if mode not in ("fast", "reference"):
@@ -270,7 +273,27 @@ def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return cells
 
 
-def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str | None]) -> dict[str, Any]:
+def shared_feed(settings: Settings, *, days: int, seed: int, start: date,
+                bars_file: str | Path | None = None) -> MarketFeed:
+    """The bars of a replay, scored once: every sweep cell replays on this feed."""
+    from core.strategy import load_strategy
+
+    market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days)
+    feed = MarketFeed(market, load_strategy(settings.strategy), settings.universe.all_symbols)
+    feed.preload_sessions(replay_days(settings, start, days, market))
+    return feed
+
+
+_WORKER_FEED: MarketFeed | None = None
+
+
+def _init_worker(feed: MarketFeed) -> None:
+    global _WORKER_FEED
+    _WORKER_FEED = feed
+
+
+def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str | None],
+                feed: MarketFeed | None = None) -> dict[str, Any]:
     base, cell, days, seed, start_s, bars_file = args
     import tempfile
 
@@ -279,7 +302,7 @@ def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str |
     settings = load_settings(**{**base, **cell})
     with tempfile.TemporaryDirectory() as tmp:
         res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s), bars_file=bars_file,
-                         db_path=str(Path(tmp) / "sweep.db"))
+                         db_path=str(Path(tmp) / "sweep.db"), feed=feed or _WORKER_FEED)
         stats = res.stats
         res.store.close()
     return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],
@@ -289,21 +312,27 @@ def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str |
 def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int, seed: int, start: date,
               bars_file: str | None = None, workers: int = 2,
               progress: Callable[[int, int], bool | None] | None = None) -> list[dict[str, Any]]:
-    """Every grid cell replayed in its own process (spawned: safe from threaded callers such as Streamlit)."""
+    """Every grid cell replayed in its own process (spawned: safe from threaded callers such as Streamlit).
+    The bars are scored once, here, and handed to each worker process when it starts."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from core.config import load_settings
+
     cells = grid_cells(grid)
     jobs = [(base, c, days, seed, start.isoformat(), bars_file) for c in cells]
+    # the strategy is not a sweep dimension, so one scored feed serves every cell
+    feed = shared_feed(load_settings(**base), days=days, seed=seed, start=start, bars_file=bars_file)
     results: dict[int, dict[str, Any]] = {}
     if workers <= 1:
         for i, j in enumerate(jobs):
-            results[i] = _sweep_cell(j)
+            results[i] = _sweep_cell(j, feed)
             if progress is not None and progress(i + 1, len(jobs)) is False:
                 break
     else:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(feed,)) as pool:
             futures = {pool.submit(_sweep_cell, j): i for i, j in enumerate(jobs)}
             for done, fut in enumerate(as_completed(futures), start=1):
                 results[futures[fut]] = fut.result()
