@@ -351,6 +351,20 @@ def _due_indices(tsec: np.ndarray, i0: int, end: int, last: float | None, interv
     return np.arange(first, end, k, dtype=np.int64)
 
 
+def _first_tick_may_be_quiet(q: QuietTicks, g: _DayGrid, ticks: list[datetime], i0: int) -> bool:
+    """A cheap look at the first tick alone: most ticks after a trade are not quiet, and saying so here spares
+    the arrays below (no side effect: the per-tick path decides that tick again)."""
+    if not g.rth[i0] or g.bench_event[i0]:
+        return False
+    sched, now = q.e.scheduler, ticks[i0]
+    for j, sym in enumerate(g.stocks):
+        if g.blocks[i0, j] and sched.should_process_ticker_now(sym, now):
+            q._now = now
+            if q._decide(sym, float(g.mixed[i0, j]), float(g.cut[i0, j]), now)[0] is None:
+                return False
+    return True
+
+
 def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> int:
     """Apply the longest run of ticks from ``ticks[i0]`` (at most ``limit``) in which every due ticker is below
     its cutoff or has no data, all tokens are granted, no Bench event starts, no bracket leg is touched and no
@@ -364,6 +378,8 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
     if g is None or g.key != _grid_key(q, ticks):
         g = q.grid = _DayGrid(q, ticks)
     tsec = g.tsec
+    if not _first_tick_may_be_quiet(q, g, ticks, i0):
+        return 0
     # grow the window while stretches run to its end (long calm spells), restart small after a break
     end = min(len(ticks), i0 + limit, i0 + q.window)
     stop = np.flatnonzero(~g.rth[i0:end] | g.bench_event[i0:end])
@@ -456,11 +472,11 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
             ratio = np.where(nsig > 0, neg / np.maximum(nsig, 1), 0.0)
             mean = np.where(nsig > 0, total / np.maximum(nsig, 1), 0.0)
         cond = (nsig >= s.basket_min_signals) & (ratio >= s.basket_neg_ratio) & (mean <= s.basket_mean_score)
-        streak = np.zeros(width, dtype=np.int64)
-        run = e.baskets.consecutive.get(b.name, 0)
-        for k in range(width):  # short: one integer per tick
-            run = run + 1 if cond[k] else 0
-            streak[k] = run
+        # consecutive evaluations with the condition (BasketRouter.evaluate's counter), as a run length
+        ks = np.arange(width)
+        last_false = np.maximum.accumulate(np.where(cond, -1, ks))
+        streak = np.where(cond, np.where(last_false >= 0, ks - last_false,
+                                         ks + 1 + e.baskets.consecutive.get(b.name, 0)), 0)
         fires = np.flatnonzero(cond & (streak >= s.basket_consecutive_ticks))
         if len(fires):
             cut = int(fires[0])
