@@ -126,3 +126,16 @@ def minutes_to_close(ts: datetime) -> float | None:
     if bounds is None:
         return None
     return (bounds[1] - ts).total_seconds() / 60.0
+
+
+def sessions_touched(since: datetime, before: date) -> int:
+    """Sessions strictly before ``before`` that were still open at or after ``since`` (a profile switched on
+    at 10:00 used that session; one switched on on Saturday has used none yet)."""
+    n = 0
+    day = trading_date(since)
+    while day < before:
+        bounds = session_bounds(day)
+        if bounds is not None and bounds[1] > since:
+            n += 1
+        day += timedelta(days=1)
+    return n

@@ -126,8 +126,17 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr | None = None
 
-    # --- profiles (SPEC 10) ---
+    # --- profiles and protections (SPEC 10; core/protections.py) ---
     relaxed_sessions: int = Field(2, ge=1, le=100)
+    protection_cutoff_step: float = Field(0.01, gt=0, le=0.5)  # how far one firing moves the delta toward 0
+    protection_llm_surge_per_hour: float = Field(30.0, gt=0)
+    protection_stoploss_count: int = Field(3, ge=1)
+    protection_stoploss_window_s: int = Field(3600, ge=60)
+    protection_stoploss_pause_s: int = Field(1800, ge=60)
+    protection_max_drawdown: float = Field(0.05, gt=0, le=1)  # on account equity, not summed trade returns
+    protection_drawdown_window_s: int = Field(86_400, ge=300)
+    protection_drawdown_pause_s: int = Field(7200, ge=60)
+    protection_symbol_cooldown_s: int = Field(900, ge=0)  # no re-entry into a symbol this soon after a loss
 
     # --- real adapters (later issues) ---
     alpaca_api_key: SecretStr | None = None

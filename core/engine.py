@@ -22,7 +22,7 @@ from core import gates
 from core.baskets import BasketRouter
 from core.broker import Broker, BrokerError
 from core.broker.sim import SimBroker
-from core.clock import NY, ensure_utc, is_rth, trading_date
+from core.clock import NY, ensure_utc, is_rth, sessions_touched, trading_date
 from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
 from core.execution import (
     EXPIRED,
@@ -42,6 +42,13 @@ from core.execution import (
 from core.feed import MarketFeed
 from core.kv import KVStore, SqliteKV
 from core.marketdata import MarketData
+from core.protections import (
+    SYMBOL_COOLDOWN,
+    entries_paused_by,
+    evaluate_protections,
+    release_protection,
+    symbol_cooldown_key,
+)
 from core.ratelimit import LocalTokenBuckets
 from core.risk import AccountState, PositionRisk, RiskManager
 from core.scheduler import TierScheduler
@@ -312,6 +319,8 @@ class Engine:
         self.roll_day(now)
         self.broker.sync(now)
         rep.fills = self._ingest_fills(now)
+        if rep.fills:
+            evaluate_protections(self, now)  # a fill can complete a stop-out streak or a drawdown
         self._refresh_orders(now)
         self.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
         self._expire_intents(now)
@@ -344,6 +353,8 @@ class Engine:
         if kind == "set_params":
             self.set_params(dict(p), who=who, now=now)
             return "applied"
+        if kind == "release_protection":
+            return "released" if release_protection(self.store, int(p["id"]), who=who, now=now) else "not active"
         if kind in ("approve", "reject"):
             return self.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
         raise ValueError(f"unknown command {kind!r}")
@@ -395,6 +406,20 @@ class Engine:
             self.store.insert("day_state", {"date": day, "start_equity": acct.equity, "created_at": iso(now)},
                               ignore=True)
             self.kv.purge_expired(now) if isinstance(self.kv, SqliteKV) else None
+            self._expire_profile(now)
+
+    def _expire_profile(self, now: datetime) -> None:
+        """A relaxed profile reverts by itself at the first session boundary after its N sessions (SPEC 10)."""
+        if self.params.profile != "relaxed" or not self.params.profile_sessions_left:
+            return
+        since = self.store.scalar("SELECT ts FROM param_audit WHERE name='profile' AND new=? ORDER BY id DESC LIMIT 1",
+                                  (json.dumps("relaxed"),))
+        start = datetime.fromisoformat(since) if since else None
+        used = sessions_touched(start, trading_date(now)) if start else 0
+        if used >= self.params.profile_sessions_left:
+            self.set_params({"profile": "default"}, who="engine", now=now, source="profile_expiry")
+            self.store.notify("info", f"relaxed profile expired after {used} sessions: back to default", now)
+            self.store.commit()
 
     def _ingest_fills(self, now: datetime) -> int:
         cursor = int(self.store.get_meta("fill_cursor") or 0)
@@ -452,6 +477,8 @@ class Engine:
             "mae": round(min(0.0, pos["low"] / entry - 1.0), 8), "mfe": round(max(0.0, pos["high"] / entry - 1.0), 8),
             "fees": fees,
         })
+        if pnl < 0 and self.s.protection_symbol_cooldown_s > 0:  # no quick re-entry after a loss
+            self.kv.set(symbol_cooldown_key(symbol), "losing_exit", self.s.protection_symbol_cooldown_s, ts)
         left = pos["qty"] - close_qty
         if left <= 1e-9:
             self.store.execute("DELETE FROM positions WHERE symbol=?", (symbol,))
@@ -549,6 +576,10 @@ class Engine:
         if sign > 0:
             if self.params.paused:
                 return suppress("paused")
+            if (rule := entries_paused_by(self.store, now)) is not None:
+                return suppress(f"protection:{rule}")
+            if self.kv.get(symbol_cooldown_key(sym), now) is not None:
+                return suppress(SYMBOL_COOLDOWN)
             if held:
                 return suppress("already_held")
             if self._live_intent_for(sym):
@@ -618,6 +649,8 @@ class Engine:
                 price = self.feed.price(etf, now)
                 if self.params.paused:
                     blocked = "paused"
+                elif (rule := entries_paused_by(self.store, now)) is not None:
+                    blocked = f"protection:{rule}"
                 elif etf in held:
                     blocked = "etf_held"
                 elif conflicts:

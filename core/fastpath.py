@@ -25,6 +25,7 @@ from core import gates
 from core.clock import NY, UTC, is_rth, trading_date
 from core.engine import SIGNAL_INSERT, Engine, signal_row
 from core.feed import BAR_S
+from core.protections import SYMBOL_COOLDOWN, entries_paused_by, symbol_cooldown_key
 from core.ratelimit import LocalTokenBuckets
 from core.risk import AccountState, PositionRisk
 from core.scheduler import _JITTER_S
@@ -189,6 +190,10 @@ class QuietTicks:
             return gates.DIRECTION_LOCK, 0
         if sign > 0 and e.params.paused:
             return "paused", sign
+        if sign > 0 and (rule := entries_paused_by(e.store, now)) is not None:
+            return f"protection:{rule}", sign
+        if sign > 0 and e.kv.get(symbol_cooldown_key(sym), now) is not None:
+            return SYMBOL_COOLDOWN, sign
         if sign > 0 and held:
             return "already_held", sign
         # the risk check the engine runs next, on the same price it would use
@@ -214,6 +219,8 @@ class QuietTicks:
         held = self.held | {s for s, _q, _a in self.sim_positions}
         if self.e.params.paused:
             return "paused"
+        if (rule := entries_paused_by(self.e.store, self._now)) is not None:  # type: ignore[arg-type]
+            return f"protection:{rule}"
         if basket.inverse_etf in held:
             return "etf_held"
         conflicts = self.e.baskets.conflicts_held(basket, held)

@@ -40,6 +40,7 @@ from core.engine import Engine, TickReport
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
 from core.marketdata.synthetic import SyntheticMarket
+from core.protections import evaluate_protections
 from core.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,7 @@ class Runtime:
             m["summary"] = self.engine.portfolio_summary(now)
             self.store.insert("kpi_snapshots", {"ts": iso(now), "json": json.dumps(m, default=float)}, ignore=True)
             self.store.commit()
+            evaluate_protections(self.engine, now)  # the rollback rules also run on every snapshot
             return m
 
     def run_session_events(self) -> list[str]:

@@ -71,6 +71,10 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
     "heartbeat": ({"name": str, "ts": str, "info": str}, "name", []),
     "kpi_snapshots": ({"ts": str, "json": str}, "ts", []),
     "notifications": ({"id": int, "ts": str, "level": str, "text": str}, "id", [("ts",)]),
+    "protections": (
+        {"id": int, "rule": str, "fired_at": str, "until": str, "pause_until": str, "why": str,
+         "figures_json": str, "old_json": str, "new_json": str, "released_at": str, "released_by": str},
+        "id", [("rule",), ("fired_at",)]),
 }
 
 
