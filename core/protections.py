@@ -136,8 +136,12 @@ def equity_drawdown(values: list[float]) -> float:
     return worst
 
 
-def window_figures(store: Store, now: datetime, window_s: int) -> dict[str, float]:
-    since = iso(now - timedelta(seconds=window_s))
+def window_figures(store: Store, now: datetime, window_s: int, after: datetime | None = None) -> dict[str, float]:
+    """The rules' figures over (now - window_s, now], or from ``after`` when that is later."""
+    start = now - timedelta(seconds=window_s)
+    if after is not None and after > start:
+        start = after
+    since = iso(start)
     until = iso(now)
     acts = store.query(
         "SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? AND ts <= ? ORDER BY ts, id",
@@ -149,7 +153,7 @@ def window_figures(store: Store, now: datetime, window_s: int) -> dict[str, floa
     stop_outs = sum(1 for r in exits if r["exit_reason"] == "stop_loss")
     overflow = 0.0
     for r in store.query("SELECT requested, granted FROM token_stats WHERE tier='A' AND minute > ? AND minute <= ?",
-                         (iso(_ny(now - timedelta(seconds=window_s))), iso(_ny(now)))):
+                         (iso(_ny(start)), iso(_ny(now)))):
         if r["requested"]:
             overflow = max(overflow, (r["requested"] - r["granted"]) / r["requested"])
     try:  # the LLM gate's call log (issue 7); no table yet means no calls
@@ -167,7 +171,7 @@ def window_figures(store: Store, now: datetime, window_s: int) -> dict[str, floa
         "stop_out_rate": stop_outs / len(exits) if exits else 0.0,
         "tier_a_overflow_max": overflow,
         "llm_calls": float(llm_calls),
-        "llm_calls_per_hour": llm_calls * 3600.0 / window_s,
+        "llm_calls_per_hour": llm_calls * 3600.0 / max(60.0, (now - start).total_seconds()),
         "equity_drawdown": equity_drawdown(equity),
     }
 
@@ -237,7 +241,9 @@ def evaluate_protections(engine: Any, now: datetime, rules: tuple[ProtectionRule
                         (rule.name, iso(now))) is not None:
             continue  # inside its cool-off: a second firing does not stack
         window = rule.seconds(rule.window_s, s)
-        figures = window_figures(store, now, window)
+        # only what happened since the rule last fired counts again: the same stop-outs do not re-fire it
+        last = store.scalar("SELECT MAX(fired_at) FROM protections WHERE rule=?", (rule.name,))
+        figures = window_figures(store, now, window, datetime.fromisoformat(last) if last else None)
         if not rule.fires(figures, s):
             continue
         changes = tightened(engine.params, rule, s)
