@@ -4,7 +4,7 @@ import streamlit as st
 
 from core import views
 from ui import charts
-from ui.state import load_context
+from ui.state import load_context, send_command
 
 ctx = load_context()
 st.title("Risk gauges")
@@ -48,4 +48,23 @@ def gauges() -> None:
     st.dataframe(views.token_usage(ctx.store, 60), hide_index=True, key="token_usage")
 
 
+@st.fragment(run_every=ctx.settings.ui_refresh_s)
+def protections_panel() -> None:
+    st.subheader("Protections")
+    active, history = views.protections(ctx.store, ctx.now())
+    if not active:
+        st.caption("No protection active. Rules: signal quality (1 h), LLM surge / Tier-A overflow (2 h), "
+                   "stop-loss guard, equity drawdown, symbol cooldown after a loss.")
+    for p in active:
+        c = st.columns([5, 1])
+        c[0].warning(f"**{p['rule']}** fired {p['fired_ny']}: {p['why']} · active until {p['until_ny']} "
+                     f"({p['minutes_left']} min left)")
+        if c[1].button("Release", key=f"release_{p['id']}", help="End the cool-off and any entry pause (audited)"):
+            res = send_command(ctx, "release_protection", {"id": p["id"]})
+            st.toast(f"release: {res.get('result') or res.get('status')}")
+    if not history.empty:
+        st.dataframe(history, hide_index=True, key="protection_history")
+
+
 gauges()
+protections_panel()

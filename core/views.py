@@ -22,7 +22,7 @@ from core.store import Store
 OPEN_ORDER_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "submitting")
 
 
-TIME_COLUMNS = ("ts", "created_at", "decided_at", "expires_at", "submitted_at", "updated_at", "entry_ts", "exit_ts",
+TIME_COLUMNS = ("ts", "fired_at", "until", "pause_until", "released_at", "created_at", "decided_at", "expires_at", "submitted_at", "updated_at", "entry_ts", "exit_ts",
                 "opened_at", "applied_at", "minute")
 
 
@@ -211,3 +211,18 @@ def heartbeat(store: Store) -> dict[str, Any]:
     if row is None:
         return {}
     return {"ts": row["ts"], **json.loads(row["info"] or "{}")}
+
+
+# ---------------------------------------------------------------- protections
+def protections(store: Store, now: datetime, limit: int = 50) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Active protections (with minutes left) and the recent firing history."""
+    active = []
+    for r in store.query("SELECT * FROM protections WHERE released_at IS NULL AND until > ? ORDER BY fired_at",
+                         (now.isoformat(),)):
+        until = datetime.fromisoformat(r["until"])
+        active.append({**r, "minutes_left": max(0, int((until - now).total_seconds() // 60)),
+                       "fired_ny": datetime.fromisoformat(r["fired_at"]).astimezone(NY).strftime("%Y-%m-%d %H:%M"),
+                       "until_ny": until.astimezone(NY).strftime("%H:%M")})
+    history = frame(store, "SELECT id, rule, fired_at, why, old_json AS old, new_json AS new, pause_until, until, "
+                           "released_at, released_by FROM protections ORDER BY id DESC LIMIT ?", (limit,))
+    return active, history

@@ -245,3 +245,27 @@ def test_bad_environment_value_is_a_clear_page_error(tmp_path, monkeypatch):
     assert not at.exception
     assert any("TIER_A_TOKENS" in e.value for e in at.error)
     assert active_runtime(str(tmp_path / "x.db")) is None  # nothing started on a bad configuration
+
+
+def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
+    rt, _ = app_env
+    from core.protections import RULES, evaluate_protections
+
+    now = rt.clock.now()
+    rt.store.insert("trades", {"symbol": "NVDA", "kind": "entry", "qty": 1, "entry_ts": now.isoformat(),
+                               "entry_price": 100.0, "exit_ts": now.isoformat(), "exit_price": 98.0, "pnl": -2.0,
+                               "ret": -0.02, "exit_reason": "stop_loss", "mae": -0.02, "mfe": 0.0, "fees": 0.0})
+    rt.engine.s = rt.engine.s.model_copy(update={"protection_stoploss_count": 1})
+    guard = tuple(r for r in RULES if r.name == "stoploss_guard")
+    assert [f.rule for f in evaluate_protections(rt.engine, now, guard)] == ["stoploss_guard"]
+    at = page(new_app(), "risk")
+    warned = [w.value for w in at.warning if "stoploss_guard" in w.value]
+    assert warned and ("30 min left" in warned[0] or "29 min left" in warned[0]), warned
+    pid = rt.store.scalar("SELECT id FROM protections")
+    at.button(key=f"release_{pid}").click().run()
+    assert not at.exception
+    row = rt.store.one("SELECT released_at, released_by FROM protections WHERE id=?", (pid,))
+    assert row["released_at"] is not None and row["released_by"].startswith("ui")
+    at = page(new_app(), "risk")
+    assert not [w for w in at.warning if "stoploss_guard" in w.value]
+    assert "stoploss_guard" in set(table(at, "rule", "why")["rule"])
