@@ -22,7 +22,8 @@ from core.store import Store
 OPEN_ORDER_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "submitting")
 
 
-TIME_COLUMNS = ("ts", "fired_at", "until", "pause_until", "released_at", "created_at", "decided_at", "expires_at", "submitted_at", "updated_at", "entry_ts", "exit_ts",
+TIME_COLUMNS = ("ts", "fired_at", "until", "pause_until", "released_at",
+                "created_at", "decided_at", "expires_at", "submitted_at", "updated_at", "entry_ts", "exit_ts",
                 "opened_at", "applied_at", "minute")
 
 
