@@ -76,25 +76,14 @@ class MarketFeed:
         self._raw_tail = frame[frame["timestamp"].isin(last_ts)].reset_index(drop=True)
 
     def _append(self, bars: pd.DataFrame, scored: pd.DataFrame) -> None:
-        ts_index = pd.DatetimeIndex(np.sort(bars["timestamp"].unique()))
-        cols = list(self.symbols)
-
-        def wide(frame: pd.DataFrame, column: str) -> np.ndarray:
-            w = frame.pivot(index="timestamp", columns="symbol", values=column).reindex(index=ts_index, columns=cols)
-            return w.to_numpy(dtype=float)
-
-        new_ts = (ts_index.as_unit("s").asi8).astype(np.int64)
-        if len(self.ts) and new_ts[0] <= self.ts[-1]:
-            keep = new_ts > self.ts[-1]
-            new_ts = new_ts[keep]
-        else:
-            keep = slice(None)
-        self.ts = np.concatenate([self.ts, new_ts])
-        for name in ("open", "high", "low", "close", "volume"):
-            setattr(self, name, np.vstack([getattr(self, name), wide(bars, name)[keep]]))
+        ts_index, keep = self._append_wide(bars)
         sc = scored.assign(timestamp=bars["timestamp"].to_numpy(), symbol=bars["symbol"].to_numpy())
-        self.score = np.vstack([self.score, wide(sc, "score")[keep]])
-        self.vol_spike = np.vstack([self.vol_spike, wide(sc, "vol_spike")[keep]])
+        self.score = np.vstack([self.score, self._wide(sc, "score", ts_index)[keep]])
+        self.vol_spike = np.vstack([self.vol_spike, self._wide(sc, "vol_spike", ts_index)[keep]])
+
+    def _wide(self, frame: pd.DataFrame, column: str, ts_index: pd.DatetimeIndex) -> np.ndarray:
+        w = frame.pivot(index="timestamp", columns="symbol", values=column)
+        return w.reindex(index=ts_index, columns=list(self.symbols)).to_numpy(dtype=float)
 
     def ensure(self, now: datetime) -> None:
         """Make sure every bar that has closed by ``now`` is loaded.
@@ -156,16 +145,15 @@ class MarketFeed:
         tail_ts = np.sort(last["timestamp"].unique())[-keep:]
         self._raw_tail = last[last["timestamp"].isin(tail_ts)].reset_index(drop=True)
 
-    def _append_wide(self, bars: pd.DataFrame) -> None:
-        """Append bars as wide OHLCV rows (scores filled in by the caller)."""
+    def _append_wide(self, bars: pd.DataFrame) -> tuple[pd.DatetimeIndex, np.ndarray]:
+        """Append bars as wide OHLCV rows (bars already loaded are skipped); the caller adds the scores."""
         ts_index = pd.DatetimeIndex(np.sort(bars["timestamp"].unique()))
-        cols = list(self.symbols)
         new_ts = (ts_index.as_unit("s").asi8).astype(np.int64)
         keep = new_ts > self.ts[-1] if len(self.ts) else np.ones(len(new_ts), dtype=bool)
         self.ts = np.concatenate([self.ts, new_ts[keep]])
         for name in ("open", "high", "low", "close", "volume"):
-            w = bars.pivot(index="timestamp", columns="symbol", values=name).reindex(index=ts_index, columns=cols)
-            setattr(self, name, np.vstack([getattr(self, name), w.to_numpy(dtype=float)[keep]]))
+            setattr(self, name, np.vstack([getattr(self, name), self._wide(bars, name, ts_index)[keep]]))
+        return ts_index, keep
 
     # ------------------------------------------------------------ lookups
     def last_index(self, now: datetime) -> int:

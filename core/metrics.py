@@ -21,6 +21,7 @@ from datetime import datetime
 from statistics import median
 from typing import Any
 
+from core import kpi
 from core.clock import trading_date
 from core.store import Store
 
@@ -47,12 +48,7 @@ def drawdown(ts: list[datetime], equity: list[float]) -> tuple[float, float]:
 
 
 def sharpe(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
-    n = len(returns)
-    if n < 2:
-        return 0.0
-    mean = sum(returns) / n
-    var = sum((r - mean) ** 2 for r in returns) / (n - 1)
-    return 0.0 if var <= 0 else mean / math.sqrt(var) * math.sqrt(periods)
+    return kpi.sharpe(returns, periods)
 
 
 def sortino(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:

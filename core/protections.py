@@ -11,20 +11,26 @@ a notification and a parameter-audit entry with ``who='protection:<rule>'``.
 from __future__ import annotations
 
 import json
-import math
 import operator
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.clock import NY
 from core.config import LiveParams, Settings
+from core.kpi import max_drawdown
 from core.store import Store, iso
 
 SYMBOL_COOLDOWN = "symbol_cooldown"  # suppression reason: re-entry too soon after a losing exit
 FLIP_FLOP_WINDOW_S = 600  # two actionable signals of opposite sign this close together are a flip-flop
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def setting_value(value: Any, settings: Settings) -> Any:
+    """A rule's number as written, or the value of the Settings field a string names."""
+    return getattr(settings, value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,7 @@ class Condition:
     threshold: float | str  # a number, or the name of a Settings field holding it
 
     def value(self, settings: Settings) -> float:
-        t = self.threshold
-        return float(getattr(settings, t)) if isinstance(t, str) else float(t)
+        return float(setting_value(self.threshold, settings))
 
     def holds(self, figures: dict[str, float], settings: Settings) -> bool:
         return _OPS[self.op](figures.get(self.metric, 0.0), self.value(settings))
@@ -62,9 +67,6 @@ class ProtectionRule:
     any_of: tuple[Condition, ...] = ()
     action: dict[str, tuple[str, float | str | None]] = field(default_factory=dict)
     pause_entries_s: int | str = 0
-
-    def seconds(self, value: int | str, settings: Settings) -> int:
-        return int(getattr(settings, value)) if isinstance(value, str) else int(value)
 
     def fires(self, figures: dict[str, float], settings: Settings) -> bool:
         if not all(c.holds(figures, settings) for c in self.all_of):
@@ -126,16 +128,6 @@ def flip_flops(signals: list[tuple[str, float, float]], window_s: int = FLIP_FLO
     return n
 
 
-def equity_drawdown(values: list[float]) -> float:
-    """Peak-to-trough fall of account equity as a fraction of the peak (0.0 when it only rose)."""
-    peak, worst = -math.inf, 0.0
-    for v in values:
-        peak = max(peak, v)
-        if peak > 0:
-            worst = max(worst, (peak - v) / peak)
-    return worst
-
-
 def window_figures(store: Store, now: datetime, window_s: int, after: datetime | None = None) -> dict[str, float]:
     """The rules' figures over (now - window_s, now], or from ``after`` when that is later."""
     start = now - timedelta(seconds=window_s)
@@ -172,13 +164,11 @@ def window_figures(store: Store, now: datetime, window_s: int, after: datetime |
         "tier_a_overflow_max": overflow,
         "llm_calls": float(llm_calls),
         "llm_calls_per_hour": llm_calls * 3600.0 / max(60.0, (now - start).total_seconds()),
-        "equity_drawdown": equity_drawdown(equity),
+        "equity_drawdown": max_drawdown(equity),  # on account equity
     }
 
 
 def _ny(ts: datetime) -> datetime:
-    from core.clock import NY
-
     return ts.astimezone(NY).replace(second=0, microsecond=0)
 
 
@@ -192,7 +182,7 @@ def tightened(params: LiveParams, rule: ProtectionRule, settings: Settings) -> d
     out: dict[str, Any] = {}
     cur = params.as_dict()
     for name, (how, raw) in rule.action.items():
-        value = getattr(settings, raw) if isinstance(raw, str) else raw
+        value = setting_value(raw, settings)
         old = cur[name]
         if how == "toward_zero":
             new = min(0.0, round(old + value, 6)) if old < 0 else old
@@ -240,18 +230,18 @@ def evaluate_protections(engine: Any, now: datetime, rules: tuple[ProtectionRule
         if store.scalar("SELECT 1 FROM protections WHERE rule=? AND released_at IS NULL AND until > ? LIMIT 1",
                         (rule.name, iso(now))) is not None:
             continue  # inside its cool-off: a second firing does not stack
-        window = rule.seconds(rule.window_s, s)
+        window = int(setting_value(rule.window_s, s))
         # only what happened since the rule last fired counts again: the same stop-outs do not re-fire it
         last = store.scalar("SELECT MAX(fired_at) FROM protections WHERE rule=?", (rule.name,))
         figures = window_figures(store, now, window, datetime.fromisoformat(last) if last else None)
         if not rule.fires(figures, s):
             continue
         changes = tightened(engine.params, rule, s)
-        pause_s = rule.seconds(rule.pause_entries_s, s)
+        pause_s = int(setting_value(rule.pause_entries_s, s))
         if not changes and not pause_s:
             continue  # already at least as tight: nothing to do, nothing to report
         old = {k: engine.params.as_dict()[k] for k in changes}
-        until = now + timedelta(seconds=max(rule.seconds(rule.cooloff_s, s), pause_s))
+        until = now + timedelta(seconds=max(int(setting_value(rule.cooloff_s, s)), pause_s))
         why = rule.why(figures, s)
         with store.lock:
             store.insert("protections", {

@@ -16,6 +16,7 @@ import pandas as pd
 from core import kpi
 from core.clock import NY, trading_date
 from core.config import Settings
+from core.protections import active_protections
 from core.risk import kelly_margin
 from core.store import Store
 
@@ -218,8 +219,7 @@ def heartbeat(store: Store) -> dict[str, Any]:
 def protections(store: Store, now: datetime, limit: int = 50) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Active protections (with minutes left) and the recent firing history."""
     active = []
-    for r in store.query("SELECT * FROM protections WHERE released_at IS NULL AND until > ? ORDER BY fired_at",
-                         (now.isoformat(),)):
+    for r in active_protections(store, now):
         until = datetime.fromisoformat(r["until"])
         active.append({**r, "minutes_left": max(0, int((until - now).total_seconds() // 60)),
                        "fired_ny": datetime.fromisoformat(r["fired_at"]).astimezone(NY).strftime("%Y-%m-%d %H:%M"),

@@ -86,3 +86,11 @@ def launch_chromium(playwright):  # type: ignore[no-untyped-def]
 
 def wait_script_idle(page, timeout_ms: int = 30_000) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+
+
+def open_page(browser, url: str):  # type: ignore[no-untyped-def]
+    """A laptop-sized tab on ``url``, once the app's script has finished its first run."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    wait_script_idle(page)
+    return page

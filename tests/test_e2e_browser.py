@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e import ARTIFACTS, AppServer, launch_chromium, wait_script_idle
+from tests.e2e import ARTIFACTS, AppServer, launch_chromium, open_page, wait_script_idle
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -48,9 +48,7 @@ def test_browser_signals_approve_and_history(tmp_path):
         server.wait_healthy()
         with sync_api.sync_playwright() as pw:
             browser = launch_chromium(pw)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server.url + "/")
-            wait_script_idle(page)
+            page = open_page(browser, server.url + "/")
             # the first signal rows: the decision counter moves off zero and the per-ticker table is drawn
             wait_until(lambda: int(metric_value(page, "Decisions")) > 0, 60, "first signal", page)
             page.wait_for_selector("[data-testid='stDataFrame']", timeout=30_000)
@@ -139,9 +137,7 @@ def test_browser_alpaca_paper_mode_against_the_local_server(tmp_path):
             server.wait_healthy()
             with sync_api.sync_playwright() as pw:
                 browser = launch_chromium(pw)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(server.url + "/approvals")
-                wait_script_idle(page)
+                page = open_page(browser, server.url + "/approvals")
                 sidebar = page.locator("[data-testid='stSidebar']")
                 masked = f"Alpaca paper · account …{fake.account_number[-4:]}"
                 wait_until(lambda: masked in sidebar.inner_text(), 30, "the Alpaca account label", page)
