@@ -128,44 +128,55 @@ def flip_flops(signals: list[tuple[str, float, float]], window_s: int = FLIP_FLO
     return n
 
 
-def window_figures(store: Store, now: datetime, window_s: int, after: datetime | None = None) -> dict[str, float]:
-    """The rules' figures over (now - window_s, now], or from ``after`` when that is later."""
+_GROUPS = {
+    "signals": ("actionable", "flip_flops", "flip_flop_rate"),
+    "exits": ("exits", "stop_outs", "stop_out_rate"),
+    "tokens": ("tier_a_overflow_max",),
+    "llm": ("llm_calls", "llm_calls_per_hour"),
+    "equity": ("equity_drawdown",),
+}
+
+
+def window_figures(store: Store, now: datetime, window_s: int, after: datetime | None = None,
+                   needed: frozenset[str] | None = None) -> dict[str, float]:
+    """The rules' figures over (now - window_s, now], or from ``after`` when that is later. ``needed``: the
+    metrics a rule reads; only their groups are queried (this runs after every fill)."""
     start = now - timedelta(seconds=window_s)
     if after is not None and after > start:
         start = after
-    since = iso(start)
-    until = iso(now)
-    acts = store.query(
-        "SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? AND ts <= ? ORDER BY ts, id",
-        (since, until))
-    actionable = len(acts)
-    flips = flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0)
-                        for r in acts])
-    exits = store.query("SELECT exit_reason FROM trades WHERE exit_ts > ? AND exit_ts <= ?", (since, until))
-    stop_outs = sum(1 for r in exits if r["exit_reason"] == "stop_loss")
-    overflow = 0.0
-    for r in store.query("SELECT requested, granted FROM token_stats WHERE tier='A' AND minute > ? AND minute <= ?",
-                         (iso(_ny(start)), iso(_ny(now)))):
-        if r["requested"]:
-            overflow = max(overflow, (r["requested"] - r["granted"]) / r["requested"])
-    try:  # the LLM gate's call log (issue 7); no table yet means no calls
-        llm_calls = store.scalar("SELECT COUNT(*) FROM llm_calls WHERE ts > ? AND ts <= ?", (since, until)) or 0
-    except sqlite3.OperationalError:
-        llm_calls = 0
-    equity = [r["equity"] for r in store.query("SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts",
-                                               (since, until))]
-    return {
-        "actionable": float(actionable),
-        "flip_flops": float(flips),
-        "flip_flop_rate": flips / actionable if actionable else 0.0,
-        "exits": float(len(exits)),
-        "stop_outs": float(stop_outs),
-        "stop_out_rate": stop_outs / len(exits) if exits else 0.0,
-        "tier_a_overflow_max": overflow,
-        "llm_calls": float(llm_calls),
-        "llm_calls_per_hour": llm_calls * 3600.0 / max(60.0, (now - start).total_seconds()),
-        "equity_drawdown": max_drawdown(equity),  # on account equity
-    }
+    since, until = iso(start), iso(now)
+    want = {g for g, names in _GROUPS.items() if needed is None or needed & set(names)}
+    out: dict[str, float] = {}
+    if "signals" in want:
+        acts = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? AND ts <= ? "
+                           "ORDER BY ts, id", (since, until))
+        flips = flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0)
+                            for r in acts])
+        out.update(actionable=float(len(acts)), flip_flops=float(flips),
+                   flip_flop_rate=flips / len(acts) if acts else 0.0)
+    if "exits" in want:
+        exits = store.query("SELECT exit_reason FROM trades WHERE exit_ts > ? AND exit_ts <= ?", (since, until))
+        stop_outs = sum(1 for r in exits if r["exit_reason"] == "stop_loss")
+        out.update(exits=float(len(exits)), stop_outs=float(stop_outs),
+                   stop_out_rate=stop_outs / len(exits) if exits else 0.0)
+    if "tokens" in want:
+        overflow = 0.0
+        for r in store.query("SELECT requested, granted FROM token_stats WHERE tier='A' AND minute > ? "
+                             "AND minute <= ?", (iso(_ny(start)), iso(_ny(now)))):
+            if r["requested"]:
+                overflow = max(overflow, (r["requested"] - r["granted"]) / r["requested"])
+        out["tier_a_overflow_max"] = overflow
+    if "llm" in want:
+        try:  # the LLM gate's call log (issue 7); no table yet means no calls
+            calls = store.scalar("SELECT COUNT(*) FROM llm_calls WHERE ts > ? AND ts <= ?", (since, until)) or 0
+        except sqlite3.OperationalError:
+            calls = 0
+        out.update(llm_calls=float(calls),
+                   llm_calls_per_hour=calls * 3600.0 / max(60.0, (now - start).total_seconds()))
+    if "equity" in want:  # on account equity, not summed trade returns
+        out["equity_drawdown"] = max_drawdown([r["equity"] for r in store.query(
+            "SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", (since, until))])
+    return out
 
 
 def _ny(ts: datetime) -> datetime:
@@ -226,6 +237,8 @@ def evaluate_protections(engine: Any, now: datetime, rules: tuple[ProtectionRule
     """Check every rule at ``now``; apply, store and notify each that fires. Returns the firings."""
     store, s = engine.store, engine.s
     fired: list[Firing] = []
+    # rules reading the same metrics over the same window share one computation
+    seen: dict[tuple[int, str | None, frozenset[str]], dict[str, float]] = {}
     for rule in rules:
         if store.scalar("SELECT 1 FROM protections WHERE rule=? AND released_at IS NULL AND until > ? LIMIT 1",
                         (rule.name, iso(now))) is not None:
@@ -233,7 +246,11 @@ def evaluate_protections(engine: Any, now: datetime, rules: tuple[ProtectionRule
         window = int(setting_value(rule.window_s, s))
         # only what happened since the rule last fired counts again: the same stop-outs do not re-fire it
         last = store.scalar("SELECT MAX(fired_at) FROM protections WHERE rule=?", (rule.name,))
-        figures = window_figures(store, now, window, datetime.fromisoformat(last) if last else None)
+        needed = frozenset(c.metric for c in rule.all_of + rule.any_of)
+        key = (window, last, needed)
+        if key not in seen:
+            seen[key] = window_figures(store, now, window, datetime.fromisoformat(last) if last else None, needed)
+        figures = seen[key]
         if not rule.fires(figures, s):
             continue
         changes = tightened(engine.params, rule, s)

@@ -117,6 +117,8 @@ class Store:
         # order ever placed, and a year's replay slows down quadratically
         self.conn.execute("CREATE INDEX IF NOT EXISTS orders_intent ON orders(intent_id, status)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS intents_symbol_status ON intents(symbol, status)")
+        # the protections' "actionable signals in the last hour", run after every fill
+        self.conn.execute("CREATE INDEX IF NOT EXISTS signals_decision_ts ON signals(decision, ts)")
         self.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
