@@ -46,11 +46,12 @@ from core.protections import (
     SYMBOL_COOLDOWN,
     entries_paused_by,
     evaluate_protections,
+    record_daily_loss_halt,
     release_protection,
     symbol_cooldown_key,
 )
 from core.ratelimit import LocalTokenBuckets
-from core.risk import AccountState, PositionRisk, RiskManager
+from core.risk import DAILY_LOSS_REASON, AccountState, PositionRisk, RiskManager
 from core.scheduler import TierScheduler
 from core.store import Store, iso
 from core.strategy import Strategy, load_strategy
@@ -389,6 +390,7 @@ class Engine:
             price = self.feed.price(intent.symbol, now) or intent.price
             ok, reason = self.risk.should_allow_trade(state, intent.symbol, intent.side, intent.qty, price,
                                                       is_exit=intent.is_exit)
+            self._note_halt(reason, state, now)
             if not ok:
                 set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=f"risk re-check: {reason}")
                 self.store.commit()
@@ -588,7 +590,7 @@ class Engine:
         else:
             basket = self.universe.basket_of(sym)
             price = self.feed.price(basket.inverse_etf, now) if basket else obs.close
-        ok, reason = self.risk.check_signal_risk_feasibility(state, price)
+        ok, reason = self.entry_risk_check(state, price, now)
         if not ok:
             return suppress(reason)
         slot = self.universe.tier_intervals_s.get(tier, 60)
@@ -610,6 +612,16 @@ class Engine:
         )
         self._queue_intent(intent, now, rep)
         self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)
+
+    def entry_risk_check(self, state: AccountState, price: float | None, now: datetime) -> tuple[bool, str]:
+        """``check_signal_risk_feasibility``, recording the day's first daily-loss halt as a protection."""
+        ok, reason = self.risk.check_signal_risk_feasibility(state, price)
+        self._note_halt(reason, state, now)
+        return ok, reason
+
+    def _note_halt(self, reason: str, state: AccountState, now: datetime) -> None:
+        if reason == DAILY_LOSS_REASON:
+            record_daily_loss_halt(self.store, now, self.risk.daily_loss(state), self.s.daily_loss_limit)
 
     def _live_intent_for(self, symbol: str) -> bool:
         return self.store.scalar(
@@ -658,7 +670,7 @@ class Engine:
                 elif self._live_intent_for(etf):
                     blocked = "intent_pending"
                 else:
-                    ok, reason = self.risk.check_signal_risk_feasibility(state, price)
+                    ok, reason = self.entry_risk_check(state, price, now)
                     if not ok:
                         blocked = reason
                     elif not self.kv.set_nx(f"etf_lock:{etf}", basket.name, self.s.etf_lock_s, now):

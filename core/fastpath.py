@@ -200,7 +200,7 @@ class QuietTicks:
         close = e.feed.observe(sym, now).close  # type: ignore[union-attr]
         basket = e.universe.basket_of(sym)
         price = close if sign > 0 else (e.feed.price(basket.inverse_etf, now) if basket else close)
-        ok, reason = e.risk.check_signal_risk_feasibility(self._state(now), price)
+        ok, reason = e.entry_risk_check(self._state(now), price, now)
         if not ok:
             return reason, sign
         return None, 0
@@ -227,8 +227,7 @@ class QuietTicks:
         if conflicts:
             return "conflict:" + ",".join(conflicts)
         now = self._now
-        ok, reason = self.e.risk.check_signal_risk_feasibility(self._state(now), self.e.feed.price(basket.inverse_etf,
-                                                                                                    now))
+        ok, reason = self.e.entry_risk_check(self._state(now), self.e.feed.price(basket.inverse_etf, now), now)
         if not ok:
             return reason
         if self.e.kv.get(f"etf_lock:{basket.inverse_etf}", now) is not None:

@@ -11,21 +11,19 @@ Definitions (all documented here so a number on screen can be checked by hand):
   stop-out rate (exits by the stop-loss leg / trades).
 * exposure: time-weighted mean of (market value held / equity) over the equity samples.
 * flip-flop: an actionable signal whose sign is the opposite of the same symbol's previous
-  actionable signal less than 10 minutes earlier; the rate is flip-flops / actionable signals.
+  actionable signal at most 10 minutes earlier (``kpi.flip_flops``); the rate is flip-flops / actionable.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from statistics import median
 from typing import Any
 
 from core import kpi
 from core.clock import trading_date
 from core.store import Store
 
-FLIP_WINDOW_S = 600
 PERIODS_PER_YEAR = 252
 
 
@@ -74,34 +72,6 @@ def daily_returns(ts: list[datetime], equity: list[float], start_equity: float) 
     return out
 
 
-def trade_stats(pnls: list[float], maes: list[float], mfes: list[float], exit_reasons: list[str]) -> dict[str, float]:
-    n = len(pnls)
-    wins = [p for p in pnls if p > 0]
-    losses = [p for p in pnls if p < 0]
-    gross_loss = -sum(losses)
-    return {
-        "trades": n,
-        "win_rate": len(wins) / n if n else 0.0,
-        "profit_factor": (sum(wins) / gross_loss) if gross_loss > 0 else (math.inf if wins else 0.0),
-        "expectancy": sum(pnls) / n if n else 0.0,
-        "mae_median": median(maes) if maes else 0.0,
-        "mfe_median": median(mfes) if mfes else 0.0,
-        "stop_out_rate": sum(1 for r in exit_reasons if r == "stop_loss") / n if n else 0.0,
-    }
-
-
-def flip_flops(signals: list[tuple[str, datetime, float]], window_s: float = FLIP_WINDOW_S) -> int:
-    """Sign reversals of a symbol's consecutive actionable signals closer than ``window_s``."""
-    last: dict[str, tuple[datetime, float]] = {}
-    count = 0
-    for sym, ts, score in sorted(signals, key=lambda s: (s[1], s[0])):
-        prev = last.get(sym)
-        if prev is not None and (ts - prev[0]).total_seconds() < window_s and (score > 0) != (prev[1] > 0):
-            count += 1
-        last[sym] = (ts, score)
-    return count
-
-
 def exposure(values: list[float], equity: list[float]) -> float:
     pairs = [(v, e) for v, e in zip(values, equity, strict=True) if e > 0]
     return sum(v / e for v, e in pairs) / len(pairs) if pairs else 0.0
@@ -116,11 +86,10 @@ def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[s
     years = sessions / PERIODS_PER_YEAR if sessions else 0.0
     rets = daily_returns(ts, equity, start_equity)
     dd, dd_s = drawdown(ts, equity) if equity else (0.0, 0.0)
-    tr = store.query("SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id")
-    stats = trade_stats([t["pnl"] for t in tr], [t["mae"] for t in tr], [t["mfe"] for t in tr],
-                        [t["exit_reason"] for t in tr])
-    act = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND score IS NOT NULL")
-    flips = flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]), r["score"]) for r in act])
+    stats = kpi.trade_kpis(store.query("SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id"))
+    act = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND score IS NOT NULL "
+                      "ORDER BY ts, id")
+    flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"]) for r in act])
     suppressed = {r["reason"]: r["n"] for r in store.query(
         "SELECT reason, COUNT(*) AS n FROM signals WHERE decision='suppressed' GROUP BY reason ORDER BY reason")}
     return {
@@ -137,5 +106,5 @@ def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[s
         "signals": store.scalar("SELECT COUNT(*) FROM signals WHERE decision != 'skipped'") or 0,
         "actionable": len(act),
         "suppressed": suppressed,
-        "llm_calls": sum(r["value"] for r in store.query("SELECT value FROM counters WHERE key LIKE 'llm_calls:%'")),
+        **kpi.llm_usage(store),
     }

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 import operator
-import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
-from core.clock import NY
+from core import kpi
+from core.clock import NY, UTC, trading_date
 from core.config import LiveParams, Settings
-from core.kpi import max_drawdown
 from core.store import Store, iso
 
 SYMBOL_COOLDOWN = "symbol_cooldown"  # suppression reason: re-entry too soon after a losing exit
-FLIP_FLOP_WINDOW_S = 600  # two actionable signals of opposite sign this close together are a flip-flop
+DAILY_LOSS = "daily_loss"  # the risk manager's daily-loss halt (SPEC 7), shown as a protection
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
@@ -115,19 +114,6 @@ def symbol_cooldown_key(symbol: str) -> str:
 
 
 # ---------------------------------------------------------------- figures over a window
-def flip_flops(signals: list[tuple[str, float, float]], window_s: int = FLIP_FLOP_WINDOW_S) -> int:
-    """Sign reversals between consecutive actionable signals of one symbol less than ``window_s`` apart.
-    ``signals``: (symbol, epoch seconds, score) in time order."""
-    last: dict[str, tuple[float, float]] = {}
-    n = 0
-    for sym, t, score in signals:
-        prev = last.get(sym)
-        if prev is not None and t - prev[0] <= window_s and (prev[1] > 0) != (score > 0):
-            n += 1
-        last[sym] = (t, score)
-    return n
-
-
 _GROUPS = {
     "signals": ("actionable", "flip_flops", "flip_flop_rate"),
     "exits": ("exits", "stop_outs", "stop_out_rate"),
@@ -150,7 +136,7 @@ def window_figures(store: Store, now: datetime, window_s: int, after: datetime |
     if "signals" in want:
         acts = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? AND ts <= ? "
                            "ORDER BY ts, id", (since, until))
-        flips = flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0)
+        flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0)
                             for r in acts])
         out.update(actionable=float(len(acts)), flip_flops=float(flips),
                    flip_flop_rate=flips / len(acts) if acts else 0.0)
@@ -160,27 +146,15 @@ def window_figures(store: Store, now: datetime, window_s: int, after: datetime |
         out.update(exits=float(len(exits)), stop_outs=float(stop_outs),
                    stop_out_rate=stop_outs / len(exits) if exits else 0.0)
     if "tokens" in want:
-        overflow = 0.0
-        for r in store.query("SELECT requested, granted FROM token_stats WHERE tier='A' AND minute > ? "
-                             "AND minute <= ?", (iso(_ny(start)), iso(_ny(now)))):
-            if r["requested"]:
-                overflow = max(overflow, (r["requested"] - r["granted"]) / r["requested"])
-        out["tier_a_overflow_max"] = overflow
+        out["tier_a_overflow_max"] = kpi.token_overflow(store, start, now).get("A", {}).get("overflow_max_minute", 0.0)
     if "llm" in want:
-        try:  # the LLM gate's call log (issue 7); no table yet means no calls
-            calls = store.scalar("SELECT COUNT(*) FROM llm_calls WHERE ts > ? AND ts <= ?", (since, until)) or 0
-        except sqlite3.OperationalError:
-            calls = 0
+        calls = kpi.llm_usage(store, start, now)["llm_calls"]
         out.update(llm_calls=float(calls),
                    llm_calls_per_hour=calls * 3600.0 / max(60.0, (now - start).total_seconds()))
     if "equity" in want:  # on account equity, not summed trade returns
-        out["equity_drawdown"] = max_drawdown([r["equity"] for r in store.query(
+        out["equity_drawdown"] = kpi.max_drawdown([r["equity"] for r in store.query(
             "SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", (since, until))])
     return out
-
-
-def _ny(ts: datetime) -> datetime:
-    return ts.astimezone(NY).replace(second=0, microsecond=0)
 
 
 def _fmt(v: float) -> str:
@@ -280,8 +254,29 @@ def evaluate_protections(engine: Any, now: datetime, rules: tuple[ProtectionRule
     return fired
 
 
+def record_daily_loss_halt(store: Store, now: datetime, loss: float, limit: float) -> bool:
+    """The first entry the daily loss limit refuses on a New York date becomes a ``daily_loss`` protection row
+    (visible, notified) that lasts until that date ends. The risk manager itself enforces the halt, so this is
+    a record only: one per date, whichever path (engine, replay fast path, approval) meets the halt first."""
+    day_end = datetime.combine(trading_date(now) + timedelta(days=1), time(0), NY).astimezone(UTC)
+    with store.lock:
+        if store.scalar("SELECT 1 FROM protections WHERE rule=? AND until > ? LIMIT 1", (DAILY_LOSS, iso(now))):
+            return False
+        why = f"loss from start-of-day equity {loss:.2%} >= {limit:.2%}"
+        store.insert("protections", {
+            "rule": DAILY_LOSS, "fired_at": iso(now), "until": iso(day_end), "pause_until": None, "why": why,
+            "figures_json": json.dumps({"daily_loss": round(loss, 6), "daily_loss_limit": limit}),
+            "old_json": "{}", "new_json": "{}",
+        })
+        store.notify("warning", f"protection {DAILY_LOSS} fired: {why}; new entries halted until the day rolls", now)
+    return True
+
+
 def release_protection(store: Store, protection_id: int, *, who: str, now: datetime) -> bool:
-    """Manual release (ends the cool-off and any entry pause; parameters stay as they are, audited)."""
+    """Manual release (ends the cool-off and any entry pause; parameters stay as they are, audited).
+    The daily-loss halt is the risk limit itself and cannot be released by hand (ValueError)."""
+    if store.scalar("SELECT rule FROM protections WHERE id=?", (protection_id,)) == DAILY_LOSS:
+        raise ValueError("the daily loss halt is a risk limit: it lifts when the New York date rolls")
     with store.transaction():
         cur = store.execute("UPDATE protections SET released_at=?, released_by=? WHERE id=? AND released_at IS NULL",
                             (iso(now), who, protection_id))

@@ -14,6 +14,7 @@ from typing import Any
 from core.config import Settings
 
 _EPS = 1e-9
+DAILY_LOSS_REASON = "risk_daily_loss"  # the suppression reason of the daily-loss halt (SPEC 7)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class RiskManager:
     def check_signal_risk_feasibility(self, state: AccountState, price: float | None) -> tuple[bool, str]:
         """Could a new entry be opened now? (ok, reason); reason is "ok" or a ``risk_*`` code."""
         if self.daily_loss(state) >= self.s.daily_loss_limit - _EPS:
-            return False, "risk_daily_loss"
+            return False, DAILY_LOSS_REASON
         if len(state.positions) + state.pending_count >= self.s.max_positions:
             return False, "risk_max_positions"
         if price is None or price <= 0:
@@ -139,7 +140,7 @@ class RiskManager:
         if state.holds(symbol):
             return False, "risk_already_held"
         if self.daily_loss(state) >= self.s.daily_loss_limit - _EPS:
-            return False, "risk_daily_loss"
+            return False, DAILY_LOSS_REASON
         if len(state.positions) + state.pending_count >= self.s.max_positions:
             return False, "risk_max_positions"
         notional = qty * price

@@ -6,7 +6,8 @@ from datetime import datetime
 import pytest
 
 from core.clock import NY, UTC
-from core.metrics import daily_returns, drawdown, exposure, flip_flops, research_metrics, sharpe, sortino, trade_stats
+from core.kpi import trade_kpis
+from core.metrics import daily_returns, drawdown, exposure, research_metrics, sharpe, sortino
 from core.store import Store
 
 
@@ -41,22 +42,17 @@ def test_daily_returns_use_each_new_york_days_last_equity():
     assert daily_returns(ts, [101.0, 102.0, 99.0, 103.02], 100.0) == pytest.approx([0.02, 0.01])
 
 
-def test_trade_stats_profit_factor_expectancy_mae_mfe():
-    s = trade_stats([30.0, -10.0, 20.0, -20.0], [-0.01, -0.03, 0.0, -0.02], [0.02, 0.0, 0.05, 0.01],
-                    ["take_profit", "stop_loss", "signal exit", "stop_loss"])
-    assert s["trades"] == 4 and s["win_rate"] == 0.5
+def test_trade_kpis_profit_factor_expectancy_mae_mfe():
+    rows = [{"pnl": p, "mae": a, "mfe": f, "exit_reason": r} for p, a, f, r in zip(
+        [30.0, -10.0, 20.0, -20.0], [-0.01, -0.03, 0.0, -0.02], [0.02, 0.0, 0.05, 0.01],
+        ["take_profit", "stop_loss", "signal exit", "stop_loss"], strict=True)]
+    s = trade_kpis(rows)
+    assert s["trades"] == 4 and s["win_rate"] == 0.5 and s["pnl"] == 20.0
     assert s["profit_factor"] == pytest.approx(50 / 30)
     assert s["expectancy"] == pytest.approx(5.0)
     assert s["mae_median"] == pytest.approx(-0.015) and s["mfe_median"] == pytest.approx(0.015)
-    assert s["stop_out_rate"] == 0.5
-    assert trade_stats([5.0], [0.0], [0.0], ["x"])["profit_factor"] == math.inf
-
-
-def test_flip_flops_within_ten_minutes_only():
-    sig = [("AAPL", t(3, 10, 0), 0.4), ("AAPL", t(3, 10, 9), -0.5),  # flip after 9 min
-           ("AAPL", t(3, 10, 30), 0.45),  # after 21 min: not a flip-flop
-           ("NVDA", t(3, 10, 1), 0.4), ("NVDA", t(3, 10, 5), 0.6)]  # same sign
-    assert flip_flops(sig) == 1
+    assert s["stop_out_rate"] == 0.5 and s["stop_outs"] == 2
+    assert trade_kpis([{"pnl": 5.0, "mae": 0.0, "mfe": 0.0, "exit_reason": "x"}])["profit_factor"] == math.inf
 
 
 def test_exposure_is_time_weighted_share_of_equity():
