@@ -1,6 +1,6 @@
 """Streamlit entry point: `streamlit run app.py` (or `make run`).
 
-One engine per server process (``ui.state``), a sidebar on every page, six pages.
+One engine per server process (``ui.state``), a sidebar on every page, seven pages.
 """
 
 import logging
@@ -23,6 +23,7 @@ pages = [
     st.Page("app_pages/baskets.py", title="Basket health", icon=":material/hub:"),
     st.Page("app_pages/risk.py", title="Risk gauges", icon=":material/speed:"),
     st.Page("app_pages/history.py", title="Trade history", icon=":material/receipt_long:"),
+    st.Page("app_pages/kpis.py", title="KPIs", icon=":material/analytics:"),
     st.Page("app_pages/research.py", title="Research", icon=":material/science:"),
 ]
 st.navigation(pages).run()

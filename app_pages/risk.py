@@ -59,7 +59,9 @@ def protections_panel() -> None:
         c = st.columns([5, 1])
         c[0].warning(f"**{p['rule']}** fired {p['fired_ny']}: {p['why']} · active until {p['until_ny']} "
                      f"({p['minutes_left']} min left)")
-        if c[1].button("Release", key=f"release_{p['id']}", help="End the cool-off and any entry pause (audited)"):
+        if not p["releasable"]:
+            c[1].caption("lifts when the day rolls")
+        elif c[1].button("Release", key=f"release_{p['id']}", help="End the cool-off and any entry pause (audited)"):
             res = send_command(ctx, "release_protection", {"id": p["id"]})
             st.toast(f"release: {res.get('result') or res.get('status')}")
     if not history.empty:

@@ -138,6 +138,20 @@ class Settings(BaseSettings):
     protection_drawdown_pause_s: int = Field(7200, ge=60)
     protection_symbol_cooldown_s: int = Field(900, ge=0)  # no re-entry into a symbol this soon after a loss
 
+    # --- KPIs and the paper evaluation (SPEC 11; core/kpi.py, core/evaluation.py) ---
+    kpi_horizon_s: int = Field(1800, ge=60, le=86_400)  # MAE/MFE of an actionable signal over this long
+    kpi_strong_margin: float = Field(0.2, ge=0, le=1)  # strong signal: |score| >= cutoff + this
+    # the log's plan: 2 relaxed sessions, then 3 default ones; all passing sessions early -> cut over sooner
+    eval_relaxed_sessions: int = Field(2, ge=0, le=20)
+    eval_default_sessions: int = Field(3, ge=1, le=20)
+    eval_early_cutover_sessions: int = Field(3, ge=1, le=40)
+    eval_min_actionable: int = Field(5, ge=0)  # per session: enough evidence to judge it
+    eval_max_stop_out_rate: float = Field(0.40, ge=0, le=1)
+    eval_max_flip_flop_rate: float = Field(0.25, ge=0, le=1)
+    eval_max_tier_a_overflow: float = Field(0.15, ge=0, le=1)  # the worst minute's Tier-A overflow
+    eval_max_drawdown: float = Field(0.02, gt=0, le=1)  # on account equity inside the session
+    eval_min_profit_factor: float = Field(0.0, ge=0)  # 0 = not judged (few trades make it noisy)
+
     # --- real adapters (later issues) ---
     alpaca_api_key: SecretStr | None = None
     alpaca_secret_key: SecretStr | None = None

@@ -390,7 +390,7 @@ class Engine:
             price = self.feed.price(intent.symbol, now) or intent.price
             ok, reason = self.risk.should_allow_trade(state, intent.symbol, intent.side, intent.qty, price,
                                                       is_exit=intent.is_exit)
-            self._note_halt(reason, state, now)
+            self.note_risk_halt(reason, state, now)
             if not ok:
                 set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=f"risk re-check: {reason}")
                 self.store.commit()
@@ -616,10 +616,11 @@ class Engine:
     def entry_risk_check(self, state: AccountState, price: float | None, now: datetime) -> tuple[bool, str]:
         """``check_signal_risk_feasibility``, recording the day's first daily-loss halt as a protection."""
         ok, reason = self.risk.check_signal_risk_feasibility(state, price)
-        self._note_halt(reason, state, now)
+        self.note_risk_halt(reason, state, now)
         return ok, reason
 
-    def _note_halt(self, reason: str, state: AccountState, now: datetime) -> None:
+    def note_risk_halt(self, reason: str, state: AccountState, now: datetime) -> None:
+        """A refusal by the daily loss limit is recorded as the day's ``daily_loss`` protection."""
         if reason == DAILY_LOSS_REASON:
             record_daily_loss_halt(self.store, now, self.risk.daily_loss(state), self.s.daily_loss_limit)
 

@@ -27,7 +27,7 @@ from core.engine import SIGNAL_INSERT, Engine, signal_row
 from core.feed import BAR_S
 from core.protections import SYMBOL_COOLDOWN, entries_paused_by, symbol_cooldown_key
 from core.ratelimit import LocalTokenBuckets
-from core.risk import AccountState, PositionRisk
+from core.risk import DAILY_LOSS_REASON, AccountState, PositionRisk
 from core.scheduler import _JITTER_S
 from core.store import iso
 
@@ -166,8 +166,10 @@ class QuietTicks:
             if strong:
                 gates.record_strong_signal(e.kv, sym, strong, e.params.direction_lock_s, now)
             self.signals.append(signal_row(now, sym, tier, obs, score, cutoff, "suppressed", reason, None))
+            self._note_halt(reason, now)
         for ev in evals:
             self.baskets[ev.basket.name] = (ev, now, blocked[ev.basket.name])
+            self._note_halt(blocked[ev.basket.name], now)
         self._stops(now)
         self._snapshots(now)
         self.last_now = now
@@ -200,10 +202,15 @@ class QuietTicks:
         close = e.feed.observe(sym, now).close  # type: ignore[union-attr]
         basket = e.universe.basket_of(sym)
         price = close if sign > 0 else (e.feed.price(basket.inverse_etf, now) if basket else close)
-        ok, reason = e.entry_risk_check(self._state(now), price, now)
+        # pure here (this may be a preview); a daily-loss halt is recorded when the tick is applied
+        ok, reason = e.risk.check_signal_risk_feasibility(self._state(now), price)
         if not ok:
             return reason, sign
         return None, 0
+
+    def _note_halt(self, reason: str | None, now: datetime) -> None:
+        if reason == DAILY_LOSS_REASON:
+            self.e.note_risk_halt(reason, self._state(now), now)
 
     def _state(self, now: datetime) -> AccountState:
         """Engine.account_state rebuilt from the cached calm state (no pending intents while calm)."""
@@ -227,7 +234,8 @@ class QuietTicks:
         if conflicts:
             return "conflict:" + ",".join(conflicts)
         now = self._now
-        ok, reason = self.e.entry_risk_check(self._state(now), self.e.feed.price(basket.inverse_etf, now), now)
+        ok, reason = self.e.risk.check_signal_risk_feasibility(self._state(now),
+                                                              self.e.feed.price(basket.inverse_etf, now))
         if not ok:
             return reason
         if self.e.kv.get(f"etf_lock:{basket.inverse_etf}", now) is not None:
@@ -509,6 +517,7 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
             break
         for j, sym, reason, strong in tick_plan:
             reasons[(i0 + i, j)] = reason  # type: ignore[assignment]
+            q._note_halt(reason, now)
             if strong:
                 gates.record_strong_signal(e.kv, sym, strong, e.params.direction_lock_s, now)
     if n < 1:

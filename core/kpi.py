@@ -16,10 +16,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from statistics import median
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.clock import NY
 from core.store import Store, iso
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.universe import Universe
 
 STRONG_MARGIN = 0.2  # a strong signal clears its cutoff by this much
 FLIP_FLOP_WINDOW_S = 600  # two actionable signals of opposite sign this close together are a flip-flop
@@ -227,6 +231,19 @@ def compute_kpis(store: Store, start: datetime, end: datetime, *, tiers: Mapping
     overall["tier_a_overflow_max"] = a.get("overflow_max_minute", 0.0)
     return {"start": lo, "end": hi, "horizon_s": horizon_s, "all": overall, "by_tier": by_tier,
             "by_basket": by_basket}
+
+
+def universe_maps(universe: Universe) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """symbol -> tier, and basket -> its members plus its inverse ETF, for ``compute_kpis``."""
+    tiers = {sym: tier for tier, syms in universe.tiers.items() for sym in syms}
+    return tiers, {b.name: (*b.members, b.inverse_etf) for b in universe.baskets}
+
+
+def kpi_report(store: Store, settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """``compute_kpis`` with the configured universe, horizon and strong-signal margin."""
+    tiers, baskets = universe_maps(settings.universe)
+    return compute_kpis(store, start, end, tiers=tiers, baskets=baskets, horizon_s=settings.kpi_horizon_s,
+                        strong_margin=settings.kpi_strong_margin)
 
 
 def summary(store: Store) -> dict[str, Any]:

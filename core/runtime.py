@@ -330,9 +330,10 @@ class Runtime:
     def run_kpi_snapshot(self) -> dict[str, Any]:
         with self.engine.lock:
             now = self.clock.now()
-            m = kpi.summary(self.store)
-            m["summary"] = self.engine.portfolio_summary(now)
-            self.store.insert("kpi_snapshots", {"ts": iso(now), "json": json.dumps(m, default=float)}, ignore=True)
+            m = kpi.kpi_report(self.store, self.s, now - timedelta(hours=1), now)  # the hour just ended
+            m["portfolio"] = self.engine.portfolio_summary(now)
+            self.store.insert("kpi_snapshots", {"ts": iso(now), "json": json.dumps(m, default=float)},
+                              ignore=True)
             self.store.commit()
             evaluate_protections(self.engine, now)  # the rollback rules also run on every snapshot
             return m

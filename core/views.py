@@ -8,15 +8,15 @@ figures the engine wrote.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
 
 from core import kpi
-from core.clock import NY, trading_date
+from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
-from core.protections import active_protections
+from core.protections import DAILY_LOSS, active_protections
 from core.risk import kelly_margin
 from core.store import Store
 
@@ -37,6 +37,11 @@ def frame(store: Store, sql: str, params: Any = (), *, local_times: bool = True)
                 parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
                 df[col] = parsed.dt.tz_convert(NY).dt.strftime("%Y-%m-%d %H:%M:%S").where(parsed.notna(), None)
     return df
+
+
+def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A moment as New York wall time."""
+    return ts.astimezone(NY).strftime(fmt)
 
 
 # ---------------------------------------------------------------- live signals
@@ -221,9 +226,59 @@ def protections(store: Store, now: datetime, limit: int = 50) -> tuple[list[dict
     active = []
     for r in active_protections(store, now):
         until = datetime.fromisoformat(r["until"])
-        active.append({**r, "minutes_left": max(0, int((until - now).total_seconds() // 60)),
-                       "fired_ny": datetime.fromisoformat(r["fired_at"]).astimezone(NY).strftime("%Y-%m-%d %H:%M"),
-                       "until_ny": until.astimezone(NY).strftime("%H:%M")})
+        active.append({**r, "releasable": r["rule"] != DAILY_LOSS,
+                       "minutes_left": max(0, int((until - now).total_seconds() // 60)),
+                       "fired_ny": ny_text(datetime.fromisoformat(r["fired_at"])), "until_ny": ny_text(until, "%H:%M")})
     history = frame(store, "SELECT id, rule, fired_at, why, old_json AS old, new_json AS new, pause_until, until, "
                            "released_at, released_by FROM protections ORDER BY id DESC LIMIT ?", (limit,))
     return active, history
+
+
+# ---------------------------------------------------------------- KPIs (SPEC 11)
+KPI_WINDOWS = ("Last hour", "This session", "Last 24 hours", "Last 5 sessions")
+SNAPSHOT_COLUMNS = ("generated", "actionable", "suppressed", "strong_rate", "flip_flops", "flip_flop_rate",
+                    "signal_mae_median", "signal_mfe_median", "direction_lock_hits", "trades", "pnl", "stop_out_rate",
+                    "tier_a_overflow_max", "llm_calls", "max_drawdown")
+
+
+def kpi_window(choice: str, now: datetime) -> tuple[datetime, datetime]:
+    """The (start, end] a KPI window choice means at market time ``now``."""
+    if choice == "Last hour":
+        return now - timedelta(hours=1), now
+    if choice == "Last 24 hours":
+        return now - timedelta(hours=24), now
+    day = trading_date(now)
+    if choice == "This session":
+        first = day
+    elif choice == "Last 5 sessions":
+        first = sessions_between(day - timedelta(days=14), day)[-5]
+    else:
+        raise ValueError(f"unknown KPI window {choice!r}")
+    start = datetime.combine(first, time(0), NY).astimezone(UTC)  # from the pre-market of that date
+    return start, now
+
+
+def kpi_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """A ``kpi.compute_kpis`` result as tables: by tier, by basket, suppression reasons."""
+    def table(groups: dict[str, dict[str, Any]], key: str) -> pd.DataFrame:
+        rows = [{key: name, **{c: g.get(c) for c in (*SNAPSHOT_COLUMNS, "overflow_rate", "overflow_max_minute",
+                                                      "requested", "denied", "borrowed") if c in g}}
+                for name, g in groups.items()]
+        return pd.DataFrame(rows)
+
+    reasons = report["all"].get("suppressed_by_reason", {})
+    return {"by_tier": table(report["by_tier"], "tier"), "by_basket": table(report["by_basket"], "basket"),
+            "reasons": pd.DataFrame({"reason": list(reasons), "n": list(reasons.values())})}
+
+
+def kpi_snapshots(store: Store, limit: int = 24 * 7) -> pd.DataFrame:
+    """The hourly snapshots, newest last (rows written before snapshots held windowed KPIs are skipped)."""
+    rows = []
+    for r in reversed(store.query("SELECT ts, json FROM kpi_snapshots ORDER BY ts DESC LIMIT ?", (int(limit),))):
+        data = json.loads(r["json"])
+        if "all" in data:
+            rows.append({"ts": r["ts"], **{c: data["all"].get(c) for c in SNAPSHOT_COLUMNS}})
+    df = pd.DataFrame(rows, columns=["ts", *SNAPSHOT_COLUMNS])
+    if not df.empty:
+        df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601").dt.tz_convert(NY)
+    return df

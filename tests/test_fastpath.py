@@ -12,11 +12,13 @@ from core.research import run_replay
 TABLES = {"signals": "id", "intents": "id", "orders": "client_order_id", "fills": "id", "trades": "id",
           "equity": "ts", "basket_state": "name", "token_stats": "minute, tier", "kv": "key", "positions": "symbol",
           "day_state": "date", "counters": "key", "sim_orders": "id", "sim_fills": "seq", "sim_positions": "symbol",
-          "sim_account": "id", "notifications": "id"}
+          "sim_account": "id", "notifications": "id", "protections": "id", "param_audit": "id"}
 PARAMS = [
     {},
     {"cutoff_delta": -0.05, "mixer_cooldown_s": 60},
     {"cutoff_delta": 0.04, "mixer_cooldown_s": 300, "direction_lock_s": 300, "max_positions": 2},
+    # tight equity guards: the daily-loss halt and the stop-loss guard fire inside quiet stretches too
+    {"cutoff_delta": -0.05, "daily_loss_limit": 0.002, "protection_stoploss_count": 2},
 ]
 
 

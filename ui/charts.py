@@ -66,3 +66,16 @@ def basket_scores(b: dict[str, Any]) -> go.Figure:
                       yaxis={"range": [-1.1, 1.1], "automargin": True}, xaxis={"automargin": True},
                       title=f"{b['name']} member scores")
     return fig
+
+
+def kpi_lines(snapshots: pd.DataFrame, columns: list[str], title: str, *, percent: bool = False) -> go.Figure:
+    """Hourly KPI snapshots as one line per column."""
+    fig = go.Figure()
+    for col in columns:
+        if not snapshots.empty and col in snapshots:
+            fig.add_trace(go.Scatter(x=snapshots["ts"], y=snapshots[col], name=col.replace("_", " "),
+                                     mode="lines+markers" if len(snapshots) < 40 else "lines"))
+    fig.update_layout(title=title, height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis={"tickformat": ".0%" if percent else ",", "automargin": True},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig

@@ -1,0 +1,66 @@
+"""KPIs (SPEC 11): any window on demand, by tier and basket; the hourly snapshots; the paper-evaluation verdict."""
+
+import streamlit as st
+
+from core import evaluation, kpi, views
+from ui import charts
+from ui.state import load_context
+
+ctx = load_context()
+st.title("KPIs")
+
+c = st.columns([2, 1, 3])
+choice = c[0].selectbox("Window", views.KPI_WINDOWS, key="kpi_window")
+c[1].button("Compute now", key="kpi_refresh", help="Recompute from the database (the page also does on every visit)")
+start, end = views.kpi_window(choice, ctx.now())
+report = kpi.kpi_report(ctx.store, ctx.settings, start, end)
+k = report["all"]
+c[2].caption(f"{views.ny_text(start)} → {views.ny_text(end)} New York · MAE/MFE of actionable signals over "
+             f"{report['horizon_s'] // 60} min · strong = |score| ≥ cutoff + {ctx.settings.kpi_strong_margin}")
+row = st.columns(6)
+row[0].metric("Signals", k["generated"], help="decisions made (rate-limited attempts included, no-data skips not)")
+row[1].metric("Actionable", k["actionable"], help=f"{k['suppressed']} suppressed")
+row[2].metric("Strong-signal rate", f"{k['strong_rate']:.0%}", help=f"{k['strong']} strong")
+row[3].metric("Flip-flops", k["flip_flops"], help=f"{k['flip_flop_rate']:.0%} of actionable signals")
+row[4].metric("Direction-lock hits", k["direction_lock_hits"])
+row[5].metric("Tier-A overflow (worst minute)", f"{k['tier_a_overflow_max']:.0%}")
+row = st.columns(6)
+row[0].metric("Signal MAE / MFE (median)", f"{k['signal_mae_median']:+.2%} / {k['signal_mfe_median']:+.2%}",
+              help=f"{k['signals_measured']} actionable signals with later prices")
+row[1].metric("Trades", k["trades"], help=f"win rate {k['win_rate']:.0%}")
+row[2].metric("P&L", f"${k['pnl']:,.2f}")
+row[3].metric("Stop-out rate", f"{k['stop_out_rate']:.0%}")
+row[4].metric("Max drawdown", f"{k['max_drawdown']:.2%}", help="on account equity inside the window")
+row[5].metric("LLM calls / spend", f"{k['llm_calls']} / {k['llm_spend']:,.0f} {ctx.settings.llm_budget_currency}")
+tables = views.kpi_tables(report)
+left, right = st.columns([3, 2])
+left.subheader("By tier")
+left.dataframe(tables["by_tier"], hide_index=True, key="kpi_by_tier")
+left.subheader("By basket")
+left.dataframe(tables["by_basket"], hide_index=True, key="kpi_by_basket")
+right.plotly_chart(charts.suppression_bar(tables["reasons"]), theme=None, key="kpi_reasons")
+
+st.subheader("Hourly snapshots")
+snaps = views.kpi_snapshots(ctx.store)
+if snaps.empty:
+    st.caption("The engine writes one snapshot per market hour; none yet.")
+else:
+    c = st.columns(2)
+    c[0].plotly_chart(charts.kpi_lines(snaps, ["generated", "actionable", "suppressed"], "Signals per hour"),
+                      theme=None, key="kpi_chart_counts")
+    c[1].plotly_chart(charts.kpi_lines(snaps, ["strong_rate", "flip_flop_rate", "stop_out_rate", "tier_a_overflow_max"],
+                                       "Rates per hour", percent=True), theme=None, key="kpi_chart_rates")
+    st.dataframe(snaps.iloc[::-1], hide_index=True, key="kpi_snapshots")
+
+st.subheader("Paper evaluation")
+ev = evaluation.paper_evaluation(ctx.store, ctx.settings, ctx.now())
+if ev.verdict == evaluation.READY_LIVE:
+    st.success(f"**{ev.verdict.capitalize()}**: {ev.detail}")
+elif ev.verdict == evaluation.READY_DEFAULT:
+    st.info(f"**{ev.verdict.capitalize()}**: {ev.detail}")
+else:
+    st.warning(f"**{ev.verdict.capitalize()}**")
+st.caption(f"Plan: {ctx.settings.eval_relaxed_sessions} relaxed sessions, then {ctx.settings.eval_default_sessions} "
+           "default ones; each session must pass the EVAL_* thresholds.")
+if ev.sessions:
+    st.dataframe(ev.rows(), hide_index=True, key="evaluation_sessions")
