@@ -269,3 +269,30 @@ def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
     at = page(new_app(), "risk")
     assert not [w for w in at.warning if "stoploss_guard" in w.value]
     assert "stoploss_guard" in set(table(at, "rule", "why")["rule"])
+
+
+def test_kpi_page_shows_the_windows_figures_snapshots_and_the_verdict(app_env):
+    rt, _ = app_env
+    from core import kpi
+
+    now = rt.clock.now()
+    at = page(new_app(), "kpis")
+    hour = kpi.kpi_report(rt.store, rt.s, now - timedelta(hours=1), now)["all"]
+    assert metric(at, "Actionable") == str(hour["actionable"]) and metric(at, "Signals") == str(hour["generated"])
+    at.selectbox(key="kpi_window").select("This session").run()
+    assert not at.exception, at.exception
+    session = kpi.kpi_report(rt.store, rt.s, views.kpi_window("This session", now)[0], now)["all"]
+    assert session["generated"] > hour["generated"] > 0  # the seed ran well over an hour
+    assert metric(at, "Signals") == str(session["generated"])
+    assert metric(at, "Trades") == str(session["trades"]) and session["trades"] > 0
+    by_tier = table(at, "tier", "actionable")
+    assert dict(zip(by_tier["tier"], by_tier["actionable"], strict=True)) == {
+        t: g["actionable"] for t, g in kpi.kpi_report(rt.store, rt.s, views.kpi_window("This session", now)[0],
+                                                      now)["by_tier"].items()}
+    # the hourly snapshot job writes a row the page then charts and lists
+    assert not any({"ts", "strong_rate"} <= set(d.value.columns) for d in at.dataframe)
+    rt.run_kpi_snapshot()
+    at = page(new_app(), "kpis")
+    snaps = table(at, "ts", "strong_rate", "flip_flop_rate")
+    assert len(snaps) == 1 and int(snaps["actionable"].iloc[0]) == hour["actionable"]
+    assert [w.value for w in at.warning if "in progress" in w.value]  # the seeded session is not over yet

@@ -181,3 +181,35 @@ def test_relaxed_profile_reverts_after_two_sessions_across_a_holiday_and_a_weeke
     rows = e.store.query("SELECT who, source, new FROM param_audit WHERE name='profile' ORDER BY id")
     assert rows[-1] == {"who": "engine", "source": "profile_expiry", "new": json.dumps("default")}
     assert e.store.scalar("SELECT COUNT(*) FROM notifications WHERE text LIKE 'relaxed profile expired%'") == 1
+
+
+def test_daily_loss_halt_is_recorded_once_and_cannot_be_released_by_hand():
+    crash = at(DAY, 10, 30)
+
+    def drop(sym, idx, arr):
+        if sym == "NVDA":
+            for k in ("open", "high", "low", "close"):
+                arr[k][idx >= crash] = 90.0  # a 10 % gap through the 98.5 stop: about 2.7 % of equity lost
+
+    def score(sym, ts):
+        if sym == "NVDA" and ts < at(DAY, 10, 5):
+            return 0.6
+        return 0.6 if sym in ("AAPL", "MSFT") and ts >= at(DAY, 10, 40) else 0.0
+
+    e = make_engine(flat_bars([DAY], overrides=drop), ScriptedStrategy(score), auto_mode=True)
+    t = at(DAY, 10, 0)
+    while t <= at(DAY, 11, 0):
+        e.tick(t)
+        t += timedelta(seconds=30)
+    halted = e.store.query("SELECT ts, symbol FROM signals WHERE reason='risk_daily_loss' ORDER BY id")
+    assert {r["symbol"] for r in halted} == {"AAPL", "MSFT"}
+    rows = e.store.query("SELECT * FROM protections WHERE rule='daily_loss'")
+    assert len(rows) == 1 and rows[0]["fired_at"] == halted[0]["ts"]  # the first refusal, and only once
+    figures = json.loads(rows[0]["figures_json"])
+    assert 0.02 <= figures["daily_loss"] < 0.04 and figures["daily_loss_limit"] == 0.02
+    assert e.store.scalar("SELECT COUNT(*) FROM notifications WHERE text LIKE 'protection daily_loss fired%'") == 1
+    e.store.send_command("release_protection", {"id": rows[0]["id"]}, who="trader", now=t)
+    e.tick(t + timedelta(seconds=30))
+    assert e.store.scalar("SELECT status FROM commands") == "failed"
+    assert e.store.scalar("SELECT released_at FROM protections WHERE id=?", (rows[0]["id"],)) is None
+    assert e.store.scalar("SELECT COUNT(*) FROM intents WHERE symbol IN ('AAPL', 'MSFT')") == 0
