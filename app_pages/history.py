@@ -18,7 +18,7 @@ def history() -> None:
     c[5].metric("Orders", ctx.store.scalar("SELECT COUNT(*) FROM orders") or 0)
     c[6].metric("Open positions", ctx.store.scalar("SELECT COUNT(*) FROM positions WHERE qty > 0") or 0)
     c[0].metric("Closed trades", m["trades"])
-    c[1].metric("Realised P&L", f"${trades['pnl'].sum() if not trades.empty else 0.0:,.2f}")
+    c[1].metric("Realised P&L", views.money(float(trades["pnl"].sum()) if not trades.empty else 0.0))
     c[2].metric("Win rate", f"{m['win_rate']:.0%}")
     c[3].metric("Max drawdown", f"{m['max_drawdown']:.2%}")
     pf = m["profit_factor"]

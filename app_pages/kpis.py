@@ -7,6 +7,10 @@ from ui import charts
 from ui.state import load_context
 
 ctx = load_context()
+RATES = ("strong_rate", "flip_flop_rate", "stop_out_rate", "tier_a_overflow_max", "overflow_rate",
+         "overflow_max_minute", "signal_mae_median", "signal_mfe_median", "max_drawdown", "win_rate")
+FORMATS = {c: st.column_config.NumberColumn(format="percent") for c in RATES} | {
+    "pnl": st.column_config.NumberColumn(format="dollar")}
 st.title("KPIs")
 
 c = st.columns([2, 1, 3])
@@ -17,27 +21,31 @@ report = kpi.kpi_report(ctx.store, ctx.settings, start, end)
 k = report["all"]
 c[2].caption(f"{views.ny_text(start)} → {views.ny_text(end)} New York · MAE/MFE of actionable signals over "
              f"{report['horizon_s'] // 60} min · strong = |score| ≥ cutoff + {ctx.settings.kpi_strong_margin}")
-row = st.columns(6)
+row = st.columns(5)
 row[0].metric("Signals", k["generated"], help="decisions made (rate-limited attempts included, no-data skips not)")
 row[1].metric("Actionable", k["actionable"], help=f"{k['suppressed']} suppressed")
 row[2].metric("Strong-signal rate", f"{k['strong_rate']:.0%}", help=f"{k['strong']} strong")
 row[3].metric("Flip-flops", k["flip_flops"], help=f"{k['flip_flop_rate']:.0%} of actionable signals")
 row[4].metric("Direction-lock hits", k["direction_lock_hits"])
-row[5].metric("Tier-A overflow (worst minute)", f"{k['tier_a_overflow_max']:.0%}")
-row = st.columns(6)
-row[0].metric("Signal MAE / MFE (median)", f"{k['signal_mae_median']:+.2%} / {k['signal_mfe_median']:+.2%}",
+row = st.columns(5)
+row[0].metric("Signal MAE (median)", f"{k['signal_mae_median']:+.2%}",
               help=f"{k['signals_measured']} actionable signals with later prices")
-row[1].metric("Trades", k["trades"], help=f"win rate {k['win_rate']:.0%}")
-row[2].metric("P&L", f"${k['pnl']:,.2f}")
-row[3].metric("Stop-out rate", f"{k['stop_out_rate']:.0%}")
+row[1].metric("Signal MFE (median)", f"{k['signal_mfe_median']:+.2%}")
+row[2].metric("Tier-A overflow", f"{k['tier_a_overflow_max']:.0%}", help="the worst minute in the window")
+row[3].metric("LLM calls", k["llm_calls"], help=f"spend {k['llm_spend']:,.0f} {ctx.settings.llm_budget_currency}")
 row[4].metric("Max drawdown", f"{k['max_drawdown']:.2%}", help="on account equity inside the window")
-row[5].metric("LLM calls / spend", f"{k['llm_calls']} / {k['llm_spend']:,.0f} {ctx.settings.llm_budget_currency}")
+row = st.columns(5)
+row[0].metric("Trades", k["trades"], help=f"win rate {k['win_rate']:.0%}")
+row[1].metric("P&L", views.money(k["pnl"]))
+row[2].metric("Stop-out rate", f"{k['stop_out_rate']:.0%}")
+row[3].metric("Trade MAE (median)", f"{k['trade_mae_median']:+.2%}")
+row[4].metric("Trade MFE (median)", f"{k['trade_mfe_median']:+.2%}")
 tables = views.kpi_tables(report)
 left, right = st.columns([3, 2])
 left.subheader("By tier")
-left.dataframe(tables["by_tier"], hide_index=True, key="kpi_by_tier")
+left.dataframe(tables["by_tier"], hide_index=True, key="kpi_by_tier", column_config=FORMATS)
 left.subheader("By basket")
-left.dataframe(tables["by_basket"], hide_index=True, key="kpi_by_basket")
+left.dataframe(tables["by_basket"], hide_index=True, key="kpi_by_basket", column_config=FORMATS)
 right.plotly_chart(charts.suppression_bar(tables["reasons"]), theme=None, key="kpi_reasons")
 
 st.subheader("Hourly snapshots")
@@ -50,7 +58,8 @@ else:
                       theme=None, key="kpi_chart_counts")
     c[1].plotly_chart(charts.kpi_lines(snaps, ["strong_rate", "flip_flop_rate", "stop_out_rate", "tier_a_overflow_max"],
                                        "Rates per hour", percent=True), theme=None, key="kpi_chart_rates")
-    st.dataframe(snaps.iloc[::-1], hide_index=True, key="kpi_snapshots")
+    shown = snaps.iloc[::-1].assign(ts=snaps["ts"].dt.strftime("%Y-%m-%d %H:%M"))
+    st.dataframe(shown, hide_index=True, key="kpi_snapshots", column_config=FORMATS)
 
 st.subheader("Paper evaluation")
 ev = evaluation.paper_evaluation(ctx.store, ctx.settings, ctx.now())
@@ -63,4 +72,4 @@ else:
 st.caption(f"Plan: {ctx.settings.eval_relaxed_sessions} relaxed sessions, then {ctx.settings.eval_default_sessions} "
            "default ones; each session must pass the EVAL_* thresholds.")
 if ev.sessions:
-    st.dataframe(ev.rows(), hide_index=True, key="evaluation_sessions")
+    st.dataframe(ev.rows(), hide_index=True, key="evaluation_sessions", column_config=FORMATS)

@@ -39,6 +39,11 @@ def frame(store: Store, sql: str, params: Any = (), *, local_times: bool = True)
     return df
 
 
+def money(x: float) -> str:
+    """Dollars with the sign in front: -$636.06."""
+    return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
+
+
 def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A moment as New York wall time."""
     return ts.astimezone(NY).strftime(fmt)
