@@ -125,6 +125,26 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(20.0, gt=0, le=300)
+    llm_max_retries: int = Field(1, ge=0, le=10)
+    llm_max_output_tokens: int = Field(200, ge=16, le=4096)
+    llm_max_filing_chars: int = Field(6000, ge=200, le=100_000)  # filing text is untrusted: cut before sending
+    # price per 1,000 tokens in LLM_BUDGET_CURRENCY (defaults: gpt-4o-mini at about 1,400 KRW/USD)
+    llm_price_input_per_1k: float = Field(0.21, ge=0)
+    llm_price_output_per_1k: float = Field(0.84, ge=0)
+    edgar_enabled: bool = False
+    edgar_user_agent: str = "TieredTrader research (set EDGAR_USER_AGENT to 'name email')"
+    edgar_base_url: str = "https://data.sec.gov"
+    edgar_archives_url: str = "https://www.sec.gov"
+    edgar_poll_s: int = Field(120, ge=10, le=86_400)
+    edgar_max_rps: float = Field(10.0, gt=0, le=10)  # SEC's fair-access limit
+    edgar_forms: str = "8-K,10-Q,10-K,4,S-1"  # watched form types, comma-separated
+    event_ttl_s: int = Field(1800, ge=60)  # how long an unprocessed filing keeps its ticker eligible
+
+    # --- notifications (issue 7; core/notify.py) ---
+    slack_webhook_url: SecretStr | None = None
+    slack_timeout_s: float = Field(3.0, gt=0, le=60)
+    slack_retries: int = Field(3, ge=0, le=10)
 
     # --- profiles and protections (SPEC 10; core/protections.py) ---
     relaxed_sessions: int = Field(2, ge=1, le=100)
@@ -205,10 +225,20 @@ class Settings(BaseSettings):
             for name in ("alpaca_api_key", "alpaca_secret_key"):
                 if getattr(self, name) is None or not getattr(self, name).get_secret_value().strip():
                     raise ValueError(f"__field__{name}__is required when BROKER or MARKET_DATA is alpaca")
+        if self.edgar_enabled and "@" not in self.edgar_user_agent:
+            raise ValueError("__field__edgar_user_agent__SEC requires a User-Agent naming you and an email address "
+                             "(e.g. 'Jane Doe jane@example.com')")
+        if self.llm_enabled and self.openai_api_key is None and not self.llm_base_url:
+            raise ValueError("__field__openai_api_key__is required when LLM_ENABLED=1 (or set LLM_BASE_URL to a "
+                             "local OpenAI-compatible server)")
         if self.broker == "alpaca" and not self.alpaca_paper and self.alpaca_live_trading != LIVE_TRADING_ACK:
             raise ValueError(f"__field__alpaca_live_trading__ALPACA_PAPER=0 trades real money: also set "
                              f"ALPACA_LIVE_TRADING={LIVE_TRADING_ACK}")
         return self
+
+    @property
+    def edgar_form_list(self) -> tuple[str, ...]:
+        return tuple(f.strip().upper() for f in self.edgar_forms.split(",") if f.strip())
 
     @property
     def universe(self) -> Universe:

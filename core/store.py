@@ -71,6 +71,18 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
     "heartbeat": ({"name": str, "ts": str, "info": str}, "name", []),
     "kpi_snapshots": ({"ts": str, "json": str}, "ts", []),
     "notifications": ({"id": int, "ts": str, "level": str, "text": str}, "id", [("ts",)]),
+    # EDGAR filings and volume-spike events (SPEC 6): one row per event id, never processed twice
+    "events": (
+        {"id": str, "symbol": str, "kind": str, "form": str, "filed_at": str, "title": str, "url": str, "text": str,
+         "created_at": str, "processed_at": str},
+        "id", [("symbol",), ("created_at",)]),
+    # every LLM request the gate let through or refused on budget/limit, with its outcome (SPEC 6)
+    "llm_calls": (
+        {"id": int, "ts": str, "day": str, "month": str, "symbol": str, "event_id": str, "score": float,
+         "status": str, "called": int, "prompt_tokens": int, "completion_tokens": int, "cost": float,
+         "latency_ms": float, "sentiment": float, "confidence": float, "rationale": str, "error": str,
+         "done_at": str},
+        "id", [("ts",), ("status",), ("day",)]),
     "protections": (
         {"id": int, "rule": str, "fired_at": str, "until": str, "pause_until": str, "why": str,
          "figures_json": str, "old_json": str, "new_json": str, "released_at": str, "released_by": str},
