@@ -41,6 +41,7 @@ from core.execution import (
 )
 from core.feed import MarketFeed
 from core.kv import KVStore, SqliteKV
+from core.llm import LLMEvent, LLMGate, blend
 from core.marketdata import MarketData
 from core.protections import (
     SYMBOL_COOLDOWN,
@@ -114,6 +115,8 @@ class Engine:
             fee_per_order=settings.sim_fee_per_order,
         )
         self.risk = RiskManager(settings)
+        # SPEC 6: the gate reads the live LLM_MIN_SIGNAL_SCORE (0.7; relaxed 0.6; rollback 0.65)
+        self.llm = LLMGate(settings, store, lambda: self.params.llm_min_signal_score) if settings.llm_enabled else None
         self.baskets = BasketRouter(self.universe, settings, store)
         self.lock = threading.RLock()
         self.params = self._load_params()
@@ -513,8 +516,15 @@ class Engine:
 
     # ---------------------------------------------------------------- signals
     def _detect_bench_events(self, now: datetime) -> None:
-        """Bench tickers run on events: here a volume/volatility spike on the last bar (EDGAR joins later)."""
-        for sym in self.universe.tiers.get("Bench", ()):
+        """Bench tickers run on events: a new EDGAR filing, or a volume/volatility spike on the last bar."""
+        bench = self.universe.tiers.get("Bench", ())
+        if bench and self.s.edgar_enabled:
+            for r in self.store.query(
+                    f"SELECT id, symbol FROM events WHERE kind='filing' AND processed_at IS NULL AND created_at > ? "
+                    f"AND symbol IN ({','.join('?' * len(bench))})",
+                    (iso(now - timedelta(seconds=self.s.event_ttl_s)), *bench)):
+                self.scheduler.add_event(r["symbol"], r["id"])
+        for sym in bench:
             obs = self.feed.observe(sym, now)
             if obs is not None and not math.isnan(obs.vol_spike) and obs.vol_spike >= self.s.vol_spike_event:
                 event_id = f"spike:{sym}:{obs.bar_ts.isoformat()}"
@@ -529,8 +539,23 @@ class Engine:
             rep.suppressed[reason] = rep.suppressed.get(reason, 0) + 1
 
     def mix_score(self, symbol: str, technical: float, now: datetime) -> float:
-        """Mixer: blend in LLM event sentiment when one exists (none without the LLM adapter)."""
+        """Mixer: blend in the newest valid LLM sentiment of the symbol inside the cache window (core.llm)."""
+        if self.llm is not None and (s := self.llm.latest_sentiment(symbol, now)) is not None:
+            return blend(technical, s[0], s[1], self.s.llm_mix_weight)
         return max(-1.0, min(1.0, technical))
+
+    def _event_for(self, sym: str, obs: Any, spike: float, now: datetime) -> LLMEvent | None:
+        """The event that makes an LLM call possible for ``sym`` now: a fresh unprocessed filing, else a
+        volume/volatility spike on the last bar (SPEC 6). A filing is marked processed here, once."""
+        row = self.store.one(
+            "SELECT id, form FROM events WHERE symbol=? AND kind='filing' AND processed_at IS NULL AND created_at > ? "
+            "ORDER BY created_at LIMIT 1", (sym, iso(now - timedelta(seconds=self.s.event_ttl_s))))
+        if row is not None:
+            self.store.execute("UPDATE events SET processed_at=? WHERE id=?", (iso(now), row["id"]))
+            return LLMEvent(row["id"], sym, "filing", row["form"])
+        if spike >= self.s.vol_spike_event:
+            return LLMEvent(f"spike:{sym}:{obs.bar_ts.isoformat()}", sym, "spike")
+        return None
 
     def _process_ticker(self, sym: str, now: datetime, state: AccountState, rep: TickReport) -> None:
         tier = self.universe.get_ticker_tier(sym) or "Bench"
@@ -538,7 +563,8 @@ class Engine:
         if not grant.granted:
             self._record_signal(now, sym, tier, None, None, None, "suppressed", "rate_limited", None, rep)
             return
-        if sym in self.scheduler.pending_events:
+        pending = self.scheduler.pending_events.get(sym)
+        if pending is not None:
             self.kv.delete(f"event:{sym}")
         self.scheduler.mark_processed(sym, now)
         obs = self.feed.observe(sym, now)
@@ -547,6 +573,11 @@ class Engine:
             return
         rep.processed += 1
         spike = 0.0 if math.isnan(obs.vol_spike) else obs.vol_spike
+        if self.llm is not None:  # queue a call (made by its own job; the answer mixes in on later ticks)
+            self.llm.request(self._event_for(sym, obs, spike, now), obs.score, spike, now)
+        if pending is not None and not pending.startswith("spike:"):  # a filing is handled once
+            self.store.execute("UPDATE events SET processed_at=COALESCE(processed_at, ?) WHERE id=?",
+                               (iso(now), pending))
         score = self.mix_score(sym, obs.score, now)
         self.latest_scores[sym] = (now.timestamp(), score)
         cutoff = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)

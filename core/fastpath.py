@@ -94,8 +94,8 @@ class QuietTicks:
     # ------------------------------------------------------------ one tick
     def try_tick(self, now: datetime) -> bool:
         e = self.e
-        if self.calm_day is None or trading_date(now) != self.calm_day or not is_rth(now):
-            return False  # outside regular hours the full tick only settles, and it is rare
+        if e.llm is not None or self.calm_day is None or trading_date(now) != self.calm_day or not is_rth(now):
+            return False  # outside regular hours the full tick only settles; an LLM gate decides per tick
         # bracket legs: a quiet tick is one where no leg is touched by the bars since the last check
         leg_moves: list[tuple[dict[str, Any], int]] = []
         for pair in self.legs.values():
@@ -385,7 +385,8 @@ def try_stretch(q: QuietTicks, ticks: list[datetime], i0: int, limit: int) -> in
     basket fires: what ``QuietTicks.try_tick`` would do tick by tick, computed on arrays. Returns how many
     ticks were applied (0: use the per-tick path)."""
     e = q.e
-    if (limit < 1 or q.calm_day is None or e.scheduler.pending_events or type(e).mix_score is not Engine.mix_score
+    if (limit < 1 or e.llm is not None or q.calm_day is None or e.scheduler.pending_events
+            or type(e).mix_score is not Engine.mix_score
             or trading_date(ticks[i0]) != q.calm_day):
         return 0
     g = q.grid

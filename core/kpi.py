@@ -154,11 +154,11 @@ def _minute_ny(ts: datetime) -> datetime:
 
 
 def llm_usage(store: Store, start: datetime | None = None, end: datetime | None = None) -> dict[str, float]:
-    """LLM calls and spend in (start, end] from the gate's call log (none before the LLM gate exists)."""
+    """LLM calls that reached the model, and their spend, in (start, end] (queued and refused ones are not calls)."""
     try:
-        row = store.one("SELECT COUNT(*) AS n, COALESCE(SUM(cost), 0) AS spend FROM llm_calls WHERE ts > ? AND "
-                        "ts <= ?", _bounds(start, end))
-    except sqlite3.OperationalError:  # no call log table yet: no calls
+        row = store.one("SELECT COALESCE(SUM(called), 0) AS n, COALESCE(SUM(cost), 0) AS spend FROM llm_calls "
+                        "WHERE ts > ? AND ts <= ?", _bounds(start, end))
+    except sqlite3.OperationalError:  # a read-only view of a database made before the call log existed
         row = None
     return {"llm_calls": int(row["n"]) if row else 0, "llm_spend": float(row["spend"]) if row else 0.0}
 

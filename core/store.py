@@ -78,7 +78,8 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
         "id", [("symbol",), ("created_at",)]),
     # every LLM request the gate let through or refused on budget/limit, with its outcome (SPEC 6)
     "llm_calls": (
-        {"id": int, "ts": str, "day": str, "month": str, "symbol": str, "event_id": str, "score": float,
+        {"id": int, "ts": str, "day": str, "month": str, "symbol": str, "event_id": str, "kind": str,
+         "vol_spike": float, "score": float,
          "status": str, "called": int, "prompt_tokens": int, "completion_tokens": int, "cost": float,
          "latency_ms": float, "sentiment": float, "confidence": float, "rationale": str, "error": str,
          "done_at": str},
