@@ -36,7 +36,7 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 fake.requests.append(body)
-                fake.headers.append(dict(self.headers))
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 kind, arg = fake.script.popleft() if fake.script else fake.default
                 if kind == "hang":
                     fake.release.wait(arg)
