@@ -73,6 +73,11 @@ def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None
             None if obs is None else obs.close)
 
 
+def money(x: float) -> str:
+    """Dollars with the sign in front: -$636.06."""
+    return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
+
+
 @dataclass
 class TickReport:
     now: datetime
@@ -464,6 +469,8 @@ class Engine:
                 avg = (pos["qty"] * pos["avg_price"] + qty * price) / total
                 self.store.execute("UPDATE positions SET qty=?, avg_price=? WHERE symbol=?", (total, avg, symbol))
             self.store.execute("UPDATE positions SET fees=COALESCE(fees,0)+? WHERE symbol=?", (fee, symbol))
+            self.store.notify("info", f"filled: bought {qty:g} {symbol} @ {price:,.2f}"
+                              + (f" ({intent['kind']}: {intent['reason']})" if intent else ""), ts)
             return
         if pos is None:
             log.warning("sell fill for %s with no recorded position", symbol)
@@ -482,6 +489,9 @@ class Engine:
             "mae": round(min(0.0, pos["low"] / entry - 1.0), 8), "mfe": round(max(0.0, pos["high"] / entry - 1.0), 8),
             "fees": fees,
         })
+        label = {"stop_loss": "stop-loss exit", "take_profit": "take-profit exit"}.get(reason, "exit")
+        self.store.notify("warning" if reason == "stop_loss" else "info",
+                          f"{label}: sold {close_qty:g} {symbol} @ {price:,.2f}, P&L {money(pnl)}", ts)
         if pnl < 0 and self.s.protection_symbol_cooldown_s > 0:  # no quick re-entry after a loss
             self.kv.set(symbol_cooldown_key(symbol), "losing_exit", self.s.protection_symbol_cooldown_s, ts)
         left = pos["qty"] - close_qty

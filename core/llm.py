@@ -172,18 +172,22 @@ class LLMGate:
             self._client = self._client_factory()
         return self._client
 
-    def run_pending(self, now: Callable[[], datetime], limit: int = 10) -> int:
-        """Make the queued calls, oldest first. The store lock is held only around SQLite, never while waiting
-        on the model, so a slow or dead server never holds up a tick."""
-        with self.store.lock:
-            rows = self.store.query("SELECT * FROM llm_calls WHERE status=? ORDER BY id LIMIT ?", (QUEUED, limit))
+    def run_pending(self, now: Callable[[], datetime], limit: int = 10, store: Store | None = None) -> int:
+        """Make the queued calls, oldest first. The runtime passes its own connection (``store``) so these
+        writes never join the engine's open transaction; no lock is held while waiting on the model, so a slow
+        or dead server never holds up a tick."""
+        db = store or self.store
+        with db.lock:
+            rows = db.query("SELECT * FROM llm_calls WHERE status=? ORDER BY id LIMIT ?", (QUEUED, limit))
+            db.commit()  # end the read so the engine's writer is never blocked by it
         for row in rows:
-            self._call(row, now)
+            self._call(db, row, now)
         return len(rows)
 
-    def _call(self, row: dict[str, Any], now: Callable[[], datetime]) -> None:
-        with self.store.lock:
-            ev = self.store.one("SELECT form, text FROM events WHERE id=?", (row["event_id"],)) or {}
+    def _call(self, db: Store, row: dict[str, Any], now: Callable[[], datetime]) -> None:
+        with db.lock:
+            ev = db.one("SELECT form, text FROM events WHERE id=?", (row["event_id"],)) or {}
+            db.commit()
         event = LLMEvent(row["event_id"], row["symbol"], row["kind"] or "filing", ev.get("form"), ev.get("text") or "")
         messages = build_messages(event, row["score"], row["vol_spike"] or 0.0, self.s.llm_max_filing_chars)
         update: dict[str, Any] = {"called": 1}
@@ -210,9 +214,9 @@ class LLMGate:
         update["done_at"] = iso(now())
         if update["status"] != "ok":
             log.warning("LLM call %s for %s ignored: %s", row["id"], row["symbol"], update.get("error"))
-        with self.store.transaction():
+        with db.transaction():
             sets = ", ".join(f"{k}=?" for k in update)
-            self.store.execute(f"UPDATE llm_calls SET {sets} WHERE id=?", (*update.values(), row["id"]))
+            db.execute(f"UPDATE llm_calls SET {sets} WHERE id=? AND status=?", (*update.values(), row["id"], QUEUED))
 
     def _usage(self, resp: Any, messages: list[dict[str, str]]) -> dict[str, Any]:
         usage = getattr(resp, "usage", None)

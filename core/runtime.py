@@ -36,7 +36,7 @@ from core.broker import Broker
 from core.clock import NY, UTC, Clock, WallClock, ensure_utc, is_rth, previous_session, session_bounds, trading_date
 from core.clock import trading_sessions as _sessions_from
 from core.config import Settings
-from core.engine import Engine, TickReport
+from core.engine import Engine, TickReport, money
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
 from core.marketdata.synthetic import SyntheticMarket
@@ -219,6 +219,9 @@ class Runtime:
         self.started_at = time.time()
         self._stopped = False
         self._quiet_sent_at: float | None = None
+        self._side_store: Store | None = None
+        self._edgar: Any = None
+        self._slack: Any = None
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -228,25 +231,36 @@ class Runtime:
     def job_intervals(self) -> dict[str, float]:
         """Wall-clock seconds between runs: market intervals divided by the simulation speed."""
         sp = self.speed
-        return {
+        out = {
             "tick": max(0.25, 5.0 / sp),
             "stop_checks": max(0.5, self.s.stop_check_interval_s / sp),
             "kpi_snapshot": max(1.0, 3600.0 / sp),
             "session_events": max(0.5, 60.0 / sp),
         }
+        # outside services run on wall time, each on its own job and its own connection (core.llm, events, notify)
+        if self.engine.llm is not None:
+            out["llm_calls"] = 1.0
+        if self.s.edgar_enabled:
+            out["edgar_poll"] = float(self.s.edgar_poll_s)
+        if self.s.slack_webhook_url is not None:
+            out["slack"] = 2.0
+        return out
 
     def start(self) -> Runtime:
         if self.scheduler is not None:
             return self
+        intervals = self.job_intervals()
         sched = BackgroundScheduler(
+            # a worker per job: a slow LLM, EDGAR or Slack call can never hold back a tick
             timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
-            executors={"default": {"type": "threadpool", "max_workers": 2}},
+            executors={"default": {"type": "threadpool", "max_workers": len(intervals)}},
         )
         jobs: dict[str, Callable[[], Any]] = {
             "tick": self.run_tick, "stop_checks": self.run_stop_checks,
             "kpi_snapshot": self.run_kpi_snapshot, "session_events": self.run_session_events,
+            "llm_calls": self.run_llm_calls, "edgar_poll": self.run_edgar_poll, "slack": self.run_slack,
         }
-        for name, interval in self.job_intervals().items():
+        for name, interval in intervals.items():
             self.jobs[name] = JobStatus(name, interval)
             sched.add_job(self._guarded, "interval", seconds=interval, args=(name, jobs[name]), id=name, name=name,
                           next_run_time=datetime.now(UTC))
@@ -267,6 +281,8 @@ class Runtime:
             with contextlib.suppress(Exception):  # already shut down at interpreter exit
                 self.scheduler.shutdown(wait=True)
         with self.engine.lock:
+            if self._side_store is not None and self._side_store is not self.store:
+                self._side_store.close()
             self.store.close()
         if self._flock is not None:
             self._flock.release()
@@ -338,6 +354,38 @@ class Runtime:
             evaluate_protections(self.engine, now)  # the rollback rules also run on every snapshot
             return m
 
+    def side_store(self) -> Store:
+        """A second connection for the outside-service jobs: their writes never join the engine's transaction."""
+        if self._side_store is None:
+            self._side_store = self.store if self.db_path == ":memory:" else Store(self.db_path)
+        return self._side_store
+
+    def run_llm_calls(self) -> int:
+        """Make the LLM calls the gate queued (no engine lock: the model may be slow)."""
+        return self.engine.llm.run_pending(self.clock.now, store=self.side_store()) if self.engine.llm else 0
+
+    def run_edgar_poll(self) -> list[Any]:
+        """New filings of the universe become events (the engine picks them up on its next tick)."""
+        from core.events import EdgarClient, load_cik_map, poll_edgar
+
+        if self._edgar is None:
+            self._edgar = EdgarClient.from_settings(self.s)
+        now = self.clock.now()
+        return poll_edgar(self._edgar, self.side_store(), self.s.universe.stocks, self.s.edgar_form_list, now,
+                          # a day back: SEC stamps some acceptance times in New York time marked "Z"; the
+                          # accession number dedupes, and freshness is judged on when we first saw the filing
+                          cik_map=load_cik_map(), since=now - timedelta(days=1),
+                          max_chars=self.s.llm_max_filing_chars)
+
+    def run_slack(self) -> int:
+        """Forward new notifications to Slack (HTTP outside every lock the engine uses)."""
+        from core.notify import SlackNotifier, forward_notifications
+
+        if self._slack is None and self.s.slack_webhook_url is not None:
+            self._slack = SlackNotifier(self.s.slack_webhook_url.get_secret_value(), timeout_s=self.s.slack_timeout_s,
+                                        retries=self.s.slack_retries)
+        return forward_notifications(self.side_store(), self._slack) if self._slack else 0
+
     def run_session_events(self) -> list[str]:
         """Start-of-day equity and daily briefing once per session; quiet-market message when nothing happens."""
         sent: list[str] = []
@@ -377,16 +425,24 @@ class Runtime:
         return sent
 
     def daily_briefing(self, now: datetime) -> str:
+        """Before the open: positions, the last session's P&L, today's risk budget, LLM use this month."""
         acct = self.engine.broker.get_account(now)
         held = self.store.query("SELECT symbol, qty FROM positions WHERE qty > 0 ORDER BY symbol")
-        prev = self.store.query("SELECT COUNT(*) AS n, COALESCE(SUM(pnl), 0) AS pnl FROM trades WHERE exit_ts < ?",
-                                (iso(now),))[0]
-        p = self.engine.params
+        last = previous_session(trading_date(now))
+        bounds = session_bounds(last)
+        prev = {"n": 0, "pnl": 0.0}
+        if bounds is not None:
+            prev = self.store.query("SELECT COUNT(*) AS n, COALESCE(SUM(pnl), 0) AS pnl FROM trades WHERE exit_ts >= ? "
+                                    "AND exit_ts < ?", (iso(bounds[0].astimezone(UTC)), iso(now)))[0]
+        p, s = self.engine.params, self.s
         pos = ", ".join(f"{r['symbol']} x{r['qty']:g}" for r in held) or "flat"
-        return (f"daily briefing {trading_date(now)}: equity ${acct.equity:,.2f}, positions {pos}; "
-                f"{prev['n']} closed trades, P&L ${prev['pnl']:,.2f}; cutoff delta {p.cutoff_delta:+.2f}, "
-                f"cooldown {p.cooldown_s}s, {'AUTO' if p.auto_mode else 'manual approval'}"
-                f"{', PAUSED' if p.paused else ''}, profile {p.profile}")
+        llm = (f"LLM {self.engine.llm.month_spend(now):,.0f} / {s.llm_monthly_budget:,.0f} {s.llm_budget_currency} "
+               f"this month" if self.engine.llm else "LLM off")
+        return (f"daily briefing {trading_date(now)}: equity ${acct.equity:,.2f}, positions {pos}; {last}: "
+                f"{prev['n']} closed trades, P&L {money(prev['pnl'])}; risk budget: {s.risk_per_trade:.1%} per trade, "
+                f"{s.max_concurrent_risk:.1%} concurrent, daily loss limit {money(-acct.equity * s.daily_loss_limit)}; "
+                f"{llm}; cutoff delta {p.cutoff_delta:+.2f}, cooldown {p.cooldown_s}s, "
+                f"{'AUTO' if p.auto_mode else 'manual approval'}{', PAUSED' if p.paused else ''}, profile {p.profile}")
 
     # ------------------------------------------------------------ commands from the UI
     def send_command(self, kind: str, payload: dict[str, Any], *, who: str = "ui") -> dict[str, Any]:

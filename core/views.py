@@ -16,6 +16,7 @@ import pandas as pd
 from core import kpi
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
+from core.engine import money as money  # re-exported for the pages
 from core.protections import DAILY_LOSS, active_protections
 from core.risk import kelly_margin
 from core.store import Store
@@ -37,11 +38,6 @@ def frame(store: Store, sql: str, params: Any = (), *, local_times: bool = True)
                 parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
                 df[col] = parsed.dt.tz_convert(NY).dt.strftime("%Y-%m-%d %H:%M:%S").where(parsed.notna(), None)
     return df
-
-
-def money(x: float) -> str:
-    """Dollars with the sign in front: -$636.06."""
-    return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
 
 
 def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
