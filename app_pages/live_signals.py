@@ -1,4 +1,4 @@
-"""Live signals: latest score per ticker, the decision stream with suppression reasons, the reason chart."""
+"""Live signals: latest score per ticker, the decision stream with suppression reasons, the reason chart, events."""
 
 import streamlit as st
 
@@ -47,6 +47,20 @@ def live() -> None:
         if not notes.empty:
             st.subheader("Engine messages")
             st.dataframe(notes, hide_index=True, key="notes")
+    st.subheader("Events and LLM analysis")
+    ev = views.events(ctx.store, 30)
+    if ev.empty:
+        st.caption("No events yet: EDGAR filings (EDGAR_ENABLED=1) and volume spikes on Bench tickers appear here, "
+                   "with the LLM's answer when LLM_ENABLED=1.")
+    else:
+        st.dataframe(ev, hide_index=True, key="events", column_config={
+            "sentiment": st.column_config.NumberColumn(format="%+.2f"),
+            "confidence": st.column_config.NumberColumn(format="%.2f"),
+            "url": st.column_config.LinkColumn("filing")})
+    calls = views.llm_calls(ctx.store, 30)
+    if not calls.empty:
+        with st.expander(f"LLM calls ({len(calls)} latest)"):
+            st.dataframe(calls, hide_index=True, key="llm_calls")
 
 
 live()

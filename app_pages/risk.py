@@ -26,13 +26,15 @@ def gauges() -> None:
                         theme=None, key="g_exposure")
     row[3].plotly_chart(charts.gauge("Positions", s["open_positions"], s["max_positions"], unit="", scale=1.0),
                         theme=None, key="g_slots")
-    row = st.columns(4)
+    row = st.columns(5)
     for i, (tier, t) in enumerate(g["tokens"].items()):
         used = t["capacity"] - t["left"]
         row[i].plotly_chart(charts.gauge(f"{tier} tokens / min", used, max(t["capacity"], 1), unit="",
                                          scale=1.0), theme=None, key=f"g_tokens_{tier}")
     row[3].plotly_chart(charts.gauge("LLM calls today", g["llm_calls"], max(g["llm_limit"], 1), unit="", scale=1.0),
                         theme=None, key="g_llm")
+    row[4].plotly_chart(charts.gauge(f"LLM spend this month ({ctx.settings.llm_budget_currency})", g["llm_spend"],
+                                     max(g["llm_budget"], 1e-9), unit="", scale=1.0), theme=None, key="g_llm_spend")
     k, m = g["kelly"], g["kpi"]
     c = st.columns(4)
     measured = m["trades"] > 0 and m["payoff_ratio"] > 0

@@ -122,13 +122,10 @@ class LLMGate:
                 * self.s.llm_price_output_per_1k) / 1000.0
 
     def month_spend(self, now: datetime) -> float:
-        return float(self.store.scalar("SELECT COALESCE(SUM(cost), 0) FROM llm_calls WHERE month=?",
-                                       (_month(now),)) or 0.0)
+        return month_spend(self.store, now)
 
     def calls_today(self, now: datetime) -> int:
-        return int(self.store.scalar(
-            f"SELECT COUNT(*) FROM llm_calls WHERE day=? AND status IN ('{QUEUED}', "
-            + ", ".join(f"'{s}'" for s in CALLED_STATUSES) + ")", (trading_date(now).isoformat(),)) or 0)
+        return calls_today(self.store, now)
 
     def should_call_llm_for_event(self, event: LLMEvent | None, score: float, vol_spike: float,
                                   now: datetime) -> tuple[bool, str]:
@@ -237,6 +234,19 @@ class LLMGate:
             "AND done_at <= ? ORDER BY done_at DESC LIMIT 1",
             (symbol, iso(now - timedelta(minutes=self.s.llm_cache_min)), iso(now)))
         return None if row is None else (row["sentiment"], row["confidence"])
+
+
+def month_spend(store: Store, now: datetime) -> float:
+    """LLM spend in the New York calendar month of ``now`` (budget currency)."""
+    return float(store.scalar("SELECT COALESCE(SUM(cost), 0) FROM llm_calls WHERE month=?", (_month(now),)) or 0.0)
+
+
+def calls_today(store: Store, now: datetime) -> int:
+    """Calls made or queued on the New York date of ``now`` (what the daily limit counts)."""
+    statuses = (QUEUED, *CALLED_STATUSES)
+    marks = ",".join("?" * len(statuses))
+    return int(store.scalar(f"SELECT COUNT(*) FROM llm_calls WHERE day=? AND status IN ({marks})",
+                            (trading_date(now).isoformat(), *statuses)) or 0)
 
 
 def _month(now: datetime) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from core import kpi
+from core import kpi, llm
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
 from core.engine import money as money  # re-exported for the pages
@@ -146,11 +146,12 @@ def risk_gauges(store: Store, settings: Settings, now: datetime) -> dict[str, An
     caps = {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens}
     tokens = {t: {"left": int(left.get(t, cap)), "capacity": cap} for t, cap in caps.items()}
     day = trading_date(now).isoformat()
-    llm_calls = store.counter(f"llm_calls:{day}")
+    llm_calls = llm.calls_today(store, now)
     m = kpi.summary(store)
     kelly = kelly_margin(m["win_rate"], m["payoff_ratio"], settings.risk_per_trade)
     cap_used = store.counter(f"rth:{day}:__global__")
     return {"summary": summary, "tokens": tokens, "llm_calls": llm_calls, "llm_limit": settings.llm_daily_limit,
+            "llm_spend": llm.month_spend(store, now), "llm_budget": settings.llm_monthly_budget,
             "kpi": m, "kelly": kelly, "rth_cap_used": cap_used, "rth_cap": settings.rth_daily_cap}
 
 
@@ -283,3 +284,20 @@ def kpi_snapshots(store: Store, limit: int = 24 * 7) -> pd.DataFrame:
     if not df.empty:
         df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601").dt.tz_convert(NY)
     return df
+
+
+# ---------------------------------------------------------------- events and LLM calls (SPEC 6)
+def events(store: Store, limit: int = 50) -> pd.DataFrame:
+    """Recent filings and spike events with what the LLM gate made of them."""
+    return frame(store, """
+        SELECT e.created_at, e.symbol, e.kind, e.form, e.title, e.processed_at, c.status AS llm, c.sentiment,
+               c.confidence, c.rationale, e.url
+        FROM events e LEFT JOIN llm_calls c ON c.id = (SELECT MAX(id) FROM llm_calls WHERE event_id = e.id)
+        ORDER BY e.created_at DESC LIMIT ?""", (int(limit),))
+
+
+def llm_calls(store: Store, limit: int = 50) -> pd.DataFrame:
+    return frame(store, """
+        SELECT ts, symbol, kind, event_id, score, status, sentiment, confidence, rationale, error, prompt_tokens,
+               completion_tokens, cost, latency_ms, done_at
+        FROM llm_calls ORDER BY id DESC LIMIT ?""", (int(limit),))

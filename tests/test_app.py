@@ -125,10 +125,10 @@ def test_every_page_renders_the_seeded_figures(app_env):
     saved = {r["name"]: r for r in store.query("SELECT * FROM basket_state")}
     shown = [m.value for m in at.metric if m.label == "Consecutive ticks"]
     assert shown == [f"{saved[b.name]['consecutive']} / 2" for b in rt.s.universe.baskets]
-    # Risk gauges: eight gauges, the exposure gauge shows the engine's summary
+    # Risk gauges: nine gauges (LLM calls and spend among them), the exposure gauge shows the engine's summary
     page(at, "risk")
     charts = at.get("plotly_chart")
-    assert len(charts) == 8
+    assert len(charts) == 9
     summary = views.risk_gauges(store, rt.s, rt.clock.now())["summary"]
     spec = next(c.proto.spec for c in charts if "Exposure" in c.proto.spec)
     assert f"{round(summary['exposure_pct'] * 100, 3)}" in spec
