@@ -316,7 +316,8 @@ def load_settings(**overrides: Any) -> Settings:
                 value = _raw_value(overrides, m.group(1), value)
             if isinstance(value, dict):
                 value = _raw_value(overrides, name.lower(), None)
-            shown = "********" if any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL")) else repr(value)
+            secret = any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL", "WEBHOOK"))
+            shown = "********" if secret else repr(value)
             lines.append(f"{name}={shown}: {msg.removeprefix('Value error, ')}")
         raise ConfigError("; ".join(lines)) from None
 

@@ -379,11 +379,10 @@ class Runtime:
 
     def run_slack(self) -> int:
         """Forward new notifications to Slack (HTTP outside every lock the engine uses)."""
-        from core.notify import SlackNotifier, forward_notifications
+        from core.notify import forward_notifications, notifier_from_settings
 
-        if self._slack is None and self.s.slack_webhook_url is not None:
-            self._slack = SlackNotifier(self.s.slack_webhook_url.get_secret_value(), timeout_s=self.s.slack_timeout_s,
-                                        retries=self.s.slack_retries)
+        if self._slack is None:
+            self._slack = notifier_from_settings(self.s)
         return forward_notifications(self.side_store(), self._slack) if self._slack else 0
 
     def run_session_events(self) -> list[str]:
