@@ -29,7 +29,8 @@ class AppContext:
         return datetime.fromisoformat(hb["ts"]) if hb else datetime.now(UTC)
 
 
-SECRET_NAMES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL")
+SECRET_NAMES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL", "SLACK_WEBHOOK_URL",
+                "EDGAR_USER_AGENT")
 
 
 def secret_overrides() -> dict[str, str]:
