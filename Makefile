@@ -17,10 +17,12 @@ setup: $(STAMP)
 
 # System packages the tests use: Debian's Chromium for the browser tests (never `playwright install`).
 sysdeps:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: /usr/bin/chromium missing and apt-get unavailable: browser tests will skip (fail under CI)"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: $$missing missing and apt-get unavailable: those tests will skip (fail under CI)"; fi; \
 	fi
 
 lint: setup
