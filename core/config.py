@@ -186,7 +186,10 @@ class Settings(BaseSettings):
     alpaca_requests_per_min: int = Field(190, ge=1, le=200)  # Alpaca allows 200; keep headroom
     alpaca_bar_grace_s: float = Field(5.0, ge=0, le=59)  # wait this long after a minute before asking for its bar
     alpaca_cache_dir: str = "data/cache/alpaca"  # Parquet history for research replays
-    redis_url: SecretStr | None = None
+    redis_url: SecretStr | None = None  # set: token buckets, TTL keys and the signal stream are shared in Redis
+    redis_group: str = Field("engine", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # one consumer group per account engine
+    redis_claim_idle_s: float = Field(30.0, ge=1, le=3600)  # a consumer silent this long loses its pending signals
+    redis_timeout_s: float = Field(0.5, gt=0, le=30)
 
     @model_validator(mode="before")
     @classmethod

@@ -39,7 +39,7 @@ from core.execution import (
     set_intent_status,
     submit_intent,
 )
-from core.feed import MarketFeed
+from core.feed import MarketFeed, Observation
 from core.kv import KVStore, SqliteKV
 from core.llm import LLMEvent, LLMGate, blend
 from core.marketdata import MarketData
@@ -56,6 +56,7 @@ from core.risk import DAILY_LOSS_REASON, AccountState, PositionRisk, RiskManager
 from core.scheduler import TierScheduler
 from core.store import Store, iso
 from core.strategy import Strategy, load_strategy
+from core.stream import SignalStream
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class Engine:
         kv: KVStore | None = None,
         buckets: LocalTokenBuckets | None = None,
         feed: MarketFeed | None = None,
+        stream: SignalStream | None = None,
     ) -> None:
         self.s = settings
         self.store = store
@@ -119,6 +121,7 @@ class Engine:
             store, self.feed, start_cash=settings.sim_start_cash, slippage_bps=settings.sim_slippage_bps,
             fee_per_order=settings.sim_fee_per_order,
         )
+        self.stream = stream  # Redis ``signals.raw`` (issue 8); None: decide in-process
         self.risk = RiskManager(settings)
         # SPEC 6: the gate reads the live LLM_MIN_SIGNAL_SCORE (0.7; relaxed 0.6; rollback 0.65)
         self.llm = LLMGate(settings, store, lambda: self.params.llm_min_signal_score) if settings.llm_enabled else None
@@ -339,6 +342,8 @@ class Engine:
             for sym in self.scheduler.due_tickers(now):
                 self._process_ticker(sym, now, state, rep)
                 state = self.account_state(now) if rep.intents else state
+            if self.stream is not None:
+                self._consume_stream(now, rep)
             self._route_baskets(now, rep)
         self._maybe_check_stops(now)
         self._snapshots(now)
@@ -591,6 +596,35 @@ class Engine:
         score = self.mix_score(sym, obs.score, now)
         self.latest_scores[sym] = (now.timestamp(), score)
         cutoff = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
+        if self.stream is not None and self.stream.publish({
+                "ts": iso(now), "symbol": sym, "tier": tier, "score": score, "cutoff": cutoff,
+                "bar_ts": iso(obs.bar_ts), "raw_score": obs.score, "vol_spike": obs.vol_spike,
+                "close": obs.close}) is not None:
+            return  # decided by the consumer group (this process reads it back in the same tick)
+        self._decide_ticker(now, sym, tier, obs, score, cutoff, state, rep)
+
+    def _consume_stream(self, now: datetime, rep: TickReport) -> int:
+        """Decide the stream's messages: first those a crashed consumer left pending, then new ones. Each is
+        acknowledged after its decision row is stored; one already stored is only acknowledged."""
+        assert self.stream is not None
+        msgs = self.stream.claim_stale(int(self.s.redis_claim_idle_s * 1000)) + self.stream.read()
+        state = self.account_state(now)
+        for mid, m in msgs:
+            at = datetime.fromisoformat(m["ts"])
+            if self.store.scalar("SELECT 1 FROM signals WHERE symbol=? AND ts=?", (m["symbol"], m["ts"])) is None:
+                obs = Observation(m["symbol"], datetime.fromisoformat(m["bar_ts"]), float(m["raw_score"]),
+                                  float(m["vol_spike"]), float(m["close"]))
+                before = len(rep.intents)
+                self._decide_ticker(at, m["symbol"], m["tier"], obs, float(m["score"]), float(m["cutoff"]), state,
+                                    rep)
+                self.store.commit()  # the decision is stored before the acknowledgement
+                state = self.account_state(now) if len(rep.intents) > before else state
+            self.stream.ack([mid])
+        return len(msgs)
+
+    def _decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,
+                       state: AccountState, rep: TickReport) -> None:
+        """The gates after the cutoff, and the intent they allow (SPEC 4, 7)."""
 
         def suppress(reason: str) -> None:
             self._record_signal(now, sym, tier, obs, score, cutoff, "suppressed", reason, None, rep)

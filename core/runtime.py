@@ -152,6 +152,28 @@ def build_market(settings: Settings, store: Store, today: date,
     raise ValueError(f"MARKET_DATA={settings.market_data}: not available in this build")
 
 
+def build_shared_backends(settings: Settings, store: Store) -> tuple[Any, dict[str, Any]]:
+    """With REDIS_URL: the Redis link and the Engine keyword arguments for the shared token buckets, TTL keys
+    and signal stream, each falling back to its embedded twin while Redis is unreachable. Without: (None, {})."""
+    if settings.redis_url is None or not settings.redis_url.get_secret_value().strip():
+        return None, {}
+    from core.kv import SqliteKV
+    from core.ratelimit import LocalTokenBuckets
+    from core.redis_buckets import RedisTokenBuckets
+    from core.redis_kv import RedisKV
+    from core.redis_link import RedisLink
+    from core.stream import SignalStream
+
+    link = RedisLink(settings.redis_url.get_secret_value().strip(), socket_timeout_s=settings.redis_timeout_s)
+    caps = {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens}
+    local = LocalTokenBuckets(caps, borrow_window_s=settings.reserve_borrow_window_s)
+    return link, {
+        "buckets": RedisTokenBuckets(link, caps, settings.reserve_borrow_window_s, local=local),
+        "kv": RedisKV(link, SqliteKV(store)),
+        "stream": SignalStream(link, settings.redis_group),
+    }
+
+
 def _secret(value: Any) -> str:
     return "" if value is None else value.get_secret_value()
 
@@ -209,7 +231,8 @@ class Runtime:
                                          else (market, None))
             self.clock: Clock = clock or built_clock or WallClock()
             broker = build_broker(settings, self.store, market_clock)
-            self.engine = Engine(settings, self.store, built_market, broker=broker)
+            self.redis, shared = build_shared_backends(settings, self.store)
+            self.engine = Engine(settings, self.store, built_market, broker=broker, **shared)
         except BaseException:
             if self._flock is not None:
                 self._flock.release()
@@ -419,7 +442,8 @@ class Runtime:
                     sent.append("quiet")
             self.store.upsert("heartbeat", {"name": "runtime", "ts": iso(now), "info": json.dumps({
                 "pid": os.getpid(), "scheduler_threads": len(scheduler_threads()),
-                "job_errors": sum(j.errors for j in self.jobs.values()), "speed": self.speed})})
+                "job_errors": sum(j.errors for j in self.jobs.values()), "speed": self.speed,
+                "redis": self.redis.status() if self.redis is not None else None})})
             self.store.commit()
         return sent
 
@@ -483,6 +507,7 @@ class Runtime:
             "threads": [t.name for t in threading.enumerate() if t.name.startswith("APScheduler")],
             "jobs": {k: asdict(v) for k, v in self.jobs.items()},
             "errors": sum(v.errors for v in self.jobs.values()),
+            "redis": self.redis.status() if self.redis is not None else None,
         }
 
 

@@ -215,6 +215,12 @@ def live_params(store: Store) -> dict[str, Any]:
     return json.loads(row["json"]) if row else {}
 
 
+def runtime_heartbeat(store: Store) -> dict[str, Any]:
+    """The runtime's own heartbeat (pid, job errors, Redis status), written by its session job."""
+    row = store.one("SELECT info FROM heartbeat WHERE name='runtime'")
+    return json.loads(row["info"] or "{}") if row else {}
+
+
 def heartbeat(store: Store) -> dict[str, Any]:
     row = store.one("SELECT ts, info FROM heartbeat WHERE name='tick'")
     if row is None:

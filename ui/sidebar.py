@@ -89,7 +89,19 @@ def heartbeat(ctx: AppContext) -> None:
         for name, j in status["jobs"].items():
             if j["last_error"]:
                 st.caption(f":red[{name}: {j['last_error']}]")
+        redis_status(status.get("redis"))
     elif hb:
-        st.caption(f"Last tick (market time) {hb['ts']}")
+        st.caption(f"Last tick (market time) {hb['ts']} · engine in another process")
+        redis_status(views.runtime_heartbeat(ctx.store).get("redis"))
     else:
         st.caption("No engine tick recorded yet.")
+
+
+def redis_status(r: dict | None) -> None:
+    """Shared backends: Redis, or the local fallback while Redis is unreachable."""
+    if not r:
+        return
+    if r["up"]:
+        st.caption(f"Shared state: Redis {r['url']}")
+    else:
+        st.caption(f":orange[Redis unreachable: local token bucket and locks in use, retrying ({r['last_error']})]")
