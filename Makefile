@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup sysdeps run test lint replay bench soak clean
+.PHONY: setup sysdeps run worker test lint replay bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: sysdeps lint
 
 run: setup
 	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+worker: setup
+	$(BIN)/python -m core.worker
 
 replay: setup
 	$(BIN)/python -m core.replay --days 5 --seed 7
