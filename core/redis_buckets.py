@@ -61,7 +61,11 @@ return {0, used, reserve_used}
 class RedisTokenBuckets:
     """Same interface as LocalTokenBuckets (try_consume, remaining, dump, restore, drain_stats, current_stats,
     capacities, borrow_window_s, stats), shared by every process using the same Redis: one atomic Lua script
-    (SCRIPT LOAD once, EVALSHA; on NoScriptError reload and retry once)."""
+    (SCRIPT LOAD once, EVALSHA; on NoScriptError reload and retry once).
+
+    ``local`` is the fallback bucket (made with the same capacities when not given); it belongs to this object:
+    its levels follow the shared ones and its own stats are dropped (``stats`` here counts every call once,
+    whichever backend answered). ``consumer`` names this process in the borrow log (default host-pid)."""
 
     def __init__(self, link: RedisLink, capacities: dict[str, int], borrow_window_s: int = 10, *,
                  prefix: str = "tt:bucket", local: LocalTokenBuckets | None = None, consumer: str | None = None,
