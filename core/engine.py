@@ -122,6 +122,7 @@ class Engine:
             fee_per_order=settings.sim_fee_per_order,
         )
         self.stream = stream  # Redis ``signals.raw`` (issue 8); None: decide in-process
+        self._published: list[dict[str, Any]] = []  # this tick's messages, until read back
         self.risk = RiskManager(settings)
         # SPEC 6: the gate reads the live LLM_MIN_SIGNAL_SCORE (0.7; relaxed 0.6; rollback 0.65)
         self.llm = LLMGate(settings, store, lambda: self.params.llm_min_signal_score) if settings.llm_enabled else None
@@ -596,11 +597,12 @@ class Engine:
         score = self.mix_score(sym, obs.score, now)
         self.latest_scores[sym] = (now.timestamp(), score)
         cutoff = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
-        if self.stream is not None and self.stream.publish({
-                "ts": iso(now), "symbol": sym, "tier": tier, "score": score, "cutoff": cutoff,
-                "bar_ts": iso(obs.bar_ts), "raw_score": obs.score, "vol_spike": obs.vol_spike,
-                "close": obs.close}) is not None:
-            return  # decided by the consumer group (this process reads it back in the same tick)
+        if self.stream is not None:
+            msg = {"ts": iso(now), "symbol": sym, "tier": tier, "score": score, "cutoff": cutoff,
+                   "bar_ts": iso(obs.bar_ts), "raw_score": obs.score, "vol_spike": obs.vol_spike, "close": obs.close}
+            if self.stream.publish(msg) is not None:
+                self._published.append(msg)
+                return  # decided by the consumer group (this process reads it back in the same tick)
         self._decide_ticker(now, sym, tier, obs, score, cutoff, state, rep)
 
     def _consume_stream(self, now: datetime, rep: TickReport) -> int:
@@ -608,6 +610,9 @@ class Engine:
         acknowledged after its decision row is stored; one already stored is only acknowledged."""
         assert self.stream is not None
         msgs = self.stream.claim_stale(int(self.s.redis_claim_idle_s * 1000)) + self.stream.read()
+        if not self.stream.link.up:  # Redis went away after this tick published: decide those here
+            msgs += [("", m) for m in self._published]
+        self._published = []
         state = self.account_state(now)
         for mid, m in msgs:
             at = datetime.fromisoformat(m["ts"])
@@ -619,7 +624,8 @@ class Engine:
                                     rep)
                 self.store.commit()  # the decision is stored before the acknowledgement
                 state = self.account_state(now) if len(rep.intents) > before else state
-            self.stream.ack([mid])
+            if mid:
+                self.stream.ack([mid])
         return len(msgs)
 
     def _decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 
 from core.redis_link import RedisLink
 
 STREAM = "signals.raw"
+T = TypeVar("T")
 
 
 class SignalStream:
@@ -39,28 +41,38 @@ class SignalStream:
                 raise
         self._group_ready = True
 
+    def _grouped(self, c: redis.Redis, fn: Callable[[redis.Redis], T]) -> T:
+        """Run ``fn`` with the group in place; a restarted (empty) Redis lost it: create it again, once."""
+        self._ensure_group(c)
+        try:
+            return fn(c)
+        except redis.ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            self._group_ready = False
+            self._ensure_group(c)
+            return fn(c)
+
     def publish(self, fields: dict[str, Any]) -> str | None:
         """Append one observation; None when Redis is unreachable (the caller then decides in-process)."""
         def op(c: redis.Redis) -> str:
-            self._ensure_group(c)
-            return str(c.xadd(STREAM, {k: "" if v is None else str(v) for k, v in fields.items()},
-                              maxlen=self.maxlen, approximate=True))
+            return str(self._grouped(c, lambda c: c.xadd(
+                STREAM, {k: "" if v is None else str(v) for k, v in fields.items()}, maxlen=self.maxlen,
+                approximate=True)))
         return self.link.run(op, lambda: None)
 
     def read(self, count: int = 200) -> list[tuple[str, dict[str, str]]]:
         """New messages for this consumer (they stay pending until acknowledged)."""
         def op(c: redis.Redis) -> list[tuple[str, dict[str, str]]]:
-            self._ensure_group(c)
-            out = c.xreadgroup(self.group, self.consumer, {STREAM: ">"}, count=count)
+            out = self._grouped(c, lambda c: c.xreadgroup(self.group, self.consumer, {STREAM: ">"}, count=count))
             return [(mid, fields) for _stream, msgs in (out or []) for mid, fields in msgs]
         return self.link.run(op, list)
 
     def claim_stale(self, min_idle_ms: int, count: int = 200) -> list[tuple[str, dict[str, str]]]:
         """Messages another consumer read but never acknowledged for ``min_idle_ms``: this one takes them."""
         def op(c: redis.Redis) -> list[tuple[str, dict[str, str]]]:
-            self._ensure_group(c)
-            res = c.xautoclaim(STREAM, self.group, self.consumer, min_idle_time=min_idle_ms, start_id="0-0",
-                               count=count)
+            res = self._grouped(c, lambda c: c.xautoclaim(STREAM, self.group, self.consumer, min_idle_time=min_idle_ms,
+                                                          start_id="0-0", count=count))
             return [(mid, fields) for mid, fields in res[1] if fields]  # deleted entries come back empty
         return self.link.run(op, list)
 
@@ -71,6 +83,5 @@ class SignalStream:
 
     def pending_count(self) -> int:
         def op(c: redis.Redis) -> int:
-            self._ensure_group(c)
-            return int(c.xpending(STREAM, self.group)["pending"])
+            return int(self._grouped(c, lambda c: c.xpending(STREAM, self.group))["pending"])
         return self.link.run(op, lambda: 0)

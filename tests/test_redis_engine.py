@@ -149,3 +149,22 @@ def test_a_bad_consumer_group_name_is_refused(group):
 
     with pytest.raises(ConfigError, match="REDIS_GROUP"):
         load_settings(redis_group=group)
+
+
+def test_observations_published_just_before_redis_dies_are_decided_in_process(tmp_path, redis_server, redis_url):
+    class DiesOnRead(SignalStream):
+        def read(self, count: int = 200):  # noqa: ANN201
+            redis_server.stop()  # the server vanishes between this tick's publishing and its reading
+            return super().read(count)
+
+    plain = engine(str(tmp_path / "plain.db"))
+    dying = engine(str(tmp_path / "dying.db"), DiesOnRead(RedisLink(redis_url), "acct9", "c1"))
+    try:
+        for e in (plain, dying):
+            e.tick(at(DAY, 10, 0))
+        assert not dying.stream.link.up
+        rows = [{k: v for k, v in r.items() if k != "id"} for r in dying.store.query("SELECT * FROM signals")]
+        assert rows and rows == [{k: v for k, v in r.items() if k != "id"}
+                                 for r in plain.store.query("SELECT * FROM signals")]
+    finally:
+        redis_server.start()
