@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 import unicodedata
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -29,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from core.clock import NY, UTC, ensure_utc
+from core.ratelimit import SlidingWindowLimit
 from core.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -61,35 +60,16 @@ class Filing:
     title: str  # primaryDocDescription, else the form
 
 
-class RateLimiter:
-    """At most ``max_per_s`` acquisitions in any 1-second window (a sliding window, not a fixed one).
-
-    The lock is held while waiting, so concurrent callers queue up and the window holds across threads.
-    """
+class RateLimiter(SlidingWindowLimit):
+    """At most ``max_per_s`` acquisitions in any 1-second window (SEC's fair-access limit is 10/s)."""
 
     def __init__(self, max_per_s: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if max_per_s <= 0:
             raise ValueError(f"max_per_s must be > 0, got {max_per_s}")
         # below 1/s the window stretches so that one call fits in it (0.5/s -> 1 call per 2 s)
-        self.capacity = max(1, int(max_per_s))
-        self.window_s = 1.0 if max_per_s >= 1 else 1.0 / max_per_s
-        self._clock = clock
-        self._sleep = sleep
-        self._stamps: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self._lock:
-            while True:
-                now = self._clock()
-                while self._stamps and now - self._stamps[0] >= self.window_s:
-                    self._stamps.popleft()
-                if len(self._stamps) < self.capacity:
-                    self._stamps.append(now)
-                    return
-                # a floor so float rounding can never spin on a zero-length sleep
-                self._sleep(max(self._stamps[0] + self.window_s - now, 1e-6))
+        super().__init__(max(1, int(max_per_s)), 1.0 if max_per_s >= 1 else 1.0 / max_per_s, clock=clock,
+                         sleep=sleep)
 
 
 def _url_path(url: str) -> str:

@@ -77,7 +77,7 @@ class CountingLimiter(RateLimiter):
     def acquire(self) -> None:
         super().acquire()
         self.calls += 1
-        self.stamps.append(self._clock())
+        self.stamps.append(self.clock())
 
 
 def client_for(srv: FakeEdgar, *, limiter: RateLimiter | None = None, ua: str = UA,

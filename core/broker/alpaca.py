@@ -17,9 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +30,7 @@ from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopLo
 
 from core.broker import Account, BrokerError, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest
 from core.clock import UTC
+from core.ratelimit import SlidingWindowLimit
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,30 +52,12 @@ CREATE TABLE IF NOT EXISTS alpaca_fills (
 """
 
 
-class RequestBudget:
+class RequestBudget(SlidingWindowLimit):
     """Requests per rolling minute on our side (Alpaca's account limit is 200/min, shared by every call)."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(per_minute, 60.0, clock=clock)
         self.per_minute = per_minute
-        self.clock = clock
-        self._stamps: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        with self._lock:
-            t = self.clock()
-            while self._stamps and t - self._stamps[0] >= 60.0:
-                self._stamps.popleft()
-            if len(self._stamps) >= self.per_minute:
-                return False
-            self._stamps.append(t)
-            return True
-
-    @property
-    def used(self) -> int:
-        with self._lock:
-            t = self.clock()
-            return sum(1 for s in self._stamps if t - s < 60.0)
 
 
 class AlpacaCaller:
