@@ -33,7 +33,7 @@ def gauges() -> None:
                                          scale=1.0), theme=None, key=f"g_tokens_{tier}")
     row[3].plotly_chart(charts.gauge("LLM calls today", g["llm_calls"], max(g["llm_limit"], 1), unit="", scale=1.0),
                         theme=None, key="g_llm")
-    row[4].plotly_chart(charts.gauge(f"LLM spend this month ({ctx.settings.llm_budget_currency})", g["llm_spend"],
+    row[4].plotly_chart(charts.gauge(f"LLM spend, month ({ctx.settings.llm_budget_currency})", g["llm_spend"],
                                      max(g["llm_budget"], 1e-9), unit="", scale=1.0), theme=None, key="g_llm_spend")
     k, m = g["kelly"], g["kpi"]
     c = st.columns(4)
