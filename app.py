@@ -7,6 +7,7 @@ import logging
 
 import streamlit as st
 
+from ui.auth import require_login
 from ui.sidebar import render_sidebar
 from ui.state import load_context
 
@@ -15,6 +16,7 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one INFO line per job run otherwise
 
 ctx = load_context()
+require_login(ctx.settings)  # no-op on 127.0.0.1 without APP_PASSWORD
 render_sidebar(ctx)
 
 pages = [

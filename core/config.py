@@ -178,6 +178,8 @@ class Settings(BaseSettings):
     alpaca_paper: bool = True
     # live money needs a second, explicit setting on top of ALPACA_PAPER=0
     alpaca_live_trading: str | None = None
+    # the app's own password gate (ui/auth.py): required before Streamlit listens beyond loopback
+    app_password: SecretStr | None = None
     alpaca_base_url: str | None = None  # url_override of the trading API (tests point it at 127.0.0.1)
     alpaca_data_url: str | None = None  # url_override of the market-data API
     alpaca_feed: Literal["iex", "sip"] = "iex"
@@ -319,7 +321,7 @@ def load_settings(**overrides: Any) -> Settings:
                 value = _raw_value(overrides, m.group(1), value)
             if isinstance(value, dict):
                 value = _raw_value(overrides, name.lower(), None)
-            secret = any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL", "WEBHOOK"))
+            secret = any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL", "WEBHOOK", "PASSWORD"))
             shown = "********" if secret else repr(value)
             lines.append(f"{name}={shown}: {msg.removeprefix('Value error, ')}")
         raise ConfigError("; ".join(lines)) from None

@@ -296,3 +296,35 @@ def test_kpi_page_shows_the_windows_figures_snapshots_and_the_verdict(app_env):
     snaps = table(at, "ts", "strong_rate", "flip_flop_rate")
     assert len(snaps) == 1 and int(snaps["actionable"].iloc[0]) == hour["actionable"]
     assert [w.value for w in at.warning if "in progress" in w.value]  # the seeded session is not over yet
+
+
+def test_password_gate_when_app_password_is_set(app_env, monkeypatch):
+    monkeypatch.setenv("APP_PASSWORD", "canary-pass-7f3a")
+    at = new_app()
+    assert [t.label for t in at.text_input] == ["Password"] and not at.metric  # nothing behind the gate
+    for k in range(5):
+        at.text_input[0].input("wrong")
+        at.button[0].click().run()  # a form sends its fields with the submit
+        assert any("Wrong password" in e.value for e in at.error), k
+    at.run()
+    assert any("Too many wrong passwords" in e.value for e in at.error)  # locked out for a while
+    at = new_app()  # a new browser session (the lock-out is per session)
+    at.text_input[0].input("canary-pass-7f3a")
+    at.button[0].click().run()
+    assert not at.exception and metric(at, "Actionable") is not None  # the Live signals page renders
+    assert all("canary-pass-7f3a" not in str(el.value) for el in at.markdown)
+
+
+def test_no_password_and_a_non_loopback_address_shows_nothing(app_env, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.delenv("APP_PASSWORD", raising=False)
+    old = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.run()
+        assert any("no APP_PASSWORD is set" in e.value for e in at.error)
+        assert not at.metric and not at.button
+    finally:
+        config.set_option("server.address", old)

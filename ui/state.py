@@ -30,7 +30,7 @@ class AppContext:
 
 
 SECRET_NAMES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL", "SLACK_WEBHOOK_URL",
-                "EDGAR_USER_AGENT")
+                "EDGAR_USER_AGENT", "APP_PASSWORD")
 
 
 def secret_overrides() -> dict[str, str]:
