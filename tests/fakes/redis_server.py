@@ -21,15 +21,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
         self.binary = shutil.which("redis-server")
+        self.password = password
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         if self.binary is None:
@@ -37,14 +39,15 @@ class RedisServer:
         # no persistence, loopback only: a throw-away server
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--protected-mode", "yes"],
+             "--dir", str(self.dir), "--protected-mode", "yes",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
                     c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
+                    if c.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (with or without a password)
                         return self
             except OSError:
                 time.sleep(0.05)
