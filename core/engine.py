@@ -10,9 +10,11 @@ SQLite; commands from the UI arrive through the ``commands`` table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -89,6 +91,7 @@ class TickReport:
     fills: int = 0
     commands: int = 0
     broker_error: str | None = None
+    storage_error: str | None = None  # the database refused a write: the tick traded nothing
 
 
 class Engine:
@@ -135,6 +138,7 @@ class Engine:
         self._last_stop_check: float | None = None
         self._last_equity_minute: int | None = None
         self._last_broker_warning: datetime | None = None
+        self.storage_error: str | None = None  # set while the database refuses writes (trading stopped)
 
     # ================================================================ parameters
     def _load_params(self) -> LiveParams:
@@ -316,6 +320,7 @@ class Engine:
                     self.reconcile(now)
                 rep.commands = self.apply_commands(now)
                 self._tick_body(now, rep)
+                self.store.commit()
             except BrokerError as e:
                 # The broker is unreachable or answered nonsense: trade nothing this tick, say so, try again next.
                 self.store.conn.rollback()
@@ -325,8 +330,34 @@ class Engine:
                 if last is None or (now - last).total_seconds() >= 60:
                     self._last_broker_warning = now
                     self.store.notify("warning", f"broker problem, trading skipped: {e}", now)
-            self.store.commit()
+                return self._commit_or_stop(rep, now)
+            except sqlite3.DatabaseError as e:
+                return self._storage_failed(rep, now, e)
+            if self.storage_error is not None:
+                log.warning("tick %s: the database is writable again: trading resumes", now.isoformat())
+                self.store.notify("warning", f"database writable again after: {self.storage_error}", now)
+                self.store.commit()
+                self.storage_error = None
             return rep
+
+    def _commit_or_stop(self, rep: TickReport, now: datetime) -> TickReport:
+        try:
+            self.store.commit()
+        except sqlite3.DatabaseError as e:
+            return self._storage_failed(rep, now, e)
+        return rep
+
+    def _storage_failed(self, rep: TickReport, now: datetime, e: sqlite3.DatabaseError) -> TickReport:
+        """A full disk, a read-only or broken database: nothing can be recorded, so nothing is traded (every
+        order needs its intent row first). Say so once; every tick tries again."""
+        with contextlib.suppress(sqlite3.Error):
+            self.store.conn.rollback()
+        rep.storage_error = f"{type(e).__name__}: {e}"
+        if self.storage_error is None:
+            log.error("tick %s: database not writable (%s): trading stopped until it is", now.isoformat(),
+                      rep.storage_error)
+        self.storage_error = rep.storage_error
+        return rep
 
     def _tick_body(self, now: datetime, rep: TickReport) -> None:
         self.roll_day(now)

@@ -354,7 +354,7 @@ class Runtime:
             rep = self.engine.tick(now)
             if "tick" in self.jobs:
                 self.jobs["tick"].last_market_time = now.isoformat()
-            if not isinstance(self.clock, WallClock):  # a simulated market resumes where it stopped
+            if not isinstance(self.clock, WallClock) and rep.storage_error is None:  # resume where it stopped
                 self.store.set_meta("sim_clock", now.isoformat())
                 self.store.commit()
             return rep
@@ -508,6 +508,7 @@ class Runtime:
             "jobs": {k: asdict(v) for k, v in self.jobs.items()},
             "errors": sum(v.errors for v in self.jobs.values()),
             "redis": self.redis.status() if self.redis is not None else None,
+            "storage_error": self.engine.storage_error,
         }
 
 

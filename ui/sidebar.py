@@ -90,6 +90,9 @@ def heartbeat(ctx: AppContext) -> None:
             if j["last_error"]:
                 st.caption(f":red[{name}: {j['last_error']}]")
         redis_status(status.get("redis"))
+        if status.get("storage_error"):
+            st.error(f"Database not writable ({status['storage_error']}): trading stopped until it is.",
+                     icon=":material/database:")
     elif hb:
         st.caption(f"Last tick (market time) {hb['ts']} · engine in another process")
         redis_status(views.runtime_heartbeat(ctx.store).get("redis"))
