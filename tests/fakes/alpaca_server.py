@@ -18,6 +18,8 @@ quantities as JSON strings, strict enums, UUID ids, ``{"code", "message"}`` erro
   a reporting overlay: the simulator fills the whole order; for ``seconds`` of server time from
   the first answer that sees the fill, the order (and position and cash) show floor(qty/2).
 * Bars are never revealed before their minute has closed at the server's ``now``.
+* ``POST /__test__/time`` ``{"at": ...}`` is test-only (no such Alpaca route): it lets an engine in
+  another process move the server clock forward (never back), as ``set_time`` does in-process.
 
 Simplifications, on purpose: market orders only (plus bracket legs on buys, and foreign
 resting orders seeded with ``add_foreign_order``, which never fill); DAY orders do not expire.
@@ -504,9 +506,26 @@ class FakeAlpaca:
             return 200, self._calendar(q)
         elif path == "/v2/stocks/bars" and method == "GET":
             return 200, self._bars(q)
+        elif path == "/__test__/time" and method == "POST":
+            return 200, self._test_time(raw)
         else:
             raise _HttpError(404, {"code": 40410000, "message": f"endpoint not found: {path}"})
         raise _HttpError(405, {"code": 40510000, "message": "method not allowed"})
+
+    def _test_time(self, raw: bytes) -> dict[str, Any]:
+        """TEST-ONLY (not an Alpaca route): a driver in another process moves the clock to max(now, at).
+
+        The crash test's engine runs in a subprocess that is killed and restarted; a restarted engine re-runs
+        its last unfinished tick, so an earlier time is ignored instead of refused.
+        """
+        try:
+            at = _parse_time(str(json.loads(raw or b"{}")["at"]), "at")
+        except (ValueError, KeyError, TypeError):
+            raise _HttpError(422, _err("body must be {\"at\": <RFC 3339 time>}")) from None
+        if at > self.now:
+            self.set_time(at)
+        self._refresh()  # match up to the new time now, as the next request would
+        return {"now": _ts(self.now)}
 
     # ------------------------------------------------------------ state refresh
     def _refresh(self) -> None:
