@@ -678,8 +678,10 @@ class Engine:
             qty = next(p.qty for p in state.positions if p.symbol == sym)
             intent = new_intent("exit", sym, "sell", qty, obs.close, now, self.s.intent_ttl_s,
                                 reason=f"signal exit: score {score:+.2f} <= -{cutoff:.2f}", source=f"signal:{sym}")
-            self._queue_intent(intent, now, rep)
+            # the decision row first: it commits with the intent, so a crash during the submission cannot leave
+            # an intent without its decision (a re-run tick would decide the ticker again, differently)
             self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "exit", rep)
+            self._queue_intent(intent, now, rep)
             rep.actionable += 1
             return
         if (r := gates.check_mixer_cooldown(self.kv, sym, now)) is not None:
@@ -722,8 +724,8 @@ class Engine:
             take_profit_price=price_increment(price * (1 + self.s.take_profit_pct)),
             risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
         )
+        self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)  # with the intent
         self._queue_intent(intent, now, rep)
-        self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)
 
     def entry_risk_check(self, state: AccountState, price: float | None, now: datetime) -> tuple[bool, str]:
         """``check_signal_risk_feasibility``, recording the day's first daily-loss halt as a protection."""
