@@ -252,6 +252,10 @@ class Engine:
                 if self._unsent_pending(row["id"]):
                     submit_intent(self.store, self.broker, load_intent(row), now)
                     notes.append(f"intent {row['id']} submitted after restart")
+        # What was just (re)sent may have filled already: take those fills in before comparing positions, or
+        # the position would be adopted (or dropped) here and then changed once more by its fill next tick.
+        self.broker.sync(now)
+        self._ingest_fills(now)
         # Open broker orders we have no record of: adopt and flag.
         known = {r["client_order_id"] for r in self.store.query("SELECT client_order_id FROM orders")}
         for order in self.broker.list_orders(open_only=True):
