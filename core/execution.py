@@ -129,6 +129,8 @@ def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: dateti
     try:
         if intent.is_exit:
             order = broker.close_position(intent.symbol, cid, now)
+            if order is None:  # no position: maybe sold by this very order, an earlier copy of it arriving late
+                order = broker.get_order_by_client_id(cid)
         else:
             order = broker.submit_order(req, now)
     except BrokerError as e:
