@@ -31,12 +31,13 @@ class ConfigError(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, validate_default=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, validate_default=True,
+        allow_inf_nan=False,  # SIM_START_CASH=inf passed every lower bound; no setting means infinity
     )
 
     # --- storage, modes ---
     db_path: str = "data/trading.db"
-    seed: int = 7
+    seed: int = Field(7, ge=0)  # numpy's generator refuses negative seeds
     auto_mode: bool = False
     broker: Literal["sim", "alpaca"] = "sim"
     market_data: Literal["synthetic", "replay", "alpaca"] = "synthetic"
@@ -203,6 +204,15 @@ class Settings(BaseSettings):
                     raise ValueError(f"__field__{key}__inline comment ('#') in the value")
         return data
 
+    @field_validator("db_path", "strategy", "alpaca_cache_dir", "llm_model", "edgar_base_url", "edgar_archives_url",
+                     "edgar_user_agent")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        # DB_PATH= (empty) opened a throw-away temporary database; the others fail later, far from the cause
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
     @field_validator("tier_a_tickers", "tier_b_tickers", "bench_tickers")
     @classmethod
     def _tickers(cls, v: str) -> str:
@@ -284,18 +294,36 @@ def parse_baskets(raw: str) -> tuple[Basket, ...]:
         raise ValueError("must be a JSON list of baskets")
     out = []
     for b in items:
+        if not isinstance(b, dict):
+            raise ValueError(f"basket entry {b!r} is not an object")
         try:
             basket = Basket(
-                name=str(b["name"]),
-                members=parse_tickers(",".join(b["members"])),
-                inverse_etf=parse_tickers(b["inverse_etf"])[0],
-                conflicts=parse_tickers(",".join(b.get("conflicts", []))),
-                index_etf=parse_tickers(b.get("index_etf", b["conflicts"][0]))[0],
+                name=_text(b["name"], "name"),
+                members=parse_tickers(",".join(_texts(b["members"], "members"))),
+                inverse_etf=parse_tickers(_text(b["inverse_etf"], "inverse_etf"))[0],
+                conflicts=parse_tickers(",".join(_texts(b.get("conflicts", []), "conflicts"))),
+                index_etf=parse_tickers(_text(b.get("index_etf", b["conflicts"][0]), "index_etf"))[0],
             )
-        except (KeyError, TypeError, IndexError) as e:
+        except KeyError as e:
             raise ValueError(f"basket entry {b!r} lacks {e}") from None
+        except (TypeError, IndexError) as e:
+            raise ValueError(f"basket entry {b!r}: {e}") from None
         out.append(basket)
     return tuple(out)
+
+
+def _text(value: Any, key: str) -> str:
+    # a number or null where a ticker belongs used to escape as AttributeError from str.split
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _texts(value: Any, key: str) -> list[str]:
+    # a dict here was silently read as its keys, a string as its letters
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise TypeError(f"{key} must be a list of strings")
+    return value
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
@@ -322,9 +350,16 @@ def load_settings(**overrides: Any) -> Settings:
             if isinstance(value, dict):
                 value = _raw_value(overrides, name.lower(), None)
             secret = any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL", "WEBHOOK", "PASSWORD"))
-            shown = "********" if secret else repr(value)
+            shown = "********" if secret else _shown(value)
             lines.append(f"{name}={shown}: {msg.removeprefix('Value error, ')}")
         raise ConfigError("; ".join(lines)) from None
+
+
+def _shown(value: Any) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit cannot even be printed
+        return f"<{type(value).__name__} too large to show>"
 
 
 def _raw_value(overrides: dict[str, Any], field: str, default: Any) -> Any:
