@@ -1,8 +1,11 @@
 """Bars from CSV or Parquet files, validated row by row before anything trades on them.
 
 Timestamps: ISO 8601 with an offset, naive ISO (taken as UTC, as alpaca-py does), or
-epoch seconds. Errors name the file and the line (CSV: the file's line number,
-header = line 1; Parquet: the 1-based row).
+epoch seconds (years 1677-2262). Anything else is refused, "now" and "today" too (pandas
+would read them as the wall clock). Prices must be finite and at least ``MIN_PRICE``,
+volumes finite and >= 0, symbols non-blank; TRUE/FALSE columns are not numbers.
+Errors name the file and the line (CSV: the file's line number, header = line 1;
+Parquet: the 1-based row).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import pandas as pd
 
 from core.clock import NY
 from core.marketdata import BAR_COLUMNS, PRICE_COLUMNS, BarDataError, FrameMarket, ts_ns
+
+MIN_PRICE = 0.0001  # the smallest US quote increment; 1e-300 passed "> 0" and then overflowed order sizing
+_MAX_EPOCH_S = 9.2e9  # pandas' nanosecond range ends in 2262; beyond it to_datetime raises despite "coerce"
 
 
 def load_bars(path: str | Path) -> pd.DataFrame:
@@ -61,12 +67,19 @@ def validate_bars(raw: pd.DataFrame, source: str, *, first_row: int = 1, unit: s
         if bad.any():
             fail(int(np.argmax(bad)), f"empty or NaN {col}")
     df["symbol"] = df["symbol"].astype(str).str.strip()
+    bad = (df["symbol"] == "").to_numpy()
+    if bad.any():
+        fail(int(np.argmax(bad)), "blank symbol")
     # timestamps
     ts = df["timestamp"]
-    if pd.api.types.is_numeric_dtype(ts):
-        parsed = pd.to_datetime(ts, unit="s", utc=True, errors="coerce")
+    if pd.api.types.is_numeric_dtype(ts) and not pd.api.types.is_bool_dtype(ts):
+        secs = ts.astype(float)
+        parsed = pd.to_datetime(secs.where(secs.abs() < _MAX_EPOCH_S), unit="s", utc=True, errors="coerce")
     else:
-        parsed = pd.to_datetime(ts.astype(str), utc=True, errors="coerce", format="mixed")
+        text = ts.astype(str)
+        # ISO 8601 only: "mixed" also read 03/04/2025 (which day?) and English dates
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        parsed = parsed.mask(text.str.strip().str.lower().isin(["now", "today"]))
     bad = parsed.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
@@ -74,17 +87,27 @@ def validate_bars(raw: pd.DataFrame, source: str, *, first_row: int = 1, unit: s
     df["timestamp"] = parsed.dt.as_unit("ns")
     # numbers
     for col in PRICE_COLUMNS + ["volume"]:
+        if pd.api.types.is_bool_dtype(df[col]):  # TRUE/FALSE would otherwise read as 1.0/0.0
+            fail(0, f"{col} is not a number: {df[col].iloc[0]!r}")
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna().to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
             fail(i, f"{col} is not a number: {df[col].iloc[i]!r}")
         df[col] = num.astype(float)
+        bad = ~np.isfinite(df[col].to_numpy())  # "inf", "1e400": an infinite price poisons every sum after it
+        if bad.any():
+            i = int(np.argmax(bad))
+            fail(i, f"{col} is not finite: {raw[col].iloc[i]!r}")
     for col in PRICE_COLUMNS:
         bad = (df[col] <= 0).to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
             fail(i, f"non-positive {col} {df[col].iloc[i]}")
+        bad = (df[col] < MIN_PRICE).to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            fail(i, f"{col} {df[col].iloc[i]} is below the smallest price {MIN_PRICE}")
     bad = (df["volume"] < 0).to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
