@@ -9,16 +9,21 @@ What this adapter decides instead of alpaca-py (see ../shared/notes/alpaca-py.md
   unique" (a retry after a lost answer) means the order exists: it is fetched, never resent;
 * buying-power, wash-trade and not-tradable answers become rejected orders with a reason;
 * fills are derived from order polling (``filled_qty`` increments, legs included) and kept
-  in SQLite, so each fill reaches the engine exactly once, across restarts too.
+  in SQLite, so each fill reaches the engine exactly once, across restarts too;
+* an answer that is not JSON, not the expected shape, or has a field we cannot use (a number
+  that is not finite, a fill without price, side or symbol) is a ``BrokerError``, like an
+  unreachable broker: the engine trades nothing that tick and asks again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -90,6 +95,11 @@ class AlpacaCaller:
                 problem = f"HTTP {status}"
             except (requests.ConnectionError, requests.Timeout) as e:
                 wait, problem = self.base_wait_s * (2 ** attempt), type(e).__name__
+            except (ValueError, TypeError) as e:
+                # alpaca-py parses the body into its models inside the call: not JSON, a list where an object
+                # belongs, a missing or mistyped field. The broker's answer is unusable; retrying now won't help.
+                self.failures += 1
+                raise BrokerError(f"{what}: unusable answer ({_brief(e)})") from None
             attempt += 1
             if attempt > self.max_retries or time.monotonic() - started + wait > self.call_budget_s:
                 self.failures += 1
@@ -115,8 +125,24 @@ def api_message(e: APIError) -> tuple[int | None, str]:
         return None, str(e)[:200]
 
 
+def _brief(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+
+
 def _f(v: Any) -> float:
-    return 0.0 if v in (None, "") else float(v)
+    x = 0.0 if v is None or v == "" else float(v)
+    if not math.isfinite(x):  # "NaN" or "inf" from the broker would poison every sum after it
+        raise ValueError(f"not a finite number: {v!r}")
+    return x
+
+
+@contextlib.contextmanager
+def _answer(what: str) -> Iterator[None]:
+    """Our conversion of a parsed answer: a field it cannot use becomes a BrokerError, never a raw exception."""
+    try:
+        yield
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise BrokerError(f"{what}: unusable answer ({_brief(e)})") from None
 
 
 def _enum(v: Any) -> str:
@@ -175,7 +201,8 @@ class AlpacaBroker:
             if e.status_code == 404:
                 return None
             raise BrokerError(f"get order {client_order_id}: {api_message(e)[1]}") from None
-        return self._to_order(o)
+        with _answer("get order"):
+            return self._to_order(o)
 
     def list_orders(self, *, open_only: bool = True) -> list[BrokerOrder]:
         req = GetOrdersRequest(status=QueryOrderStatus.OPEN if open_only else QueryOrderStatus.ALL, limit=500,
@@ -184,7 +211,8 @@ class AlpacaBroker:
             orders = self.call("list orders", lambda: self.client.get_orders(filter=req))
         except APIError as e:
             raise BrokerError(f"list orders: {api_message(e)[1]}") from None
-        return [self._to_order(o) for o in orders]  # type: ignore[union-attr]
+        with _answer("list orders"):
+            return [self._to_order(o) for o in orders]  # type: ignore[union-attr]
 
     def submit_order(self, req: OrderRequest, now: datetime) -> BrokerOrder:
         kwargs: dict[str, Any] = {"symbol": req.symbol, "qty": req.qty, "side": OrderSide(req.side),
@@ -218,8 +246,10 @@ class AlpacaBroker:
             if existing is not None:
                 return existing
             raise
-        self._remember(o, req.client_order_id, None, None)
-        return self._to_order(o)
+        with _answer("submit order"):
+            order = self._to_order(o)
+            self._remember(o, req.client_order_id, None, None)
+        return order
 
     def cancel_order(self, order_id: str, now: datetime) -> None:
         self._invalidate()
@@ -247,12 +277,16 @@ class AlpacaBroker:
 
     def _open_orders_for(self, symbol: str) -> list[str]:
         req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=True, symbols=[symbol])
-        orders = self.call("open orders", lambda: self.client.get_orders(filter=req))
+        try:
+            orders = self.call("open orders", lambda: self.client.get_orders(filter=req))
+        except APIError as e:  # escaped as APIError before: every other call says BrokerError
+            raise BrokerError(f"open orders {symbol}: {api_message(e)[1]}") from None
         ids: list[str] = []
-        for o in orders:  # type: ignore[union-attr]
-            ids.extend(str(leg.id) for leg in (o.legs or []) if _enum(leg.status) in ("new", "held", "accepted"))
-            if _enum(o.status) in ("new", "accepted", "pending_new", "partially_filled", "held"):
-                ids.append(str(o.id))
+        with _answer("open orders"):
+            for o in orders:  # type: ignore[union-attr]
+                ids.extend(str(leg.id) for leg in (o.legs or []) if _enum(leg.status) in ("new", "held", "accepted"))
+                if _enum(o.status) in ("new", "accepted", "pending_new", "partially_filled", "held"):
+                    ids.append(str(o.id))
         return ids
 
     # ------------------------------------------------------------ account
@@ -263,10 +297,11 @@ class AlpacaBroker:
             a = self.call("account", self.client.get_account)
         except APIError as e:
             raise BrokerError(f"account: {api_message(e)[1]}") from None
-        self.account_number = a.account_number  # type: ignore[union-attr]
-        acct = Account(equity=_f(a.equity), cash=_f(a.cash), buying_power=_f(a.buying_power),  # type: ignore[union-attr]
-                       last_equity=_f(a.last_equity) if a.last_equity else None,  # type: ignore[union-attr]
-                       account_number=a.account_number)  # type: ignore[union-attr]
+        with _answer("account"):
+            acct = Account(equity=_f(a.equity), cash=_f(a.cash), buying_power=_f(a.buying_power),  # type: ignore[union-attr]
+                           last_equity=_f(a.last_equity) if a.last_equity else None,  # type: ignore[union-attr]
+                           account_number=a.account_number)  # type: ignore[union-attr]
+        self.account_number = acct.account_number
         self._account = (now, acct)
         return acct
 
@@ -277,8 +312,9 @@ class AlpacaBroker:
             rows = self.call("positions", self.client.get_all_positions)
         except APIError as e:
             raise BrokerError(f"positions: {api_message(e)[1]}") from None
-        out = [BrokerPosition(p.symbol, _f(p.qty), _f(p.avg_entry_price),  # type: ignore[union-attr]
-                              _f(p.current_price) or _f(p.avg_entry_price)) for p in rows]  # type: ignore[union-attr]
+        with _answer("positions"):
+            out = [BrokerPosition(p.symbol, _f(p.qty), _f(p.avg_entry_price),  # type: ignore[union-attr]
+                                  _f(p.current_price) or _f(p.avg_entry_price)) for p in rows]  # type: ignore[union-attr]
         self._positions = (now, out)
         return out
 
@@ -299,7 +335,7 @@ class AlpacaBroker:
         except APIError as e:
             raise BrokerError(f"poll orders: {api_message(e)[1]}") from None
         changed = False
-        with self.store.transaction():
+        with _answer("poll orders"), self.store.transaction():  # one unusable order: nothing of this poll is kept
             for o in orders:  # type: ignore[union-attr]
                 changed |= self._track(o, o.client_order_id, None, None)
                 for leg in o.legs or []:
@@ -319,8 +355,14 @@ class AlpacaBroker:
         before, before_avg = row["filled_qty"] or 0.0, row["filled_avg_price"] or 0.0
         new = filled - before
         if new > 1e-9:
+            if not avg > 0 or _enum(o.side) not in ("buy", "sell") or not o.symbol:
+                raise ValueError(f"order {oid}: filled_qty {filled:g} without a usable price, side or symbol")
             # the price of this increment from the change of the cumulative average
             price = (avg * filled - before_avg * before) / new if before > 0 else avg
+            if not price > 0:  # averages that contradict each other (a negative increment price): take the average
+                log.warning("alpaca order %s: average %s after %s does not fit the increment; using it", oid, avg,
+                            before_avg)
+                price = avg
             ts = o.filled_at or o.updated_at
             self.store.execute(
                 "INSERT OR IGNORE INTO alpaca_fills(id, order_id, client_order_id, symbol, side, qty, price, ts, leg)"
@@ -347,8 +389,9 @@ class AlpacaBroker:
             c = self.call("clock", self.client.get_clock)
         except APIError as e:
             raise BrokerError(f"clock: {api_message(e)[1]}") from None
-        return {"timestamp": c.timestamp, "is_open": bool(c.is_open), "next_open": c.next_open,  # type: ignore[union-attr]
-                "next_close": c.next_close}  # type: ignore[union-attr]
+        with _answer("clock"):
+            return {"timestamp": c.timestamp, "is_open": bool(c.is_open), "next_open": c.next_open,  # type: ignore[union-attr]
+                    "next_close": c.next_close}  # type: ignore[union-attr]
 
     # ------------------------------------------------------------ status for the UI
     def describe(self) -> str:
