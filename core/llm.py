@@ -88,6 +88,8 @@ def parse_answer(content: str | None) -> Answer:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON: {e.msg}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser's stack: escaped as RecursionError before
+        raise ValueError("not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     try:
