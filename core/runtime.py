@@ -324,15 +324,17 @@ class Runtime:
         try:
             fn()
             st.consecutive_errors = 0
-        except Exception as e:
+        except BaseException as e:  # CancelledError, SystemExit, GeneratorExit are a job's failures too
             st.errors += 1
             st.consecutive_errors += 1
-            st.last_error = f"{type(e).__name__}: {e}"
+            st.last_error = _describe(e)
             # back off 2, 4, ... 60 s so a persistent fault cannot spin the CPU or flood the log
             st.skip_until = time.monotonic() + min(60.0, 2.0 ** st.consecutive_errors)
             log.error("job %s failed (%d in a row): %s\n%s", name, st.consecutive_errors, st.last_error,
                       traceback.format_exc())
             self._record_job_error(name, st.last_error)
+            if isinstance(e, KeyboardInterrupt):
+                raise  # recorded, but Ctrl-C while a job runs on the caller's thread still stops the program
         finally:
             st.running = False
             st.runs += 1
@@ -510,6 +512,15 @@ class Runtime:
             "redis": self.redis.status() if self.redis is not None else None,
             "storage_error": self.engine.storage_error,
         }
+
+
+def _describe(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:  # an exception whose __str__ itself fails escaped the guard before
+        text = "<unprintable message>"
+    # a lone surrogate (a file name from os.listdir) could not be stored as UTF-8: the notification was lost
+    return f"{type(e).__name__}: {text}".encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def scheduler_threads() -> list[str]:
