@@ -134,7 +134,7 @@ def _fresh_entry(rt: Runtime, symbol: str = "AAPL", qty: float = 10):
     return intent
 
 
-@pytest.mark.parametrize("kind", ["429", "500", "503", "504", "slow", "drop", "lost_response"])
+@pytest.mark.parametrize("kind", ["429", "500", "502", "503", "504", "slow", "drop", "lost_response"])
 def test_order_faults_never_duplicate(tmp_path, fake, kind):
     rt = runtime(settings_for(tmp_path, fake), ny(10, 0))
     fake.set_time(ny(10, 0))

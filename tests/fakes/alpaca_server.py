@@ -67,11 +67,12 @@ ERR_BUYING_POWER = {"code": 40310000, "message": "insufficient buying power"}
 ERR_QTY = {"code": 40310000, "message": "insufficient qty available for order"}
 ERR_WASH = {"code": 40310000, "message": "potential wash trade detected. use complex orders"}
 
-TRANSPORT_FAULTS = ("429", "500", "503", "504", "slow", "drop")
+TRANSPORT_FAULTS = ("429", "500", "502", "503", "504", "slow", "drop")
 REJECT_FAULTS = ("reject_buying_power", "reject_wash_trade", "reject_halted")
 FAULT_KINDS = (*TRANSPORT_FAULTS, *REJECT_FAULTS, "lost_response", "partial_fill")
 _STATUS_BODY = {
     "500": (500, {"code": 50010000, "message": "internal server error"}),
+    "502": (502, {"code": 50210000, "message": "bad gateway"}),
     "503": (503, {"code": 50310000, "message": "service unavailable"}),
     "504": (504, {"code": 50410000, "message": "gateway timeout"}),
 }

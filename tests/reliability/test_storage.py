@@ -73,13 +73,13 @@ def test_an_unwritable_database_stops_trading_and_resumes(tmp_path, fake, how): 
 def test_readers_never_see_database_is_locked_while_a_replay_writes(tmp_path):
     db = tmp_path / "busy.db"
     writer = subprocess.Popen(
-        [sys.executable, "-m", "core.replay", "--days", "3", "--seed", "4", "--db", str(db), "--start", "2025-03-03",
+        [sys.executable, "-m", "core.replay", "--days", "250", "--seed", "4", "--db", str(db), "--start", "2025-03-03",
          "--auto"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     settings = load_settings()
     reads, errors = 0, []
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60  # a minute of reading while the replay writes at full speed
         while not db.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         store = None
@@ -99,10 +99,12 @@ def test_readers_never_see_database_is_locked_while_a_replay_writes(tmp_path):
                 if "no such table" in str(e):  # the writer has not created the schema yet
                     continue
                 errors.append(str(e))
-        out, _ = writer.communicate(timeout=120)
+        still_writing = writer.poll() is None
+        writer.kill()  # the replay was only the load
+        out, _ = writer.communicate(timeout=30)
     finally:
         if writer.poll() is None:
             writer.kill()
-    assert writer.returncode == 0, out
-    assert reads > 20  # the readers really overlapped the writer
+    assert still_writing, out  # the writer was busy for the whole minute (it did not crash early)
+    assert reads > 100  # the readers really overlapped the writer for the minute
     assert errors == []
