@@ -76,6 +76,10 @@ def kpi_lines(snapshots: pd.DataFrame, columns: list[str], title: str, *, percen
             fig.add_trace(go.Scatter(x=snapshots["ts"], y=snapshots[col], name=col.replace("_", " "),
                                      mode="lines+markers" if len(snapshots) < 40 else "lines"))
     fig.update_layout(title=title, height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      yaxis={"tickformat": ".0%" if percent else ",", "automargin": True},
+                      yaxis={"tickformat": ".0%" if percent else ",", "automargin": True,
+                             "rangemode": "nonnegative"},  # counts and rates: no negative axis
                       legend={"orientation": "h", "y": -0.2})
+    if len(snapshots) == 1:  # one snapshot: an hour either side, not an axis of milliseconds
+        t = snapshots["ts"].iloc[0]
+        fig.update_xaxes(range=[t - pd.Timedelta(hours=1), t + pd.Timedelta(hours=1)])
     return fig
