@@ -602,11 +602,15 @@ class Engine:
             "SELECT id, form FROM events WHERE symbol=? AND kind='filing' AND processed_at IS NULL AND created_at > ? "
             "ORDER BY created_at LIMIT 1", (sym, iso(now - timedelta(seconds=self.s.event_ttl_s))))
         if row is not None:
-            self.store.execute("UPDATE events SET processed_at=? WHERE id=?", (iso(now), row["id"]))
+            self._take_filing(row["id"], now)
             return LLMEvent(row["id"], sym, "filing", row["form"])
         if spike >= self.s.vol_spike_event:
             return LLMEvent(f"spike:{sym}:{obs.bar_ts.isoformat()}", sym, "spike")
         return None
+
+    def _take_filing(self, event_id: str, now: datetime) -> None:
+        """A filing event is handled once: the first time a tick uses it is kept."""
+        self.store.execute("UPDATE events SET processed_at=COALESCE(processed_at, ?) WHERE id=?", (iso(now), event_id))
 
     def _process_ticker(self, sym: str, now: datetime, state: AccountState, rep: TickReport) -> None:
         tier = self.universe.get_ticker_tier(sym) or "Bench"
@@ -626,9 +630,8 @@ class Engine:
         spike = 0.0 if math.isnan(obs.vol_spike) else obs.vol_spike
         if self.llm is not None:  # queue a call (made by its own job; the answer mixes in on later ticks)
             self.llm.request(self._event_for(sym, obs, spike, now), obs.score, spike, now)
-        if pending is not None and not pending.startswith("spike:"):  # a filing is handled once
-            self.store.execute("UPDATE events SET processed_at=COALESCE(processed_at, ?) WHERE id=?",
-                               (iso(now), pending))
+        if pending is not None and not pending.startswith("spike:"):
+            self._take_filing(pending, now)
         score = self.mix_score(sym, obs.score, now)
         self.latest_scores[sym] = (now.timestamp(), score)
         cutoff = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
