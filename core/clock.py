@@ -58,9 +58,15 @@ def ensure_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+# A fixed span, not the library's default (20 years back to one year ahead of *today*): what the engine accepts
+# must not depend on the day it runs, and any date a bar file or a simulation can hold is covered.
+CALENDAR_START = date(1990, 1, 2)
+CALENDAR_END = date(2035, 12, 31)
+
+
 @lru_cache(maxsize=1)
 def _calendar() -> xcals.ExchangeCalendar:
-    return xcals.get_calendar("XNYS")
+    return xcals.get_calendar("XNYS", start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
 
 
 @lru_cache(maxsize=4096)
@@ -105,6 +111,11 @@ def sessions_between(start: date, end: date) -> list[date]:
     """Sessions in [start, end]."""
     cal = _calendar()
     return [d.date() for d in cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))]
+
+
+def next_session_on_or_after(day: date) -> date:
+    """``day`` if it is a session, else the next one (weekends and holidays move forward)."""
+    return _calendar().date_to_session(pd.Timestamp(day), direction="next").date()
 
 
 def previous_session(day: date) -> date:

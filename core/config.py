@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -109,6 +110,9 @@ class Settings(BaseSettings):
     sim_slippage_bps: float = Field(2.0, ge=0, le=1000)
     sim_fee_per_order: float = Field(0.0, ge=0)
     sim_speed: float = Field(1.0, gt=0, le=3600)
+    # first trading session of a new simulated market (YYYY-MM-DD; a weekend or holiday moves to the next
+    # session). Unset: the session before today's date. Tests and demos fix it so a run never depends on the day.
+    sim_start: date | None = None
 
     # --- app runtime (SPEC 12, 13) ---
     engine_jobs: bool = True  # 0: no background scheduler (tests tick the engine themselves)
@@ -211,6 +215,16 @@ class Settings(BaseSettings):
         # DB_PATH= (empty) opened a throw-away temporary database; the others fail later, far from the cause
         if not v.strip():
             raise ValueError("must not be empty")
+        return v
+
+    @field_validator("sim_start")
+    @classmethod
+    def _sim_start_in_calendar(cls, v: date | None) -> date | None:
+        from core.clock import CALENDAR_END, CALENDAR_START
+
+        # the day before is warm-up history, so the first session needs one session before it
+        if v is not None and not (CALENDAR_START < v <= CALENDAR_END):
+            raise ValueError(f"must be a date after {CALENDAR_START} and on or before {CALENDAR_END}")
         return v
 
     @field_validator("tier_a_tickers", "tier_b_tickers", "bench_tickers")

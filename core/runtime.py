@@ -33,7 +33,18 @@ from filelock import FileLock, Timeout
 
 from core import kpi
 from core.broker import Broker
-from core.clock import NY, UTC, Clock, WallClock, ensure_utc, is_rth, previous_session, session_bounds, trading_date
+from core.clock import (
+    NY,
+    UTC,
+    Clock,
+    WallClock,
+    ensure_utc,
+    is_rth,
+    next_session_on_or_after,
+    previous_session,
+    session_bounds,
+    trading_date,
+)
 from core.clock import trading_sessions as _sessions_from
 from core.config import Settings
 from core.engine import Engine, TickReport, money
@@ -102,14 +113,14 @@ class SimSessionClock:
             self._base, self._wall0, self.speed = now, self._wall(), float(speed)
 
 
-def default_sim_start(today: date) -> tuple[date, datetime]:
+def default_sim_start(today: date, first_session: date | None = None) -> tuple[date, datetime]:
     """(synthetic anchor day, first market time) for a new simulated database.
 
-    The anchor session is a warm-up day (bars exist, nothing trades); trading
-    starts one minute after the next session's open, so the strategy has
-    history and the first tick already scores every ticker.
+    Trading starts one minute after the open of ``first_session`` (snapped forward to a session), or of the
+    session before ``today`` when none is given. The session before it is the anchor, a warm-up day (bars
+    exist, nothing trades), so the strategy has history and the first tick already scores every ticker.
     """
-    first = previous_session(today)
+    first = next_session_on_or_after(first_session) if first_session else previous_session(today)
     anchor = previous_session(first)
     open_ = session_bounds(first)[0].astimezone(UTC)  # type: ignore[index]
     return anchor, open_ + timedelta(minutes=1)
@@ -122,7 +133,7 @@ def build_market(settings: Settings, store: Store, today: date,
     if settings.market_data == "synthetic":
         anchor_s, clock_s = store.get_meta("sim_anchor"), store.get_meta("sim_clock")
         if anchor_s is None or clock_s is None:
-            anchor, start = default_sim_start(today)
+            anchor, start = default_sim_start(today, settings.sim_start)
             store.set_meta("sim_anchor", anchor.isoformat())
             store.set_meta("sim_clock", start.isoformat())
             store.commit()

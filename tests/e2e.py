@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import ci_required
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -79,7 +81,7 @@ def launch_chromium(playwright):  # type: ignore[no-untyped-def]
     try:
         return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
     except Exception as e:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if ci_required():
             pytest.fail(f"Chromium could not start under CI ({CHROMIUM}): {e}")
         pytest.skip(f"Chromium not available at {CHROMIUM}: {e}")
 

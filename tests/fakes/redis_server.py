@@ -5,13 +5,14 @@ Missing binary: the tests skip, except under ``CI=true`` where that is a failure
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.ci import ci_required
 
 
 def free_port() -> int:
@@ -67,4 +68,5 @@ class RedisServer:
 
 
 def required() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+    """Under CI (any true value of ``CI``) a missing redis-server fails the tests instead of skipping them."""
+    return ci_required()

@@ -1,0 +1,29 @@
+"""Scripted strategies for tests that start the real app (loaded by ``STRATEGY=tests.fakes.strategies:...``).
+
+A browser test that waits for "the first intent" must not wait on the synthetic market's luck: with this
+strategy the first tick of the session already produces one, on any date and at any speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.strategy import SCORE_COLUMNS
+
+
+class BullishNvda:
+    """NVDA scores +0.9 on every bar (a long entry at once), every other symbol 0 (below any cutoff)."""
+
+    name = "bullish_nvda"
+    warmup_bars = 1
+    symbol = "NVDA"
+    score = 0.9
+
+    def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
+        if bars.empty:
+            return pd.DataFrame(columns=SCORE_COLUMNS)
+        out = bars[["timestamp", "symbol"]].reset_index(drop=True).copy()
+        out["score"] = np.where(out["symbol"].to_numpy() == self.symbol, self.score, 0.0)
+        out["vol_spike"] = 0.0
+        return out
