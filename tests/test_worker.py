@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -32,25 +33,37 @@ def wait_for(check, timeout_s: float = 60.0):  # noqa: ANN001
 
 def test_the_worker_runs_the_engine_and_takes_commands_from_another_process(tmp_path):
     db = tmp_path / "worker.db"
-    env = {**os.environ, "DB_PATH": str(db), "SIM_SPEED": "120", "AUTO_MODE": "1", "SEED": "5"}
+    env = {**os.environ, "DB_PATH": str(db), "SIM_SPEED": "120", "AUTO_MODE": "1", "SEED": "5",
+           "SIM_START": "2025-03-10"}
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "core.worker", "--status-every", "1"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        def decisions() -> int:
+        def market_time() -> datetime | None:
+            """The worker's market time once its ticks are writing decisions (the file and its tables may
+            exist before its schema and first tick do: anything short of that is "not yet")."""
             if not db.exists():
-                return 0
-            st = Store(db, readonly=True)
+                return None
             try:
-                return st.scalar("SELECT COUNT(*) FROM signals") or 0
+                st = Store(db, readonly=True)
+            except sqlite3.Error:
+                return None
+            try:
+                if not st.scalar("SELECT COUNT(*) FROM signals"):
+                    return None
+                ts = st.scalar("SELECT ts FROM heartbeat WHERE name='tick'")
+                return datetime.fromisoformat(ts) if ts else None
+            except sqlite3.OperationalError:  # no such table yet
+                return None
             finally:
                 st.close()
 
-        wait_for(lambda: decisions() > 0)  # the worker's ticks are writing
+        now = wait_for(market_time)  # the worker's ticks are writing
         with pytest.raises(EngineLockedError):  # the app on the same database attaches instead of trading twice
             Runtime(load_settings(db_path=str(db), engine_jobs=False))
         writer = Store(db)
-        cid = writer.send_command("set_params", {"cutoff_delta": 0.03}, who="ui:test", now=datetime.now(UTC))
+        # stamped with the engine's market time, as the app's pages do (ui.state.AppContext.now)
+        cid = writer.send_command("set_params", {"cutoff_delta": 0.03}, who="ui:test", now=now)
         writer.close()
         reader = Store(db, readonly=True)
         wait_for(lambda: reader.scalar("SELECT status FROM commands WHERE id=?", (cid,)) == "done")
