@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import time
+import threading
 import uuid
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -517,15 +517,22 @@ def test_drop_closes_the_connection_without_an_answer(fake: FakeAlpaca) -> None:
 
 
 def test_slow_answer_times_out_the_client(fake: FakeAlpaca) -> None:
+    """The client gives up on an answer that does not come, and the server serves others meanwhile.
+
+    The slow answer is held until the test releases it (not a sleep a busy machine could outlast), so
+    neither assertion depends on how fast this machine is.
+    """
+    release = threading.Event()
     client = trading(fake, timeout=0.3)
-    fake.inject("slow", path="/v2/clock", seconds=1.0)
-    t = time.monotonic()
-    with pytest.raises(requests.exceptions.Timeout):
-        client.get_clock()
-    assert time.monotonic() - t < 0.9
-    t = time.monotonic()
-    assert client.get_clock().is_open  # the server keeps serving while the slow request sleeps
-    assert time.monotonic() - t < 0.5
+    fake.inject("slow", path="/v2/clock", until=release, seconds=60)
+    try:
+        with pytest.raises(requests.exceptions.Timeout):
+            client.get_clock()  # the server holds this answer until ``release``: only the timeout can end it
+        assert not release.is_set()
+        assert trading(fake).get_clock().is_open  # served while the slow request is still held
+        assert fake.count("GET", "/v2/clock") == 2
+    finally:
+        release.set()
 
 
 def test_lost_response_creates_exactly_one_order(fake: FakeAlpaca) -> None:

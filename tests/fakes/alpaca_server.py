@@ -417,7 +417,13 @@ class FakeAlpaca:
                 self._drop(h)
                 return
             if kind == "slow":
-                time.sleep(float(fault.opts.get("seconds", 2.0)))  # outside the lock: others are served meanwhile
+                # outside the lock: others are served meanwhile. ``until`` (a threading.Event) holds the answer
+                # until the test releases it (at most ``seconds``), so a test need not race a sleep.
+                until = fault.opts.get("until")
+                if until is not None:
+                    until.wait(float(fault.opts.get("seconds", 30.0)))
+                else:
+                    time.sleep(float(fault.opts.get("seconds", 2.0)))
             elif kind in REJECT_FAULTS:
                 status, body = self._reject_body(kind, raw)
                 self._send(h, status, body, headers)
