@@ -27,7 +27,8 @@ def test_inline_comment_in_env_is_refused_with_name_and_value(monkeypatch):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("RISK_PER_TRADE", "-0.01"), ("RISK_PER_TRADE", "1.5"), ("MAX_POSITIONS", "four"), ("AUTO_MODE", "maybe"),
-     ("STOP_LOSS_PCT", "0"), ("BASKETS_JSON", "[{"), ("TIER_B_TICKERS", "MSFT,NVDA")],
+     ("STOP_LOSS_PCT", "0"), ("BASKETS_JSON", "[{"), ("TIER_B_TICKERS", "MSFT,NVDA"), ("SIM_START", "2025-02-30"),
+     ("SIM_START", "1990-01-02"), ("SIM_START", "2036-01-02"), ("SIM_START", "next monday")],
 )
 def test_bad_values_fail_at_start_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)

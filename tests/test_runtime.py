@@ -23,6 +23,8 @@ from core.runtime import (
     stop_all,
 )
 
+FIRST = "2025-03-10"  # the simulated market's first session: never today's date (tests pass on any day)
+
 
 class FakeWall:
     def __init__(self) -> None:
@@ -77,9 +79,25 @@ def test_default_start_is_previous_session_with_a_warmup_day():
     assert anchor == date(2025, 3, 6) and start == ny(2025, 3, 7, 9, 31)
 
 
+def test_sim_start_fixes_the_first_session_whatever_today_is(tmp_path):
+    # a Saturday moves to Monday; the anchor (warm-up day) is the Friday before
+    assert default_sim_start(date(2031, 7, 4), date(2025, 3, 8)) == (date(2025, 3, 7), ny(2025, 3, 10, 9, 31))
+    # a holiday (Thanksgiving 2026) moves to the half day after it
+    assert default_sim_start(date(2024, 1, 1), date(2026, 11, 26)) == (date(2026, 11, 25), ny(2026, 11, 27, 9, 31))
+    for today in (date(2026, 11, 28), date(2027, 7, 5), date(2027, 12, 31)):
+        rt = Runtime(load_settings(db_path=str(tmp_path / f"{today}.db"), engine_jobs=False, sim_start=FIRST),
+                     today=today)
+        try:
+            assert rt.clock.now() >= ny(2025, 3, 10, 9, 31)
+            assert rt.clock.now() < ny(2025, 3, 10, 9, 32)
+            assert rt.store.get_meta("sim_anchor") == "2025-03-07"
+        finally:
+            rt.stop()
+
+
 def test_one_engine_per_database_in_this_and_another_process(tmp_path):
     db = tmp_path / "one.db"
-    s = load_settings(db_path=str(db), engine_jobs=False)
+    s = load_settings(db_path=str(db), engine_jobs=False, sim_start=FIRST)
     first = shared_runtime(s)
     try:
         assert shared_runtime(s) is first and active_runtime(str(db)) is first
@@ -104,7 +122,8 @@ def test_one_engine_per_database_in_this_and_another_process(tmp_path):
 
 
 def test_scheduler_runs_every_job_on_one_thread_and_restart_resumes_the_market(tmp_path):
-    s = load_settings(db_path=str(tmp_path / "jobs.db"), sim_speed=600, engine_jobs=True, auto_mode=True)
+    s = load_settings(db_path=str(tmp_path / "jobs.db"), sim_speed=600, engine_jobs=True, auto_mode=True,
+                      sim_start=FIRST)
     before = len(scheduler_threads())
     rt = shared_runtime(s)
     try:
@@ -146,7 +165,7 @@ def rt_meta(db, key):  # noqa: ANN001, ANN201
 
 
 def test_a_failing_job_is_counted_backed_off_and_recorded(tmp_path, monkeypatch):
-    rt = Runtime(load_settings(db_path=str(tmp_path / "f.db"), engine_jobs=False))
+    rt = Runtime(load_settings(db_path=str(tmp_path / "f.db"), engine_jobs=False, sim_start=FIRST))
     try:
         rt.jobs["tick"] = __import__("core.runtime", fromlist=["JobStatus"]).JobStatus("tick", 1.0)
 
@@ -200,7 +219,7 @@ def test_quiet_market_message_once_per_hour_without_actionable_signals(tmp_path)
 def test_commands_from_another_connection_apply_on_the_next_tick(tmp_path):
     from core.store import Store
 
-    rt = Runtime(load_settings(db_path=str(tmp_path / "c.db"), engine_jobs=False))
+    rt = Runtime(load_settings(db_path=str(tmp_path / "c.db"), engine_jobs=False, sim_start=FIRST))
     try:
         rt.clock = SimClock(ny(2025, 3, 4, 10, 0))
         other = Store(str(tmp_path / "c.db"))  # e.g. a viewer process

@@ -962,7 +962,8 @@ def quiet_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]
     Its log is off: the failure lines carry lone surrogates, which pytest-xdist cannot send back from a worker
     (the worker dies); the messages are checked through JobStatus and the notifications instead."""
     logger = logging.getLogger("core.runtime")
-    rt = Runtime(load_settings(db_path=str(tmp_path_factory.mktemp("rt") / "guarded.db"), engine_jobs=False))
+    rt = Runtime(load_settings(db_path=str(tmp_path_factory.mktemp("rt") / "guarded.db"), engine_jobs=False,
+                               sim_start="2025-03-10"))
     logger.disabled = True
     try:
         yield rt
@@ -1025,7 +1026,8 @@ def test_ctrl_c_inside_a_job_is_recorded_and_still_stops_the_caller(quiet_runtim
 
 
 def test_a_failing_job_never_stops_the_scheduler(tmp_path: Path) -> None:
-    rt = Runtime(load_settings(db_path=str(tmp_path / "sched.db"), sim_speed=600, engine_jobs=False))
+    rt = Runtime(load_settings(db_path=str(tmp_path / "sched.db"), sim_speed=600, engine_jobs=False,
+                               sim_start="2025-03-10"))
     kinds: list[Callable[[str], BaseException]] = [asyncio.CancelledError, Unprintable, sqlite3.OperationalError,
                                                    SystemExit, BrokerError, ValueError]
     raised: list[str] = []
