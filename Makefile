@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup sysdeps run worker test lint replay bench soak clean
+.PHONY: setup sysdeps run worker test test-dates lint replay bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: setup
 
 test: sysdeps lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The whole suite with the system date moved to a weekend, an early close, DST, a holiday, New Year's Eve
+# and a normal day (libfaketime): no test may depend on the day it runs. Not part of `make test` (6 runs).
+test-dates: sysdeps setup
+	$(BIN)/python tests/run_on_dates.py
 
 run: setup
 	$(BIN)/streamlit run app.py --server.port $(PORT)
