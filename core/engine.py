@@ -28,7 +28,6 @@ from core.clock import NY, ensure_utc, is_rth, sessions_touched, trading_date
 from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
 from core.execution import (
     EXPIRED,
-    LIVE_INTENT_STATUSES,
     PENDING,
     REJECTED,
     SUBMITTING,
@@ -131,6 +130,7 @@ class Engine:
         self.llm = LLMGate(settings, store, lambda: self.params.llm_min_signal_score) if settings.llm_enabled else None
         self.baskets = BasketRouter(self.universe, settings, store)
         self.lock = threading.RLock()
+        self.book = store.book  # positions, live intents, open orders: read from memory, written through
         self.params = self._load_params()
         self.latest_scores: dict[str, tuple[float, float]] = {}
         self._restore_runtime_state()
@@ -210,6 +210,7 @@ class Engine:
         self._ingest_fills(now)
         notes.extend(self.resolve_submitting(now, restart=True))
         self._reconcile_rest(now, notes)
+        self.book.load()  # reconciliation rewrote the tables (adopted orders and positions)
         self._reconciled = True
         return notes
 
@@ -217,7 +218,7 @@ class Engine:
         """Orders whose submission got no answer (crash, timeout): the broker knows them by client id or never
         saw them; resend while the intent is alive, else close them with a reason."""
         notes: list[str] = []
-        for row in self.store.query("SELECT * FROM orders WHERE status=?", (SUBMITTING,)):
+        for row in self.book.orders_with_status((SUBMITTING,)):
             if min_age_s and (now - datetime.fromisoformat(row["updated_at"])).total_seconds() < min_age_s:
                 continue
             order = self.broker.get_order_by_client_id(row["client_order_id"])
@@ -227,15 +228,15 @@ class Engine:
                     set_intent_status(self.store, row["intent_id"], "submitted", now)
                 notes.append(f"order {row['client_order_id']} found at broker after restart")
             else:
-                intent_row = self.store.one("SELECT * FROM intents WHERE id=?", (row["intent_id"],))
+                intent_row = self.book.intents.get(row["intent_id"]) or self.store.one(
+                    "SELECT * FROM intents WHERE id=?", (row["intent_id"],))
                 if intent_row and datetime.fromisoformat(intent_row["expires_at"]) > now:
                     submit_intent(self.store, self.broker, load_intent(intent_row), now)
                     notes.append(f"order {row['client_order_id']} resubmitted (broker never saw it)")
                 else:
                     with self.store.transaction():
-                        self.store.execute(
-                            "UPDATE orders SET status='canceled', reason='not at broker after restart' "
-                            "WHERE client_order_id=?", (row["client_order_id"],))
+                        self.book.update_order(row["client_order_id"], status="canceled",
+                                               reason="not at broker after restart")
                         if intent_row:
                             set_intent_status(self.store, intent_row["id"], "failed", now,
                                               note="not at broker after restart")
@@ -248,7 +249,7 @@ class Engine:
     def _reconcile_rest(self, now: datetime, notes: list[str]) -> None:
         # Auto mode: intents saved just before a crash, never sent.
         if self.params.auto_mode:
-            for row in self.store.query("SELECT * FROM intents WHERE status=? AND expires_at > ?", (PENDING, iso(now))):
+            for row in [r for r in self.book.intents_with_status(PENDING) if r["expires_at"] > iso(now)]:
                 if self._unsent_pending(row["id"]):
                     submit_intent(self.store, self.broker, load_intent(row), now)
                     notes.append(f"intent {row['id']} submitted after restart")
@@ -291,23 +292,15 @@ class Engine:
     def account_state(self, now: datetime) -> AccountState:
         acct = self.broker.get_account(now)
         positions = []
-        for r in self.store.query("SELECT * FROM positions WHERE qty > 0"):
+        for r in self.book.positions.values():
             px = self.feed.price(r["symbol"], now) or r["avg_price"]
             positions.append(PositionRisk(r["symbol"], r["qty"], r["avg_price"], px, r["stop_price"]))
-        # buys not yet filled: waiting intents, and submitted ones whose order is still open
-        # (two indexed look-ups; CROSS JOIN keeps SQLite starting from the few open orders, not from every
-        # submitted intent ever made, which made a year's replay slow down quadratically)
-        live = self.store.query(
-            "SELECT symbol, qty, price FROM intents WHERE status IN ('pending','submitting') AND side='buy' "
-            "UNION ALL SELECT i.symbol, i.qty, i.price FROM orders o CROSS JOIN intents i ON i.id = o.intent_id "
-            "WHERE o.status IN ('new','accepted','pending_new','partially_filled','submitting') "
-            "AND i.status='submitted' AND i.side='buy'"
-        )
-        sod = self.store.scalar("SELECT start_equity FROM day_state WHERE date=?", (trading_date(now).isoformat(),))
+        live = self.book.pending_buys()  # buys not yet filled: waiting intents, submitted ones still open
+        sod = self.book.start_of_day(trading_date(now).isoformat())
         return AccountState(
             equity=acct.equity, cash=acct.cash, buying_power=acct.buying_power,
             start_of_day_equity=sod if sod is not None else acct.equity, positions=tuple(positions),
-            pending_notional=sum(r["qty"] * r["price"] for r in live), pending_count=len(live),
+            pending_notional=sum(q * p for q, p in live), pending_count=len(live),
         )
 
     def portfolio_summary(self, now: datetime) -> dict[str, Any]:
@@ -326,6 +319,8 @@ class Engine:
                 self._tick_body(now, rep)
                 self.store.commit()
             except BrokerError as e:
+                if self.store.batched:  # a replay batch holds many ticks: rolling back would lose them all
+                    raise
                 # The broker is unreachable or answered nonsense: trade nothing this tick, say so, try again next.
                 self.store.conn.rollback()
                 rep.broker_error = str(e)
@@ -413,9 +408,11 @@ class Engine:
         """Approve (re-check risk, then submit) or reject a pending intent. Idempotent by intent id."""
         with self.lock:
             self.feed.ensure(now)  # an approval can arrive before the first tick after a restart
+            # the one read of an intent from SQLite: a command names it (maybe written by another process)
             row = self.store.one("SELECT * FROM intents WHERE id=?", (intent_id,))
             if row is None:
                 raise KeyError(f"no intent {intent_id}")
+            self.book.adopt_intent(row)
             if row["status"] != PENDING:
                 return f"already {row['status']}"
             intent = load_intent(row)
@@ -452,10 +449,9 @@ class Engine:
     def roll_day(self, now: datetime) -> None:
         """Record the start-of-day equity once per NY trading date (the daily-loss baseline)."""
         day = trading_date(now).isoformat()
-        if self.store.scalar("SELECT 1 FROM day_state WHERE date=?", (day,)) is None:
+        if self.book.start_of_day(day) is None:
             acct = self.broker.get_account(now)
-            self.store.insert("day_state", {"date": day, "start_equity": acct.equity, "created_at": iso(now)},
-                              ignore=True)
+            self.book.record_start_of_day(day, acct.equity, now)
             self.kv.purge_expired(now) if isinstance(self.kv, SqliteKV) else None
             self._expire_profile(now)
 
@@ -491,13 +487,12 @@ class Engine:
 
     def _apply_fill_to_positions(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: datetime,
                                  cid: str, leg: str | None) -> None:
-        pos = self.store.one("SELECT * FROM positions WHERE symbol=?", (symbol,))
-        intent = self.store.one(
-            "SELECT i.* FROM intents i JOIN orders o ON o.intent_id=i.id WHERE o.client_order_id=?",
-            (cid.rsplit("-", 1)[0] if leg else cid,))
+        book = self.book
+        pos = book.positions.get(symbol)
+        intent = None if leg else self._intent_of_order(cid)  # a bracket leg's fill needs only the leg's name
         if side == "buy":
             if pos is None:
-                self.store.upsert("positions", {
+                book.open_position({
                     "symbol": symbol, "qty": qty, "avg_price": price, "opened_at": iso(ts),
                     "stop_price": (intent or {}).get("stop_price") or price * (1 - self.s.stop_loss_pct),
                     "take_profit_price": (intent or {}).get("take_profit_price")
@@ -508,8 +503,8 @@ class Engine:
             else:
                 total = pos["qty"] + qty
                 avg = (pos["qty"] * pos["avg_price"] + qty * price) / total
-                self.store.execute("UPDATE positions SET qty=?, avg_price=? WHERE symbol=?", (total, avg, symbol))
-            self.store.execute("UPDATE positions SET fees=COALESCE(fees,0)+? WHERE symbol=?", (fee, symbol))
+                book.update_position(symbol, qty=total, avg_price=avg)
+            book.update_position(symbol, fees=(book.positions[symbol].get("fees") or 0) + fee)
             self.store.notify("info", f"filled: bought {qty:g} {symbol} @ {price:,.2f}"
                               + (f" ({intent['kind']}: {intent['reason']})" if intent else ""), ts)
             return
@@ -517,7 +512,6 @@ class Engine:
             log.warning("sell fill for %s with no recorded position", symbol)
             return
         self._update_excursions(symbol, ts + timedelta(seconds=60))  # through the bar the exit filled in
-        pos = self.store.one("SELECT * FROM positions WHERE symbol=?", (symbol,)) or pos
         entry = pos["avg_price"]
         close_qty = min(qty, pos["qty"])
         fees = fee + (pos.get("fees") or 0.0)
@@ -537,31 +531,35 @@ class Engine:
             self.kv.set(symbol_cooldown_key(symbol), "losing_exit", self.s.protection_symbol_cooldown_s, ts)
         left = pos["qty"] - close_qty
         if left <= 1e-9:
-            self.store.execute("DELETE FROM positions WHERE symbol=?", (symbol,))
+            book.close_position(symbol)
         else:
-            self.store.execute("UPDATE positions SET qty=? WHERE symbol=?", (left, symbol))
+            book.update_position(symbol, qty=left)
+
+    def _intent_of_order(self, cid: str) -> dict[str, Any] | None:
+        """The intent behind an order: from the book while it is live, else (an order that ended before its
+        fill was read, an adopted one) from the journal."""
+        return self.book.intent_of_order(cid) or self.store.one(
+            "SELECT i.* FROM intents i JOIN orders o ON o.intent_id=i.id WHERE o.client_order_id=?", (cid,))
 
     def _update_excursions(self, symbol: str, now: datetime) -> None:
         """Track the high/low since entry for MAE/MFE."""
-        pos = self.store.one("SELECT opened_at, high, low FROM positions WHERE symbol=?", (symbol,))
+        pos = self.book.positions.get(symbol)
         if pos is None:
             return
         start = int(datetime.fromisoformat(pos["opened_at"]).timestamp())
         _, _, hi, lo, _ = self.feed.bars_between(symbol, start, now)
         if len(hi):
-            self.store.execute("UPDATE positions SET high=?, low=? WHERE symbol=?",
-                               (max(pos["high"], float(hi.max())), min(pos["low"], float(lo.min())), symbol))
+            self.book.update_position(symbol, high=max(pos["high"], float(hi.max())),
+                                      low=min(pos["low"], float(lo.min())))
 
     def _refresh_orders(self, now: datetime) -> None:
-        for row in self.store.query(
-            "SELECT client_order_id FROM orders WHERE status IN ('new','accepted','pending_new','partially_filled')"
-        ):
+        for row in self.book.orders_with_status(("new", "accepted", "pending_new", "partially_filled")):
             order = self.broker.get_order_by_client_id(row["client_order_id"])
             if order is not None:
                 record_broker_order(self.store, order, now)
 
     def _expire_intents(self, now: datetime) -> None:
-        for row in self.store.query("SELECT id, expires_at FROM intents WHERE status=?", (PENDING,)):
+        for row in self.book.intents_with_status(PENDING):
             if datetime.fromisoformat(row["expires_at"]) <= now:
                 set_intent_status(self.store, row["id"], EXPIRED, now, who="engine", note="not approved in time")
 
@@ -746,12 +744,7 @@ class Engine:
             record_daily_loss_halt(self.store, now, self.risk.daily_loss(state), self.s.daily_loss_limit)
 
     def _live_intent_for(self, symbol: str) -> bool:
-        return self.store.scalar(
-            f"SELECT 1 FROM intents WHERE symbol=? AND status IN ({','.join('?' * len(LIVE_INTENT_STATUSES))}) "
-            "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.intent_id=intents.id AND o.status IN "
-            "('filled','canceled','rejected','expired')) LIMIT 1",
-            (symbol, *LIVE_INTENT_STATUSES),
-        ) is not None
+        return self.book.live_intent_for(symbol)
 
     def _queue_intent(self, intent: OrderIntent, now: datetime, rep: TickReport) -> None:
         """Manual mode: wait for Approve. Auto mode: submit now."""
@@ -765,13 +758,11 @@ class Engine:
             submit_intent(self.store, self.broker, intent, now)
 
     def _unsent_pending(self, intent_id: str) -> bool:
-        return self.store.scalar(
-            "SELECT 1 FROM intents i WHERE i.id=? AND i.status='pending' AND NOT EXISTS "
-            "(SELECT 1 FROM orders o WHERE o.intent_id=i.id)", (intent_id,)) is not None
+        return self.book.unsent_pending(intent_id)
 
     # ---------------------------------------------------------------- baskets
     def _route_baskets(self, now: datetime, rep: TickReport) -> None:
-        held = {r["symbol"] for r in self.store.query("SELECT symbol FROM positions WHERE qty > 0")}
+        held = self.book.holds()
         held |= {p.symbol for p in self.broker.get_positions(now)}  # holdings made outside the app conflict too
         for basket in self.universe.baskets:
             ev = self.baskets.evaluate(basket, self.latest_scores, now)
@@ -823,7 +814,7 @@ class Engine:
     def check_stops(self, now: datetime) -> list[str]:
         """Update MAE/MFE; exit positions that have no protective legs at the broker and crossed a level."""
         exits = []
-        for pos in self.store.query("SELECT * FROM positions WHERE qty > 0"):
+        for pos in list(self.book.positions.values()):
             sym = pos["symbol"]
             self._update_excursions(sym, now)
             if pos["kind"] != "adopted" or not is_rth(now):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.book import LIVE_INTENT_STATUSES  # noqa: F401  (re-exported: the statuses that hold a symbol)
 from core.broker import Broker, BrokerError, BrokerOrder, OrderRequest
 from core.store import Store, iso
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 
 PENDING, SUBMITTING, SUBMITTED, REJECTED, EXPIRED, FAILED = (
     "pending", "submitting", "submitted", "rejected", "expired", "failed")
-LIVE_INTENT_STATUSES = (PENDING, SUBMITTING, SUBMITTED)
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def save_intent(store: Store, intent: OrderIntent, status: str) -> bool:
     row["status"] = status
     row["notional"] = intent.notional
     row["client_order_id"] = intent.client_order_id
-    return store.insert("intents", row, ignore=True) == 1
+    return store.book.add_intent(row)
 
 
 def load_intent(row: dict[str, Any]) -> OrderIntent:
@@ -96,11 +96,7 @@ def load_intent(row: dict[str, Any]) -> OrderIntent:
 
 def set_intent_status(store: Store, intent_id: str, status: str, now: datetime, *, who: str | None = None,
                       note: str | None = None) -> None:
-    store.execute(
-        "UPDATE intents SET status=?, decided_at=COALESCE(?, decided_at), decided_by=COALESCE(?, decided_by), "
-        "note=COALESCE(?, note) WHERE id=?",
-        (status, iso(now), who, note, intent_id),
-    )
+    store.book.set_intent_status(intent_id, status, now, who=who, note=note)
 
 
 def price_increment(price: float) -> float:
@@ -118,11 +114,11 @@ def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: dateti
     """
     cid = intent.client_order_id
     with store.transaction():
-        store.insert("orders", {
+        store.book.add_order({
             "client_order_id": cid, "intent_id": intent.id, "symbol": intent.symbol, "side": intent.side,
             "qty": intent.qty, "type": "market", "status": SUBMITTING, "submitted_at": iso(now),
             "updated_at": iso(now), "filled_qty": 0.0,
-        }, ignore=True)
+        })
         set_intent_status(store, intent.id, SUBMITTING, now)
     req = OrderRequest(intent.symbol, intent.side, intent.qty, cid,  # type: ignore[arg-type]
                        stop_price=intent.stop_price, take_profit_price=intent.take_profit_price)
@@ -136,12 +132,11 @@ def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: dateti
     except BrokerError as e:
         log.warning("submit %s failed, will retry with the same client id: %s", cid, e)
         with store.transaction():
-            store.execute("UPDATE orders SET reason=?, updated_at=? WHERE client_order_id=?", (str(e), iso(now), cid))
+            store.book.update_order(cid, reason=str(e), updated_at=iso(now))
         return None
     with store.transaction():
         if order is None:  # nothing to close
-            store.execute("UPDATE orders SET status='canceled', reason='no position to close' "
-                          "WHERE client_order_id=?", (cid,))
+            store.book.update_order(cid, status="canceled", reason="no position to close")
             set_intent_status(store, intent.id, FAILED, now, note="no position to close")
         else:
             record_broker_order(store, order, now, intent_id=intent.id)
@@ -151,10 +146,9 @@ def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: dateti
 
 
 def record_broker_order(store: Store, order: BrokerOrder, now: datetime, *, intent_id: str | None = None) -> None:
-    store.upsert("orders", {
+    store.book.upsert_order({
         "client_order_id": order.client_order_id, "broker_order_id": order.id,
-        "intent_id": intent_id if intent_id is not None else store.scalar(
-            "SELECT intent_id FROM orders WHERE client_order_id=?", (order.client_order_id,)),
+        "intent_id": intent_id if intent_id is not None else store.book.intent_id_of_order(order.client_order_id),
         "symbol": order.symbol, "side": order.side, "qty": order.qty, "type": order.type, "status": order.status,
         "submitted_at": iso(order.submitted_at), "updated_at": iso(now), "filled_qty": order.filled_qty,
         "filled_avg_price": order.filled_avg_price, "reason": order.reason,

@@ -29,6 +29,7 @@ from core.store import Store
 
 TICK_S = 30
 PROGRESS_EVERY = 100  # ticks between progress callbacks
+FLUSH_EVERY = 500  # ticks per journal transaction: a killed replay resumes from the last flushed cursor
 
 
 @dataclass
@@ -111,6 +112,7 @@ def run_replay(
     market = feed.market if feed is not None else build_market(settings, seed=seed, start=start,
                                                                 bars_file=bars_file, days=days)
     engine = Engine(settings, store, market, feed=feed)
+    store.batched = True  # the journal is written in batches of FLUSH_EVERY ticks (core.store.Store.flush)
     sessions = replay_days(settings, start, days, market)
     engine.feed.preload_sessions(sessions)  # nothing to do when a scored feed was passed in
     cursor = store.get_meta("replay_cursor")
@@ -157,8 +159,9 @@ def run_replay(
                     engine.tick(clock.now())
                     if quiet is not None:
                         quiet.after_full_tick(clock.now())
-                    store.set_meta("replay_cursor", now.isoformat())
-                    store.commit()
+                    store.set_meta("replay_cursor", now.isoformat())  # in the same transaction as the tick
+            if ticks // FLUSH_EVERY != (ticks + step) // FLUSH_EVERY:
+                store.flush()
             ticks += step
             i += step
             if stop_after_ticks is not None and ticks >= stop_after_ticks:
@@ -174,7 +177,7 @@ def _finish(store: Store, quiet: QuietTicks | None) -> None:
         cursor = quiet.last_now
         quiet.flush()
         store.set_meta("replay_cursor", cursor.isoformat())
-    store.commit()
+    store.flush()
 
 
 def count_bars(engine: Engine, sessions: list[date]) -> int:

@@ -100,6 +100,9 @@ class Store:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = str(path)
+        self._book: Any = None
+        # replays write their journal in batches: commit points wait for ``flush`` (nothing leaves the process)
+        self.batched = False
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else self.path
@@ -115,6 +118,15 @@ class Store:
             self.ensure_schema()
         else:
             self.db = sqlite_utils.Database(self.conn)
+
+    @property
+    def book(self) -> Any:
+        """The engine's in-memory book over this connection (core.book), built on first use."""
+        if self._book is None:
+            from core.book import Book  # the book writes through this store
+
+            self._book = Book(self)
+        return self._book
 
     # ---------------------------------------------------------------- schema
     def ensure_schema(self) -> None:
@@ -145,6 +157,13 @@ class Store:
 
     # ---------------------------------------------------------------- helpers
     def commit(self) -> None:
+        """A commit point of the journal (end of a tick, before a call that leaves the process). In batch mode
+        (a replay on the in-process simulated broker) it waits for the batch's ``flush``."""
+        if not self.batched:
+            self.conn.commit()
+
+    def flush(self) -> None:
+        """Commit now, batch or not: a replay's batch boundary, the end of a run."""
         self.conn.commit()
 
     @contextmanager
@@ -152,7 +171,7 @@ class Store:
         with self.lock:
             try:
                 yield self.conn
-                self.conn.commit()
+                self.commit()
             except BaseException:
                 self.conn.rollback()
                 raise
