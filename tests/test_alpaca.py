@@ -113,6 +113,7 @@ def test_approve_then_fill_then_stop_out(tmp_path, fake):
     fake.sim_store.execute("UPDATE sim_orders SET stop_price=? WHERE parent_id IS NOT NULL AND leg='stop_loss' "
                            "AND symbol=?", (pos["avg_price"] * 10, intent["symbol"]))
     fake.sim_store.commit()
+    fake.sim.reload()  # the simulator's book is in memory
     drive(rt, fake, rt.clock.now() + timedelta(minutes=3))
     tr = rt.store.query("SELECT * FROM trades WHERE symbol=?", (intent["symbol"],))
     assert len(tr) == 1 and tr[0]["exit_reason"] == "stop_loss"

@@ -220,6 +220,7 @@ def test_basket_never_buys_sqqq_while_qqq_is_held():
                strategy=ScriptedStrategy(only(MEGA, -0.2)))
     store.execute("INSERT INTO sim_positions(symbol, qty, avg_price) VALUES ('QQQ', 10, 500)")
     store.commit()
+    e.broker.reload()  # the simulated broker keeps its book in memory: have it read the seeded row
     run_ticks(e, at(DAY, 11, 0), at(DAY, 11, 5))
     assert intents(e, symbol="SQQQ") == []
     assert e.store.one("SELECT blocked_by FROM basket_state WHERE name='MEGATECH'")["blocked_by"] == "conflict:QQQ"

@@ -9,14 +9,25 @@
   limit. When one bar touches both, the stop fills first (the conservative rule).
 * Cash account: buying power = cash; a buy that cash cannot cover, or a sell
   of more than is held, is rejected with Alpaca's wording.
-* State lives in ``sim_*`` tables of the engine's database, so a restart finds
-  the "remote" broker as it was, and a repeated ``client_order_id`` returns the
-  existing order instead of creating a second one.
+* The book (orders with their bracket legs, fills, positions, cash) lives in
+  memory and every read is served from there; the ``sim_*`` tables of the
+  engine's database are its journal: each change is written through on the
+  same connection, inside the same transactions as before, and the tables are
+  read only once, when the broker is built. So a restart finds the "remote"
+  broker as it was, and a repeated ``client_order_id`` returns the existing
+  order instead of creating a second one. Whatever else reads the tables
+  (the replay fast path, views, tests) sees the same rows as before.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import operator
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +56,52 @@ CREATE TABLE IF NOT EXISTS sim_positions (symbol TEXT PRIMARY KEY, qty REAL, avg
 _OPEN = ("new", "held")
 
 
+def _real(v: Any) -> float | None:
+    """What a REAL column gives back: ints become floats, NULL stays None (the in-memory book must hold the
+    values a read of the row would return, so that every sum stays bit-identical)."""
+    return None if v is None else float(v)
+
+
+@dataclass(slots=True)
+class _Order:
+    """One ``sim_orders`` row, held in memory."""
+
+    id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float
+    type: str
+    stop_price: float | None
+    limit_price: float | None
+    status: str
+    submitted_at: float
+    filled_qty: float | None = 0.0
+    filled_avg_price: float | None = None
+    reason: str | None = None
+    parent_id: str | None = None
+    leg: str | None = None
+    active_from: float | None = None
+    checked_until: float | None = None
+
+    @classmethod
+    def from_row(cls, r: dict[str, Any]) -> _Order:
+        return cls(
+            id=r["id"], client_order_id=r["client_order_id"], symbol=r["symbol"], side=r["side"], qty=_real(r["qty"]),
+            type=r["type"], stop_price=_real(r["stop_price"]), limit_price=_real(r["limit_price"]), status=r["status"],
+            submitted_at=_real(r["submitted_at"]), filled_qty=_real(r["filled_qty"]),
+            filled_avg_price=_real(r["filled_avg_price"]), reason=r["reason"], parent_id=r["parent_id"], leg=r["leg"],
+            active_from=_real(r["active_from"]), checked_until=_real(r["checked_until"]),
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in _OPEN
+
+
+_fields_of = operator.attrgetter(*(f.name for f in dataclasses.fields(_Order)))  # an order's values, in field order
+
+
 class SimBroker:
     name = "sim"
 
@@ -58,26 +115,103 @@ class SimBroker:
         store.execute("INSERT OR IGNORE INTO sim_account(id, cash) VALUES (1, ?)", (start_cash,))
         store.commit()
         self.submitted_count = 0  # orders created at this broker by this process (duplicate detection in tests)
+        self.reload()
+
+    # ------------------------------------------------------------ the in-memory book
+    def reload(self) -> None:
+        """Read the book from the ``sim_*`` tables: once at construction (a restart), or after a tool edited
+        the tables behind the broker's back (the fake Alpaca server seeds positions and foreign orders)."""
+        st = self.store
+        self._cash_v = float(st.scalar("SELECT cash FROM sim_account WHERE id=1") or 0.0)
+        self._pos: dict[str, tuple[float, float]] = {
+            r["symbol"]: (_real(r["qty"]), _real(r["avg_price"]))
+            for r in st.query("SELECT symbol, qty, avg_price FROM sim_positions")
+        }
+        self._orders: dict[str, _Order] = {}
+        for r in st.query("SELECT * FROM sim_orders ORDER BY submitted_at, id"):
+            o = _Order.from_row(r)
+            self._orders[o.id] = o
+        self._fills: list[BrokerFill] = []
+        self._seqs: list[int] = []  # sim_fills.seq of each fill, ascending
+        for r in st.query("SELECT * FROM sim_fills ORDER BY seq"):
+            self._fills.append(self._fill(r["id"], r["order_id"], r["client_order_id"], r["symbol"], r["side"],
+                                          r["qty"], r["price"], r["fee"], r["ts"], r["leg"]))
+            self._seqs.append(int(r["seq"]))
+        self._index()
+
+    def _index(self) -> None:
+        """Look-ups derived from ``_orders``: by client id, the open ones, the legs of each parent."""
+        self._by_cid = {o.client_order_id: o for o in self._orders.values()}
+        self._open = {o.id: o for o in self._orders.values() if o.is_open}
+        self._legs: dict[str, list[_Order]] = {}
+        for o in self._orders.values():
+            if o.parent_id is not None:
+                self._legs.setdefault(o.parent_id, []).append(o)
+
+    def _add(self, o: _Order) -> None:
+        self._orders[o.id] = o
+        self._by_cid[o.client_order_id] = o
+        if o.is_open:
+            self._open[o.id] = o
+        if o.parent_id is not None:
+            self._legs.setdefault(o.parent_id, []).append(o)
+
+    def _set_status(self, o: _Order, status: str, reason: str | None = None) -> None:
+        o.status = status
+        if reason is not None:
+            o.reason = reason
+        if o.is_open:
+            self._open[o.id] = o
+        else:
+            self._open.pop(o.id, None)
+
+    @staticmethod
+    def _fill(fid: str, order_id: str, cid: str, symbol: str, side: Any, qty: Any, price: Any, fee: Any, ts: Any,
+              leg: str | None) -> BrokerFill:
+        return BrokerFill(fid, order_id, cid, symbol, side, float(qty), float(price), float(fee),
+                          datetime.fromtimestamp(float(ts), UTC), leg)
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """A store transaction (committed as before); if it fails, the book goes back to what the rows still say.
+
+        Only open orders (and their legs) change; orders and fills are only appended: the snapshot is small."""
+        n_orders, n_fills = len(self._orders), len(self._fills)
+        cash, pos = self._cash_v, dict(self._pos)
+        saved = {o.id: _fields_of(o) for o in self._open.values()}
+        for o in list(self._open.values()):  # a rejected entry also rejects legs that were closed already
+            saved.update((leg.id, _fields_of(leg)) for leg in self._legs.get(o.id, ()))
+        try:
+            with self.store.transaction() as conn:
+                yield conn
+        except BaseException:
+            self._cash_v, self._pos = cash, pos
+            del self._fills[n_fills:], self._seqs[n_fills:]
+            for oid in list(self._orders)[n_orders:]:
+                del self._orders[oid]
+            for oid, fields in saved.items():
+                self._orders[oid] = _Order(*fields)
+            self._index()
+            raise
 
     # ------------------------------------------------------------ orders
-    def _order(self, row: dict[str, Any] | None) -> BrokerOrder | None:
-        if row is None:
+    def _order(self, o: _Order | None) -> BrokerOrder | None:
+        if o is None:
             return None
         return BrokerOrder(
-            id=row["id"], client_order_id=row["client_order_id"], symbol=row["symbol"], side=row["side"],
-            qty=row["qty"], type=row["type"], status="new" if row["status"] == "held" else row["status"],
-            submitted_at=datetime.fromtimestamp(row["submitted_at"], UTC), filled_qty=row["filled_qty"] or 0.0,
-            filled_avg_price=row["filled_avg_price"], reason=row["reason"], parent_id=row["parent_id"],
+            id=o.id, client_order_id=o.client_order_id, symbol=o.symbol, side=o.side,
+            qty=o.qty, type=o.type, status="new" if o.status == "held" else o.status,
+            submitted_at=datetime.fromtimestamp(o.submitted_at, UTC), filled_qty=o.filled_qty or 0.0,
+            filled_avg_price=o.filled_avg_price, reason=o.reason, parent_id=o.parent_id,
         )
 
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
-        return self._order(self.store.one("SELECT * FROM sim_orders WHERE client_order_id=?", (client_order_id,)))
+        return self._order(self._by_cid.get(client_order_id))
 
     def list_orders(self, *, open_only: bool = True) -> list[BrokerOrder]:
-        sql = "SELECT * FROM sim_orders WHERE parent_id IS NULL"
-        if open_only:
-            sql += " AND status IN ('new', 'held')"
-        return [o for o in (self._order(r) for r in self.store.query(sql + " ORDER BY submitted_at, id")) if o]
+        pool = self._open.values() if open_only else self._orders.values()
+        rows = sorted((o for o in pool if o.parent_id is None), key=lambda o: (o.submitted_at, o.id))
+        return [self._order(o) for o in rows]
 
     def submit_order(self, req: OrderRequest, now: datetime) -> BrokerOrder:
         existing = self.get_order_by_client_id(req.client_order_id)
@@ -95,12 +229,15 @@ class SimBroker:
             status, reason = "rejected", "insufficient buying power"
         elif req.side == "sell" and req.qty > self._held(req.symbol) + 1e-9:
             status, reason = "rejected", "insufficient qty available for order"
-        with self.store.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "INSERT INTO sim_orders(id, client_order_id, symbol, side, qty, type, status, submitted_at, reason)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 (oid, req.client_order_id, req.symbol, req.side, req.qty, req.type, status, t, reason),
             )
+            order = _Order(oid, req.client_order_id, req.symbol, req.side, _real(req.qty), req.type, None, None,
+                           status, t, reason=reason)
+            self._add(order)
             if status == "new" and req.side == "buy":
                 for leg, typ, stop, limit in (
                     ("stop_loss", "stop", req.stop_price, None),
@@ -114,18 +251,21 @@ class SimBroker:
                         (f"{oid}-{leg}", f"{req.client_order_id}-{leg[:2]}", req.symbol, "sell", req.qty, typ,
                          stop, limit, t, oid, leg),
                     )
+                    self._add(_Order(f"{oid}-{leg}", f"{req.client_order_id}-{leg[:2]}", req.symbol, "sell",
+                                     _real(req.qty), typ, _real(stop), _real(limit), "held", t,
+                                     parent_id=oid, leg=leg))
         self.submitted_count += 1
-        order = self.get_order_by_client_id(req.client_order_id)
-        assert order is not None
-        return order
+        return self._order(order)
 
     def cancel_order(self, order_id: str, now: datetime) -> None:
-        with self.store.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "UPDATE sim_orders SET status='canceled', reason='canceled by user' "
                 "WHERE (id=? OR parent_id=?) AND status IN ('new','held')",
                 (order_id, order_id),
             )
+            for o in [o for o in self._open.values() if order_id in (o.id, o.parent_id)]:
+                self._set_status(o, "canceled", "canceled by user")
 
     def close_position(self, symbol: str, client_order_id: str, now: datetime) -> BrokerOrder | None:
         existing = self.get_order_by_client_id(client_order_id)
@@ -134,26 +274,30 @@ class SimBroker:
         qty = self._held(symbol)
         if qty <= 0:
             return None
-        with self.store.transaction() as conn:  # closing cancels the protective legs first, as Alpaca requires
+        with self._write() as conn:  # closing cancels the protective legs first, as Alpaca requires
             conn.execute(
                 "UPDATE sim_orders SET status='canceled', reason='position closed' "
                 "WHERE symbol=? AND parent_id IS NOT NULL AND status IN ('new','held')",
                 (symbol,),
             )
+            for o in [o for o in self._open.values() if o.symbol == symbol and o.parent_id is not None]:
+                self._set_status(o, "canceled", "position closed")
         return self.submit_order(OrderRequest(symbol, "sell", qty, client_order_id), now)
 
     # ------------------------------------------------------------ account
     def _cash(self) -> float:
-        return float(self.store.scalar("SELECT cash FROM sim_account WHERE id=1") or 0.0)
+        return self._cash_v
 
     def _held(self, symbol: str) -> float:
-        return float(self.store.scalar("SELECT qty FROM sim_positions WHERE symbol=?", (symbol,)) or 0.0)
+        pos = self._pos.get(symbol)
+        return float(pos[0] or 0.0) if pos else 0.0
 
     def get_positions(self, now: datetime) -> list[BrokerPosition]:
         out = []
-        for r in self.store.query("SELECT * FROM sim_positions WHERE qty > 0 ORDER BY symbol"):
-            px = self.feed.price(r["symbol"], now) or r["avg_price"]
-            out.append(BrokerPosition(r["symbol"], r["qty"], r["avg_price"], px))
+        for sym, (qty, avg) in sorted(self._pos.items()):
+            if qty > 0:
+                px = self.feed.price(sym, now) or avg
+                out.append(BrokerPosition(sym, qty, avg, px))
         return out
 
     def get_account(self, now: datetime) -> Account:
@@ -162,119 +306,132 @@ class SimBroker:
         return Account(equity=equity, cash=cash, buying_power=cash, last_equity=None)
 
     def fills_since(self, cursor: int) -> tuple[list[BrokerFill], int]:
-        rows = self.store.query("SELECT * FROM sim_fills WHERE seq > ? ORDER BY seq", (cursor,))
-        fills = [
-            BrokerFill(r["id"], r["order_id"], r["client_order_id"], r["symbol"], r["side"], r["qty"], r["price"],
-                       r["fee"], datetime.fromtimestamp(r["ts"], UTC), r["leg"])
-            for r in rows
-        ]
-        return fills, (rows[-1]["seq"] if rows else cursor)
+        i = bisect.bisect_right(self._seqs, cursor)
+        return self._fills[i:], (self._seqs[-1] if i < len(self._seqs) else cursor)
 
     # ------------------------------------------------------------ matching
     def sync(self, now: datetime) -> None:
         """Fill whatever the bars up to ``now`` say has filled."""
-        orders = self.store.query(
-            "SELECT * FROM sim_orders WHERE status IN ('new','held') ORDER BY submitted_at, id"
-        )
-        if not orders:
+        if not self._open:
             return
-        with self.store.transaction():
+        orders = sorted(self._open.values(), key=lambda o: (o.submitted_at, o.id))
+        with self._write():
             for o in orders:
-                if o["parent_id"] is None and o["type"] == "market" and o["status"] == "new":
+                if o.parent_id is None and o.type == "market" and o.status == "new":
                     self._fill_market(o, now)
             self._check_legs(now)
 
-    def _fill_market(self, o: dict[str, Any], now: datetime) -> None:
-        nxt = self.feed.next_open(o["symbol"], datetime.fromtimestamp(o["submitted_at"], UTC), now)
+    def _fill_market(self, o: _Order, now: datetime) -> None:
+        nxt = self.feed.next_open(o.symbol, datetime.fromtimestamp(o.submitted_at, UTC), now)
         if nxt is None:
             return
         bar_ts, open_px = nxt
-        price = open_px * (1 + self.slippage) if o["side"] == "buy" else open_px * (1 - self.slippage)
-        if o["side"] == "buy" and o["qty"] * price + self.fee > self._cash() + 1e-6:
+        price = open_px * (1 + self.slippage) if o.side == "buy" else open_px * (1 - self.slippage)
+        if o.side == "buy" and o.qty * price + self.fee > self._cash() + 1e-6:
             self._reject(o, "insufficient buying power")
             return
-        if o["side"] == "sell" and o["qty"] > self._held(o["symbol"]) + 1e-9:
+        if o.side == "sell" and o.qty > self._held(o.symbol) + 1e-9:
             self._reject(o, "insufficient qty available for order")
             return
-        self._apply_fill(o, o["qty"], price, bar_ts, None)
+        self._apply_fill(o, o.qty, price, bar_ts, None)
         # Entry filled: its legs wake up from this bar on.
         self.store.execute(
             "UPDATE sim_orders SET status='new', active_from=?, checked_until=? WHERE parent_id=? AND status='held'",
-            (bar_ts, bar_ts - 1, o["id"]),
+            (bar_ts, bar_ts - 1, o.id),
         )
+        for leg in self._legs.get(o.id, ()):
+            if leg.status == "held":
+                leg.active_from, leg.checked_until = float(bar_ts), float(bar_ts - 1)
+                self._set_status(leg, "new")
 
-    def _reject(self, o: dict[str, Any], reason: str) -> None:
+    def _reject(self, o: _Order, reason: str) -> None:
         self.store.execute(
-            "UPDATE sim_orders SET status='rejected', reason=? WHERE id=? OR parent_id=?", (reason, o["id"], o["id"])
+            "UPDATE sim_orders SET status='rejected', reason=? WHERE id=? OR parent_id=?", (reason, o.id, o.id)
         )
+        for x in (o, *self._legs.get(o.id, ())):
+            self._set_status(x, "rejected", reason)
 
-    def _apply_fill(self, o: dict[str, Any], qty: float, price: float, ts: float, leg: str | None) -> None:
+    def _apply_fill(self, o: _Order, qty: float, price: float, ts: float, leg: str | None) -> None:
         fee = self.fee
-        sign = 1 if o["side"] == "buy" else -1
-        self.store.execute("UPDATE sim_account SET cash = cash - ? WHERE id=1", (sign * qty * price + fee,))
-        pos = self.store.one("SELECT qty, avg_price FROM sim_positions WHERE symbol=?", (o["symbol"],))
-        held, avg = (pos["qty"], pos["avg_price"]) if pos else (0.0, 0.0)
+        sign = 1 if o.side == "buy" else -1
+        amount = sign * qty * price + fee
+        self.store.execute("UPDATE sim_account SET cash = cash - ? WHERE id=1", (amount,))
+        self._cash_v = self._cash_v - amount  # the same double subtraction SQLite did
+        held, avg = self._pos.get(o.symbol, (0.0, 0.0))
         new_qty = held + sign * qty
         new_avg = (held * avg + qty * price) / new_qty if sign > 0 and new_qty > 0 else avg
         if new_qty <= 1e-9:
-            self.store.execute("DELETE FROM sim_positions WHERE symbol=?", (o["symbol"],))
+            self.store.execute("DELETE FROM sim_positions WHERE symbol=?", (o.symbol,))
+            self._pos.pop(o.symbol, None)
         else:
             self.store.execute(
                 "INSERT INTO sim_positions(symbol, qty, avg_price) VALUES (?,?,?) ON CONFLICT(symbol) "
-                "DO UPDATE SET qty=excluded.qty, avg_price=excluded.avg_price", (o["symbol"], new_qty, new_avg))
+                "DO UPDATE SET qty=excluded.qty, avg_price=excluded.avg_price", (o.symbol, new_qty, new_avg))
+            self._pos[o.symbol] = (float(new_qty), float(new_avg))
         self.store.execute(
             "UPDATE sim_orders SET status='filled', filled_qty=?, filled_avg_price=? WHERE id=?",
-            (qty, price, o["id"]),
+            (qty, price, o.id),
         )
-        self.store.execute(
+        o.filled_qty, o.filled_avg_price = float(qty), float(price)
+        self._set_status(o, "filled")
+        cur = self.store.execute(
             "INSERT INTO sim_fills(id, order_id, client_order_id, symbol, side, qty, price, fee, ts, leg)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (f"{o['id']}-fill", o["id"], o["client_order_id"], o["symbol"], o["side"], qty, price, fee, ts, leg),
+            (f"{o.id}-fill", o.id, o.client_order_id, o.symbol, o.side, qty, price, fee, ts, leg),
         )
+        self._fills.append(self._fill(f"{o.id}-fill", o.id, o.client_order_id, o.symbol, o.side, qty, price, fee,
+                                      ts, leg))
+        self._seqs.append(int(cur.lastrowid))
 
     def _check_legs(self, now: datetime) -> None:
-        legs = self.store.query(
-            "SELECT * FROM sim_orders WHERE parent_id IS NOT NULL AND status='new' ORDER BY parent_id, leg"
-        )
-        by_parent: dict[str, dict[str, dict[str, Any]]] = {}
+        legs = sorted((o for o in self._open.values() if o.parent_id is not None and o.status == "new"),
+                      key=lambda o: (o.parent_id, o.leg))
+        by_parent: dict[str, dict[str, _Order]] = {}
         for leg in legs:
-            by_parent.setdefault(leg["parent_id"], {})[leg["leg"]] = leg
-        for pair in by_parent.values():
+            by_parent.setdefault(leg.parent_id, {})[leg.leg] = leg
+        for parent_id, pair in by_parent.items():
             any_leg = next(iter(pair.values()))
-            start = int(max(any_leg["active_from"], any_leg["checked_until"] + 1))
-            ts, op, hi, lo, _ = self.feed.bars_between(any_leg["symbol"], start, now)
+            start = int(max(any_leg.active_from, any_leg.checked_until + 1))
+            ts, op, hi, lo, _ = self.feed.bars_between(any_leg.symbol, start, now)
             if len(ts) == 0:
                 continue
             stop = pair.get("stop_loss")
             tp = pair.get("take_profit")
-            hit_s = np.flatnonzero(lo <= stop["stop_price"]) if stop else np.empty(0, dtype=int)
-            hit_t = np.flatnonzero(hi >= tp["limit_price"]) if tp else np.empty(0, dtype=int)
+            hit_s = np.flatnonzero(lo <= stop.stop_price) if stop else np.empty(0, dtype=int)
+            hit_t = np.flatnonzero(hi >= tp.limit_price) if tp else np.empty(0, dtype=int)
             i_s = int(hit_s[0]) if len(hit_s) else None
             i_t = int(hit_t[0]) if len(hit_t) else None
             if i_s is not None and (i_t is None or i_s <= i_t):
-                level = stop["stop_price"]
+                level = stop.stop_price
                 px = (op[i_s] if op[i_s] <= level else level) * (1 - self.slippage)
                 self._fill_leg(stop, pair, px, ts[i_s])
             elif i_t is not None:
-                level = tp["limit_price"]
+                level = tp.limit_price
                 px = op[i_t] if op[i_t] >= level else level
                 self._fill_leg(tp, pair, px, ts[i_t])
             else:
                 self.store.execute(
                     "UPDATE sim_orders SET checked_until=? WHERE parent_id=? AND status='new'",
-                    (int(ts[-1]), any_leg["parent_id"]),
+                    (int(ts[-1]), parent_id),
                 )
+                for x in self._legs.get(parent_id, ()):
+                    if x.status == "new":
+                        x.checked_until = float(int(ts[-1]))
 
-    def _fill_leg(self, leg: dict[str, Any], pair: dict[str, dict[str, Any]], price: float, ts: float) -> None:
-        qty = min(leg["qty"], self._held(leg["symbol"]))
+    def _fill_leg(self, leg: _Order, pair: dict[str, _Order], price: float, ts: float) -> None:
+        qty = min(leg.qty, self._held(leg.symbol))
         if qty <= 0:
             self.store.execute("UPDATE sim_orders SET status='canceled', reason='no position' WHERE parent_id=?",
-                               (leg["parent_id"],))
+                               (leg.parent_id,))
+            for x in self._legs.get(leg.parent_id, ()):
+                self._set_status(x, "canceled", "no position")
             return
-        self._apply_fill(leg, qty, float(price), float(ts), leg["leg"])
+        self._apply_fill(leg, qty, float(price), float(ts), leg.leg)
         for other in pair.values():  # one-cancels-other
-            if other["id"] != leg["id"]:
+            if other.id != leg.id:
                 self.store.execute(
                     "UPDATE sim_orders SET status='canceled', reason='oco' WHERE id=? AND status='new'",
-                    (other["id"],),
+                    (other.id,),
                 )
+                if other.status == "new":
+                    self._set_status(other, "canceled", "oco")

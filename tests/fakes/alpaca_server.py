@@ -320,6 +320,8 @@ class FakeAlpaca:
                          "DO UPDATE SET qty=excluded.qty, avg_price=excluded.avg_price", (symbol, new_qty, new_avg))
             if deduct_cash:
                 conn.execute("UPDATE sim_account SET cash = cash - ? WHERE id=1", (qty * price,))
+        with self._lock:
+            self.sim.reload()  # the simulator keeps its book in memory: let it read the seeded rows
 
     def add_foreign_order(self, symbol: str, side: str, qty: float, *, type: str = "limit",
                           limit_price: float | None = None, client_order_id: str | None = None,
@@ -347,6 +349,7 @@ class FakeAlpaca:
                     "INSERT INTO sim_orders(id, client_order_id, symbol, side, qty, type, limit_price, status,"
                     " submitted_at) VALUES (?,?,?,?,?,?,?, 'new', ?)",
                     (oid, cid, symbol, side, qty, type, limit_price if type == "limit" else None, now.timestamp()))
+            self.sim.reload()
             self._tif[oid] = time_in_force
             self._seen[oid] = "new"
             with self._meta:
@@ -782,6 +785,7 @@ class FakeAlpaca:
         if order.status == "rejected":
             with self.sim_store.transaction() as conn:
                 conn.execute("DELETE FROM sim_orders WHERE id=? OR parent_id=?", (order.id, order.id))
+            self.sim.reload()
             self.sim.submitted_count -= 1
             raise self._rejection(order.reason or "", req.symbol)
         with self._meta:
