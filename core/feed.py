@@ -21,6 +21,7 @@ from core.strategy import Strategy
 
 BAR_S = 60
 LIVE_GRACE_S = 5.0  # a live vendor publishes a minute bar a few seconds after the minute ends
+PRICE_LOOKBACK = 500  # bars: an older last close is no price (a halted or delisted symbol)
 LIVE_WARMUP_DAYS = 4  # history fetched on the first live load (covers a long weekend of warm-up bars)
 
 
@@ -52,6 +53,7 @@ class MarketFeed:
         self.loaded_until: datetime | None = None  # bars with open < this are loaded
         self._last_key: tuple[int, int] | None = None
         self._last_idx = -1
+        self._lv: np.ndarray | None = None  # see _last_valid
 
     # ------------------------------------------------------------ loading
     def load(self, start: datetime, end: datetime) -> None:
@@ -182,14 +184,21 @@ class MarketFeed:
         )
 
     def price(self, symbol: str, now: datetime) -> float | None:
-        """Last close of a completed bar; None if the symbol has no bar yet."""
+        """Last close of a completed bar (within the last ``PRICE_LOOKBACK`` bars); None if there is none."""
         i = self.last_index(now)
         j = self.col.get(symbol)
         if i < 0 or j is None:
             return None
-        col = self.close[: i + 1, j]
-        ok = np.flatnonzero(~np.isnan(col[-500:]))
-        return float(col[-500:][ok[-1]]) if len(ok) else None
+        k = int(self._last_valid()[i, j])
+        return float(self.close[k, j]) if k >= 0 and i - k < PRICE_LOOKBACK else None
+
+    def _last_valid(self) -> np.ndarray:
+        """Row index of the latest bar with a close at or before each row, per symbol (-1: none yet); rebuilt
+        when bars were added. Every price lookup is then one array read instead of a scan."""
+        if self._lv is None or len(self._lv) != len(self.close):
+            rows = np.arange(len(self.close), dtype=np.int64)[:, None]
+            self._lv = np.maximum.accumulate(np.where(np.isnan(self.close), -1, rows), axis=0)
+        return self._lv
 
     def bars_between(self, symbol: str, after_s: int, now: datetime) -> tuple[np.ndarray, ...]:
         """(ts, open, high, low, close) of bars with open time >= after_s that have closed by now."""
