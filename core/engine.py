@@ -133,10 +133,10 @@ class Engine:
         self.book = store.book  # positions, live intents, open orders: read from memory, written through
         self.params = self._load_params()
         self.latest_scores: dict[str, tuple[float, float]] = {}
-        self._restore_runtime_state()
-        self._reconciled = False
         self._last_stop_check: float | None = None
         self._last_equity_minute: int | None = None
+        self._restore_runtime_state()
+        self._reconciled = False
         self._last_broker_warning: datetime | None = None
         self.storage_error: str | None = None  # set while the database refuses writes (trading stopped)
 
@@ -199,6 +199,9 @@ class Engine:
         saved = self.store.get_meta("token_buckets")
         if saved:
             self.buckets.restore(json.loads(saved))
+        cadence = json.loads(self.store.get_meta("tick_cadence") or "{}")
+        self._last_stop_check = cadence.get("stop_check")
+        self._last_equity_minute = cadence.get("equity_minute")
 
     def reconcile(self, now: datetime) -> list[str]:
         """Adopt the broker as truth before the first trade (SPEC 9); returns what was changed."""
@@ -833,6 +836,13 @@ class Engine:
                 exits.append(sym)
         return exits
 
+    def save_tick_state(self) -> None:
+        """What a restart needs to carry on as if it never stopped: the token buckets (levels and this minute's
+        counts) and the cadence of the stop checks and equity snapshots. Written with the tick it belongs to."""
+        self.store.set_meta("token_buckets", json.dumps(self.buckets.dump()))
+        self.store.set_meta("tick_cadence", json.dumps({"stop_check": self._last_stop_check,
+                                                        "equity_minute": self._last_equity_minute}))
+
     # ---------------------------------------------------------------- snapshots
     def _snapshots(self, now: datetime) -> None:
         minute = int(now.timestamp()) // 60
@@ -851,7 +861,7 @@ class Engine:
                 "minute": datetime.fromtimestamp(m * 60, NY).isoformat(), "tier": tier, "requested": req,
                 "granted": granted, "borrowed": borrowed,
             })
-        self.store.set_meta("token_buckets", json.dumps(self.buckets.dump()))
+        self.save_tick_state()
         self.store.upsert("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
             "paused": self.params.paused, "auto_mode": self.params.auto_mode})})
 

@@ -288,7 +288,7 @@ class QuietTicks:
                 summary = e.portfolio_summary(self.last_minute_now)
                 summary["ts"] = iso(self.last_minute_now)
                 st.set_meta("portfolio_summary", json.dumps(summary))
-            st.set_meta("token_buckets", json.dumps(e.buckets.dump()))
+            e.save_tick_state()
             st.upsert("heartbeat", {"name": "tick", "ts": iso(self.last_now), "info": json.dumps({
                 "paused": e.params.paused, "auto_mode": e.params.auto_mode})})
         self.signals, self.equity, self.tokens, self.baskets = [], [], [], {}

@@ -38,6 +38,19 @@ def minute_key(now: datetime) -> int:
     return int(now.timestamp()) // 60
 
 
+def dump_stats(stats: dict[tuple[int, str], list[int]]) -> list[list[object]]:
+    """Per-minute counts not yet drained to ``token_stats``: [minute, tier, requested, granted, borrowed]."""
+    return [[m, t, *v] for (m, t), v in sorted(stats.items())]
+
+
+def restore_stats(stats: dict[tuple[int, str], list[int]], saved: dict[str, object]) -> None:
+    rows = saved.get("stats")
+    if isinstance(rows, list):
+        for row in rows:
+            if isinstance(row, list) and len(row) == 5:
+                stats[(int(row[0]), str(row[1]))] = [int(x) for x in row[2:]]
+
+
 class LocalTokenBuckets:
     """In-process buckets; also keeps per-minute request/grant counts for the overflow KPI."""
 
@@ -79,14 +92,16 @@ class LocalTokenBuckets:
         return dict(self._left)
 
     def dump(self) -> dict[str, object]:
-        """The current minute's levels, so a restart inside a minute grants no extra tokens."""
-        return {"minute": self._minute, "left": self._left}
+        """The current minute's levels, so a restart inside a minute grants no extra tokens, and the counts
+        not yet persisted, so the overflow KPI of that minute survives the restart too."""
+        return {"minute": self._minute, "left": self._left, "stats": dump_stats(self.stats)}
 
     def restore(self, saved: dict[str, object]) -> None:
         minute, left = saved.get("minute"), saved.get("left")
         if isinstance(minute, int) and isinstance(left, dict):
             self._minute = minute
             self._left = {k: int(v) for k, v in left.items() if k in self.capacities}
+        restore_stats(self.stats, saved)
 
     def drain_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:
         """Counts of minutes that have ended, removed from memory (the engine persists them)."""

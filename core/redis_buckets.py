@@ -26,7 +26,7 @@ from datetime import datetime
 
 import redis
 
-from core.ratelimit import RESERVE, Grant, LocalTokenBuckets, minute_key
+from core.ratelimit import RESERVE, Grant, LocalTokenBuckets, dump_stats, minute_key, restore_stats
 from core.redis_link import RedisLink
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,14 @@ class RedisTokenBuckets:
         return self.link.run(op, lambda: self.local.remaining(now))
 
     def dump(self) -> dict[str, object]:
-        """The fallback bucket's state: the shared levels last seen (Redis itself keeps the shared counts)."""
-        return self.local.dump()
+        """The fallback bucket's state (Redis itself keeps the shared counts) and this process's counts not yet
+        persisted."""
+        return {**self.local.dump(), "stats": dump_stats(self.stats)}
 
     def restore(self, saved: dict[str, object]) -> None:
-        """Only the fallback bucket: Redis already holds the shared counts."""
-        self.local.restore(saved)
+        """The fallback bucket and this process's unpersisted counts: Redis already holds the shared counts."""
+        self.local.restore({k: v for k, v in saved.items() if k != "stats"})
+        restore_stats(self.stats, saved)
 
     def drain_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:
         """This process's counts of minutes that have ended, removed from memory (the engine persists them)."""
