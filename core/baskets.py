@@ -80,7 +80,7 @@ class BasketRouter:
         }
         if intent_id is not None:
             row["last_intent_id"] = intent_id
-        self.store.upsert("basket_state", row)
+        self.store.put("basket_state", row)
 
     def conflicts_held(self, basket: Basket, held: set[str]) -> list[str]:
         return sorted(held & set(basket.conflicts))

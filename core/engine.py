@@ -199,6 +199,7 @@ class Engine:
         saved = self.store.get_meta("token_buckets")
         if saved:
             self.buckets.restore(json.loads(saved))
+        self._fill_cursor = int(self.store.get_meta("fill_cursor") or 0)  # broker fills taken in so far
         cadence = json.loads(self.store.get_meta("tick_cadence") or "{}")
         self._last_stop_check = cadence.get("stop_check")
         self._last_equity_minute = cadence.get("equity_minute")
@@ -325,7 +326,8 @@ class Engine:
                 if self.store.batched:  # a replay batch holds many ticks: rolling back would lose them all
                     raise
                 # The broker is unreachable or answered nonsense: trade nothing this tick, say so, try again next.
-                self.store.conn.rollback()
+                self.store.rollback()
+                self._reload_after_rollback()
                 rep.broker_error = str(e)
                 log.warning("tick %s: broker problem, nothing traded: %s", now.isoformat(), e)
                 last = self._last_broker_warning
@@ -353,13 +355,19 @@ class Engine:
         """A full disk, a read-only or broken database: nothing can be recorded, so nothing is traded (every
         order needs its intent row first). Say so once; every tick tries again."""
         with contextlib.suppress(sqlite3.Error):
-            self.store.conn.rollback()
+            self.store.rollback()
+            self._reload_after_rollback()
         rep.storage_error = f"{type(e).__name__}: {e}"
         if self.storage_error is None:
             log.error("tick %s: database not writable (%s): trading stopped until it is", now.isoformat(),
                       rep.storage_error)
         self.storage_error = rep.storage_error
         return rep
+
+    def _reload_after_rollback(self) -> None:
+        """The tick's uncommitted writes were rolled back: the in-memory state follows the journal again."""
+        self.book.load()
+        self._fill_cursor = int(self.store.get_meta("fill_cursor") or 0)
 
     def _tick_body(self, now: datetime, rep: TickReport) -> None:
         self.roll_day(now)
@@ -472,7 +480,7 @@ class Engine:
             self.store.commit()
 
     def _ingest_fills(self, now: datetime) -> int:
-        cursor = int(self.store.get_meta("fill_cursor") or 0)
+        cursor = self._fill_cursor
         fills, new_cursor = self.broker.fills_since(cursor)
         n = 0
         for f in fills:
@@ -485,7 +493,9 @@ class Engine:
                                                   f.leg)
                     n += 1
         with self.store.transaction():
-            self.store.set_meta("fill_cursor", str(new_cursor))
+            if new_cursor != cursor:
+                self.store.set_meta("fill_cursor", str(new_cursor))
+        self._fill_cursor = new_cursor  # once written (a failed write leaves it, and the fills, to the next tick)
         return n
 
     def _apply_fill_to_positions(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: datetime,
@@ -862,6 +872,6 @@ class Engine:
                 "granted": granted, "borrowed": borrowed,
             })
         self.save_tick_state()
-        self.store.upsert("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
+        self.store.put("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
             "paused": self.params.paused, "auto_mode": self.params.auto_mode})})
 

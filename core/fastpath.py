@@ -289,7 +289,7 @@ class QuietTicks:
                 summary["ts"] = iso(self.last_minute_now)
                 st.set_meta("portfolio_summary", json.dumps(summary))
             e.save_tick_state()
-            st.upsert("heartbeat", {"name": "tick", "ts": iso(self.last_now), "info": json.dumps({
+            st.put("heartbeat", {"name": "tick", "ts": iso(self.last_now), "info": json.dumps({
                 "paused": e.params.paused, "auto_mode": e.params.auto_mode})})
         self.signals, self.equity, self.tokens, self.baskets = [], [], [], {}
         self.last_now = self.last_minute_now = None

@@ -355,7 +355,7 @@ class Runtime:
     def _record_job_error(self, name: str, text: str) -> None:
         try:
             with self.engine.lock:
-                self.store.conn.rollback()
+                self.store.rollback()
                 self.store.notify("error", f"job {name}: {text}", self.clock.now())
                 self.store.commit()
         except Exception:  # the database itself may be the fault; the log has it

@@ -103,6 +103,7 @@ class Store:
         self._book: Any = None
         # replays write their journal in batches: commit points wait for ``flush`` (nothing leaves the process)
         self.batched = False
+        self._latest: dict[tuple[str, Any], dict[str, Any]] = {}  # see ``put``
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else self.path
@@ -164,7 +165,23 @@ class Store:
 
     def flush(self) -> None:
         """Commit now, batch or not: a replay's batch boundary, the end of a run."""
+        self._write_latest()
         self.conn.commit()
+
+    def put(self, table: str, row: dict[str, Any]) -> None:
+        """An upsert of a row whose latest value is all that matters (meta, heartbeat, basket state). In batch
+        mode only the last value per key is written, at the flush, instead of once per tick."""
+        if not self.batched:
+            self.upsert(table, row)
+            return
+        pk = _TABLES[table][1]
+        key = (table, row[pk] if isinstance(pk, str) else tuple(row[c] for c in pk or ()))
+        self._latest[key] = {**self._latest.get(key, {}), **row}  # as successive upserts of these columns
+
+    def _write_latest(self) -> None:
+        for (table, _), row in self._latest.items():
+            self.upsert(table, row)
+        self._latest.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -173,8 +190,13 @@ class Store:
                 yield self.conn
                 self.commit()
             except BaseException:
-                self.conn.rollback()
+                self.rollback()
                 raise
+
+    def rollback(self) -> None:
+        """Drop everything not yet committed, the latest-value rows waiting for the flush included."""
+        self._latest.clear()
+        self.conn.rollback()
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -221,10 +243,13 @@ class Store:
 
     # ---------------------------------------------------------------- meta / counters
     def get_meta(self, key: str) -> str | None:
+        pending = self._latest.get(("meta", key))
+        if pending is not None:
+            return pending["value"]
         return self.scalar("SELECT value FROM meta WHERE key=?", (key,))
 
     def set_meta(self, key: str, value: str) -> None:
-        self.upsert("meta", {"key": key, "value": value})
+        self.put("meta", {"key": key, "value": value})
 
     def counter(self, key: str) -> int:
         return int(self.scalar("SELECT value FROM counters WHERE key=?", (key,)) or 0)
