@@ -201,11 +201,13 @@ class MarketFeed:
         return self._lv
 
     def bars_between(self, symbol: str, after_s: int, now: datetime) -> tuple[np.ndarray, ...]:
-        """(ts, open, high, low, close) of bars with open time >= after_s that have closed by now."""
-        j = self.col[symbol]
+        """(ts, open, high, low, close) of bars with open time >= after_s that have closed by now.
+
+        A symbol the feed does not carry (a holding made outside the app, e.g. TQQQ) has no bars."""
+        j = self.col.get(symbol)
         lo = int(np.searchsorted(self.ts, after_s, side="left"))
         hi = self.last_index(now) + 1
-        if hi <= lo:
+        if j is None or hi <= lo:
             e = np.empty(0)
             return self.ts[0:0], e, e, e, e
         sl = slice(lo, hi)

@@ -272,3 +272,15 @@ def test_crash_around_submit_then_restart_sends_the_order_exactly_once(tmp_path,
     assert broker_order_count(e2) == 1
     assert e2.store.scalar("SELECT COUNT(*) FROM intents WHERE symbol='NVDA'") == 1
     assert e2.store.one("SELECT qty FROM positions WHERE symbol='NVDA'")["qty"] == 266
+
+
+def test_a_holding_the_feed_does_not_carry_does_not_stop_the_tick():
+    # TQQQ (a conflicting holding of SPEC 8) has no bars here: the stop check used to raise KeyError every tick
+    bars = flat_bars([DAY], prices={"SQQQ": 20.0})
+    e = make_engine(bars, ScriptedStrategy(only(MEGA, -0.2)))
+    e.store.execute("INSERT INTO sim_positions(symbol, qty, avg_price) VALUES ('TQQQ', 10, 60)")
+    e.store.commit()
+    run_ticks(e, at(DAY, 11, 0), at(DAY, 11, 5))
+    assert e.store.one("SELECT kind FROM positions WHERE symbol='TQQQ'")["kind"] == "adopted"
+    assert e.store.one("SELECT blocked_by FROM basket_state WHERE name='MEGATECH'")["blocked_by"] == "conflict:TQQQ"
+    assert intents(e, symbol="SQQQ") == []
