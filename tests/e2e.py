@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ci import ci_required
+from tests.ci import ci_required, real_clock_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -79,7 +79,8 @@ class AppServer:
 def launch_chromium(playwright):  # type: ignore[no-untyped-def]
     """Debian's Chromium (never `playwright install`). Under CI=true a missing browser fails; elsewhere it skips."""
     try:
-        return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
+                                          env=real_clock_env())
     except Exception as e:
         if ci_required():
             pytest.fail(f"Chromium could not start under CI ({CHROMIUM}): {e}")

@@ -46,7 +46,7 @@ def run_on(when: str, pytest_args: list[str]) -> tuple[int, str, float]:
     env = {**os.environ, "LD_PRELOAD": faketime_library(), "FAKETIME": f"@{when}",
            "FAKETIME_DONT_FAKE_MONOTONIC": "1", "CI": os.environ.get("CI", "true")}
     t0 = time.monotonic()
-    cmd = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-q", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider",
            *pytest_args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     out = proc.stdout + proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def settings_for(tmp_path: Path, fake: FakeAlpaca | None, *, name: str = "a.db",
     base = {"db_path": str(tmp_path / name), "engine_jobs": False, "seed": 5}
     if fake is not None:
         base.update(broker="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_base_url=fake.url,
-                    alpaca_data_url=fake.url, alpaca_timeout_s=0.5, alpaca_max_retries=2,
+                    alpaca_data_url=fake.url, alpaca_timeout_s=2.0, alpaca_max_retries=2,  # a busy machine stays in
                     alpaca_bar_grace_s=0)  # the local server publishes a bar the instant its minute ends
     base.update(kw)
     return load_settings(**base)
@@ -141,7 +142,8 @@ def test_order_faults_never_duplicate(tmp_path, fake, kind):
     fake.set_time(ny(10, 0))
     rt.run_tick()
     intent = _fresh_entry(rt)
-    opts = {"seconds": 1.5} if kind == "slow" else {}
+    # "slow": the server holds the answer until the test ends it, past the client's timeout (2 s) whatever the load
+    opts = {"until": threading.Event(), "seconds": 4.0} if kind == "slow" else {}
     fake.inject(kind, path="/v2/orders", method="POST", **opts)
     result = rt.send_command("approve", {"intent_id": intent.id})
     # the order is there exactly once, whether the first answer got through or not

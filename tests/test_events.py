@@ -74,10 +74,14 @@ class CountingLimiter(RateLimiter):
         self.calls = 0
         self.stamps: list[float] = []
 
-    def acquire(self) -> None:
-        super().acquire()
-        self.calls += 1
-        self.stamps.append(self.clock())
+    def _admit(self) -> float:
+        # stamped at admission, under the limiter's lock: a stamp taken after ``acquire`` returns could read a
+        # clock another thread's sleep already moved on (and count a call in the wrong second)
+        wait = super()._admit()
+        if wait == 0.0:
+            self.calls += 1
+            self.stamps.append(self._stamps[-1])
+        return wait
 
 
 def client_for(srv: FakeEdgar, *, limiter: RateLimiter | None = None, ua: str = UA,

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.ci import ci_required
+from tests.ci import ci_required, real_clock_env
 
 
 def free_port() -> int:
@@ -42,7 +42,7 @@ class RedisServer:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--protected-mode", "yes",
              *(["--requirepass", self.password] if self.password else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=real_clock_env())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
