@@ -48,6 +48,7 @@ def hold(e: Engine, symbol: str, qty: float, avg_price: float) -> None:
     """The broker account holds ``symbol`` (bought outside the app); call before the first tick."""
     e.store.execute("INSERT INTO sim_positions(symbol, qty, avg_price) VALUES (?,?,?)", (symbol, qty, avg_price))
     e.store.commit()
+    e.broker.reload()  # the simulated broker keeps its book in memory: it reads the edited table again
 
 
 def signal_rows(e: Engine, symbol: str) -> list[dict[str, Any]]:

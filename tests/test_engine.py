@@ -280,6 +280,7 @@ def test_a_holding_the_feed_does_not_carry_does_not_stop_the_tick():
     e = make_engine(bars, ScriptedStrategy(only(MEGA, -0.2)))
     e.store.execute("INSERT INTO sim_positions(symbol, qty, avg_price) VALUES ('TQQQ', 10, 60)")
     e.store.commit()
+    e.broker.reload()  # bought outside the app: the simulated broker reads its edited table again
     run_ticks(e, at(DAY, 11, 0), at(DAY, 11, 5))
     assert e.store.one("SELECT kind FROM positions WHERE symbol='TQQQ'")["kind"] == "adopted"
     assert e.store.one("SELECT blocked_by FROM basket_state WHERE name='MEGATECH'")["blocked_by"] == "conflict:TQQQ"

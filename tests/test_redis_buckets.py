@@ -190,7 +190,9 @@ def test_no_server_at_all_uses_restored_local_levels() -> None:
     grants = grants_of(rb, [("A", at(0, 3), True)] * 3 + [("B", at(0, 3), True), ("Bench", at(0, 3), True)])
     assert grants == [(True, "A", False), (True, "Reserve", True), (False, "", False), (False, "", False),
                       (False, "", False)]
-    assert rb.dump() == {"minute": minute_key(at(0, 0)), "left": {"A": 0, "B": 0, "Reserve": 0}}
+    m = minute_key(at(0, 0))  # the levels, and this minute's counts (a restart keeps both)
+    assert rb.dump() == {"minute": m, "left": {"A": 0, "B": 0, "Reserve": 0},
+                         "stats": [[m, "A", 3, 2, 1], [m, "B", 1, 0, 0], [m, "Bench", 1, 0, 0]]}
 
 
 # ---------------------------------------------------------------- the script cache flushed
