@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.book import LIVE_INTENT_STATUSES  # noqa: F401  (re-exported: the statuses that hold a symbol)
 from core.broker import Broker, BrokerError, BrokerOrder, OrderRequest
 from core.store import Store, iso
 
