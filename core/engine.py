@@ -26,6 +26,7 @@ from core.broker import Broker, BrokerError
 from core.broker.sim import SimBroker
 from core.clock import NY, ensure_utc, is_rth, sessions_touched, trading_date
 from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
+from core.decisions import FULL, DecisionLog, restore_scheduler_state
 from core.execution import (
     EXPIRED,
     PENDING,
@@ -60,10 +61,6 @@ from core.strategy import Strategy, load_strategy
 from core.stream import SignalStream
 
 log = logging.getLogger(__name__)
-
-
-SIGNAL_INSERT = ("INSERT OR IGNORE INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff,"
-                 " decision, reason, action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
 
 
 def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
@@ -106,9 +103,11 @@ class Engine:
         buckets: LocalTokenBuckets | None = None,
         feed: MarketFeed | None = None,
         stream: SignalStream | None = None,
+        decisions: str = FULL,
     ) -> None:
         self.s = settings
         self.store = store
+        self.decisions = DecisionLog(store, decisions)  # live: every row; research: bulk rows as counts
         self.universe = settings.universe
         self.strategy = strategy or load_strategy(settings.strategy)
         # a sweep passes one scored feed to every cell (read-only during a replay)
@@ -187,15 +186,9 @@ class Engine:
     # ================================================================ restart
     def _restore_runtime_state(self) -> None:
         """Rebuild in-memory state from SQLite: last processed times and latest scores per symbol."""
-        rows = self.store.query(  # a rate-limited attempt did not process the ticker
-            "SELECT symbol, MAX(ts) AS ts FROM signals WHERE COALESCE(reason, '') != 'rate_limited' GROUP BY symbol")
-        for r in rows:
-            self.scheduler.last_processed[r["symbol"]] = datetime.fromisoformat(r["ts"]).timestamp()
-        for r in self.store.query(
-            "SELECT s.symbol, s.ts, s.score FROM signals s JOIN (SELECT symbol, MAX(id) AS id FROM signals "
-            "WHERE score IS NOT NULL GROUP BY symbol) m ON s.id = m.id"
-        ):
-            self.latest_scores[r["symbol"]] = (datetime.fromisoformat(r["ts"]).timestamp(), r["score"])
+        last, latest = restore_scheduler_state(self.store)
+        self.scheduler.last_processed.update(last)
+        self.latest_scores.update(latest)
         saved = self.store.get_meta("token_buckets")
         if saved:
             self.buckets.restore(json.loads(saved))
@@ -597,7 +590,7 @@ class Engine:
 
     def _record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
                        decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
-        self.store.execute(SIGNAL_INSERT, signal_row(now, sym, tier, obs, score, cutoff, decision, reason, action))
+        self.decisions.add(signal_row(now, sym, tier, obs, score, cutoff, decision, reason, action))
         if decision == "suppressed" and reason:
             rep.suppressed[reason] = rep.suppressed.get(reason, 0) + 1
 

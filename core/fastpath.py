@@ -23,7 +23,7 @@ import numpy as np
 
 from core import gates
 from core.clock import NY, UTC, is_rth, trading_date
-from core.engine import SIGNAL_INSERT, Engine, signal_row
+from core.engine import Engine, signal_row
 from core.feed import BAR_S
 from core.protections import SYMBOL_COOLDOWN, entries_paused_by, symbol_cooldown_key
 from core.ratelimit import LocalTokenBuckets
@@ -270,8 +270,8 @@ class QuietTicks:
         if self.last_now is None:
             return
         with st.transaction():
-            if self.signals:
-                st.conn.executemany(SIGNAL_INSERT, self.signals)
+            for row in self.signals:
+                e.decisions.add(row)
             for row in self.equity:
                 st.upsert("equity", row)
             for m, tier, req, granted, borrowed in self.tokens:

@@ -101,6 +101,7 @@ def run_replay(
     progress: Callable[[int, int], bool | None] | None = None,
     mode: str = "fast",
     feed: MarketFeed | None = None,
+    decisions: str = "full",
 ) -> ReplayResult:
     """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
     False cancels the run (the result then has ``stats["cancelled"] = True``)."""
@@ -111,7 +112,7 @@ def run_replay(
     store.execute("PRAGMA synchronous=OFF")
     market = feed.market if feed is not None else build_market(settings, seed=seed, start=start,
                                                                 bars_file=bars_file, days=days)
-    engine = Engine(settings, store, market, feed=feed)
+    engine = Engine(settings, store, market, feed=feed, decisions=decisions)
     store.batched = True  # the journal is written in batches of FLUSH_EVERY ticks (core.store.Store.flush)
     sessions = replay_days(settings, start, days, market)
     engine.feed.preload_sessions(sessions)  # nothing to do when a scored feed was passed in

@@ -36,6 +36,11 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
         {"id": int, "ts": str, "bar_ts": str, "symbol": str, "tier": str, "score": float, "raw_score": float,
          "vol_spike": float, "cutoff": float, "decision": str, "reason": str, "action": str, "price": float},
         "id", [("ts",), ("decision",)]),
+    # research runs' summary form of the decisions that never passed the cutoff (core.decisions)
+    "signal_counts": (
+        {"symbol": str, "minute": str, "decision": str, "reason": str, "tier": str, "n": int, "first_ts": str,
+         "last_ts": str, "bar_ts": str, "price": float, "last_score": float},
+        ("symbol", "minute", "decision", "reason"), [("minute",)]),
     "basket_state": (
         {"name": str, "ts": str, "n_signals": int, "negative_ratio": float, "mean_score": float,
          "condition": int, "consecutive": int, "last_intent_id": str, "members_json": str, "blocked_by": str},
@@ -104,6 +109,8 @@ class Store:
         # replays write their journal in batches: commit points wait for ``flush`` (nothing leaves the process)
         self.batched = False
         self._latest: dict[tuple[str, Any], dict[str, Any]] = {}  # see ``put``
+        self._flush_hooks: list[Any] = []  # journal parts buffered in memory (core.decisions), see ``on_flush``
+        self._rollback_hooks: list[Any] = []
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else self.path
@@ -165,8 +172,18 @@ class Store:
 
     def flush(self) -> None:
         """Commit now, batch or not: a replay's batch boundary, the end of a run."""
+        for write in self._flush_hooks:
+            write()
         self._write_latest()
         self.conn.commit()
+
+    def on_flush(self, write: Any) -> None:
+        """``write()`` puts a buffered part of the journal on the connection at every ``flush``."""
+        self._flush_hooks.append(write)
+
+    def on_rollback(self, drop: Any) -> None:
+        """``drop()`` forgets that part's buffer when the transaction is rolled back."""
+        self._rollback_hooks.append(drop)
 
     def put(self, table: str, row: dict[str, Any]) -> None:
         """An upsert of a row whose latest value is all that matters (meta, heartbeat, basket state). In batch
@@ -196,6 +213,8 @@ class Store:
     def rollback(self) -> None:
         """Drop everything not yet committed, the latest-value rows waiting for the flush included."""
         self._latest.clear()
+        for drop in self._rollback_hooks:
+            drop()
         self.conn.rollback()
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:

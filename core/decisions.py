@@ -1,0 +1,160 @@
+"""The decision log: where every ticker decision of a tick is journaled.
+
+Two forms, one writer:
+
+* ``full`` (live trading, and research runs that ask for it): one row per decision in
+  ``signals``, as the Live-signals page shows them.
+* ``summary`` (research runs by default): decisions that never got past the cutoff
+  (``below_cutoff``, ``rate_limited``, ``no_data``) are stored as counts per
+  (symbol, minute, decision, reason) in ``signal_counts``; everything that passed the
+  cutoff (actionable, or suppressed by a later gate) keeps its full row. Those bulk
+  rows are 90 % of a replay's decisions and say nothing a KPI needs beyond their
+  count, their price and the last score (see ``core.kpi``).
+
+In batch mode (a replay) rows wait in memory and are written by ``Store.flush`` in
+the batch's transaction; an actionable row writes the waiting rows first, in order,
+because the protections read the actionable decisions back from SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from core.store import Store
+
+FULL, SUMMARY = "full", "summary"
+MODES = (FULL, SUMMARY)
+# decisions that never passed the cutoff: what the summary form stores as counts
+COUNTED = frozenset({"below_cutoff", "rate_limited", "no_data"})
+
+SIGNAL_INSERT = ("INSERT OR IGNORE INTO signals(ts, bar_ts, symbol, tier, score, raw_score, vol_spike, cutoff,"
+                 " decision, reason, action, price) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+# a bucket split by a batch boundary (or a resumed run) adds up instead of being replaced
+COUNT_UPSERT = (
+    "INSERT INTO signal_counts(symbol, minute, decision, reason, tier, n, first_ts, last_ts, bar_ts, price,"
+    " last_score) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(symbol, minute, decision, reason) DO UPDATE SET"
+    " n = n + excluded.n, first_ts = MIN(first_ts, excluded.first_ts), last_ts = MAX(last_ts, excluded.last_ts),"
+    " bar_ts = excluded.bar_ts, price = COALESCE(excluded.price, price),"
+    " last_score = COALESCE(excluded.last_score, last_score)")
+
+# signal row tuple positions (core.engine.signal_row)
+_TS, _BAR_TS, _SYM, _TIER, _SCORE, _DECISION, _REASON, _PRICE = 0, 1, 2, 3, 4, 8, 9, 11
+
+
+def minute_of(ts_iso: str) -> str:
+    """The minute bucket of an ISO timestamp, as ISO (UTC): ``2025-03-03T14:31:30+00:00`` -> ``...14:31:00+00:00``."""
+    t = datetime.fromisoformat(ts_iso)
+    return t.replace(second=0, microsecond=0).isoformat()
+
+
+class DecisionLog:
+    """Collects a tick's decision rows and writes them in the store's transaction (see the module doc)."""
+
+    def __init__(self, store: Store, mode: str = FULL) -> None:
+        if mode not in MODES:
+            raise ValueError(f"decisions must be one of {', '.join(MODES)}, not {mode!r}")
+        self.store = store
+        self.mode = mode
+        self.rows: list[tuple[Any, ...]] = []  # full rows waiting for the batch's flush, in decision order
+        # (symbol, minute, decision, reason) -> [tier, n, first_ts, last_ts, bar_ts, price, last_score]
+        self.counts: dict[tuple[str, str, str, str], list[Any]] = {}
+        store.on_flush(self.write)
+        store.on_rollback(self.clear)
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        """One decision (a ``signal_row`` tuple)."""
+        if self.mode == SUMMARY and row[_REASON] in COUNTED:
+            self.count(row[_SYM], row[_TIER], row[_DECISION], row[_REASON], row[_TS], row[_BAR_TS], row[_PRICE],
+                       row[_SCORE], 1)
+            return
+        if not self.store.batched:
+            self.store.execute(SIGNAL_INSERT, row)
+            return
+        self.rows.append(row)
+        if row[_DECISION] == "actionable":  # read back by the protections before the batch ends
+            self.write_rows()
+
+    def count(self, symbol: str, tier: str, decision: str, reason: str, first_ts: str, bar_ts: str | None,
+              price: float | None, score: float | None, n: int, last_ts: str | None = None,
+              minute: str | None = None) -> None:
+        """``n`` decisions of one symbol in one minute with one reason (summary form); ``first_ts``..``last_ts``
+        their first and last tick, ``price`` and ``score`` those of the last one."""
+        key = (symbol, minute or minute_of(first_ts), decision, reason)
+        last_ts = last_ts or first_ts
+        b = self.counts.get(key)
+        if b is None:
+            self.counts[key] = [tier, n, first_ts, last_ts, bar_ts, price, score]
+            if not self.store.batched:
+                self.write_counts()
+            return
+        b[1] += n
+        b[3] = last_ts
+        b[4] = bar_ts
+        if price is not None:
+            b[5] = price
+        if score is not None:
+            b[6] = score
+        if not self.store.batched:
+            self.write_counts()
+
+    def write_rows(self) -> None:
+        if self.rows:
+            self.store.conn.executemany(SIGNAL_INSERT, self.rows)
+            self.rows = []
+
+    def write_counts(self) -> None:
+        if self.counts:
+            self.store.conn.executemany(COUNT_UPSERT, [
+                (sym, minute, decision, reason, tier, n, first, last, bar_ts, price, score)
+                for (sym, minute, decision, reason), (tier, n, first, last, bar_ts, price, score)
+                in self.counts.items()])
+            self.counts = {}
+
+    def write(self) -> None:
+        """Everything waiting, in the caller's transaction (``Store.flush``)."""
+        self.write_rows()
+        self.write_counts()
+
+    def clear(self) -> None:
+        self.rows, self.counts = [], {}
+
+
+def restore_scheduler_state(store: Store) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """From both forms of the log: when each symbol was last processed (a rate-limited attempt did not process
+    it) and its latest score with the time it was taken."""
+    last: dict[str, float] = {}
+    latest: dict[str, tuple[float, float]] = {}
+
+    def later(d: dict[str, Any], sym: str, t: float, value: Any) -> None:
+        old = d.get(sym)
+        if old is None or (old if isinstance(old, float) else old[0]) < t:
+            d[sym] = value
+
+    for r in store.query("SELECT symbol, MAX(ts) AS ts FROM signals WHERE COALESCE(reason, '') != 'rate_limited' "
+                         "GROUP BY symbol"):
+        t = _epoch(r["ts"])
+        later(last, r["symbol"], t, t)
+    for r in store.query("SELECT symbol, MAX(last_ts) AS ts FROM signal_counts WHERE reason != 'rate_limited' "
+                         "GROUP BY symbol"):
+        t = _epoch(r["ts"])
+        later(last, r["symbol"], t, t)
+    for r in store.query(
+        "SELECT s.symbol, s.ts, s.score FROM signals s JOIN (SELECT symbol, MAX(id) AS id FROM signals "
+        "WHERE score IS NOT NULL GROUP BY symbol) m ON s.id = m.id"
+    ):
+        t = _epoch(r["ts"])
+        later(latest, r["symbol"], t, (t, r["score"]))
+    for r in store.query(
+        "SELECT c.symbol, c.last_ts, c.last_score FROM signal_counts c JOIN (SELECT symbol, MAX(last_ts) AS ts "
+        "FROM signal_counts WHERE last_score IS NOT NULL GROUP BY symbol) m ON c.symbol = m.symbol "
+        "AND c.last_ts = m.ts WHERE c.last_score IS NOT NULL"
+    ):
+        t = _epoch(r["last_ts"])
+        later(latest, r["symbol"], t, (t, r["last_score"]))
+    return last, latest
+
+
+def _epoch(ts: str) -> float:
+    t = datetime.fromisoformat(ts)
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
