@@ -50,6 +50,9 @@ class BasketRouter:
             r["name"]: int(r["consecutive"] or 0) for r in store.query("SELECT name, consecutive FROM basket_state")
         }
         self.last_eval: dict[str, float] = {}
+        self._unsaved: dict[str, tuple[BasketEvaluation, datetime, str | None, str | None]] = {}
+        store.on_flush(self._write_unsaved)
+        store.on_rollback(self._unsaved.clear)
 
     def evaluate(self, basket: Basket, latest: dict[str, tuple[float, float]], now: datetime) -> BasketEvaluation:
         """``latest``: symbol -> (epoch seconds of the score, score)."""
@@ -71,6 +74,20 @@ class BasketRouter:
 
     def save(self, ev: BasketEvaluation, now: datetime, *, blocked_by: str | None,
              intent_id: str | None) -> None:
+        if self.store.batched:  # a replay: only the batch's last evaluation is written, at its flush
+            prev = self._unsaved.get(ev.basket.name)
+            if intent_id is None and prev is not None:
+                intent_id = prev[3]
+            self._unsaved[ev.basket.name] = (ev, now, blocked_by, intent_id)
+            return
+        self._save_row(ev, now, blocked_by, intent_id)
+
+    def _write_unsaved(self) -> None:
+        for ev, now, blocked_by, intent_id in self._unsaved.values():
+            self._save_row(ev, now, blocked_by, intent_id)
+        self._unsaved.clear()
+
+    def _save_row(self, ev: BasketEvaluation, now: datetime, blocked_by: str | None, intent_id: str | None) -> None:
         row = {
             "name": ev.basket.name, "ts": iso(now), "n_signals": ev.n_signals,
             "negative_ratio": round(ev.negative_ratio, 6), "mean_score": round(ev.mean_score, 6),

@@ -135,6 +135,9 @@ class Engine:
         self._last_stop_check: float | None = None
         self._last_equity_minute: int | None = None
         self._restore_runtime_state()
+        self._tick_state_at: datetime | None = None  # batch mode: the last tick, whose state the flush writes
+        self._summary_at: datetime | None = None  # batch mode: the last minute's gauges, written at the flush
+        store.on_flush(self._write_batched_state)
         self._reconciled = False
         self._last_broker_warning: datetime | None = None
         self.storage_error: str | None = None  # set while the database refuses writes (trading stopped)
@@ -856,16 +859,37 @@ class Engine:
             self.store.upsert("equity", {"ts": iso(now), "equity": round(acct.equity, 4),
                                          "cash": round(acct.cash, 4),
                                          "exposure": round(acct.equity - acct.cash, 4)})
-            # the UI (maybe another process) reads the gauges from here, not from the engine object
-            summary = self.portfolio_summary(now)
-            summary["ts"] = iso(now)
-            self.store.set_meta("portfolio_summary", json.dumps(summary))
+            if self.store.batched:
+                self._summary_at = now
+            else:
+                self._save_summary(now)
         for m, tier, req, granted, borrowed in self.buckets.drain_stats(now):
             self.store.upsert("token_stats", {
                 "minute": datetime.fromtimestamp(m * 60, NY).isoformat(), "tier": tier, "requested": req,
                 "granted": granted, "borrowed": borrowed,
             })
+        if self.store.batched:  # only the last tick's values matter: written once, at the batch's flush
+            self._tick_state_at = now
+            return
+        self._save_heartbeat(now)
+
+    def _save_summary(self, now: datetime) -> None:
+        # the UI (maybe another process) reads the gauges from here, not from the engine object
+        summary = self.portfolio_summary(now)
+        summary["ts"] = iso(now)
+        self.store.set_meta("portfolio_summary", json.dumps(summary))
+
+    def _save_heartbeat(self, now: datetime) -> None:
         self.save_tick_state()
         self.store.put("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
             "paused": self.params.paused, "auto_mode": self.params.auto_mode})})
+
+    def _write_batched_state(self) -> None:
+        """At a replay batch's flush: the gauges, the tick state and the heartbeat of the batch's last tick."""
+        if self._summary_at is not None:
+            self._save_summary(self._summary_at)
+            self._summary_at = None
+        if self._tick_state_at is not None:
+            self._save_heartbeat(self._tick_state_at)
+            self._tick_state_at = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,9 @@ class MarketFeed:
         if score_wide is None or self.loaded_until is not None:
             self.load(start, end)
             return
+        if getattr(self.market, "bars_wide", None) is not None and not len(self.ts):
+            self._preload_wide(start, end, score_wide)
+            return
         edges = [start] + [
             datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=NY).astimezone(UTC)
             for d in days[chunk_sessions - 1:-1:chunk_sessions]] + [end]
@@ -146,6 +150,25 @@ class MarketFeed:
         keep = self.strategy.warmup_bars + 5
         tail_ts = np.sort(last["timestamp"].unique())[-keep:]
         self._raw_tail = last[last["timestamp"].isin(tail_ts)].reset_index(drop=True)
+
+    def _preload_wide(self, start: datetime, end: datetime, score_wide: Any) -> None:
+        """A source that has its bars as arrays already (the synthetic market): no long format at all."""
+        ts, cols = self.market.bars_wide(self.symbols, start, end)  # type: ignore[attr-defined]
+        self.loaded_until = end
+        if not len(ts):
+            return
+        self.ts = ts.astype(np.int64)
+        self.open, self.high, self.low, self.close, self.volume = (
+            np.ascontiguousarray(cols[c], dtype=float) for c in ("open", "high", "low", "close", "volume"))
+        idx, names = pd.to_datetime(self.ts, unit="s", utc=True), list(self.symbols)
+        out = score_wide(pd.DataFrame(self.close, index=idx, columns=names),
+                         pd.DataFrame(self.volume, index=idx, columns=names))
+        missing = np.isnan(self.close)
+        self.score = np.where(missing, np.nan, out["score"].reindex(columns=names).to_numpy(dtype=float))
+        self.vol_spike = np.where(missing, np.nan, out["vol_spike"].reindex(columns=names).to_numpy(dtype=float))
+        keep = self.strategy.warmup_bars + 5
+        first = datetime.fromtimestamp(int(self.ts[max(0, len(self.ts) - keep)]), UTC)
+        self._raw_tail = self.market.bars(self.symbols, first, end)
 
     def _append_wide(self, bars: pd.DataFrame) -> tuple[pd.DatetimeIndex, np.ndarray]:
         """Append bars as wide OHLCV rows (bars already loaded are skipped); the caller adds the scores."""

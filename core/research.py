@@ -20,7 +20,6 @@ from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
 from core.engine import Engine
-from core.fastpath import QuietTicks, try_stretch
 from core.feed import MarketFeed
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
@@ -120,65 +119,31 @@ def run_replay(
     done_until = datetime.fromisoformat(cursor) if cursor else None
     if mode not in ("fast", "reference"):
         raise ValueError(f"mode must be fast or reference, not {mode!r}")
-    # fast: ticks where nothing can trade are applied in memory (core/fastpath.py), same outcome
-    quiet = QuietTicks(engine) if mode == "fast" else None
     ticks = 0
     clock: SimClock | None = None
     total = sum(len(session_ticks(d)) for d in sessions) if progress else 0
     for day in sessions:
-        day_ticks = session_ticks(day)
-        i = 0
-        while i < len(day_ticks):
-            now = day_ticks[i]
+        for now in session_ticks(day):
             if progress is not None and ticks % PROGRESS_EVERY == 0 and progress(ticks, total) is False:
-                _finish(store, quiet)
+                store.flush()
                 stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
                 stats["cancelled"] = True
                 return ReplayResult(stats, store, engine)
             if done_until is not None and now <= done_until:
-                i += 1
                 continue
             if clock is None:
                 clock = SimClock(now)
-            step = 0  # ticks applied as one quiet stretch
-            if quiet is not None:
-                # a whole quiet stretch at once, never past a progress report or the requested stop
-                limit = len(day_ticks) - i
-                if progress is not None:
-                    limit = min(limit, PROGRESS_EVERY - ticks % PROGRESS_EVERY)
-                if stop_after_ticks is not None:
-                    limit = min(limit, stop_after_ticks - ticks)
-                step = try_stretch(quiet, day_ticks, i, limit)
-            if step:
-                clock.set(day_ticks[i + step - 1])
-            else:
-                step = 1
-                clock.set(now)
-                if quiet is None or not quiet.try_tick(clock.now()):
-                    if quiet is not None:
-                        quiet.flush()
-                    engine.tick(clock.now())
-                    if quiet is not None:
-                        quiet.after_full_tick(clock.now())
-                    store.set_meta("replay_cursor", now.isoformat())  # in the same transaction as the tick
-            if ticks // FLUSH_EVERY != (ticks + step) // FLUSH_EVERY:
+            clock.set(now)
+            engine.tick(clock.now())
+            store.set_meta("replay_cursor", now.isoformat())  # in the same transaction as the tick
+            ticks += 1
+            if ticks % FLUSH_EVERY == 0:
                 store.flush()
-            ticks += step
-            i += step
             if stop_after_ticks is not None and ticks >= stop_after_ticks:
-                _finish(store, quiet)
+                store.flush()
                 return ReplayResult(collect_stats(store, engine, sessions, time.perf_counter() - t0), store, engine)
-    _finish(store, quiet)
-    return ReplayResult(collect_stats(store, engine, sessions, time.perf_counter() - t0), store, engine)
-
-
-def _finish(store: Store, quiet: QuietTicks | None) -> None:
-    """Write the fast path's buffered ticks; the resume cursor moves to the last of them."""
-    if quiet is not None and quiet.last_now is not None:
-        cursor = quiet.last_now
-        quiet.flush()
-        store.set_meta("replay_cursor", cursor.isoformat())
     store.flush()
+    return ReplayResult(collect_stats(store, engine, sessions, time.perf_counter() - t0), store, engine)
 
 
 def count_bars(engine: Engine, sessions: list[date]) -> int:

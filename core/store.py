@@ -168,14 +168,18 @@ class Store:
         """A commit point of the journal (end of a tick, before a call that leaves the process). In batch mode
         (a replay on the in-process simulated broker) it waits for the batch's ``flush``."""
         if not self.batched:
+            self._write_buffered()
             self.conn.commit()
 
     def flush(self) -> None:
         """Commit now, batch or not: a replay's batch boundary, the end of a run."""
+        self._write_buffered()
+        self.conn.commit()
+
+    def _write_buffered(self) -> None:
         for write in self._flush_hooks:
             write()
         self._write_latest()
-        self.conn.commit()
 
     def on_flush(self, write: Any) -> None:
         """``write()`` puts a buffered part of the journal on the connection at every ``flush``."""

@@ -115,6 +115,8 @@ class SimBroker:
         store.execute("INSERT OR IGNORE INTO sim_account(id, cash) VALUES (1, ?)", (start_cash,))
         store.commit()
         self.submitted_count = 0  # orders created at this broker by this process (duplicate detection in tests)
+        self._checked_dirty: dict[str, float] = {}  # leg id -> checked through this bar, not yet written
+        store.on_flush(self._write_checked)
         self.reload()
 
     # ------------------------------------------------------------ the in-memory book
@@ -122,6 +124,7 @@ class SimBroker:
         """Read the book from the ``sim_*`` tables: once at construction (a restart), or after a tool edited
         the tables behind the broker's back (the fake Alpaca server seeds positions and foreign orders)."""
         st = self.store
+        self._checked_dirty = {}
         self._cash_v = float(st.scalar("SELECT cash FROM sim_account WHERE id=1") or 0.0)
         self._pos: dict[str, tuple[float, float]] = {
             r["symbol"]: (_real(r["qty"]), _real(r["avg_price"]))
@@ -312,7 +315,7 @@ class SimBroker:
     # ------------------------------------------------------------ matching
     def sync(self, now: datetime) -> None:
         """Fill whatever the bars up to ``now`` say has filled."""
-        if not self._open:
+        if not self._open or not self._may_fill(now):
             return
         orders = sorted(self._open.values(), key=lambda o: (o.submitted_at, o.id))
         with self._write():
@@ -320,6 +323,28 @@ class SimBroker:
                 if o.parent_id is None and o.type == "market" and o.status == "new":
                     self._fill_market(o, now)
             self._check_legs(now)
+
+    def _may_fill(self, now: datetime) -> bool:
+        """False when only bracket legs are open and no bar has closed since they were last checked: the
+        common tick while positions are held costs no matching at all."""
+        last = self.feed.last_index(now)
+        if last < 0:
+            return False
+        newest = float(self.feed.ts[last])
+        for o in self._open.values():
+            if o.parent_id is None or o.status != "new":
+                return True  # an entry or exit to fill, or legs still held back
+            if max(o.active_from or 0.0, (o.checked_until or 0.0) + 1) <= newest:
+                return True
+        return False
+
+    def _write_checked(self) -> None:
+        """The legs' "checked until" marks, written with the store's next commit (they only save work: a
+        restart that finds an older mark checks those bars again and finds them untouched)."""
+        if self._checked_dirty:
+            self.store.conn.executemany("UPDATE sim_orders SET checked_until=? WHERE id=?",
+                                        sorted((c, oid) for oid, c in self._checked_dirty.items()))
+            self._checked_dirty = {}
 
     def _fill_market(self, o: _Order, now: datetime) -> None:
         nxt = self.feed.next_open(o.symbol, datetime.fromtimestamp(o.submitted_at, UTC), now)
@@ -410,13 +435,10 @@ class SimBroker:
                 px = op[i_t] if op[i_t] >= level else level
                 self._fill_leg(tp, pair, px, ts[i_t])
             else:
-                self.store.execute(
-                    "UPDATE sim_orders SET checked_until=? WHERE parent_id=? AND status='new'",
-                    (int(ts[-1]), parent_id),
-                )
                 for x in self._legs.get(parent_id, ()):
                     if x.status == "new":
                         x.checked_until = float(int(ts[-1]))
+                        self._checked_dirty[x.id] = x.checked_until
 
     def _fill_leg(self, leg: _Order, pair: dict[str, _Order], price: float, ts: float) -> None:
         qty = min(leg.qty, self._held(leg.symbol))
