@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
@@ -70,6 +70,7 @@ def _calendar() -> xcals.ExchangeCalendar:
 
 
 @lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)  # every tick asks for its day's session
 def session_bounds(day: date) -> tuple[datetime, datetime] | None:
     """(open, close) of the NYSE regular session on ``day`` in America/New_York, or None."""
     cal = _calendar()
@@ -85,9 +86,18 @@ def session_bounds(day: date) -> tuple[datetime, datetime] | None:
     )
 
 
+_date_memo: tuple[Any, date | None] = (None, None)
+
+
 def trading_date(ts: datetime) -> date:
     """The New York calendar date of ``ts``: day keys roll here, not at UTC midnight."""
-    return ensure_utc(ts).astimezone(NY).date()
+    global _date_memo
+    memo = _date_memo  # the parts of one tick ask about the same ``now`` object
+    if ts is memo[0]:
+        return memo[1]  # type: ignore[return-value]
+    d = ensure_utc(ts).astimezone(NY).date()
+    _date_memo = (ts, d)
+    return d
 
 
 def is_rth(ts: datetime) -> bool:

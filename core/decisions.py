@@ -42,10 +42,18 @@ COUNT_UPSERT = (
 _TS, _BAR_TS, _SYM, _TIER, _SCORE, _DECISION, _REASON, _PRICE = 0, 1, 2, 3, 4, 8, 9, 11
 
 
+_minute_memo: tuple[str, str] = ("", "")
+
+
 def minute_of(ts_iso: str) -> str:
     """The minute bucket of an ISO timestamp, as ISO (UTC): ``2025-03-03T14:31:30+00:00`` -> ``...14:31:00+00:00``."""
-    t = datetime.fromisoformat(ts_iso)
-    return t.replace(second=0, microsecond=0).isoformat()
+    global _minute_memo
+    memo = _minute_memo
+    if ts_iso == memo[0]:  # the rows of one tick share their timestamp
+        return memo[1]
+    m = datetime.fromisoformat(ts_iso).replace(second=0, microsecond=0).isoformat()
+    _minute_memo = (ts_iso, m)
+    return m
 
 
 class DecisionLog:

@@ -133,6 +133,8 @@ class Engine:
         self.params = self._load_params()
         self.latest_scores: dict[str, tuple[float, float]] = {}
         self._last_stop_check: float | None = None
+        self._cutoffs: dict[tuple[datetime, float, bool], float] = {}  # see _cutoff
+        self._account_memo: tuple[Any, AccountState] | None = None  # see _tick_account
         self._last_equity_minute: int | None = None
         self._restore_runtime_state()
         self._tick_state_at: datetime | None = None  # batch mode: the last tick, whose state the flush writes
@@ -303,6 +305,17 @@ class Engine:
             pending_notional=sum(q * p for q, p in live), pending_count=len(live),
         )
 
+    def _tick_account(self, now: datetime, rep: TickReport) -> AccountState:
+        """``account_state`` for this tick's decisions, built when the first ticker passes its cutoff and again
+        after each intent this tick queued (a waiting buy counts against the limits)."""
+        key = (now, len(rep.intents))
+        memo = self._account_memo
+        if memo is not None and memo[0] == key:
+            return memo[1]  # type: ignore[no-any-return]
+        state = self.account_state(now)
+        self._account_memo = (key, state)
+        return state
+
     def portfolio_summary(self, now: datetime) -> dict[str, Any]:
         return self.risk.portfolio_summary(self.account_state(now))
 
@@ -377,10 +390,8 @@ class Engine:
         self._expire_intents(now)
         if is_rth(now):
             self._detect_bench_events(now)
-            state = self.account_state(now)
             for sym in self.scheduler.due_tickers(now):
-                self._process_ticker(sym, now, state, rep)
-                state = self.account_state(now) if rep.intents else state
+                self._process_ticker(sym, now, None, rep)
             if self.stream is not None:
                 self._consume_stream(now, rep)
             self._route_baskets(now, rep)
@@ -479,6 +490,8 @@ class Engine:
     def _ingest_fills(self, now: datetime) -> int:
         cursor = self._fill_cursor
         fills, new_cursor = self.broker.fills_since(cursor)
+        if not fills and new_cursor == cursor:
+            return 0
         n = 0
         for f in fills:
             with self.store.transaction():
@@ -583,7 +596,14 @@ class Engine:
                     f"AND symbol IN ({','.join('?' * len(bench))})",
                     (iso(now - timedelta(seconds=self.s.event_ttl_s)), *bench)):
                 self.scheduler.add_event(r["symbol"], r["id"])
+        row = self.feed.row_at(now)
+        if row is None:
+            return
+        spikes, col, limit = row[2], self.feed.col, self.s.vol_spike_event
         for sym in bench:
+            j = col.get(sym)
+            if j is None or not spikes[j] >= limit:  # NaN: no spike
+                continue
             obs = self.feed.observe(sym, now)
             if obs is not None and not math.isnan(obs.vol_spike) and obs.vol_spike >= self.s.vol_spike_event:
                 event_id = f"spike:{sym}:{obs.bar_ts.isoformat()}"
@@ -620,7 +640,7 @@ class Engine:
         """A filing event is handled once: the first time a tick uses it is kept."""
         self.store.execute("UPDATE events SET processed_at=COALESCE(processed_at, ?) WHERE id=?", (iso(now), event_id))
 
-    def _process_ticker(self, sym: str, now: datetime, state: AccountState, rep: TickReport) -> None:
+    def _process_ticker(self, sym: str, now: datetime, state: AccountState | None, rep: TickReport) -> None:
         tier = self.universe.get_ticker_tier(sym) or "Bench"
         grant = self.scheduler.consume_api_token_for_ticker(sym, now, allow_borrow=self.params.reserve_fallback)
         if not grant.granted:
@@ -642,7 +662,7 @@ class Engine:
             self._take_filing(pending, now)
         score = self.mix_score(sym, obs.score, now)
         self.latest_scores[sym] = (now.timestamp(), score)
-        cutoff = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
+        cutoff = self._cutoff(now, spike)
         if self.stream is not None:
             msg = {"ts": iso(now), "symbol": sym, "tier": tier, "score": score, "cutoff": cutoff,
                    "bar_ts": iso(obs.bar_ts), "raw_score": obs.score, "vol_spike": obs.vol_spike, "close": obs.close}
@@ -650,6 +670,17 @@ class Engine:
                 self._published.append(msg)
                 return  # decided by the consumer group (this process reads it back in the same tick)
         self._decide_ticker(now, sym, tier, obs, score, cutoff, state, rep)
+
+    def _cutoff(self, now: datetime, spike: float) -> float:
+        """``gates.dynamic_cutoff``, computed once per tick for each volatility regime."""
+        high = spike >= self.s.cutoff_high_vol_spike
+        key = (now, self.params.cutoff_delta, high)
+        got = self._cutoffs.get(key)
+        if got is None:
+            if len(self._cutoffs) > 64:
+                self._cutoffs.clear()
+            got = self._cutoffs[key] = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
+        return got
 
     def _consume_stream(self, now: datetime, rep: TickReport) -> int:
         """Decide the stream's messages: first those a crashed consumer left pending, then new ones. Each is
@@ -675,14 +706,17 @@ class Engine:
         return len(msgs)
 
     def _decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,
-                       state: AccountState, rep: TickReport) -> None:
-        """The gates after the cutoff, and the intent they allow (SPEC 4, 7)."""
+                       state: AccountState | None, rep: TickReport) -> None:
+        """The gates after the cutoff, and the intent they allow (SPEC 4, 7). ``state``: None for this tick's
+        account (built only when a ticker gets past the cutoff)."""
 
         def suppress(reason: str) -> None:
             self._record_signal(now, sym, tier, obs, score, cutoff, "suppressed", reason, None, rep)
 
         if (r := gates.check_cutoff(score, cutoff)) is not None:
             return suppress(r)
+        if state is None:
+            state = self._tick_account(now, rep)
         sign = 1 if score > 0 else -1
         held = state.holds(sym)
         if sign < 0 and held:
@@ -772,12 +806,12 @@ class Engine:
 
     # ---------------------------------------------------------------- baskets
     def _route_baskets(self, now: datetime, rep: TickReport) -> None:
-        held = self.book.holds()
-        held |= {p.symbol for p in self.broker.get_positions(now)}  # holdings made outside the app conflict too
         for basket in self.universe.baskets:
             ev = self.baskets.evaluate(basket, self.latest_scores, now)
             blocked, intent_id = None, None
             if ev.fires:
+                held = self.book.holds()
+                held |= {p.symbol for p in self.broker.get_positions(now)}  # holdings made outside the app too
                 etf = basket.inverse_etf
                 conflicts = self.baskets.conflicts_held(basket, held)
                 state = self.account_state(now)

@@ -9,9 +9,8 @@ at or before ``now``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,8 +25,7 @@ PRICE_LOOKBACK = 500  # bars: an older last close is no price (a halted or delis
 LIVE_WARMUP_DAYS = 4  # history fetched on the first live load (covers a long weekend of warm-up bars)
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):  # a tuple: built for every ticker of every tick
     symbol: str
     bar_ts: datetime
     score: float
@@ -55,6 +53,10 @@ class MarketFeed:
         self._last_key: tuple[int, int] | None = None
         self._last_idx = -1
         self._lv: np.ndarray | None = None  # see _last_valid
+        self._last_now: datetime | None = None
+        self._last_n = -1
+        self._row_key: tuple[int, int] | None = None  # see _row
+        self._row_val: Any = None
 
     # ------------------------------------------------------------ loading
     def load(self, start: datetime, end: datetime) -> None:
@@ -183,6 +185,9 @@ class MarketFeed:
     # ------------------------------------------------------------ lookups
     def last_index(self, now: datetime) -> int:
         """Index of the latest bar that has closed by ``now`` (-1 if none); memoised for the current tick."""
+        if now is self._last_now and len(self.ts) == self._last_n:  # the same tick asks again
+            return self._last_idx
+        self._last_now, self._last_n = now, len(self.ts)
         t = int(now.timestamp())
         key = (t, len(self.ts))
         if key == self._last_key:
@@ -192,19 +197,29 @@ class MarketFeed:
         return self._last_idx
 
     def observe(self, symbol: str, now: datetime, max_age_s: int = 600) -> Observation | None:
-        i = self.last_index(now)
         j = self.col.get(symbol)
-        if i < 0 or j is None:
+        row = self.row_at(now, max_age_s)
+        if row is None or j is None:
             return None
-        if now.timestamp() - (self.ts[i] + BAR_S) > max_age_s:
-            return None  # no fresh bar (e.g. before the open): nothing to score
-        return Observation(
-            symbol=symbol,
-            bar_ts=datetime.fromtimestamp(int(self.ts[i]), UTC),
-            score=float(self.score[i, j]),
-            vol_spike=float(self.vol_spike[i, j]),
-            close=float(self.close[i, j]),
-        )
+        bar_ts, score, spike, close = row
+        return Observation(symbol=symbol, bar_ts=bar_ts, score=score[j], vol_spike=spike[j], close=close[j])
+
+    def row_at(self, now: datetime, max_age_s: int = 600) -> tuple[datetime, list[float], list[float],
+                                                                    list[float]] | None:
+        """The latest closed bar of every symbol as (bar time, scores, volume spikes, closes) in ``symbols``
+        order, or None when there is no fresh bar (e.g. before the open): what ``observe`` reads, once a tick."""
+        i = self.last_index(now)
+        if i < 0 or now.timestamp() - (self.ts[i] + BAR_S) > max_age_s:
+            return None
+        return self._row(i)
+
+    def _row(self, i: int) -> tuple[datetime, list[float], list[float], list[float]]:
+        """Bar row ``i`` as Python values, kept while the ticks of one minute ask for it."""
+        if self._row_key != (i, len(self.ts)):
+            self._row_key = (i, len(self.ts))
+            self._row_val = (datetime.fromtimestamp(int(self.ts[i]), UTC), self.score[i].tolist(),
+                             self.vol_spike[i].tolist(), self.close[i].tolist())
+        return self._row_val
 
     def price(self, symbol: str, now: datetime) -> float | None:
         """Last close of a completed bar (within the last ``PRICE_LOOKBACK`` bars); None if there is none."""

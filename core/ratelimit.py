@@ -29,6 +29,17 @@ class Grant:
     borrowed: bool = False
 
 
+_GRANTS: dict[str, Grant] = {}
+
+
+def _granted(bucket: str) -> Grant:
+    """A plain grant from ``bucket`` (immutable, so one object per bucket serves every call)."""
+    g = _GRANTS.get(bucket)
+    if g is None:
+        g = _GRANTS[bucket] = Grant(True, bucket)
+    return g
+
+
 class TokenBuckets(Protocol):
     def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant: ...
     def remaining(self, now: datetime) -> dict[str, int]: ...
@@ -77,7 +88,7 @@ class LocalTokenBuckets:
         if self._left.get(bucket, 0) > 0:
             self._left[bucket] -= 1
             st[1] += 1
-            return Grant(True, bucket)
+            return _granted(bucket)
         second = int(now.timestamp()) % 60
         if tier == "A" and allow_borrow and second < self.borrow_window_s and self._left.get(RESERVE, 0) > 0:
             self._left[RESERVE] -= 1
@@ -106,8 +117,10 @@ class LocalTokenBuckets:
     def drain_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:
         """Counts of minutes that have ended, removed from memory (the engine persists them)."""
         current = minute_key(now)
-        done = sorted(k for k in self.stats if k[0] < current)
-        out = [(m, t, *self.stats.pop((m, t))) for m, t in done]
+        done = [k for k in self.stats if k[0] < current]
+        if not done:
+            return []
+        out = [(m, t, *self.stats.pop((m, t))) for m, t in sorted(done)]
         return out  # type: ignore[misc]
 
     def current_stats(self, now: datetime) -> list[tuple[int, str, int, int, int]]:

@@ -37,7 +37,20 @@ class TierScheduler:
         return self.buckets.try_consume(tier, now, allow_borrow=allow_borrow)
 
     def due_tickers(self, now: datetime) -> list[str]:
-        return [s for s in self.universe.stocks if self.should_process_ticker_now(s, now)]
+        """``should_process_ticker_now`` for every stock, in universe order (one clock read for all)."""
+        t = now.timestamp()
+        tier_of, intervals, last = self.universe.get_ticker_tier, self.universe.tier_intervals_s, self.last_processed
+        out = []
+        for s in self.universe.stocks:
+            tier = tier_of(s)
+            if tier == "Bench":
+                if s in self.pending_events:
+                    out.append(s)
+                continue
+            seen = last.get(s)
+            if tier is not None and (seen is None or t - seen >= intervals[tier] - _JITTER_S):
+                out.append(s)
+        return out
 
     def mark_processed(self, symbol: str, now: datetime) -> None:
         self.last_processed[symbol] = now.timestamp()

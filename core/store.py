@@ -96,8 +96,25 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
 }
 
 
+_iso_memo: dict[int, tuple[datetime, str]] = {}
+
+
+_UPSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}  # (table, columns) -> statement
+
+
 def iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.isoformat()
+    if ts is None:
+        return None
+    # a tick formats the same few objects (its ``now``, the bar's) for every row: remembered by identity (equal
+    # datetimes in other time zones format differently), holding the object so its id stays its own
+    hit = _iso_memo.get(id(ts))
+    if hit is not None and hit[0] is ts:
+        return hit[1]
+    if len(_iso_memo) >= 64:
+        _iso_memo.clear()
+    s = ts.isoformat()
+    _iso_memo[id(ts)] = (ts, s)
+    return s
 
 
 class Store:
@@ -236,15 +253,16 @@ class Store:
         return None if row is None else row[0]
 
     def upsert(self, table: str, row: dict[str, Any]) -> None:
-        cols = list(row)
-        pk = _TABLES[table][1]
-        pks = [pk] if isinstance(pk, str) else list(pk or ())
-        updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in pks) or f"{pks[0]}=excluded.{pks[0]}"
-        self.conn.execute(
-            f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-            f"ON CONFLICT({', '.join(pks)}) DO UPDATE SET {updates}",
-            [row[c] for c in cols],
-        )
+        cols = tuple(row)
+        sql = _UPSERT_SQL.get((table, cols))
+        if sql is None:
+            pk = _TABLES[table][1]
+            pks = [pk] if isinstance(pk, str) else list(pk or ())
+            updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in pks) or f"{pks[0]}=excluded.{pks[0]}"
+            sql = _UPSERT_SQL[(table, cols)] = (
+                f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+                f"ON CONFLICT({', '.join(pks)}) DO UPDATE SET {updates}")
+        self.conn.execute(sql, list(row.values()))
 
     def insert(self, table: str, row: dict[str, Any], *, ignore: bool = False) -> int:
         cols = list(row)

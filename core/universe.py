@@ -7,6 +7,7 @@ object so the engine never hard-codes a ticker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 Tier = Literal["A", "B", "Bench"]
@@ -28,7 +29,7 @@ class Universe:
     baskets: tuple[Basket, ...]
     tier_intervals_s: dict[str, int] = field(default_factory=lambda: {"A": 30, "B": 60})
 
-    @property
+    @cached_property
     def stocks(self) -> tuple[str, ...]:
         return tuple(s for t in TIERS for s in self.tiers.get(t, ()))
 
@@ -45,17 +46,27 @@ class Universe:
     def all_symbols(self) -> tuple[str, ...]:
         return self.stocks + self.etfs
 
-    def get_ticker_tier(self, symbol: str) -> Tier | None:
+    @cached_property
+    def _tier_of(self) -> dict[str, Tier]:
+        out: dict[str, Tier] = {}
         for tier in TIERS:
-            if symbol in self.tiers.get(tier, ()):
-                return tier
-        return None
+            for sym in self.tiers.get(tier, ()):
+                out.setdefault(sym, tier)
+        return out
+
+    @cached_property
+    def _basket_of(self) -> dict[str, Basket]:
+        out: dict[str, Basket] = {}
+        for b in self.baskets:
+            for m in b.members:
+                out.setdefault(m, b)
+        return out
+
+    def get_ticker_tier(self, symbol: str) -> Tier | None:
+        return self._tier_of.get(symbol)
 
     def basket_of(self, symbol: str) -> Basket | None:
-        for b in self.baskets:
-            if symbol in b.members:
-                return b
-        return None
+        return self._basket_of.get(symbol)
 
     def basket_for_etf(self, etf: str) -> Basket | None:
         for b in self.baskets:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 import operator
 import uuid
 from collections.abc import Iterator
@@ -328,12 +329,10 @@ class SimBroker:
         """False when only bracket legs are open and no bar has closed since they were last checked: the
         common tick while positions are held costs no matching at all."""
         last = self.feed.last_index(now)
-        if last < 0:
-            return False
-        newest = float(self.feed.ts[last])
+        newest = float(self.feed.ts[last]) if last >= 0 else -math.inf
         for o in self._open.values():
             if o.parent_id is None or o.status != "new":
-                return True  # an entry or exit to fill, or legs still held back
+                return True  # an entry or exit to fill (at a bar that has opened), or legs still held back
             if max(o.active_from or 0.0, (o.checked_until or 0.0) + 1) <= newest:
                 return True
         return False

@@ -162,7 +162,7 @@ class SyntheticMarket:
         parts = [self._days[d] for d in self._order if first_day <= d <= last_day]
         if not parts:
             return empty_bars()
-        lo, hi = int(start_utc.timestamp()), int(end_utc.timestamp())
+        lo, hi = start_utc.timestamp(), end_utc.timestamp()  # float: an end of hh:mm:00.000001 keeps hh:mm
         ts = np.concatenate([p.ts for p in parts])
         rows = (ts >= lo) & (ts < hi)
         # long format, sorted by (timestamp, symbol): the symbols' alphabetical order within each minute
@@ -188,7 +188,7 @@ class SyntheticMarket:
         """The bars of [start, end) as (bar open times in epoch seconds, {column: array[time, symbol]}), columns
         in ``symbols`` order: what ``MarketFeed`` keeps, without the long format in between."""
         require_aware(start, end)
-        lo, hi = int(start.timestamp()), int(end.timestamp())
+        lo, hi = start.timestamp(), end.timestamp()
         cols = [self.symbols.index(s) for s in symbols]
         if hi <= lo:
             return np.empty(0, dtype=np.int64), {c: np.empty((0, len(cols))) for c in PRICE_COLUMNS + ["volume"]}
