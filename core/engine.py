@@ -46,11 +46,12 @@ from core.kv import KVStore, SqliteKV
 from core.llm import LLMEvent, LLMGate, blend
 from core.marketdata import MarketData
 from core.protections import (
+    RULES,
     SYMBOL_COOLDOWN,
-    entries_paused_by,
+    Firing,
+    ProtectionRule,
+    Protections,
     evaluate_protections,
-    record_daily_loss_halt,
-    release_protection,
     symbol_cooldown_key,
 )
 from core.ratelimit import LocalTokenBuckets
@@ -130,6 +131,8 @@ class Engine:
         self.baskets = BasketRouter(self.universe, settings, store)
         self.lock = threading.RLock()
         self.book = store.book  # positions, live intents, open orders: read from memory, written through
+        self.protections = Protections(store)  # the protections table in memory, written through
+        self.cap_counters = gates.CapCounters(store)  # the RTH cap counters in memory, written through
         self.params = self._load_params()
         self.latest_scores: dict[str, tuple[float, float]] = {}
         self._last_stop_check: float | None = None
@@ -377,6 +380,8 @@ class Engine:
     def _reload_after_rollback(self) -> None:
         """The tick's uncommitted writes were rolled back: the in-memory state follows the journal again."""
         self.book.load()
+        self.protections.load()
+        self.cap_counters.load()
         self._fill_cursor = int(self.store.get_meta("fill_cursor") or 0)
 
     def _tick_body(self, now: datetime, rep: TickReport) -> None:
@@ -384,7 +389,7 @@ class Engine:
         self.broker.sync(now)
         rep.fills = self._ingest_fills(now)
         if rep.fills:
-            evaluate_protections(self, now)  # a fill can complete a stop-out streak or a drawdown
+            self.run_protections(now)  # a fill can complete a stop-out streak or a drawdown
         self._refresh_orders(now)
         self.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
         self._expire_intents(now)
@@ -397,6 +402,15 @@ class Engine:
             self._route_baskets(now, rep)
         self._maybe_check_stops(now)
         self._snapshots(now)
+
+    def run_protections(self, now: datetime, rules: tuple[ProtectionRule, ...] = RULES) -> list[Firing]:
+        """Check the protections at ``now``: record each firing and apply the parameters it tightens."""
+        firings = evaluate_protections(self.protections, self.store, self.s, self.params, now, rules)
+        for f in firings:
+            self.protections.record(f)
+            if f.changes:
+                self.set_params(f.changes, who=f"protection:{f.rule}", now=now, source="protection")
+        return firings
 
     # ---------------------------------------------------------------- commands
     def apply_commands(self, now: datetime) -> int:
@@ -418,7 +432,7 @@ class Engine:
             self.set_params(dict(p), who=who, now=now)
             return "applied"
         if kind == "release_protection":
-            return "released" if release_protection(self.store, int(p["id"]), who=who, now=now) else "not active"
+            return "released" if self.protections.release(int(p["id"]), who=who, now=now) else "not active"
         if kind in ("approve", "reject"):
             return self.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
         raise ValueError(f"unknown command {kind!r}")
@@ -741,7 +755,7 @@ class Engine:
         if sign > 0:
             if self.params.paused:
                 return suppress("paused")
-            if (rule := entries_paused_by(self.store, now)) is not None:
+            if (rule := self.protections.entries_paused_by(now)) is not None:
                 return suppress(f"protection:{rule}")
             if self.kv.get(symbol_cooldown_key(sym), now) is not None:
                 return suppress(SYMBOL_COOLDOWN)
@@ -757,8 +771,9 @@ class Engine:
         if not ok:
             return suppress(reason)
         slot = self.universe.tier_intervals_s.get(tier, 60)
-        if (r := gates.check_rth_daily_cap(self.store, self.kv, self.s, sym, tier, now, slot)) is not None:
+        if (r := gates.check_rth_daily_cap(self.cap_counters.view(), self.s, sym, tier, now)) is not None:
             return suppress(r)
+        gates.record_rth_signal(self.cap_counters, self.kv, self.s, sym, now, slot)
         gates.start_cooldown(self.kv, sym, self.params.cooldown_s, now)
         rep.actionable += 1
         if sign < 0:  # evidence for the basket router
@@ -785,7 +800,7 @@ class Engine:
     def note_risk_halt(self, reason: str, state: AccountState, now: datetime) -> None:
         """A refusal by the daily loss limit is recorded as the day's ``daily_loss`` protection."""
         if reason == DAILY_LOSS_REASON:
-            record_daily_loss_halt(self.store, now, self.risk.daily_loss(state), self.s.daily_loss_limit)
+            self.protections.record_daily_loss_halt(now, self.risk.daily_loss(state), self.s.daily_loss_limit)
 
     def _live_intent_for(self, symbol: str) -> bool:
         return self.book.live_intent_for(symbol)
@@ -818,7 +833,7 @@ class Engine:
                 price = self.feed.price(etf, now)
                 if self.params.paused:
                     blocked = "paused"
-                elif (rule := entries_paused_by(self.store, now)) is not None:
+                elif (rule := self.protections.entries_paused_by(now)) is not None:
                     blocked = f"protection:{rule}"
                 elif etf in held:
                     blocked = "etf_held"

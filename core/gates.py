@@ -3,11 +3,13 @@
 Order: market session -> dynamic cutoff -> mixer cooldown -> direction lock ->
 risk feasibility (core.risk) -> RTH daily cap. The cap counts only signals that
 passed everything before it ("actionable"), and its increment is idempotent per
-``cap:{symbol}:{date}:{slot}`` for ``cap_idempotency_s``.
+``cap:{symbol}:{date}:{slot}`` for ``cap_idempotency_s``. The checks are pure; the
+cap's counts live in memory (``CapCounters``), written through to ``counters``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 
@@ -96,20 +98,61 @@ def tier_cap(settings: Settings, tier: str) -> int:
     return {"A": settings.tier_a_daily_cap, "B": settings.tier_b_daily_cap}.get(tier, settings.bench_daily_cap)
 
 
-def check_rth_daily_cap(
-    store: Store, kv: KVStore, settings: Settings, symbol: str, tier: str, now: datetime, slot_s: int
-) -> str | None:
+class CapCounters:
+    """The RTH cap counters (the ``counters`` table) in memory: loaded at start (and after a rollback, which
+    leaves them stale until the next look-up), every increment written through to the table."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.counts: dict[str, int] = {}
+        self._stale = False
+        store.on_rollback(self._mark_stale)
+        self.load()
+
+    def load(self) -> None:
+        self.counts = {r["key"]: int(r["value"] or 0) for r in self.store.query("SELECT key, value FROM counters")}
+        self._stale = False
+
+    def _mark_stale(self) -> None:
+        self._stale = True
+
+    def view(self) -> Mapping[str, int]:
+        """The counts as they stand (reloaded first if a rollback left them stale)."""
+        if self._stale:
+            self.load()
+        return self.counts
+
+    def incr(self, key: str, by: int = 1) -> int:
+        counts = self.view()
+        self.store.execute(
+            "INSERT INTO counters(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=value+excluded.value",
+            (key, by),
+        )
+        counts[key] = counts.get(key, 0) + by
+        return counts[key]
+
+
+def check_rth_daily_cap(counts: Mapping[str, int], settings: Settings, symbol: str, tier: str,
+                        now: datetime) -> str | None:
+    """The per-ticker and global caps against the day's counts (pure; ``record_rth_signal`` counts)."""
+    sym_key, glob_key = cap_keys(symbol, now)
+    if counts.get(sym_key, 0) >= tier_cap(settings, tier) or counts.get(glob_key, 0) >= settings.rth_daily_cap:
+        return RTH_DAILY_CAP
+    return None
+
+
+def record_rth_signal(counters: CapCounters, kv: KVStore, settings: Settings, symbol: str, now: datetime,
+                      slot_s: int) -> bool:
     """Count an actionable signal against the per-ticker and global caps, once per slot.
 
     A repeat of the same ``cap:{symbol}:{date}:{slot}`` inside the idempotency
-    window (a retried job, a restart mid-tick) is not counted again.
+    window (a retried job, a restart mid-tick) is not counted again (False).
     """
     sym_key, glob_key = cap_keys(symbol, now)
-    if store.counter(sym_key) >= tier_cap(settings, tier) or store.counter(glob_key) >= settings.rth_daily_cap:
-        return RTH_DAILY_CAP
     slot = int(now.timestamp()) // max(1, slot_s)
     idem = f"cap:{symbol}:{trading_date(now).isoformat()}:{slot}"
-    if kv.set_nx(idem, "1", settings.cap_idempotency_s, now):
-        store.incr(sym_key)
-        store.incr(glob_key)
-    return None
+    if not kv.set_nx(idem, "1", settings.cap_idempotency_s, now):
+        return False
+    counters.incr(sym_key)
+    counters.incr(glob_key)
+    return True

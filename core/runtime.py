@@ -51,7 +51,6 @@ from core.engine import Engine, TickReport, money
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
 from core.marketdata.synthetic import SyntheticMarket
-from core.protections import evaluate_protections
 from core.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -387,7 +386,7 @@ class Runtime:
             self.store.insert("kpi_snapshots", {"ts": iso(now), "json": json.dumps(m, default=float)},
                               ignore=True)
             self.store.commit()
-            evaluate_protections(self.engine, now)  # the rollback rules also run on every snapshot
+            self.engine.run_protections(now)  # the rollback rules also run on every snapshot
             return m
 
     def side_store(self) -> Store:

@@ -249,7 +249,7 @@ def test_bad_environment_value_is_a_clear_page_error(tmp_path, monkeypatch):
 
 def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
     rt, _ = app_env
-    from core.protections import RULES, evaluate_protections
+    from core.protections import RULES
 
     now = rt.clock.now()
     rt.store.insert("trades", {"symbol": "NVDA", "kind": "entry", "qty": 1, "entry_ts": now.isoformat(),
@@ -257,7 +257,7 @@ def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
                                "ret": -0.02, "exit_reason": "stop_loss", "mae": -0.02, "mfe": 0.0, "fees": 0.0})
     rt.engine.s = rt.engine.s.model_copy(update={"protection_stoploss_count": 1})
     guard = tuple(r for r in RULES if r.name == "stoploss_guard")
-    assert [f.rule for f in evaluate_protections(rt.engine, now, guard)] == ["stoploss_guard"]
+    assert [f.rule for f in rt.engine.run_protections(now, guard)] == ["stoploss_guard"]
     at = page(new_app(), "risk")
     warned = [w.value for w in at.warning if "stoploss_guard" in w.value]
     assert warned and ("30 min left" in warned[0] or "29 min left" in warned[0]), warned

@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 from core.config import load_settings
 from core.evaluation import READY_DEFAULT, READY_LIVE, paper_evaluation, profile_timeline, session_profile
-from core.protections import record_daily_loss_halt
+from core.protections import Protections
 from core.store import Store
 from tests.helpers import at
 
@@ -85,7 +85,7 @@ def test_each_threshold_fails_a_session_with_its_reason():
     session(st, WED, actionable=3)
     session(st, THU, equity_dip=0.025)
     session(st, FRI)
-    record_daily_loss_halt(st, at(FRI, 14, 0), 0.021, 0.02)
+    Protections(st).record_daily_loss_halt(at(FRI, 14, 0), 0.021, 0.02)
     rep = paper_evaluation(st, S, after(FRI))
     why = {s.day: s.failures for s in rep.sessions}
     assert why[MON] == ("stop-out rate 50% (>= 40%)",)

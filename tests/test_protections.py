@@ -10,7 +10,7 @@ import pytest
 from core.clock import UTC, sessions_touched
 from core.kpi import flip_flops
 from core.kpi import max_drawdown as equity_drawdown  # the protections' drawdown, on account equity
-from core.protections import RULES, evaluate_protections, window_figures
+from core.protections import RULES, window_figures
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, make_engine
 
 QUALITY = tuple(r for r in RULES if r.name == "signal_quality")
@@ -69,7 +69,7 @@ def test_signal_quality_fires_on_the_tick_its_numbers_are_met_and_does_not_stack
         e.tick(t)
         n, flips = _oracle(e, t)
         should = n >= 5 and flips / n >= 0.25
-        firings = evaluate_protections(e, t, QUALITY)  # what the KPI snapshot job runs
+        firings = e.run_protections(t, QUALITY)  # what the KPI snapshot job runs
         if fired_at is None:
             assert bool(firings) == should, (t, n, flips)  # not one signal earlier, not one later
             if firings:
@@ -99,7 +99,7 @@ def test_a_firing_never_loosens_a_limit():
     t = at(DAY, 10, 0)
     while t <= at(DAY, 11, 0):
         e.tick(t)
-        evaluate_protections(e, t, QUALITY)
+        e.run_protections(t, QUALITY)
         t += timedelta(seconds=30)
     row = e.store.one("SELECT * FROM protections")
     assert row is not None
@@ -153,14 +153,12 @@ def test_manual_release_ends_the_pause_and_is_audited():
                               "entry_price": 100.0, "exit_ts": at(DAY, 10, 59).isoformat(), "exit_price": 98.0,
                               "pnl": -2.0, "ret": -0.02, "exit_reason": "stop_loss", "mae": -0.02, "mfe": 0.0,
                               "fees": 0.0})
-    assert [f.rule for f in evaluate_protections(e, now)] == ["stoploss_guard"]
-    from core.protections import entries_paused_by
-
-    assert entries_paused_by(e.store, now + timedelta(minutes=5)) == "stoploss_guard"
+    assert [f.rule for f in e.run_protections(now)] == ["stoploss_guard"]
+    assert e.protections.entries_paused_by(now + timedelta(minutes=5)) == "stoploss_guard"
     pid = e.store.scalar("SELECT id FROM protections")
     e.store.send_command("release_protection", {"id": pid}, who="trader", now=now)
     e.tick(now + timedelta(minutes=1))
-    assert entries_paused_by(e.store, now + timedelta(minutes=5)) is None
+    assert e.protections.entries_paused_by(now + timedelta(minutes=5)) is None
     assert e.store.scalar("SELECT result FROM commands") == "released"
     assert e.store.scalar("SELECT who FROM param_audit WHERE name='protection:stoploss_guard'") == "trader"
     figures = window_figures(e.store, now, 3600)

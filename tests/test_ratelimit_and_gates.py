@@ -64,6 +64,13 @@ def kv_store():
     return store, SqliteKV(store)
 
 
+def rth_cap(counters, kv, s, symbol, tier, now, slot_s):
+    """As the engine runs it: the pure check, then (when it passes) the count, idempotent per slot."""
+    if (r := gates.check_rth_daily_cap(counters.view(), s, symbol, tier, now)) is None:
+        gates.record_rth_signal(counters, kv, s, symbol, now, slot_s)
+    return r
+
+
 def test_cooldown_is_180s_to_the_second():
     _, kv = kv_store()
     gates.start_cooldown(kv, "AAPL", 180, T0)
@@ -96,27 +103,29 @@ def test_dynamic_cutoff_by_segment_volatility_and_delta():
 def test_rth_cap_counts_once_per_slot_and_blocks_at_the_cap():
     s = load_settings(tier_a_daily_cap=3, rth_daily_cap=100)
     store, kv = kv_store()
+    counters = gates.CapCounters(store)
     t = T0
-    assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", t, 30) is None
+    assert rth_cap(counters, kv, s, "NVDA", "A", t, 30) is None
     # the same slot again inside 90 s (a retried tick) is not counted twice
-    assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", t + timedelta(seconds=5), 30) is None
+    assert rth_cap(counters, kv, s, "NVDA", "A", t + timedelta(seconds=5), 30) is None
     assert store.counter("rth:2025-03-10:NVDA") == 1
     for k in range(1, 3):
-        assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", t + timedelta(seconds=30 * k), 30) is None
+        assert rth_cap(counters, kv, s, "NVDA", "A", t + timedelta(seconds=30 * k), 30) is None
     assert store.counter("rth:2025-03-10:NVDA") == 3
-    assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", t + timedelta(seconds=120), 30) == "rth_daily_cap"
+    assert rth_cap(counters, kv, s, "NVDA", "A", t + timedelta(seconds=120), 30) == "rth_daily_cap"
     assert store.counter("rth:2025-03-10:__global__") == 3
 
 
 def test_rth_cap_rolls_at_new_york_midnight_not_utc():
     s = load_settings(tier_a_daily_cap=1)
     store, kv = kv_store()
+    counters = gates.CapCounters(store)
     late_ny = datetime(2025, 3, 11, 3, 30, tzinfo=UTC)  # 23:30 on Mar 10 in New York (EDT)
-    assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", late_ny, 30) is None
+    assert rth_cap(counters, kv, s, "NVDA", "A", late_ny, 30) is None
     # 00:30 UTC day change already happened; NY date is still the 10th: capped
-    assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", late_ny + timedelta(minutes=20), 30) == "rth_daily_cap"
+    assert rth_cap(counters, kv, s, "NVDA", "A", late_ny + timedelta(minutes=20), 30) == "rth_daily_cap"
     # after NY midnight the count restarts
-    assert gates.check_rth_daily_cap(store, kv, s, "NVDA", "A", late_ny + timedelta(minutes=40), 30) is None
+    assert rth_cap(counters, kv, s, "NVDA", "A", late_ny + timedelta(minutes=40), 30) is None
 
 
 def test_kv_survives_restart_and_expires_by_passed_time(tmp_path):
