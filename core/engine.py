@@ -328,12 +328,13 @@ class Engine:
         with self.lock:
             rep = TickReport(now=now)
             try:
-                self.feed.ensure(now)
-                if not self._reconciled:
-                    self.reconcile(now)
-                if not self.store.batched:  # a replay's database has no UI sending commands
-                    rep.commands = self.apply_commands(now)
-                self._tick_body(now, rep)
+                with self.store.tick_scope():  # one transaction, committed here or at a barrier before a call out
+                    self.feed.ensure(now)
+                    if not self._reconciled:
+                        self.reconcile(now)
+                    if not self.store.batched:  # a replay's database has no UI sending commands
+                        rep.commands = self.apply_commands(now)
+                    self._tick_body(now, rep)
                 self.store.commit()
             except BrokerError as e:
                 if self.store.batched:  # a replay batch holds many ticks: rolling back would lose them all
@@ -680,6 +681,7 @@ class Engine:
         if self.stream is not None:
             msg = {"ts": iso(now), "symbol": sym, "tier": tier, "score": score, "cutoff": cutoff,
                    "bar_ts": iso(obs.bar_ts), "raw_score": obs.score, "vol_spike": obs.vol_spike, "close": obs.close}
+            self.store.barrier()  # a message leaves the process: what this tick did so far is on disk
             if self.stream.publish(msg) is not None:
                 self._published.append(msg)
                 return  # decided by the consumer group (this process reads it back in the same tick)
@@ -713,7 +715,7 @@ class Engine:
                 before = len(rep.intents)
                 self._decide_ticker(at, m["symbol"], m["tier"], obs, float(m["score"]), float(m["cutoff"]), state,
                                     rep)
-                self.store.commit()  # the decision is stored before the acknowledgement
+                self.store.barrier()  # the decision is stored before the acknowledgement
                 state = self.account_state(now) if len(rep.intents) > before else state
             if mid:
                 self.stream.ack([mid])
@@ -814,6 +816,7 @@ class Engine:
         elif not self._unsent_pending(intent.id):
             return  # this tick already ran before a restart and the intent went its way
         if self.params.auto_mode:
+            self.store.barrier()  # the decision and its intent are on disk before the order is sent
             submit_intent(self.store, self.broker, intent, now)
 
     def _unsent_pending(self, intent_id: str) -> bool:

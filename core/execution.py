@@ -119,6 +119,7 @@ def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: dateti
             "updated_at": iso(now), "filled_qty": 0.0,
         })
         set_intent_status(store, intent.id, SUBMITTING, now)
+    store.barrier()  # the decision, its intent and this order row are on disk before the order leaves
     req = OrderRequest(intent.symbol, intent.side, intent.qty, cid,  # type: ignore[arg-type]
                        stop_price=intent.stop_price, take_profit_price=intent.take_profit_price)
     try:

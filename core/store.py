@@ -126,6 +126,8 @@ class Store:
         # replays write their journal in batches: commit points wait for ``flush`` (nothing leaves the process)
         self.batched = False
         self._latest: dict[tuple[str, Any], dict[str, Any]] = {}  # see ``put``
+        self._tick_depth = 0  # see ``tick_scope``
+        self._tick_thread: int | None = None
         self._flush_hooks: list[Any] = []  # journal parts buffered in memory (core.decisions), see ``on_flush``
         self._rollback_hooks: list[Any] = []
         if self.path != ":memory:":
@@ -182,11 +184,37 @@ class Store:
 
     # ---------------------------------------------------------------- helpers
     def commit(self) -> None:
-        """A commit point of the journal (end of a tick, before a call that leaves the process). In batch mode
-        (a replay on the in-process simulated broker) it waits for the batch's ``flush``."""
-        if not self.batched:
-            self._write_buffered()
-            self.conn.commit()
+        """The end of a unit of work. Inside a live tick (``tick_scope``, on the ticking thread) it waits for the
+        tick's end or a ``barrier``; in batch mode (a replay on the in-process simulated broker) for the batch's
+        ``flush``; elsewhere it commits now."""
+        if self.batched or (self._tick_depth and threading.get_ident() == self._tick_thread):
+            return
+        self._write_buffered()
+        self.conn.commit()
+
+    def barrier(self) -> None:
+        """Before anything leaves the process (an order, a cancel, a message): what the tick decided so far is
+        committed now, so a crash after the call finds its reason on disk. A replay's batch has nothing that
+        leaves the process (its broker is the in-process simulator) and waits for its flush."""
+        if self.batched:
+            return
+        self._write_buffered()
+        self.conn.commit()
+
+    @contextmanager
+    def tick_scope(self) -> Iterator[None]:
+        """One live tick as one transaction: its commit points wait for the tick's end (the caller commits when
+        the scope ends) or for a ``barrier``."""
+        outer = self._tick_depth == 0
+        if outer:
+            self._tick_thread = threading.get_ident()
+        self._tick_depth += 1
+        try:
+            yield
+        finally:
+            self._tick_depth -= 1
+            if outer:
+                self._tick_thread = None
 
     def flush(self) -> None:
         """Commit now, batch or not: a replay's batch boundary, the end of a run."""
@@ -234,9 +262,9 @@ class Store:
     def rollback(self) -> None:
         """Drop everything not yet committed, the latest-value rows waiting for the flush included."""
         self._latest.clear()
-        for drop in self._rollback_hooks:
-            drop()
         self.conn.rollback()
+        for drop in self._rollback_hooks:  # after the rollback: a part may reload what is committed
+            drop()
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)

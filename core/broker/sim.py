@@ -118,6 +118,7 @@ class SimBroker:
         self.submitted_count = 0  # orders created at this broker by this process (duplicate detection in tests)
         self._checked_dirty: dict[str, float] = {}  # leg id -> checked through this bar, not yet written
         store.on_flush(self._write_checked)
+        store.on_rollback(self.reload)  # a tick rolled back: the book is what its tables say again
         self.reload()
 
     # ------------------------------------------------------------ the in-memory book
@@ -177,7 +178,9 @@ class SimBroker:
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
-        """A store transaction (committed as before); if it fails, the book goes back to what the rows still say.
+        """A store transaction, committed at once even inside an engine tick (this broker stands for a remote one:
+        what it did stays done whatever the engine's tick does next; batch replays wait for their flush); if it
+        fails, the book goes back to what the rows still say.
 
         Only open orders (and their legs) change; orders and fills are only appended: the snapshot is small."""
         n_orders, n_fills = len(self._orders), len(self._fills)
@@ -188,6 +191,7 @@ class SimBroker:
         try:
             with self.store.transaction() as conn:
                 yield conn
+            self.store.barrier()
         except BaseException:
             self._cash_v, self._pos = cash, pos
             del self._fills[n_fills:], self._seqs[n_fills:]
