@@ -19,6 +19,7 @@ from typing import Any
 from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
+from core.decisions import decision_counts, decision_total
 from core.engine import Engine
 from core.feed import MarketFeed
 from core.marketdata import MarketData
@@ -166,8 +167,8 @@ def _isnan(a: Any) -> Any:
 
 
 def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: float) -> dict[str, Any]:
-    suppressed = {r["reason"]: r["n"] for r in store.query(
-        "SELECT reason, COUNT(*) AS n FROM signals WHERE decision='suppressed' GROUP BY reason ORDER BY reason")}
+    # the decision figures read both forms of the log (core.decisions): the same from a full or a summary run
+    suppressed = decision_counts(store, "reason", "decision='suppressed'")
     statuses = {r["status"]: r["n"] for r in store.query(
         "SELECT status, COUNT(*) AS n FROM intents GROUP BY status")}
     m = kpi.summary(store)
@@ -175,9 +176,9 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
     end_equity = store.scalar("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1") or start_equity
     return {
         "bars": count_bars(engine, sessions),
-        "signals": store.scalar("SELECT COUNT(*) FROM signals WHERE decision != 'skipped'") or 0,
+        "signals": decision_total(store, "decision != 'skipped'"),
         "suppressed": suppressed,
-        "actionable": store.scalar("SELECT COUNT(*) FROM signals WHERE decision='actionable'") or 0,
+        "actionable": decision_total(store, "decision='actionable'"),
         "intents": sum(statuses.values()),
         "intents_pending": statuses.get("pending", 0),
         "intents_expired": statuses.get("expired", 0),
