@@ -19,7 +19,7 @@ from typing import Any
 from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
-from core.decisions import decision_counts, decision_total
+from core.decisions import SUMMARY, decision_counts, decision_total
 from core.engine import Engine
 from core.feed import MarketFeed
 from core.marketdata import MarketData
@@ -101,10 +101,12 @@ def run_replay(
     progress: Callable[[int, int], bool | None] | None = None,
     mode: str = "fast",
     feed: MarketFeed | None = None,
-    decisions: str = "full",
+    decisions: str = SUMMARY,
 ) -> ReplayResult:
     """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
-    False cancels the run (the result then has ``stats["cancelled"] = True``)."""
+    False cancels the run (the result then has ``stats["cancelled"] = True``). ``decisions``: the form of the
+    decision log (``core.decisions``): ``summary`` counts what never passed the cutoff, ``full`` keeps every
+    row as live trading does; the stats are the same either way."""
     t0 = time.perf_counter()
     store = Store(db_path)
     # a replay database is rebuilt from the bars at will: skip the fsyncs (a killed process still loses
@@ -272,7 +274,7 @@ def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str |
     settings = load_settings(**{**base, **cell})
     with tempfile.TemporaryDirectory() as tmp:
         res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s), bars_file=bars_file,
-                         db_path=str(Path(tmp) / "sweep.db"), feed=feed or _WORKER_FEED)
+                         db_path=str(Path(tmp) / "sweep.db"), feed=feed or _WORKER_FEED, decisions=SUMMARY)
         stats = res.stats
         res.store.close()
     return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],
