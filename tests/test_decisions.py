@@ -16,10 +16,15 @@ from core.evaluation import evaluate_sessions
 from core.replay import main
 from core.research import collect_stats, replay_days, run_replay
 from core.store import Store, iso
-from tests.test_fastpath import PARAMS
 
 START = date(2025, 3, 3)
 DAYS = 2
+PARAMS = [  # as tests/test_fastpath.py: loose, tight, and the equity guards firing
+    {},
+    {"cutoff_delta": -0.05, "mixer_cooldown_s": 60},
+    {"cutoff_delta": 0.04, "mixer_cooldown_s": 300, "direction_lock_s": 300, "max_positions": 2},
+    {"cutoff_delta": -0.05, "daily_loss_limit": 0.002, "protection_stoploss_count": 2},
+]
 # every table but the decision log itself: what the engine did must not depend on how decisions are stored
 SAME_TABLES = {"trades": "id", "orders": "client_order_id", "fills": "id", "equity": "ts", "intents": "id",
                "positions": "symbol", "basket_state": "name", "token_stats": "minute, tier", "kv": "key",
