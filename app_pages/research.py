@@ -29,7 +29,8 @@ def overrides(cutoff_delta: float, cooldown_s: int) -> dict:
             "db_path": ":memory:", "seed": int(st.session_state.get("r_seed", 7))}
 
 
-def replay(label: str, cutoff_delta: float, cooldown_s: int, start: date, days: int, seed: int, bar) -> dict:
+def replay(label: str, cutoff_delta: float, cooldown_s: int, start: date, days: int, seed: int, bar,
+           decisions: str = "summary") -> dict:
     from core.config import load_settings
 
     settings = load_settings(**overrides(cutoff_delta, cooldown_s))
@@ -37,7 +38,7 @@ def replay(label: str, cutoff_delta: float, cooldown_s: int, start: date, days: 
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total} ticks")
 
-    res = run_replay(settings, days=days, seed=seed, start=start, progress=progress)
+    res = run_replay(settings, days=days, seed=seed, start=start, progress=progress, decisions=decisions)
     out = {"label": label, "stats": res.stats, "equity": views.equity_curve(res.store),
            "trades": views.trades(res.store, local_times=False)}
     res.store.close()
@@ -56,15 +57,20 @@ with st.form("research_form"):
                         key="r_delta")
     cooldown = c[1].slider("Cooldown (s) for this run", 30, 600, int(live.get("cooldown_s", 180)), 10,
                            key="r_cooldown")
+    full_rows = st.checkbox(
+        "Store every decision row (slower)", value=False, key="r_full_decisions",
+        help="By default a run counts the decisions that never passed the cutoff per ticker and minute instead of "
+             "storing each one; the figures are the same. Tick this to keep one row per decision, as live trading.")
     run = st.form_submit_button("Run and compare with current settings", type="primary")
 
 if run:
     bar = st.progress(0.0, text="starting")
     st.button("Cancel", key="r_cancel")
+    decisions = "full" if full_rows else "summary"
     try:
         current = replay("current settings", float(live.get("cutoff_delta", 0.0)), int(live.get("cooldown_s", 180)),
-                         start, int(days), int(seed), bar)
-        chosen = replay("this run", float(delta), int(cooldown), start, int(days), int(seed), bar)
+                         start, int(days), int(seed), bar, decisions)
+        chosen = replay("this run", float(delta), int(cooldown), start, int(days), int(seed), bar, decisions)
         st.session_state["r_result"] = (current, chosen)
     except (ConfigError, ValueError) as e:
         st.error(f"Cannot run: {e}")

@@ -14,11 +14,15 @@ Two forms, one writer:
 In batch mode (a replay) rows wait in memory and are written by ``Store.flush`` in
 the batch's transaction; an actionable row writes the waiting rows first, in order,
 because the protections read the actionable decisions back from SQLite.
+
+Readers that count or aggregate decisions read both forms through ``rows_sql`` and ``decision_counts`` below,
+so every figure (research stats and metrics, KPIs, the reason chart) is the same from either form.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.store import Store
@@ -166,3 +170,103 @@ def restore_scheduler_state(store: Store) -> tuple[dict[str, float], dict[str, t
 def _epoch(ts: str) -> float:
     t = datetime.fromisoformat(ts)
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+# ================================================================ reading both forms
+# The columns of ``rows_sql``: a full row is one decision (n = 1). A summary bucket becomes its first tick
+# (n = 1) and, when it counts more, its last tick carrying the rest of the count (n - 1): exact for the
+# replay's buckets (30 s ticks: at most two per minute), so any time window counts them like the full rows.
+# Both carry the bucket's price (every tick of a bucket sees the same bar) and its last score; cutoff, action,
+# raw_score and vol_spike are NULL (those decisions never passed the cutoff, so none is strong).
+ROW_COLUMNS = ("id", "ts", "bar_ts", "symbol", "tier", "score", "cutoff", "decision", "reason", "action", "price", "n")
+_FULL_ARM = "SELECT id, ts, bar_ts, symbol, tier, score, cutoff, decision, reason, action, price, 1 AS n FROM signals"
+_FIRST_ARM = ("SELECT NULL, first_ts, bar_ts, symbol, tier, last_score, NULL, decision, reason, NULL, price, 1 "
+              "FROM signal_counts")
+_LAST_ARM = ("SELECT NULL, last_ts, bar_ts, symbol, tier, last_score, NULL, decision, reason, NULL, price, n - 1 "
+             "FROM signal_counts WHERE n > 1")
+BOUNDS = ("(]", "[)", "[]", "()")
+
+
+def rows_sql(start: str | None = None, end: str | None = None, bounds: str = "(]") -> tuple[str, list[Any]]:
+    """``(sql, params)`` of a subquery for a FROM clause: every decision of both forms, columns ``ROW_COLUMNS``,
+    with ``ts`` between the ISO times ``start`` and ``end`` (either open when None; ``bounds`` says which ends
+    are included, ``(]`` as the KPI windows). Aggregate with ``SUM(n)``, never ``COUNT(*)``."""
+    if bounds not in BOUNDS:
+        raise ValueError(f"bounds must be one of {BOUNDS}, not {bounds!r}")
+    conds: list[str] = []
+    params: list[Any] = []
+    if start is not None:
+        conds.append("ts >= ?" if bounds[0] == "[" else "ts > ?")
+        params.append(start)
+    if end is not None:
+        conds.append("ts <= ?" if bounds[1] == "]" else "ts < ?")
+        params.append(end)
+    if not conds:
+        return f"({_FULL_ARM} UNION ALL {_FIRST_ARM} UNION ALL {_LAST_ARM})", []
+    # the window inside each arm; on the buckets also as a range of their minute, for its index
+    hint, hint_params = _minute_hint(start, end)
+    first_ts, last_ts = (" AND ".join(c.replace("ts", col, 1) for c in conds) for col in ("first_ts", "last_ts"))
+    sql = (f"({_FULL_ARM} WHERE {' AND '.join(conds)} UNION ALL {_FIRST_ARM} WHERE {first_ts}{hint} "
+           f"UNION ALL {_LAST_ARM} AND {last_ts}{hint})")
+    return sql, [*params, *params, *hint_params, *params, *hint_params]
+
+
+def _minute_hint(start: str | None, end: str | None) -> tuple[str, list[Any]]:
+    """A bucket's ticks lie in [minute, minute + 60 s): the minutes that can hold a tick of the window (only
+    for UTC bounds, the form the minutes are stored in)."""
+    sql, params = "", []
+    lo, hi = _utc(start), _utc(end)
+    if lo is not None:
+        sql += " AND minute > ?"
+        params.append((lo - timedelta(seconds=60)).isoformat())
+    if hi is not None:
+        sql += " AND minute <= ?"
+        params.append(end)
+    return sql, params
+
+
+def _utc(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        t = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return t if t.utcoffset() is not None and not t.utcoffset() else None
+
+
+def decision_counts(store: Store, by: str | Sequence[str] = "decision", where: str = "", params: Sequence[Any] = (),
+                    *, start: str | None = None, end: str | None = None, bounds: str = "(]") -> dict[Any, int]:
+    """Decisions of both forms counted per ``by`` (a column of ``ROW_COLUMNS``, or several: tuple keys),
+    optionally filtered by ``where`` (SQL over those columns) and a ``ts`` window (``rows_sql``). Keys in
+    ascending order."""
+    cols = [by] if isinstance(by, str) else list(by)
+    src, src_params = rows_sql(start, end, bounds)
+    keys = ", ".join(cols)
+    rows = store.conn.execute(
+        f"SELECT {keys}, SUM(n) AS n FROM {src} {'WHERE ' + where if where else ''} GROUP BY {keys} ORDER BY {keys}",
+        [*src_params, *params]).fetchall()
+    if isinstance(by, str):
+        return {r[0]: int(r[-1]) for r in rows}
+    return {tuple(r[:-1]): int(r[-1]) for r in rows}
+
+
+def decision_total(store: Store, where: str = "", params: Sequence[Any] = (), *, start: str | None = None,
+                   end: str | None = None, bounds: str = "(]") -> int:
+    """How many decisions of both forms match ``where`` in the window (see ``decision_counts``)."""
+    src, src_params = rows_sql(start, end, bounds)
+    n = store.conn.execute(f"SELECT SUM(n) FROM {src} {'WHERE ' + where if where else ''}",
+                           [*src_params, *params]).fetchone()[0]
+    return int(n or 0)
+
+
+def first_decision_ts(store: Store) -> str | None:
+    """The time of the first decision in either form."""
+    return store.scalar("SELECT MIN(ts) FROM (SELECT MIN(ts) AS ts FROM signals UNION ALL "
+                        "SELECT MIN(first_ts) FROM signal_counts)")
+
+
+def any_decision(store: Store, start: str | None = None, end: str | None = None, bounds: str = "(]") -> bool:
+    """Whether either form holds a decision in the window."""
+    src, params = rows_sql(start, end, bounds)
+    return store.scalar(f"SELECT 1 FROM {src} LIMIT 1", params) is not None

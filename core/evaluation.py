@@ -16,6 +16,7 @@ from typing import Any
 from core import kpi
 from core.clock import UTC, session_bounds, sessions_between, trading_date
 from core.config import Settings
+from core.decisions import any_decision, first_decision_ts
 from core.protections import DAILY_LOSS
 from core.store import Store, iso
 
@@ -103,7 +104,7 @@ def session_failures(figures: dict[str, Any], settings: Settings, halted: bool) 
 
 def evaluate_sessions(store: Store, settings: Settings, now: datetime) -> list[SessionResult]:
     """Every session, up to ``now``, in which the engine recorded decisions, judged on its own KPIs."""
-    first = store.scalar("SELECT MIN(ts) FROM signals")
+    first = first_decision_ts(store)  # either form of the decision log (core.decisions)
     if first is None:
         return []
     timeline = profile_timeline(store)
@@ -113,8 +114,7 @@ def evaluate_sessions(store: Store, settings: Settings, now: datetime) -> list[S
         if bounds is None:
             continue
         open_, close = (b.astimezone(UTC) for b in bounds)
-        if open_ > now or store.scalar("SELECT 1 FROM signals WHERE ts >= ? AND ts < ? LIMIT 1",
-                                       (iso(open_), iso(close))) is None:
+        if open_ > now or not any_decision(store, iso(open_), iso(close), "[)"):
             continue  # the engine did not run that session: not judged
         figures = kpi.kpi_report(store, settings, open_, min(close, now))["all"]
         profile = session_profile(timeline, open_, close)

@@ -19,6 +19,7 @@ from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from core.clock import NY
+from core.decisions import rows_sql
 from core.store import Store, iso
 
 if TYPE_CHECKING:
@@ -103,13 +104,22 @@ def trade_kpis(trades: list[Mapping[str, Any]]) -> dict[str, float]:
 
 def signal_kpis(rows: list[Mapping[str, Any]], paths: Mapping[str, tuple[list[float], list[float]]],
                 horizon_s: int = DEFAULT_HORIZON_S, strong_margin: float = STRONG_MARGIN) -> dict[str, Any]:
-    """The decision-log KPIs of ``rows`` (signals in time order). ``paths``: symbol -> (epoch seconds,
-    prices) of every priced decision of that symbol, sorted, reaching ``horizon_s`` past the last row."""
+    """The decision-log KPIs of ``rows`` (decisions in time order, as ``core.decisions.rows_sql`` gives them:
+    a row stands for ``n`` decisions, 1 when absent). ``paths``: symbol -> (epoch seconds, prices) of every
+    priced decision of that symbol, sorted, reaching ``horizon_s`` past the last row.
+
+    A decision with a score has a cutoff too, except in a summary count (``core.decisions``): those never passed
+    their cutoff, so they count as scored and are never strong."""
     generated = [r for r in rows if r["decision"] != "skipped"]
     acts = [r for r in generated if r["decision"] == "actionable"]
-    reasons = Counter(r["reason"] or "?" for r in generated if r["decision"] == "suppressed")
-    scored = [r for r in generated if r["score"] is not None and r["cutoff"] is not None]
-    strong = sum(1 for r in scored if abs(r["score"]) >= r["cutoff"] + strong_margin - 1e-9)
+    reasons: Counter[str] = Counter()
+    for r in generated:
+        if r["decision"] == "suppressed":
+            reasons[r["reason"] or "?"] += r.get("n", 1)
+    scored = [r for r in generated if r["score"] is not None]
+    n_scored = sum(r.get("n", 1) for r in scored)
+    strong = sum(r.get("n", 1) for r in scored
+                 if r["cutoff"] is not None and abs(r["score"]) >= r["cutoff"] + strong_margin - 1e-9)
     times = [(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0) for r in acts]
     flips = flip_flops(times)
     maes, mfes = [], []
@@ -122,9 +132,9 @@ def signal_kpis(rows: list[Mapping[str, Any]], paths: Mapping[str, tuple[list[fl
         maes.append(mae)
         mfes.append(mfe)
     return {
-        "generated": len(generated), "actionable": len(acts), "suppressed": sum(reasons.values()),
-        "suppressed_by_reason": dict(reasons.most_common()),
-        "strong": strong, "strong_rate": strong / len(scored) if scored else 0.0,
+        "generated": sum(r.get("n", 1) for r in generated), "actionable": len(acts),
+        "suppressed": sum(reasons.values()), "suppressed_by_reason": dict(reasons.most_common()),
+        "strong": strong, "strong_rate": strong / n_scored if n_scored else 0.0,
         "flip_flops": flips, "flip_flop_rate": flips / len(acts) if acts else 0.0,
         "signal_mae_median": _median(maes), "signal_mfe_median": _median(mfes), "signals_measured": len(maes),
         "direction_lock_hits": reasons.get("direction_lock", 0),
@@ -187,15 +197,18 @@ def compute_kpis(store: Store, start: datetime, end: datetime, *, tiers: Mapping
     ``tiers``: symbol -> tier for trades (signal rows carry their own tier). ``baskets``: basket name ->
     its member symbols plus its inverse ETF (the basket's own trades)."""
     lo, hi = iso(start), iso(end)
-    rows = store.query("SELECT ts, symbol, tier, score, cutoff, decision, reason, price FROM signals "
-                       "WHERE ts > ? AND ts <= ? ORDER BY ts, id", (lo, hi))
+    # both forms of the decision log (core.decisions): a summary bucket adds its count, and its price at its
+    # first and last tick to the paths, which gives the same extremes over any window as its full rows
+    src, params = rows_sql(lo, hi)
+    rows = store.query(f"SELECT ts, symbol, tier, score, cutoff, decision, reason, price, n FROM {src} "
+                       "ORDER BY ts, id", params)
     act_syms = sorted({r["symbol"] for r in rows if r["decision"] == "actionable"})
     paths: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     if act_syms:
+        src, params = rows_sql(lo, iso(end + timedelta(seconds=horizon_s)))
         for r in store.query(
-                f"SELECT symbol, ts, price FROM signals WHERE ts > ? AND ts <= ? AND price IS NOT NULL AND symbol IN "
-                f"({','.join('?' * len(act_syms))}) ORDER BY ts, id",
-                (lo, iso(end + timedelta(seconds=horizon_s)), *act_syms)):
+                f"SELECT symbol, ts, price FROM {src} WHERE price IS NOT NULL AND symbol IN "
+                f"({','.join('?' * len(act_syms))}) ORDER BY ts, id", (*params, *act_syms)):
             p = paths[r["symbol"]]
             p[0].append(datetime.fromisoformat(r["ts"]).timestamp())
             p[1].append(r["price"])

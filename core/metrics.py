@@ -22,6 +22,7 @@ from typing import Any
 
 from core import kpi
 from core.clock import trading_date
+from core.decisions import decision_counts, decision_total
 from core.store import Store
 
 PERIODS_PER_YEAR = 252
@@ -87,11 +88,11 @@ def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[s
     rets = daily_returns(ts, equity, start_equity)
     dd, dd_s = drawdown(ts, equity) if equity else (0.0, 0.0)
     stats = kpi.trade_kpis(store.query("SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id"))
+    # actionable decisions keep their full row in both forms of the log (core.decisions)
     act = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND score IS NOT NULL "
                       "ORDER BY ts, id")
     flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"]) for r in act])
-    suppressed = {r["reason"]: r["n"] for r in store.query(
-        "SELECT reason, COUNT(*) AS n FROM signals WHERE decision='suppressed' GROUP BY reason ORDER BY reason")}
+    suppressed = decision_counts(store, "reason", "decision='suppressed'")  # both forms of the decision log
     return {
         "total_return": total,
         "cagr": (1.0 + total) ** (1.0 / years) - 1.0 if years > 0 and total > -1 else 0.0,
@@ -103,7 +104,7 @@ def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[s
         "exposure": exposure([r["exposure"] for r in eq], equity),
         "flip_flops": flips,
         "flip_flop_rate": flips / len(act) if act else 0.0,
-        "signals": store.scalar("SELECT COUNT(*) FROM signals WHERE decision != 'skipped'") or 0,
+        "signals": decision_total(store, "decision != 'skipped'"),
         "actionable": len(act),
         "suppressed": suppressed,
         **kpi.llm_usage(store),

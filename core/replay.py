@@ -15,6 +15,7 @@ import tempfile
 from datetime import date
 
 from core.config import ConfigError, load_settings
+from core.decisions import MODES, SUMMARY
 from core.marketdata import BarDataError
 from core.research import parse_sweep, run_replay, run_sweep
 
@@ -45,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes for --sweep")
     ap.add_argument("--mode", choices=["fast", "reference"], default="fast",
                     help="fast: quiet ticks applied in memory (same result); reference: every tick through the engine")
+    ap.add_argument("--decisions", choices=list(MODES), default=SUMMARY,
+                    help="summary: decisions that never passed the cutoff stored as per-minute counts (same figures, "
+                         "smaller and faster); full: one row per decision, as live trading")
     args = ap.parse_args(argv)
     if args.days < 1:
         ap.error("--days must be >= 1")
+    if args.sweep and args.decisions != SUMMARY:
+        ap.error("--decisions full is for a single replay: a sweep cell keeps only its metrics")
     try:
         overrides = parse_set(args.set)
         if args.strategy:
@@ -62,17 +68,17 @@ def main(argv: list[str] | None = None) -> int:
                     load_settings(**{**overrides, name: v})
             rows = run_sweep(overrides, grid, days=args.days, seed=args.seed, start=args.start,
                              bars_file=args.bars, workers=args.workers)
-            print(json.dumps({"params": list(grid), "grid": rows}, sort_keys=True, default=str))
+            print(json.dumps({"params": list(grid), "grid": rows, "decisions": SUMMARY}, sort_keys=True, default=str))
             return 0
         with tempfile.TemporaryDirectory() as tmp:
             db = args.db or os.path.join(tmp, "replay.db")
             result = run_replay(settings, days=args.days, seed=args.seed, start=args.start, bars_file=args.bars,
-                                db_path=db, mode=args.mode)
+                                db_path=db, mode=args.mode, decisions=args.decisions)
             result.store.close()
     except (ConfigError, BarDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stats = result.stats
+    stats = {**result.stats, "decisions": args.decisions}
     if args.json:
         print(json.dumps(stats, sort_keys=True))
     else:

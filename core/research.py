@@ -19,6 +19,7 @@ from typing import Any
 from core import kpi, metrics
 from core.clock import UTC, SimClock, session_bounds, trading_sessions
 from core.config import Settings
+from core.decisions import SUMMARY, decision_counts, decision_total
 from core.engine import Engine
 from core.feed import MarketFeed
 from core.marketdata import MarketData
@@ -100,10 +101,12 @@ def run_replay(
     progress: Callable[[int, int], bool | None] | None = None,
     mode: str = "fast",
     feed: MarketFeed | None = None,
-    decisions: str = "full",
+    decisions: str = SUMMARY,
 ) -> ReplayResult:
     """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
-    False cancels the run (the result then has ``stats["cancelled"] = True``)."""
+    False cancels the run (the result then has ``stats["cancelled"] = True``). ``decisions``: the form of the
+    decision log (``core.decisions``): ``summary`` counts what never passed the cutoff, ``full`` keeps every
+    row as live trading does; the stats are the same either way."""
     t0 = time.perf_counter()
     store = Store(db_path)
     # a replay database is rebuilt from the bars at will: skip the fsyncs (a killed process still loses
@@ -166,8 +169,8 @@ def _isnan(a: Any) -> Any:
 
 
 def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: float) -> dict[str, Any]:
-    suppressed = {r["reason"]: r["n"] for r in store.query(
-        "SELECT reason, COUNT(*) AS n FROM signals WHERE decision='suppressed' GROUP BY reason ORDER BY reason")}
+    # the decision figures read both forms of the log (core.decisions): the same from a full or a summary run
+    suppressed = decision_counts(store, "reason", "decision='suppressed'")
     statuses = {r["status"]: r["n"] for r in store.query(
         "SELECT status, COUNT(*) AS n FROM intents GROUP BY status")}
     m = kpi.summary(store)
@@ -175,9 +178,9 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
     end_equity = store.scalar("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1") or start_equity
     return {
         "bars": count_bars(engine, sessions),
-        "signals": store.scalar("SELECT COUNT(*) FROM signals WHERE decision != 'skipped'") or 0,
+        "signals": decision_total(store, "decision != 'skipped'"),
         "suppressed": suppressed,
-        "actionable": store.scalar("SELECT COUNT(*) FROM signals WHERE decision='actionable'") or 0,
+        "actionable": decision_total(store, "decision='actionable'"),
         "intents": sum(statuses.values()),
         "intents_pending": statuses.get("pending", 0),
         "intents_expired": statuses.get("expired", 0),
@@ -271,7 +274,7 @@ def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str |
     settings = load_settings(**{**base, **cell})
     with tempfile.TemporaryDirectory() as tmp:
         res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s), bars_file=bars_file,
-                         db_path=str(Path(tmp) / "sweep.db"), feed=feed or _WORKER_FEED)
+                         db_path=str(Path(tmp) / "sweep.db"), feed=feed or _WORKER_FEED, decisions=SUMMARY)
         stats = res.stats
         res.store.close()
     return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],

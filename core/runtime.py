@@ -47,6 +47,7 @@ from core.clock import (
 )
 from core.clock import trading_sessions as _sessions_from
 from core.config import Settings
+from core.decisions import decision_counts
 from core.engine import Engine, TickReport, money
 from core.marketdata import MarketData
 from core.marketdata.replay import ReplayMarket, load_bars
@@ -444,10 +445,9 @@ class Runtime:
                 actionable = self.store.scalar(
                     "SELECT COUNT(*) FROM signals WHERE decision='actionable' AND ts >= ?", (since,))
                 if long_enough and not recent_quiet and not actionable:
-                    top = self.store.query(
-                        "SELECT reason, COUNT(*) AS n FROM signals WHERE decision='suppressed' AND ts >= ? "
-                        "GROUP BY reason ORDER BY n DESC LIMIT 3", (since,))
-                    why = ", ".join(f"{r['reason']} {r['n']}" for r in top) or "no signals"
+                    counts = decision_counts(self.store, "reason", "decision='suppressed'", start=since, bounds="[)")
+                    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))[:3]
+                    why = ", ".join(f"{reason} {n}" for reason, n in top) or "no signals"
                     self.store.notify("info", f"quiet market: nothing actionable in {QUIET_AFTER_MIN} min ({why})",
                                       now)
                     self.store.set_meta("quiet_at", now.isoformat())

@@ -16,6 +16,7 @@ import pandas as pd
 from core import kpi, llm
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
+from core.decisions import decision_counts
 from core.engine import money as money  # re-exported for the pages
 from core.protections import DAILY_LOSS, active_protections
 from core.risk import kelly_margin
@@ -46,6 +47,8 @@ def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 # ---------------------------------------------------------------- live signals
+# The latest-score table and the decision stream show full rows: the live engine writes every decision as one
+# (core.decisions); the counts below read both forms.
 def latest_by_ticker(store: Store) -> pd.DataFrame:
     """The newest scored decision per ticker (skipped/no-data rows only when nothing else exists)."""
     return frame(store, """
@@ -65,14 +68,16 @@ def decision_stream(store: Store, limit: int = 200, decision: str | None = None)
 
 
 def suppression_counts(store: Store, since: datetime | None = None) -> pd.DataFrame:
-    where = "WHERE decision='suppressed'" + (" AND ts >= ?" if since else "")
-    params = (since.isoformat(),) if since else ()
-    return frame(store, f"SELECT reason, COUNT(*) AS n FROM signals {where} GROUP BY reason ORDER BY n DESC", params)
+    """Suppressed decisions per reason (the reason chart), most frequent first, from both forms of the log."""
+    counts = decision_counts(store, "reason", "decision='suppressed'",
+                             start=since.isoformat() if since else None, bounds="[)")
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+    return pd.DataFrame({"reason": [r for r, _ in rows], "n": [n for _, n in rows]}) if rows else pd.DataFrame()
 
 
 def signal_totals(store: Store) -> dict[str, int]:
-    rows = store.query("SELECT decision, COUNT(*) AS n FROM signals GROUP BY decision")
-    return {r["decision"]: r["n"] for r in rows}
+    """Decisions per decision kind, from both forms of the log."""
+    return decision_counts(store, "decision")
 
 
 # ---------------------------------------------------------------- approvals

@@ -9,7 +9,8 @@ import pytest
 from core.config import load_settings
 from core.research import run_replay
 
-TABLES = {"signals": "id", "intents": "id", "orders": "client_order_id", "fills": "id", "trades": "id",
+TABLES = {"signals": "id", "signal_counts": "symbol, minute, decision, reason",
+          "intents": "id", "orders": "client_order_id", "fills": "id", "trades": "id",
           "equity": "ts", "basket_state": "name", "token_stats": "minute, tier", "kv": "key", "positions": "symbol",
           "day_state": "date", "counters": "key", "sim_orders": "id", "sim_fills": "seq", "sim_positions": "symbol",
           "sim_account": "id", "notifications": "id", "protections": "id", "param_audit": "id"}
@@ -31,9 +32,10 @@ def dump(store) -> dict:  # noqa: ANN001
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("params", range(len(PARAMS)))
 def test_fast_and_reference_modes_write_the_same_database(seed, params):
+    """Every decision as a full row: the fast path's decision log equals the engine's, row for row."""
     s = load_settings(auto_mode=True, **PARAMS[params])
-    ref = run_replay(s, days=2, seed=seed, start=date(2025, 3, 3), mode="reference")
-    fast = run_replay(s, days=2, seed=seed, start=date(2025, 3, 3), mode="fast")
+    ref = run_replay(s, days=2, seed=seed, start=date(2025, 3, 3), mode="reference", decisions="full")
+    fast = run_replay(s, days=2, seed=seed, start=date(2025, 3, 3), mode="fast", decisions="full")
     a, b = dump(ref.store), dump(fast.store)
     for table in a:
         assert a[table] == b[table], table
@@ -43,10 +45,25 @@ def test_fast_and_reference_modes_write_the_same_database(seed, params):
     assert sa["trades"] > 0 and len(a["signals"]) > 1000  # something happened to compare
 
 
+@pytest.mark.parametrize("params", range(len(PARAMS)))
+def test_fast_and_reference_modes_write_the_same_summary_log(params):
+    """The summary form (the research default): the same kept rows and the same per-minute counts."""
+    s = load_settings(auto_mode=True, **PARAMS[params])
+    ref = run_replay(s, days=2, seed=2, start=date(2025, 3, 3), mode="reference", decisions="summary")
+    fast = run_replay(s, days=2, seed=2, start=date(2025, 3, 3), mode="fast", decisions="summary")
+    a, b = dump(ref.store), dump(fast.store)
+    for table in a:
+        assert a[table] == b[table], table
+    sa, sb = dict(ref.stats), dict(fast.stats)
+    sa.pop("elapsed_s"), sb.pop("elapsed_s")
+    assert sa == sb
+    assert sa["trades"] > 0 and len(a["signal_counts"]) > 1000 and a["signals"]
+
+
 def test_manual_mode_and_restart_resume_match_too(tmp_path):
     s = load_settings(auto_mode=False)
-    ref = run_replay(s, days=1, seed=6, start=date(2025, 3, 3), mode="reference")
-    fast = run_replay(s, days=1, seed=6, start=date(2025, 3, 3), mode="fast")
+    ref = run_replay(s, days=1, seed=6, start=date(2025, 3, 3), mode="reference", decisions="full")
+    fast = run_replay(s, days=1, seed=6, start=date(2025, 3, 3), mode="fast", decisions="full")
     assert dump(ref.store) == dump(fast.store)
     # a fast run stopped mid-day and resumed equals the uninterrupted reference
     s = load_settings(auto_mode=True)

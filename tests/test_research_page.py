@@ -51,6 +51,34 @@ def test_replay_shows_metrics_compared_with_current_settings(app):
     assert {t["name"] for t in equity["data"]} == {"current settings", "this run"}
 
 
+def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkeypatch):
+    import core.research
+
+    real, asked = core.research.run_replay, []
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        asked.append(kwargs.get("decisions"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.research, "run_replay", spy)  # the page imports it from the module on each run
+    at = app
+    at.number_input(key="r_days").set_value(1)
+    at.number_input(key="r_seed").set_value(3)
+    submit = next(b for b in at.get("form_submit_button") if "compare" in b.proto.label)
+    submit.click().run()
+    assert not at.exception, at.exception
+    summary = next(d.value for d in at.dataframe if "this run" in d.value.columns)
+    assert asked == ["summary", "summary"]
+    box = at.checkbox(key="r_full_decisions")
+    assert box.label == "Store every decision row (slower)" and box.value is False
+    box.check()
+    next(b for b in at.get("form_submit_button") if "compare" in b.proto.label).click().run()
+    assert not at.exception, at.exception
+    assert asked[2:] == ["full", "full"]
+    full = next(d.value for d in at.dataframe if "this run" in d.value.columns)
+    assert full.equals(summary)  # the same figures from either form
+
+
 def test_sweep_renders_a_heat_map_of_the_grid(app):
     at = app
     at.slider(key="s_delta").set_value((-0.02, 0.02))
