@@ -1,19 +1,19 @@
 """A year of history must not slow a live tick (issue 15).
 
-A database holding a year's journal (tests/bigdb.py: ~880k decisions, a year of equity, token stats, trades,
-notifications, orders, LLM calls) is opened by the app's runtime, which then ticks through a few minutes of
-the next session: an actionable signal, its order and fill, bracket legs of the replay's positions, LLM-gate
-events, EDGAR look-ups, the session, stop-check and KPI jobs. Every SQL statement is recorded (the trace
-gives it with its parameters) and its query plan must not read a large table whole. The work of a quiet tick
-is counted, not timed: its statements and SQLite's virtual-machine steps must be the same on an empty
-database and on the year's. Timings are in bench/live_tick_bench.py.
+A database holding a year's journal (tests/bigdb.py: ~886k decisions, a year of equity, token stats, trades,
+notifications, orders, LLM calls) is opened by the app's runtime, which then runs eight market minutes of the
+next session: its tick job every 5 s with an actionable signal, its order and fill, bracket legs of the
+replay's positions, LLM-gate events and EDGAR look-ups, and the session, stop-check and KPI jobs. Every SQL
+statement is recorded (the trace gives it with its parameters): no query plan may read a large table whole.
+The work of a quiet tick is counted, not timed: it runs the same few statements on an empty database as on
+the year's, and the same number of SQLite virtual-machine instructions on the replayed two weeks alone as
+after a year of history before them. Timings are in bench/live_tick_bench.py.
 """
-
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,8 +84,9 @@ class Recorder:
         return 0
 
     def take(self, job: str, now: datetime, **kw: Any) -> Call:
-        call = Call(job, now, self.sql, self.steps, **kw)
-        call.per = [b - a for a, b in zip(self.marks, [*self.marks[1:], self.steps][:len(self.marks)], strict=True)]
+        """What was recorded since the last ``take``; a statement's steps run until the next one starts."""
+        ends = self.marks[1:] + [self.steps] if self.marks else []
+        call = Call(job, now, self.sql, self.steps, per=[b - a for a, b in zip(self.marks, ends, strict=True)], **kw)
         self.sql, self.steps, self.marks = [], 0, []
         return call
 
@@ -176,9 +177,11 @@ def scanning(path: str, statements: list[str]) -> dict[str, list[str]]:
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def year_db(tmp_path_factory: pytest.TempPathFactory) -> YearDb:
+def year_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[YearDb]:
     d = tmp_path_factory.mktemp("bigdb")
-    return build_year_db(str(d / "year.db"), base=str(d / "weeks.db"))
+    yield build_year_db(str(d / "year.db"), base=str(d / "weeks.db"))
+    for f in d.iterdir():  # 300 MB: not left behind in pytest's kept temporary directories
+        f.unlink()
 
 
 @dataclass
