@@ -48,6 +48,7 @@ replay: setup
 bench: setup
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/sweep_bench.py
+	$(BIN)/python bench/live_tick_bench.py
 
 soak: sysdeps setup
 	$(BIN)/python bench/app_soak.py --minutes 10

@@ -132,6 +132,27 @@ class DecisionLog:
         self.rows, self.counts = [], {}
 
 
+# Per symbol of a decision log: its newest decision that was not rate-limited (``last``) and its newest scored
+# one. Each walks the (symbol, time) index backwards from the end and stops at the first match, and the symbols
+# are found by seeking from one to the next: a restart reads a few rows per symbol, not a year of decisions.
+_NEWEST = """
+WITH RECURSIVE sym(s) AS (
+    SELECT MIN(symbol) FROM {t}
+    UNION ALL SELECT (SELECT MIN(symbol) FROM {t} WHERE symbol > s) FROM sym WHERE s IS NOT NULL),
+newest AS (
+    SELECT s AS symbol,
+        (SELECT {time} FROM {t} WHERE symbol = s AND {processed} ORDER BY {order} LIMIT 1) AS last,
+        (SELECT rowid FROM {t} WHERE symbol = s AND {score} IS NOT NULL ORDER BY {order} LIMIT 1) AS scored
+    FROM sym WHERE s IS NOT NULL)
+SELECT n.symbol, n.last, x.{time} AS ts, x.{score} AS score FROM newest n LEFT JOIN {t} x ON x.rowid = n.scored
+"""
+NEWEST_SIGNALS = _NEWEST.format(t="signals", time="ts", score="score", order="ts DESC",
+                                processed="COALESCE(reason, '') != 'rate_limited'")
+# a bucket's ticks all fall in its minute: the newest minute holds the newest tick
+NEWEST_COUNTS = _NEWEST.format(t="signal_counts", time="last_ts", score="last_score", order="minute DESC, last_ts DESC",
+                               processed="reason != 'rate_limited'")
+
+
 def restore_scheduler_state(store: Store) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """From both forms of the log: when each symbol was last processed (a rate-limited attempt did not process
     it) and its latest score with the time it was taken."""
@@ -143,27 +164,14 @@ def restore_scheduler_state(store: Store) -> tuple[dict[str, float], dict[str, t
         if old is None or (old if isinstance(old, float) else old[0]) < t:
             d[sym] = value
 
-    for r in store.query("SELECT symbol, MAX(ts) AS ts FROM signals WHERE COALESCE(reason, '') != 'rate_limited' "
-                         "GROUP BY symbol"):
-        t = _epoch(r["ts"])
-        later(last, r["symbol"], t, t)
-    for r in store.query("SELECT symbol, MAX(last_ts) AS ts FROM signal_counts WHERE reason != 'rate_limited' "
-                         "GROUP BY symbol"):
-        t = _epoch(r["ts"])
-        later(last, r["symbol"], t, t)
-    for r in store.query(
-        "SELECT s.symbol, s.ts, s.score FROM signals s JOIN (SELECT symbol, MAX(id) AS id FROM signals "
-        "WHERE score IS NOT NULL GROUP BY symbol) m ON s.id = m.id"
-    ):
-        t = _epoch(r["ts"])
-        later(latest, r["symbol"], t, (t, r["score"]))
-    for r in store.query(
-        "SELECT c.symbol, c.last_ts, c.last_score FROM signal_counts c JOIN (SELECT symbol, MAX(last_ts) AS ts "
-        "FROM signal_counts WHERE last_score IS NOT NULL GROUP BY symbol) m ON c.symbol = m.symbol "
-        "AND c.last_ts = m.ts WHERE c.last_score IS NOT NULL"
-    ):
-        t = _epoch(r["last_ts"])
-        later(latest, r["symbol"], t, (t, r["last_score"]))
+    for sql in (NEWEST_SIGNALS, NEWEST_COUNTS):
+        for r in store.query(sql):
+            if r["last"] is not None:
+                t = _epoch(r["last"])
+                later(last, r["symbol"], t, t)
+            if r["ts"] is not None:
+                t = _epoch(r["ts"])
+                later(latest, r["symbol"], t, (t, r["score"]))
     return last, latest
 
 

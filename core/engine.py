@@ -263,9 +263,8 @@ class Engine:
         self.broker.sync(now)
         self._ingest_fills(now)
         # Open broker orders we have no record of: adopt and flag.
-        known = {r["client_order_id"] for r in self.store.query("SELECT client_order_id FROM orders")}
-        for order in self.broker.list_orders(open_only=True):
-            if order.client_order_id not in known:
+        for order in self.broker.list_orders(open_only=True):  # looked up one by one: a year of orders is not read
+            if self.store.scalar("SELECT 1 FROM orders WHERE client_order_id=?", (order.client_order_id,)) is None:
                 with self.store.transaction():
                     record_broker_order(self.store, order, now, intent_id=None)
                     self.store.execute("UPDATE orders SET reason='adopted from broker' WHERE client_order_id=?",

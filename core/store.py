@@ -171,6 +171,13 @@ class Store:
         self.conn.execute("CREATE INDEX IF NOT EXISTS intents_symbol_status ON intents(symbol, status)")
         # the protections' "actionable signals in the last hour", run after every fill
         self.conn.execute("CREATE INDEX IF NOT EXISTS signals_decision_ts ON signals(decision, ts)")
+        # asked inside a tick, so they must not read a year of history (tests/test_big_history.py): the LLM
+        # gate's newest answer for a symbol and its month's spend (core.llm)
+        self.conn.execute("CREATE INDEX IF NOT EXISTS llm_calls_answers ON llm_calls(status, symbol, done_at)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS llm_calls_month ON llm_calls(month, cost)")
+        # pages: an event's newest LLM call (Live signals), the newest decided intents (Approvals)
+        self.conn.execute("CREATE INDEX IF NOT EXISTS llm_calls_event ON llm_calls(event_id)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS intents_recent ON intents(COALESCE(decided_at, created_at))")
         self.conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

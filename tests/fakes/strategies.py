@@ -19,11 +19,20 @@ class BullishNvda:
     warmup_bars = 1
     symbol = "NVDA"
     score = 0.9
+    spike = 0.0  # vol_spike of ``symbol``
 
     def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
         if bars.empty:
             return pd.DataFrame(columns=SCORE_COLUMNS)
         out = bars[["timestamp", "symbol"]].reset_index(drop=True).copy()
         out["score"] = np.where(out["symbol"].to_numpy() == self.symbol, self.score, 0.0)
-        out["vol_spike"] = 0.0
+        out["vol_spike"] = np.where(out["symbol"].to_numpy() == self.symbol, self.spike, 0.0)
         return out
+
+
+class BullishSpike(BullishNvda):
+    """BullishNvda with a volume spike on every bar of its symbol: each new bar is an event the LLM gate
+    considers (SPEC 6), so a tick runs the gate's queries too."""
+
+    name = "bullish_spike"
+    spike = 0.8
