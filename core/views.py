@@ -16,7 +16,7 @@ import pandas as pd
 from core import kpi, llm
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
-from core.decisions import decision_counts
+from core.decisions import decision_counts, whole_history_counts
 from core.engine import money as money  # re-exported for the pages
 from core.protections import DAILY_LOSS, active_protections
 from core.risk import kelly_margin
@@ -69,15 +69,17 @@ def decision_stream(store: Store, limit: int = 200, decision: str | None = None)
 
 def suppression_counts(store: Store, since: datetime | None = None) -> pd.DataFrame:
     """Suppressed decisions per reason (the reason chart), most frequent first, from both forms of the log."""
-    counts = decision_counts(store, "reason", "decision='suppressed'",
-                             start=since.isoformat() if since else None, bounds="[)")
+    if since is None:  # whole history: one aggregate per form (the live page's chart, every refresh)
+        counts = whole_history_counts(store, "reason", decision="suppressed")
+    else:
+        counts = decision_counts(store, "reason", "decision='suppressed'", start=since.isoformat(), bounds="[)")
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
     return pd.DataFrame({"reason": [r for r, _ in rows], "n": [n for _, n in rows]}) if rows else pd.DataFrame()
 
 
 def signal_totals(store: Store) -> dict[str, int]:
     """Decisions per decision kind, from both forms of the log."""
-    return decision_counts(store, "decision")
+    return whole_history_counts(store, "decision")
 
 
 # ---------------------------------------------------------------- approvals

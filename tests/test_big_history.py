@@ -287,6 +287,10 @@ KNOWN_PAGE_READS = {
     "SELECT decision, COUNT(*) AS n FROM signals GROUP BY decision": "live signals: all-time totals",
     "SELECT reason, COUNT(*) AS n FROM signals WHERE decision=? GROUP BY reason": "live signals: all-time "
     "suppression chart",
+    # the same two figures from the summary form of the log (empty on a live database, a research run's otherwise)
+    "SELECT decision, SUM(n) AS n FROM signal_counts GROUP BY decision": "live signals: all-time totals (counts)",
+    "SELECT reason, SUM(n) AS n FROM signal_counts WHERE decision=? GROUP BY reason": "live signals: all-time "
+    "suppression chart (counts)",
     "\n        SELECT s.symbol, s.tier, s.ts, s.score": "live signals: newest row per ticker (MAX(id) per symbol)",
     "SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id": "risk, history: whole-history trade KPIs",
     "SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts": "risk, history: whole-history equity "
