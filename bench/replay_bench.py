@@ -1,34 +1,102 @@
-"""Replay benchmark (issue 5): one year of the 13-symbol universe through the whole pipeline.
+"""Replay benchmark: one year of the 13-symbol universe through the one engine.
 
-Fast mode (core/fastpath.py) over 252 sessions x 390 minutes with SQLite persistence on disk;
-reference mode (every tick through Engine.tick) on a 5-session slice; parity compares the two
-modes' trades on that slice. A benchmark, not a test: `make bench`. The last line is exactly
-`bar_events_per_s=<int> reference_per_s=<int> speedup=<float> rss_mb=<int> parity=<ok|FAIL>`.
+* research run: 252 sessions x 390 minutes, decisions in the summary form (what the CLI, the Research page and
+  sweeps store), SQLite on disk;
+* reference: a slice of the same market with every decision row (``decisions=full``);
+* parity: the slice in both forms gives the same trades, orders, fills, equity and metrics.
+
+Also printed: where a tick's time goes (per-part CPU time, by wrapping the engine's parts with timers on the
+slice), the fixed costs (market generation and scoring) and the peak RSS. A benchmark, not a test: `make bench`.
+The last line is exactly
+`bar_events_per_s=<int> reference_per_s=<int> speedup=<float> rss_mb=<int> parity=<ok|FAIL> decisions=<summary|full>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import resource
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from datetime import date
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from core.clock import _calendar  # noqa: E402
 from core.config import load_settings  # noqa: E402
 from core.research import run_replay  # noqa: E402
 
-TRADES = ("SELECT symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, pnl, exit_reason "
-          "FROM trades ORDER BY id")
+SAME = ("SELECT symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, pnl, exit_reason FROM trades "
+        "ORDER BY id",
+        "SELECT client_order_id, symbol, side, qty, status FROM orders ORDER BY client_order_id",
+        "SELECT id, symbol, qty, price FROM fills ORDER BY id", "SELECT * FROM equity ORDER BY ts")
+
+# the engine's parts, as a reader finds them in core/engine.py (none nested in another); the rest of a tick is
+# "other" (the account state is built inside the decisions and the baskets)
+PARTS = {
+    "broker sync + fills": ("broker.sync", "_ingest_fills", "_refresh_orders", "resolve_submitting"),
+    "decisions (tickers)": ("_detect_bench_events", "_process_ticker"),
+    "baskets": ("_route_baskets",),
+    "protections": ("run_protections",),
+    "stops + snapshots": ("_maybe_check_stops", "_snapshots"),
+}
 
 
-def timed(settings, days: int, seed: int, start: date, mode: str, db: str):  # noqa: ANN001, ANN201
-    t0 = time.perf_counter()
-    res = run_replay(settings, days=days, seed=seed, start=start, db_path=db, mode=mode)
-    return res, time.perf_counter() - t0
+def timed(settings: Any, days: int, seed: int, start: date, db: str, decisions: str) -> tuple[Any, float]:
+    t0 = time.process_time()
+    res = run_replay(settings, days=days, seed=seed, start=start, db_path=db, decisions=decisions)
+    return res, time.process_time() - t0
+
+
+def breakdown(settings: Any, days: int, seed: int, start: date, db: str) -> tuple[dict[str, float], int, float]:
+    """CPU seconds per part of the tick over a replay of ``days`` (summary form), the tick count and the total;
+    the journal's flushes are their own part."""
+    from core.broker.sim import SimBroker
+    from core.engine import Engine
+    from core.store import Store
+
+    spent: dict[str, float] = defaultdict(float)
+    ticks = [0]
+    saved: list[tuple[Any, str, Any]] = []
+
+    def wrap(owner: Any, name: str, part: str) -> None:
+        real = getattr(owner, name)
+        saved.append((owner, name, real))
+
+        def timed_call(*a: Any, **k: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return real(*a, **k)
+            finally:
+                spent[part] += time.process_time() - t0
+        setattr(owner, name, timed_call)
+
+    for part, names in PARTS.items():
+        for name in names:
+            if name.startswith("broker."):
+                wrap(SimBroker, name.split(".", 1)[1], part)
+            else:
+                wrap(Engine, name, part)
+    wrap(Store, "flush", "journal flush")
+    real_tick = Engine.tick
+
+    def tick(self: Any, now: Any) -> Any:
+        ticks[0] += 1
+        return real_tick(self, now)
+    Engine.tick = tick  # type: ignore[method-assign]
+    try:
+        t0 = time.process_time()
+        run_replay(settings, days=days, seed=seed, start=start, db_path=db, decisions="summary")
+        total = time.process_time() - t0
+    finally:
+        Engine.tick = real_tick  # type: ignore[method-assign]
+        for owner, name, real in saved:
+            setattr(owner, name, real)
+    return dict(spent), ticks[0], total
 
 
 def main() -> None:
@@ -36,25 +104,48 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=252)
     ap.add_argument("--slice", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--decisions", choices=("summary", "full"), default="summary",
+                    help="the form of the decision log of the year's run (the reference is always full)")
     args = ap.parse_args()
     settings = load_settings(auto_mode=True)
     start = date(2025, 1, 2)
+    _calendar()  # built once per process (1990-2035), before anything is timed
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}")
     with tempfile.TemporaryDirectory() as tmp:
-        fast, wall = timed(settings, args.days, args.seed, start, "fast", os.path.join(tmp, "year.db"))
-        bars = fast.stats["bars"]
-        print(f"fast: sessions={fast.stats['sessions']} bar_events={bars} wall_s={wall:.2f} "
-              f"trades={fast.stats['trades']} pnl={fast.stats['pnl']}")
-        fast.store.close()
-        ref, ref_wall = timed(settings, args.slice, args.seed, start, "reference", os.path.join(tmp, "ref.db"))
-        fslice, _ = timed(settings, args.slice, args.seed, start, "fast", os.path.join(tmp, "slice.db"))
-        parity = ref.store.query(TRADES) == fslice.store.query(TRADES) and ref.stats["pnl"] == fslice.stats["pnl"]
-        ref_rate = ref.stats["bars"] / ref_wall
-        print(f"reference: sessions={args.slice} bar_events={ref.stats['bars']} wall_s={ref_wall:.2f} "
-              f"trades={ref.stats['trades']}")
+        from core.feed import MarketFeed
+        from core.research import build_market, replay_days
+        from core.strategy import load_strategy
+
+        t0 = time.process_time()
+        market = build_market(settings, seed=args.seed, start=start, bars_file=None, days=args.days)
+        feed = MarketFeed(market, load_strategy(settings.strategy), settings.universe.all_symbols)
+        feed.preload_sessions(replay_days(settings, start, args.days, market))
+        fixed = time.process_time() - t0
+        del feed, market
+        year, cpu = timed(settings, args.days, args.seed, start, os.path.join(tmp, "year.db"), args.decisions)
+        bars = year.stats["bars"]
+        print(f"research: sessions={year.stats['sessions']} bar_events={bars} cpu_s={cpu:.2f} "
+              f"(of which market generation and scoring {fixed:.2f}) trades={year.stats['trades']} "
+              f"pnl={year.stats['pnl']} decisions={args.decisions}")
+        year.store.close()
+        ref, ref_cpu = timed(settings, args.slice, args.seed, start, os.path.join(tmp, "ref.db"), "full")
+        summ, _ = timed(settings, args.slice, args.seed, start, os.path.join(tmp, "slice.db"), "summary")
+        parity = all(ref.store.query(q) == summ.store.query(q) for q in SAME) and \
+            ref.stats["metrics"] == summ.stats["metrics"] and ref.stats["suppressed"] == summ.stats["suppressed"]
+        ref_rate = ref.stats["bars"] / ref_cpu
+        print(f"reference: sessions={args.slice} bar_events={ref.stats['bars']} cpu_s={ref_cpu:.2f} "
+              f"trades={ref.stats['trades']} decisions=full")
+        parts, n_ticks, total = breakdown(settings, args.slice, args.seed, start, os.path.join(tmp, "parts.db"))
+        other = total - sum(parts.values())
+        print(f"per tick ({n_ticks} ticks of the slice, summary form, us of CPU):")
+        for part, sec in sorted({**parts, "other (run loop, market, day roll)": other}.items(),
+                                key=lambda kv: -kv[1]):
+            print(f"  {part:<36} {sec / n_ticks * 1e6:8.1f}")
+        print(f"  {'total':<36} {total / n_ticks * 1e6:8.1f}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    rate = bars / wall
+    rate = bars / cpu
     print(f"bar_events_per_s={int(rate)} reference_per_s={int(ref_rate)} speedup={rate / ref_rate:.2f} "
-          f"rss_mb={int(rss_mb)} parity={'ok' if parity else 'FAIL'}")
+          f"rss_mb={int(rss_mb)} parity={'ok' if parity else 'FAIL'} decisions={args.decisions}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from core.broker import Broker, BrokerError
 from core.broker.sim import SimBroker
 from core.clock import NY, ensure_utc, is_rth, sessions_touched, trading_date
 from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
-from core.decisions import FULL, DecisionLog, restore_scheduler_state
+from core.decisions import COUNTED, FULL, SUMMARY, DecisionLog, restore_scheduler_state
 from core.execution import (
     EXPIRED,
     PENDING,
@@ -627,7 +627,12 @@ class Engine:
 
     def _record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
                        decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
-        self.decisions.add(signal_row(now, sym, tier, obs, score, cutoff, decision, reason, action))
+        log_ = self.decisions
+        if log_.mode == SUMMARY and reason in COUNTED:  # the bulk of a replay: a count, no row built
+            log_.count(sym, tier, decision, reason, iso(now), iso(obs.bar_ts) if obs else None,
+                       obs.close if obs else None, None if score is None else round(score, 6), 1)
+        else:
+            log_.add(signal_row(now, sym, tier, obs, score, cutoff, decision, reason, action))
         if decision == "suppressed" and reason:
             rep.suppressed[reason] = rep.suppressed.get(reason, 0) + 1
 
