@@ -19,6 +19,7 @@ from ui.state import load_context
 ctx = load_context()
 st.title("Research")
 live = views.live_params(ctx.store)
+MAX_SESSIONS = 260  # a year of sessions: a replay runs in memory and journals in batches (README, Benchmarks)
 METRICS = ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "expectancy",
            "trades", "exposure", "stop_out_rate", "flip_flop_rate", "cagr"]
 
@@ -48,7 +49,7 @@ def replay(label: str, cutoff_delta: float, cooldown_s: int, start: date, days: 
 with st.form("research_form"):
     c = st.columns(4)
     start = c[0].date_input("First session", value=date(2025, 3, 3), key="r_start")
-    days = c[1].number_input("Sessions", min_value=1, max_value=60, value=5, step=1, key="r_days")
+    days = c[1].number_input("Sessions", min_value=1, max_value=MAX_SESSIONS, value=5, step=1, key="r_days")
     seed = c[2].number_input("Synthetic market seed", min_value=0, value=7, step=1, key="r_seed")
     c[3].caption(f"Current settings: cutoff delta {live.get('cutoff_delta', 0.0):+.2f}, "
                  f"cooldown {live.get('cooldown_s', 180)} s")
@@ -116,7 +117,7 @@ with st.form("sweep_form"):
     cooldowns = c[2].multiselect("Cooldowns (s)", [30, 60, 120, 180, 300, 600], default=[60, 180, 300],
                                  key="s_cooldowns")
     metric = c[3].selectbox("Heat map metric", METRICS, key="s_metric")
-    s_days = st.number_input("Sessions", min_value=1, max_value=60, value=5, step=1, key="s_days")
+    s_days = st.number_input("Sessions", min_value=1, max_value=MAX_SESSIONS, value=5, step=1, key="s_days")
     workers = st.number_input("Processes", min_value=1, max_value=8, value=2, step=1, key="s_workers")
     go_sweep = st.form_submit_button("Run sweep")
 

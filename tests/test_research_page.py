@@ -103,3 +103,11 @@ def test_parse_sweep_ranges_and_lists():
     for bad in (["x"], ["a=1:0:1"], ["a=1:2:0"], ["a=1", "b=2", "c=3"]):
         with pytest.raises(ValueError):
             parse_sweep(bad)
+
+
+def test_a_year_of_sessions_can_be_asked_for_and_no_more(app):
+    """Replays and sweeps take up to 260 sessions (a year): the inputs' own bounds (the browser refuses more)."""
+    at = app
+    for key in ("r_days", "s_days"):
+        box = at.number_input(key=key)
+        assert (box.min, box.max) == (1, 260)
