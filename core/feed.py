@@ -163,11 +163,11 @@ class MarketFeed:
         self.open, self.high, self.low, self.close, self.volume = (
             np.ascontiguousarray(cols[c], dtype=float) for c in ("open", "high", "low", "close", "volume"))
         idx, names = pd.to_datetime(self.ts, unit="s", utc=True), list(self.symbols)
-        out = score_wide(pd.DataFrame(self.close, index=idx, columns=names),
-                         pd.DataFrame(self.volume, index=idx, columns=names))
+        out = score_wide(pd.DataFrame(self.close, index=idx, columns=names, copy=False),  # views, not copies
+                         pd.DataFrame(self.volume, index=idx, columns=names, copy=False))
         missing = np.isnan(self.close)
-        self.score = np.where(missing, np.nan, out["score"].reindex(columns=names).to_numpy(dtype=float))
-        self.vol_spike = np.where(missing, np.nan, out["vol_spike"].reindex(columns=names).to_numpy(dtype=float))
+        self.score = np.where(missing, np.nan, out.pop("score").reindex(columns=names).to_numpy(dtype=float))
+        self.vol_spike = np.where(missing, np.nan, out.pop("vol_spike").reindex(columns=names).to_numpy(dtype=float))
         keep = self.strategy.warmup_bars + 5
         first = datetime.fromtimestamp(int(self.ts[max(0, len(self.ts) - keep)]), UTC)
         self._raw_tail = self.market.bars(self.symbols, first, end)

@@ -77,17 +77,23 @@ class MomentumVwapStrategy:
 
     def score_wide(self, close: pd.DataFrame, volume: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """The same scores on wide frames (time x symbol): a year's replay scores without the long format."""
+        # intermediates are let go as soon as they are used: a year of bars is ~10 MB per frame
         logc = np.log(close)
         r = logc.diff()
         sigma = r.rolling(self.vol_window, min_periods=self.vol_window).std().clip(lower=1e-5)
         mom = (logc - logc.shift(self.mom_window)) / (sigma * np.sqrt(self.mom_window))
         pv = (close * volume).rolling(self.vwap_window, min_periods=self.vwap_window).sum()
         vwap = pv / volume.rolling(self.vwap_window, min_periods=self.vwap_window).sum()
+        del pv
         dev = (logc - np.log(vwap)) / (sigma * np.sqrt(15.0))
+        del vwap, logc
         score = np.tanh((0.6 * mom + 0.4 * dev) / self.scale)
+        del mom, dev
         prev_vol = volume.shift(1).rolling(self.vol_window, min_periods=self.vol_window).mean()
         vol_part = ((volume / prev_vol - 1.5) / 2.5).clip(0, 1)
+        del prev_vol
         rng_part = ((r.abs() / sigma - 2.0) / 3.0).clip(0, 1)
+        del r, sigma
         spike = np.maximum(vol_part, rng_part)
         return {"score": score, "vol_spike": spike}
 
