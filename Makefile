@@ -43,7 +43,7 @@ worker: setup
 	$(BIN)/python -m core.worker
 
 replay: setup
-	$(BIN)/python -m core.replay --days 5 --seed 7
+	$(BIN)/python -m core.research --days 5 --seed 7
 
 bench: setup
 	$(BIN)/python bench/replay_bench.py

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core import kpi, views
+from core import views
+from core.research import kpi
 from ui import charts
 from ui.state import load_context
 

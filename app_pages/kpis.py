@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core import evaluation, kpi, views
+from core import views
+from core.research import evaluation, kpi
 from ui import charts
 from ui.state import load_context
 

@@ -13,7 +13,7 @@ import streamlit as st
 
 from core import views
 from core.config import ConfigError
-from core.research import grid_cells, run_replay, run_sweep
+from core.research.replay import grid_cells, run_replay, run_sweep
 from ui.state import load_context
 
 ctx = load_context()

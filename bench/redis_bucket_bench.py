@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.ratelimit import LocalTokenBuckets, TokenBuckets  # noqa: E402
-from core.redis_buckets import RedisTokenBuckets  # noqa: E402
-from core.redis_link import RedisLink  # noqa: E402
+from core.rules.ratelimit import LocalTokenBuckets, TokenBuckets  # noqa: E402
+from core.services.redis_buckets import RedisTokenBuckets  # noqa: E402
+from core.services.redis_link import RedisLink  # noqa: E402
 from tests.fakes.redis_server import RedisServer  # noqa: E402
 
 CAPS = {"A": 6, "B": 3, "Reserve": 1}

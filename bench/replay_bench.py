@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.clock import _calendar  # noqa: E402
 from core.config import load_settings  # noqa: E402
-from core.research import run_replay  # noqa: E402
+from core.research.replay import run_replay  # noqa: E402
 
 SAME = ("SELECT symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, pnl, exit_reason FROM trades "
         "ORDER BY id",
@@ -55,9 +55,9 @@ def timed(settings: Any, days: int, seed: int, start: date, db: str, decisions: 
 def breakdown(settings: Any, days: int, seed: int, start: date, db: str) -> tuple[dict[str, float], int, float]:
     """CPU seconds per part of the tick over a replay of ``days`` (summary form), the tick count and the total;
     the journal's flushes are their own part."""
-    from core.broker.sim import SimBroker
     from core.engine import Engine
-    from core.store import Store
+    from core.state.store import Store
+    from core.venues.sim.broker import SimBroker
 
     spent: dict[str, float] = defaultdict(float)
     ticks = [0]
@@ -113,7 +113,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         from core.feed import MarketFeed
-        from core.research import build_market, replay_days
+        from core.research.replay import build_market, replay_days
         from core.strategy import load_strategy
 
         t0 = time.process_time()

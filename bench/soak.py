@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED  # noqa: E402
 
-from core import kpi, views  # noqa: E402
+from core import views  # noqa: E402
 from core.clock import is_rth  # noqa: E402
 from core.config import load_settings  # noqa: E402
+from core.research import kpi
 from core.runtime import Runtime  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.state.store import Store  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -12,7 +12,7 @@ from datetime import date
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.research import run_sweep  # noqa: E402
+from core.research.replay import run_sweep  # noqa: E402
 
 
 def main() -> None:

@@ -146,12 +146,12 @@ class Settings(BaseSettings):
     edgar_forms: str = "8-K,10-Q,10-K,4,S-1"  # watched form types, comma-separated
     event_ttl_s: int = Field(1800, ge=60)  # how long an unprocessed filing keeps its ticker eligible
 
-    # --- notifications (issue 7; core/notify.py) ---
+    # --- notifications (issue 7; core/services/slack.py) ---
     slack_webhook_url: SecretStr | None = None
     slack_timeout_s: float = Field(3.0, gt=0, le=60)
     slack_retries: int = Field(3, ge=0, le=10)
 
-    # --- profiles and protections (SPEC 10; core/protections.py) ---
+    # --- profiles and protections (SPEC 10; core/rules/protections.py) ---
     relaxed_sessions: int = Field(2, ge=1, le=100)
     protection_cutoff_step: float = Field(0.01, gt=0, le=0.5)  # how far one firing moves the delta toward 0
     protection_llm_surge_per_hour: float = Field(30.0, gt=0)
@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     protection_drawdown_pause_s: int = Field(7200, ge=60)
     protection_symbol_cooldown_s: int = Field(900, ge=0)  # no re-entry into a symbol this soon after a loss
 
-    # --- KPIs and the paper evaluation (SPEC 11; core/kpi.py, core/evaluation.py) ---
+    # --- KPIs and the paper evaluation (SPEC 11; core/research/kpi.py, core/research/evaluation.py) ---
     kpi_horizon_s: int = Field(1800, ge=60, le=86_400)  # MAE/MFE of an actionable signal over this long
     kpi_strong_margin: float = Field(0.2, ge=0, le=1)  # strong signal: |score| >= cutoff + this
     # the log's plan: 2 relaxed sessions, then 3 default ones; all passing sessions early -> cut over sooner

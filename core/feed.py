@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from core.clock import NY, UTC, session_bounds, trading_date
-from core.marketdata import MarketData
 from core.strategy import Strategy
+from core.venues.marketdata import MarketData
 
 BAR_S = 60
 LIVE_GRACE_S = 5.0  # a live vendor publishes a minute bar a few seconds after the minute ends

@@ -31,8 +31,6 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from filelock import FileLock, Timeout
 
-from core import kpi
-from core.broker import Broker
 from core.clock import (
     NY,
     UTC,
@@ -47,12 +45,14 @@ from core.clock import (
 )
 from core.clock import trading_sessions as _sessions_from
 from core.config import Settings
-from core.decisions import decision_counts
 from core.engine import Engine, TickReport, money
-from core.marketdata import MarketData
-from core.marketdata.replay import ReplayMarket, load_bars
-from core.marketdata.synthetic import SyntheticMarket
-from core.store import Store, iso
+from core.research import kpi
+from core.state.decisions import decision_counts
+from core.state.store import Store, iso
+from core.venues.broker import Broker
+from core.venues.marketdata import MarketData
+from core.venues.sim.bar_files import ReplayMarket, load_bars
+from core.venues.sim.synthetic import SyntheticMarket
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def build_market(settings: Settings, store: Store, today: date,
         start = datetime.fromisoformat(clock_s) if clock_s else session_bounds(first)[0].astimezone(UTC)  # type: ignore[index]
         return replay, SimSessionClock(start, settings.sim_speed)
     if settings.market_data == "alpaca":
-        from core.broker.alpaca import AlpacaCaller, RequestBudget
-        from core.marketdata.alpaca import AlpacaMarketData, make_data_client
+        from core.venues.alpaca.broker import AlpacaCaller, RequestBudget
+        from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
 
         client = make_data_client(_secret(settings.alpaca_api_key), _secret(settings.alpaca_secret_key),
                                   url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
@@ -168,12 +168,12 @@ def build_shared_backends(settings: Settings, store: Store) -> tuple[Any, dict[s
     and signal stream, each falling back to its embedded twin while Redis is unreachable. Without: (None, {})."""
     if settings.redis_url is None or not settings.redis_url.get_secret_value().strip():
         return None, {}
-    from core.kv import SqliteKV
-    from core.ratelimit import LocalTokenBuckets
-    from core.redis_buckets import RedisTokenBuckets
-    from core.redis_kv import RedisKV
-    from core.redis_link import RedisLink
-    from core.stream import SignalStream
+    from core.rules.ratelimit import LocalTokenBuckets
+    from core.services.redis_buckets import RedisTokenBuckets
+    from core.services.redis_kv import RedisKV
+    from core.services.redis_link import RedisLink
+    from core.services.redis_stream import SignalStream
+    from core.state.kv import SqliteKV
 
     link = RedisLink(settings.redis_url.get_secret_value().strip(), socket_timeout_s=settings.redis_timeout_s)
     caps = {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens}
@@ -194,7 +194,7 @@ def build_broker(settings: Settings, store: Store, clock: Callable[[], float] = 
     budget: the wall clock live, the market clock when a replay drives an Alpaca-shaped server."""
     if settings.broker != "alpaca":
         return None
-    from core.broker.alpaca import AlpacaBroker, AlpacaCaller, RequestBudget, make_trading_client
+    from core.venues.alpaca.broker import AlpacaBroker, AlpacaCaller, RequestBudget, make_trading_client
 
     client = make_trading_client(_secret(settings.alpaca_api_key), _secret(settings.alpaca_secret_key),
                                  paper=settings.alpaca_paper, url_override=settings.alpaca_base_url,
@@ -271,7 +271,7 @@ class Runtime:
             "kpi_snapshot": max(1.0, 3600.0 / sp),
             "session_events": max(0.5, 60.0 / sp),
         }
-        # outside services run on wall time, each on its own job and its own connection (core.llm, events, notify)
+        # outside services (core.services: llm, edgar, slack) run on wall time, each on its own job and connection
         if self.engine.llm is not None:
             out["llm_calls"] = 1.0
         if self.s.edgar_enabled:
@@ -402,7 +402,7 @@ class Runtime:
 
     def run_edgar_poll(self) -> list[Any]:
         """New filings of the universe become events (the engine picks them up on its next tick)."""
-        from core.events import EdgarClient, load_cik_map, poll_edgar
+        from core.services.edgar import EdgarClient, load_cik_map, poll_edgar
 
         if self._edgar is None:
             self._edgar = EdgarClient.from_settings(self.s)
@@ -415,7 +415,7 @@ class Runtime:
 
     def run_slack(self) -> int:
         """Forward new notifications to Slack (HTTP outside every lock the engine uses)."""
-        from core.notify import forward_notifications, notifier_from_settings
+        from core.services.slack import forward_notifications, notifier_from_settings
 
         if self._slack is None:
             self._slack = notifier_from_settings(self.s)

@@ -40,7 +40,7 @@ class Strategy(Protocol):
     warmup_bars: int
 
     def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
-        """Bars (long format, see core.marketdata) -> columns timestamp, symbol, score, vol_spike."""
+        """Bars (long format, see core.venues.marketdata) -> columns timestamp, symbol, score, vol_spike."""
         ...
 
 

@@ -13,14 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from core import kpi, llm
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
-from core.decisions import decision_counts, whole_history_counts
 from core.engine import money as money  # re-exported for the pages
-from core.protections import DAILY_LOSS, active_protections
-from core.risk import kelly_margin
-from core.store import Store
+from core.research import kpi
+from core.rules.protections import DAILY_LOSS, active_protections
+from core.rules.risk import kelly_margin
+from core.services import llm
+from core.state.decisions import decision_counts, whole_history_counts
+from core.state.store import Store
 
 OPEN_ORDER_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "submitting")
 
@@ -48,7 +49,7 @@ def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 # ---------------------------------------------------------------- live signals
 # The latest-score table and the decision stream show full rows: the live engine writes every decision as one
-# (core.decisions); the counts below read both forms.
+# (core.state.decisions); the counts below read both forms.
 def latest_by_ticker(store: Store) -> pd.DataFrame:
     """The newest scored decision per ticker (skipped/no-data rows only when nothing else exists)."""
     return frame(store, """

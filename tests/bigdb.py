@@ -1,6 +1,6 @@
 """A database holding a year of history, built in seconds (issue 15: large histories must not slow a tick).
 
-A year's replay takes about a minute; instead a few real sessions are replayed (``core.research.run_replay``,
+A year's replay takes about a minute; instead a few real sessions are replayed (``core.research.replay.run_replay``,
 auto mode, every decision in ``signals``) and their rows are copied back in time, block by block, with every
 timestamp shifted by whole weeks, until the decision log holds a year's worth (~880k rows, as a 252-session
 replay writes). Copies get negative integer ids (older rows, smaller ids, as a real journal), suffixed text ids,
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from core.book import Book
 from core.clock import session_bounds, trading_sessions
 from core.config import load_settings
-from core.research import run_replay
-from core.store import Store
+from core.research.replay import run_replay
+from core.state.book import Book
+from core.state.store import Store
 
 BASE_START = date(2025, 1, 2)
 BASE_SESSIONS = 9  # 2025-01-02 .. 2025-01-15: two calendar weeks

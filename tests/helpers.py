@@ -11,9 +11,9 @@ import pandas as pd
 from core.clock import UTC, session_bounds
 from core.config import Settings, load_settings
 from core.engine import Engine
-from core.marketdata.replay import ReplayMarket
-from core.store import Store
+from core.state.store import Store
 from core.universe import DEFAULT_UNIVERSE
+from core.venues.sim.bar_files import ReplayMarket
 
 DAY = date(2025, 3, 10)  # a Monday (EDT: the open is 13:30 UTC)
 

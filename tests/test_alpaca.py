@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from core.broker.alpaca import RequestBudget
 from core.clock import NY, UTC, SimClock
 from core.config import ConfigError, load_settings
-from core.execution import new_intent, save_intent, set_intent_status, submit_intent
-from core.marketdata.synthetic import SyntheticMarket
+from core.engine.intents import new_intent, save_intent, set_intent_status, submit_intent
 from core.runtime import Runtime
+from core.venues.alpaca.broker import RequestBudget
+from core.venues.sim.synthetic import SyntheticMarket
 from tests.fakes.alpaca_server import FakeAlpaca
 
 ANCHOR = date(2025, 3, 3)
@@ -310,8 +310,8 @@ def test_live_money_needs_the_second_setting():
 
 
 def test_history_is_cached_as_parquet_and_today_is_not(tmp_path, fake):
-    from core.broker.alpaca import AlpacaCaller
-    from core.marketdata.alpaca import AlpacaMarketData, make_data_client
+    from core.venues.alpaca.broker import AlpacaCaller
+    from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
 
     fake.set_time(ny(12, 0))
     md = AlpacaMarketData(make_data_client(KEY, SECRET, url_override=fake.url, timeout_s=2),
@@ -331,9 +331,9 @@ def test_history_is_cached_as_parquet_and_today_is_not(tmp_path, fake):
 
 
 def test_bars_and_clock_are_timezone_correct(fake):
-    from core.broker.alpaca import AlpacaBroker, AlpacaCaller, make_trading_client
-    from core.marketdata.alpaca import AlpacaMarketData, make_data_client
-    from core.store import Store
+    from core.state.store import Store
+    from core.venues.alpaca.broker import AlpacaBroker, AlpacaCaller, make_trading_client
+    from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
 
     fake.set_time(ny(10, 0))
     md = AlpacaMarketData(make_data_client(KEY, SECRET, url_override=fake.url, timeout_s=2),
@@ -350,7 +350,7 @@ def test_bars_and_clock_are_timezone_correct(fake):
 
 
 def test_research_replay_on_alpaca_history_equals_the_same_bars_replayed_directly(tmp_path, fake):
-    from core.research import run_replay
+    from core.research.replay import run_replay
 
     fake.set_time(ny(10, 0, date(2025, 3, 6)))  # both replayed sessions are complete at the server
     s = load_settings(auto_mode=True, market_data="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET,

@@ -249,7 +249,7 @@ def test_bad_environment_value_is_a_clear_page_error(tmp_path, monkeypatch):
 
 def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
     rt, _ = app_env
-    from core.protections import RULES
+    from core.rules.protections import RULES
 
     now = rt.clock.now()
     rt.store.insert("trades", {"symbol": "NVDA", "kind": "entry", "qty": 1, "entry_ts": now.isoformat(),
@@ -273,7 +273,7 @@ def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
 
 def test_kpi_page_shows_the_windows_figures_snapshots_and_the_verdict(app_env):
     rt, _ = app_env
-    from core import kpi
+    from core.research import kpi
 
     now = rt.clock.now()
     at = page(new_app(), "kpis")

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from core import kpi, views
+from core import views
 from core.clock import SimClock
+from core.research import kpi
 from core.runtime import Runtime
-from core.store import Store
+from core.state.store import Store
 from tests.bigdb import YearDb, build_year_db, continue_market, free_symbol, live_settings
 from tests.fakes.strategies import BullishSpike
 
@@ -229,8 +230,8 @@ def test_no_live_statement_reads_a_large_table_whole(year_db: YearDb, runs: Runs
 
 def test_engine_start_up_reads_no_large_table_whole(year_db: YearDb, runs: Runs):
     found = scanning(year_db.path, runs.year.startup.sql)
-    # in memory by design, loaded whole: the simulated broker's book, every order and fill (core/broker/sim.py),
-    # and the protections' firings, a few a month (core.protections.Protections)
+    # in memory by design, loaded whole: the simulated broker's book, every order and fill (core/venues/sim/broker.py),
+    # and the protections' firings, a few a month (core.rules.protections.Protections)
     found = {k: v for k, v in found.items()
              if not all(t.startswith(("SCAN sim_orders", "SCAN sim_fills", "SCAN protections")) for t in v)}
     assert not found, "full scans at start-up:\n" + "\n".join(f"{v}: {k[:300]}" for k, v in found.items())
@@ -298,7 +299,7 @@ KNOWN_PAGE_READS = {
     "\n        SELECT id, symbol, kind, qty, entry_ts": "history: every trade (table and CSV)",
     "SELECT ts, equity, cash, exposure FROM equity ORDER BY ts": "history: the whole equity curve",
     # not growing much (a few firings a month), but read whole: SQLite prefers the fired_at order to an index
-    # on until (core.protections.active_protections)
+    # on until (core.rules.protections.active_protections)
     "SELECT * FROM protections WHERE released_at IS NULL AND until > ? ORDER BY fired_at": "risk: active protections",
 }
 

@@ -1,4 +1,4 @@
-"""The decision log's two forms (core.decisions): a replay stored in the summary form gives every reader the same
+"""The decision log's two forms (core.state.decisions): a replay stored in the summary form gives every reader the same
 figures as the same replay stored in full, row for row where rows are kept, count for count where they are not."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from core import kpi, metrics, views
+from core import views
 from core.clock import session_bounds
 from core.config import load_settings
-from core.decisions import COUNTED, decision_counts, decision_total, minute_of, rows_sql
-from core.evaluation import evaluate_sessions
-from core.replay import main
-from core.research import collect_stats, replay_days, run_replay
-from core.store import Store, iso
+from core.research import kpi, metrics
+from core.research.__main__ import main
+from core.research.evaluation import evaluate_sessions
+from core.research.replay import collect_stats, replay_days, run_replay
+from core.state.decisions import COUNTED, decision_counts, decision_total, minute_of, rows_sql
+from core.state.store import Store, iso
 
 START = date(2025, 3, 3)
 DAYS = 2

@@ -114,8 +114,8 @@ def test_browser_alpaca_paper_mode_against_the_local_server(tmp_path):
     """The app in Alpaca paper mode: the sidebar names the (masked) account; Approve sends one order to the server."""
     from datetime import date, datetime
 
-    from core.marketdata.synthetic import SyntheticMarket
     from core.runtime import default_sim_start
+    from core.venues.sim.synthetic import SyntheticMarket
     from tests.fakes.alpaca_server import FakeAlpaca
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

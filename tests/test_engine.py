@@ -4,11 +4,11 @@ from datetime import timedelta
 
 import pytest
 
-from core.broker import BrokerError
-from core.broker.sim import SimBroker
 from core.engine import Engine
-from core.marketdata.replay import ReplayMarket
-from core.store import Store
+from core.state.store import Store
+from core.venues.broker import BrokerError
+from core.venues.sim.bar_files import ReplayMarket
+from core.venues.sim.broker import SimBroker
 from tests.helpers import DAY, ScriptedStrategy, at, broker_order_count, flat_bars, make_engine, run_ticks
 
 

@@ -6,9 +6,9 @@ import json
 from datetime import date, datetime
 
 from core.config import load_settings
-from core.evaluation import READY_DEFAULT, READY_LIVE, paper_evaluation, profile_timeline, session_profile
-from core.protections import Protections
-from core.store import Store
+from core.research.evaluation import READY_DEFAULT, READY_LIVE, paper_evaluation, profile_timeline, session_profile
+from core.rules.protections import Protections
+from core.state.store import Store
 from tests.helpers import at
 
 MON, TUE, WED, THU, FRI = (date(2025, 3, d) for d in range(3, 8))

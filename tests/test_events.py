@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from core.clock import NY, UTC
-from core.events import (
+from core.services.edgar import (
     EdgarClient,
     EdgarError,
     Filing,
@@ -24,7 +24,7 @@ from core.events import (
     parse_submissions,
     poll_edgar,
 )
-from core.store import Store
+from core.state.store import Store
 from tests.fakes.edgar_server import FIXTURES, FakeEdgar
 
 UA = "TieredTrader research jane.doe@example.com"
@@ -272,11 +272,11 @@ def test_http_error_for_one_company_is_logged_and_others_still_stored(
         edgar: FakeEdgar, caplog: pytest.LogCaptureFixture, status: int) -> None:
     edgar.faults[NVDA_PATH] = status
     store = Store(":memory:")
-    with caplog.at_level(logging.WARNING, logger="core.events"):
+    with caplog.at_level(logging.WARNING, logger="core.services.edgar"):
         got = poll_edgar(client_for(edgar), store, ["NVDA", "AMD"], FORMS, NOW, cik_map=CIKS)
     assert [f.accession for f in got] == [AMD_8K]
     assert [r["id"] for r in store.query("SELECT id FROM events")] == [AMD_8K]
-    msgs = [r.getMessage() for r in caplog.records if r.name == "core.events"]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "core.services.edgar"]
     assert any("NVDA" in m and f"HTTP {status}" in m and NVDA_PATH in m for m in msgs), msgs
 
 
@@ -291,7 +291,7 @@ def test_malformed_json_raises_clear_error_and_poll_continues(
     with pytest.raises(EdgarError, match=r"/submissions/CIK0001318605\.json returned malformed JSON"):
         client_for(edgar).submissions(1318605)
     store = Store(":memory:")
-    with caplog.at_level(logging.WARNING, logger="core.events"):
+    with caplog.at_level(logging.WARNING, logger="core.services.edgar"):
         got = poll_edgar(client_for(edgar), store, ["TSLA", "AMD"], FORMS, NOW, cik_map=CIKS)
     assert [f.accession for f in got] == [AMD_8K]
     assert any("TSLA" in r.getMessage() and "malformed JSON" in r.getMessage() for r in caplog.records)

@@ -25,14 +25,14 @@ from alpaca.trading.requests import (
     TakeProfitRequest,
 )
 
-from core.broker import OrderRequest
-from core.broker.sim import SimBroker
 from core.clock import UTC
 from core.feed import MarketFeed
-from core.marketdata.synthetic import SyntheticMarket
-from core.store import Store
+from core.state.store import Store
 from core.strategy import load_strategy
 from core.universe import DEFAULT_UNIVERSE
+from core.venues.broker import OrderRequest
+from core.venues.sim.broker import SimBroker
+from core.venues.sim.synthetic import SyntheticMarket
 from tests.fakes.alpaca_server import FakeAlpaca
 
 NY = ZoneInfo("America/New_York")

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from core.config import load_settings
-from core.research import run_replay
+from core.research.replay import run_replay
 
 TABLES = {"signals": "id", "signal_counts": "symbol, minute, decision, reason",
           "intents": "id", "orders": "client_order_id", "fills": "id", "trades": "id",
@@ -90,8 +90,8 @@ def test_chunked_wide_preload_equals_scoring_the_long_bars_at_once():
 
     from core.clock import NY, UTC, session_bounds
     from core.engine import Engine
-    from core.research import build_market, replay_days
-    from core.store import Store
+    from core.research.replay import build_market, replay_days
+    from core.state.store import Store
 
     s = load_settings()
     feeds = []

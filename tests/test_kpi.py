@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from core.clock import NY, UTC
-from core.kpi import compute_kpis, signal_excursion, token_overflow
-from core.store import Store
+from core.research.kpi import compute_kpis, signal_excursion, token_overflow
+from core.state.store import Store
 
 T0 = datetime(2025, 3, 10, 14, 0, tzinfo=UTC)  # 10:00 New York
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from core.config import load_settings
-from core.llm import LLMEvent, LLMGate, blend, build_messages, parse_answer
-from core.store import Store
+from core.services.llm import LLMEvent, LLMGate, blend, build_messages, parse_answer
+from core.state.store import Store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, make_engine
 

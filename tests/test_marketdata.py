@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from core.clock import NY, session_bounds
-from core.marketdata import BAR_COLUMNS, BarDataError
-from core.marketdata.replay import ReplayMarket, load_bars
-from core.marketdata.synthetic import SyntheticMarket
+from core.venues.marketdata import BAR_COLUMNS, BarDataError
+from core.venues.sim.bar_files import ReplayMarket, load_bars
+from core.venues.sim.synthetic import SyntheticMarket
 
 DAY = date(2025, 3, 4)
 

@@ -6,9 +6,9 @@ from datetime import datetime
 import pytest
 
 from core.clock import NY, UTC
-from core.kpi import trade_kpis
-from core.metrics import daily_returns, drawdown, exposure, research_metrics, sharpe, sortino
-from core.store import Store
+from core.research.kpi import trade_kpis
+from core.research.metrics import daily_returns, drawdown, exposure, research_metrics, sharpe, sortino
+from core.state.store import Store
 
 
 def t(day: int, hh: int, mm: int = 0) -> datetime:

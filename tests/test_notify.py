@@ -17,8 +17,8 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import load_settings
-from core.notify import SlackNotifier, format_for_slack, forward_notifications, notifier_from_settings
-from core.store import Store
+from core.services.slack import SlackNotifier, format_for_slack, forward_notifications, notifier_from_settings
+from core.state.store import Store
 
 SECRET = "xoxTOKENs3cr3tZ9"
 PATH = f"/services/T0TEST/B0TEST/{SECRET}"
@@ -302,7 +302,7 @@ def test_poison_row_is_skipped_after_max_attempts(rx: Receiver, store: Store,
     poison_id = store.scalar("SELECT MIN(id) FROM notifications")
     rx.answer(E400, E400, E400)
     n, _ = notifier(rx, retries=0)
-    with caplog.at_level(logging.WARNING, logger="core.notify"):
+    with caplog.at_level(logging.WARNING, logger="core.services.slack"):
         assert forward_notifications(store, n, max_attempts=3) == 0
         assert forward_notifications(store, n, max_attempts=3) == 0
         assert cursor(store) == 0 and store.get_meta(f"slack_failures:{poison_id}") == "2"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core import gates
-from core.protections import RULES, Protections
-from core.store import Store
+from core.rules import gates
+from core.rules.protections import RULES, Protections
+from core.state.store import Store
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, make_engine
 
 GUARD_AND_DRAWDOWN = tuple(r for r in RULES if r.name in ("stoploss_guard", "max_drawdown"))

@@ -1,12 +1,12 @@
 from datetime import datetime, timedelta
 
-from core import gates
 from core.clock import NY, UTC
 from core.config import load_settings
-from core.kv import SqliteKV
-from core.ratelimit import LocalTokenBuckets
-from core.scheduler import TierScheduler
-from core.store import Store
+from core.rules import gates
+from core.rules.ratelimit import LocalTokenBuckets
+from core.rules.scheduler import TierScheduler
+from core.state.kv import SqliteKV
+from core.state.store import Store
 from core.universe import DEFAULT_UNIVERSE
 
 T0 = datetime(2025, 3, 10, 10, 0, 0, tzinfo=NY)  # a Monday, midday

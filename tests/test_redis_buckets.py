@@ -1,4 +1,4 @@
-"""RedisTokenBuckets (core/redis_buckets.py) against a real redis-server: the same grants as LocalTokenBuckets,
+"""RedisTokenBuckets (core/services/redis_buckets.py) against a real redis-server: the same grants as LocalTokenBuckets,
 shared limits across OS processes, the local fallback while Redis is down, and the script cache flushed."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from core.ratelimit import LocalTokenBuckets, minute_key
-from core.redis_buckets import RedisTokenBuckets
-from core.redis_link import RedisLink
+from core.rules.ratelimit import LocalTokenBuckets, minute_key
+from core.services.redis_buckets import RedisTokenBuckets
+from core.services.redis_link import RedisLink
 from tests.fakes.redis_server import RedisServer, free_port
 
 CAPS = {"A": 6, "B": 3, "Reserve": 1}

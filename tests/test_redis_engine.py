@@ -12,11 +12,11 @@ import pytest
 from core.clock import SimClock
 from core.config import load_settings
 from core.engine import Engine
-from core.marketdata.replay import ReplayMarket
-from core.redis_link import RedisLink
 from core.runtime import Runtime
-from core.store import Store
-from core.stream import SignalStream
+from core.services.redis_link import RedisLink
+from core.services.redis_stream import SignalStream
+from core.state.store import Store
+from core.venues.sim.bar_files import ReplayMarket
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars
 
 TABLES = ("signals", "intents", "orders", "fills", "trades", "positions")

@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
-from core.kv import SqliteKV
-from core.redis_kv import RedisKV, gc_ms
-from core.redis_link import RedisLink
-from core.store import Store
+from core.services.redis_kv import RedisKV, gc_ms
+from core.services.redis_link import RedisLink
+from core.state.kv import SqliteKV
+from core.state.store import Store
 
 T2030 = datetime(2030, 1, 2, 14, 30, tzinfo=UTC)  # a replay clock years away from the wall
 HOUR = timedelta(hours=1)

@@ -9,10 +9,10 @@ import pytest
 
 from core.config import load_settings
 from core.engine import Engine
-from core.marketdata.synthetic import SyntheticMarket
-from core.replay import main
-from core.research import run_replay
-from core.store import Store
+from core.research.__main__ import main
+from core.research.replay import run_replay
+from core.state.store import Store
+from core.venues.sim.synthetic import SyntheticMarket
 
 START = date(2025, 3, 3)
 
@@ -109,24 +109,24 @@ def test_restart_mid_day_duplicates_nothing(tmp_path, stop_after):
 
 
 def test_module_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--seed", "2", "--json"],
+    out = subprocess.run([sys.executable, "-m", "core.research", "--days", "1", "--seed", "2", "--json"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout)["bars"] == 390 * 13
 
 
 def test_sweep_cli_prints_the_grid_as_json():
-    out = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--seed", "3", "--auto", "--sweep",
+    out = subprocess.run([sys.executable, "-m", "core.research", "--days", "1", "--seed", "3", "--auto", "--sweep",
                           "cutoff_delta=-0.05:0.0:0.05", "cooldown=120", "--workers", "2"],
                          capture_output=True, text=True, timeout=300, check=True)
     d = json.loads(out.stdout)
     assert d["params"] == ["cutoff_delta", "mixer_cooldown_s"]
     assert [(r["cutoff_delta"], r["mixer_cooldown_s"]) for r in d["grid"]] == [(-0.05, "120"), (0.0, "120")]
     # each cell is the same replay the plain CLI runs
-    single = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--seed", "3", "--auto", "--json",
+    single = subprocess.run([sys.executable, "-m", "core.research", "--days", "1", "--seed", "3", "--auto", "--json",
                              "--set", "CUTOFF_DELTA=-0.05", "--set", "MIXER_COOLDOWN_S=120"],
                             capture_output=True, text=True, timeout=120, check=True)
     assert d["grid"][0]["trades"] == json.loads(single.stdout)["trades"]
     assert d["grid"][0]["pnl"] == json.loads(single.stdout)["pnl"]
-    bad = subprocess.run([sys.executable, "-m", "core.replay", "--days", "1", "--sweep", "cutoff_delta=0.6:0.7:0.1"],
+    bad = subprocess.run([sys.executable, "-m", "core.research", "--days", "1", "--sweep", "cutoff_delta=0.6:0.7:0.1"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "CUTOFF_DELTA=0.6" in bad.stderr

@@ -1,6 +1,6 @@
 """A replay killed with SIGKILL at any point resumes to the same database as an uninterrupted run.
 
-The replay writes its journal in batches (``core.research.FLUSH_EVERY`` ticks per transaction). A kill loses
+The replay writes its journal in batches (``core.research.replay.FLUSH_EVERY`` ticks per transaction). A kill loses
 the batch in flight; the resumed run restarts from the last committed cursor with the state it committed
 (book, TTL keys, token buckets and their counts, the stop-check and snapshot cadence) and must end with every
 table equal, row for row, to a run that was never interrupted.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.config import load_settings
-from core.research import FLUSH_EVERY, run_replay
+from core.research.replay import FLUSH_EVERY, run_replay
 
 ROOT = Path(__file__).resolve().parents[1]
 START = date(2025, 3, 3)
@@ -29,8 +29,8 @@ CHILD = """
 import os, signal, sys
 from datetime import date
 from core.config import load_settings
-from core.research import run_replay
-from core.store import Store
+from core.research.replay import run_replay
+from core.state.store import Store
 
 db, mode, how, at, days, seed, start, decisions = sys.argv[1:9]
 at, days, seed = int(at), int(days), int(seed)

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.config import load_settings
-from core.research import grid_cells, parse_sweep, run_replay
+from core.research.replay import grid_cells, parse_sweep, run_replay
 from core.runtime import stop_all
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -52,15 +52,15 @@ def test_replay_shows_metrics_compared_with_current_settings(app):
 
 
 def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkeypatch):
-    import core.research
+    import core.research.replay
 
-    real, asked = core.research.run_replay, []
+    real, asked = core.research.replay.run_replay, []
 
     def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         asked.append(kwargs.get("decisions"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core.research, "run_replay", spy)  # the page imports it from the module on each run
+    monkeypatch.setattr(core.research.replay, "run_replay", spy)  # the page imports it from the module on each run
     at = app
     at.number_input(key="r_days").set_value(1)
     at.number_input(key="r_seed").set_value(3)

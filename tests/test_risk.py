@@ -1,7 +1,7 @@
 import pytest
 
 from core.config import load_settings
-from core.risk import AccountState, PositionRisk, RiskManager, calculate_position_size, kelly_margin
+from core.rules.risk import AccountState, PositionRisk, RiskManager, calculate_position_size, kelly_margin
 
 SPEC = dict(risk_per_trade=0.005, stop_loss_pct=0.015, max_exposure=0.8, min_slots=3)
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 
 from core.config import load_settings
-from core.risk import AccountState, PositionRisk, RiskManager, calculate_position_size
+from core.rules.risk import AccountState, PositionRisk, RiskManager, calculate_position_size
 from tests.helpers import DAY, at, flat_bars
 from tests.rules_helpers import before, decision_at, engine, hold, intents, outcome
 

@@ -217,7 +217,7 @@ def test_quiet_market_message_once_per_hour_without_actionable_signals(tmp_path)
 
 
 def test_commands_from_another_connection_apply_on_the_next_tick(tmp_path):
-    from core.store import Store
+    from core.state.store import Store
 
     rt = Runtime(load_settings(db_path=str(tmp_path / "c.db"), engine_jobs=False, sim_start=FIRST))
     try:

@@ -9,8 +9,8 @@ import pytest
 
 from core.clock import UTC, SimClock, session_bounds
 from core.config import load_settings
-from core.llm import blend
 from core.runtime import Runtime
+from core.services.llm import blend
 from tests.fakes.edgar_server import FakeEdgar
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.webhook import Webhook

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from core.broker import OrderRequest
-from core.broker.sim import SimBroker, _Order
 from core.feed import MarketFeed
-from core.marketdata.replay import ReplayMarket
-from core.store import Store
+from core.state.store import Store
 from core.universe import DEFAULT_UNIVERSE
+from core.venues.broker import OrderRequest
+from core.venues.sim.bar_files import ReplayMarket
+from core.venues.sim.broker import SimBroker, _Order
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars
 
 T0 = at(DAY, 10, 0)

@@ -16,7 +16,7 @@ import pytest
 
 from core.config import load_settings
 from core.runtime import EngineLockedError, Runtime
-from core.store import Store
+from core.state.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

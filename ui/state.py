@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import EngineLockedError, Runtime, shared_runtime
-from core.store import Store
+from core.state.store import Store
 
 
 @dataclass

@@ -43,13 +43,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from core.broker import OrderRequest
-from core.broker.sim import SimBroker
 from core.clock import NY, UTC, is_rth, session_bounds, sessions_between, trading_date, trading_sessions
 from core.feed import MarketFeed
-from core.marketdata import MarketData
-from core.store import Store
+from core.state.store import Store
 from core.strategy import load_strategy
+from core.venues.broker import OrderRequest
+from core.venues.marketdata import MarketData
+from core.venues.sim.broker import SimBroker
 
 _NS = uuid.UUID("0d3c6a52-7d0e-4b8e-9a57-fa4e0000a1a1")
 BAR_S = 60

@@ -35,8 +35,8 @@ import requests
 
 from core.clock import NY, UTC, SimClock, session_bounds
 from core.config import Settings, load_settings
-from core.marketdata.replay import ReplayMarket, load_bars
 from core.runtime import Runtime
+from core.venues.sim.bar_files import ReplayMarket, load_bars
 
 KEY, SECRET = "PKCRASHTEST000000001", "SECRETCRASHTEST0000000001"
 LAST_TICK = "crash_driver:last_tick"

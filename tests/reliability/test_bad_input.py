@@ -34,14 +34,14 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 from pydantic import SecretStr
 
-from core.broker import Account, BrokerError, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest
-from core.broker.alpaca import AlpacaBroker, AlpacaCaller, RequestBudget, make_trading_client
 from core.config import ConfigError, Settings, load_settings
-from core.llm import ANSWER_KEYS, Answer, parse_answer
-from core.marketdata import BAR_COLUMNS, PRICE_COLUMNS, BarDataError
-from core.marketdata.replay import MIN_PRICE, ReplayMarket, load_bars
 from core.runtime import JobStatus, Runtime
-from core.store import Store
+from core.services.llm import ANSWER_KEYS, Answer, parse_answer
+from core.state.store import Store
+from core.venues.alpaca.broker import AlpacaBroker, AlpacaCaller, RequestBudget, make_trading_client
+from core.venues.broker import Account, BrokerError, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest
+from core.venues.marketdata import BAR_COLUMNS, PRICE_COLUMNS, BarDataError
+from core.venues.sim.bar_files import MIN_PRICE, ReplayMarket, load_bars
 
 
 def budget(n: int) -> settings:
@@ -182,7 +182,7 @@ def test_good_numbers_are_accepted(data: st.DataObject) -> None:
     s = load(path, name, value, base)
     assert getattr(s, name) == value
     if name == "seed":  # an accepted seed must also drive the synthetic market (numpy refuses some)
-        from core.marketdata.synthetic import SyntheticMarket
+        from core.venues.sim.synthetic import SyntheticMarket
 
         assert len(SyntheticMarket(s.seed, anchor=date(2025, 3, 3)).frame_for_sessions(1)) > 0
 
@@ -644,8 +644,8 @@ def test_random_bytes_are_refused(content: bytes, suffix: str, tmp_path_factory:
 
 def test_prices_at_the_floor_replay_without_crashing(tmp_path: Path) -> None:
     """The smallest accepted price (and a huge one) go through a whole engine session."""
-    from core.marketdata.synthetic import SyntheticMarket
-    from core.research import run_replay
+    from core.research.replay import run_replay
+    from core.venues.sim.synthetic import SyntheticMarket
 
     day = date(2025, 3, 3)
     frame = SyntheticMarket(9, anchor=day).frame_for_sessions(1)

@@ -49,16 +49,16 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from core.broker import BrokerOrder, OrderRequest
-from core.broker.sim import SimBroker
 from core.clock import UTC, SimClock, session_bounds, trading_date, trading_sessions
 from core.config import load_settings
 from core.engine import Engine
-from core.execution import client_order_id_for, new_intent, save_intent, set_intent_status, submit_intent
-from core.marketdata.replay import ReplayMarket, load_bars
-from core.marketdata.synthetic import SyntheticMarket
+from core.engine.intents import client_order_id_for, new_intent, save_intent, set_intent_status, submit_intent
 from core.runtime import Runtime
-from core.store import Store
+from core.state.store import Store
+from core.venues.broker import BrokerOrder, OrderRequest
+from core.venues.sim.bar_files import ReplayMarket, load_bars
+from core.venues.sim.broker import SimBroker
+from core.venues.sim.synthetic import SyntheticMarket
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.helpers import DAY, ScriptedStrategy, at, broker_order_count, flat_bars
 from tests.reliability.crash_driver import KEY, SECRET, crash_settings
@@ -695,7 +695,7 @@ def _dies_once(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def test_a_kill_between_the_intent_and_its_order_row_sends_it_once_after_restart(tmp_path: Path,
                                                                                     monkeypatch: Any) -> None:
-    import core.engine
+    import core.engine.tick
 
     db, bars = str(tmp_path / "e.db"), flat_bars([DAY])
     strategy = ScriptedStrategy(lambda sym, ts: 0.6 if sym == "NVDA" else 0.0)
@@ -704,7 +704,7 @@ def test_a_kill_between_the_intent_and_its_order_row_sends_it_once_after_restart
     e = Engine(s, store, ReplayMarket(bars), strategy=strategy)
     t = at(DAY, 10, 0)
     with monkeypatch.context() as m:  # dies right after the intent is committed, before submit_intent starts
-        m.setattr(core.engine, "submit_intent", _dies_once(core.engine.submit_intent))
+        m.setattr(core.engine.tick, "submit_intent", _dies_once(core.engine.tick.submit_intent))
         with pytest.raises(_Killed):
             e.tick(t)
     store.conn.close()

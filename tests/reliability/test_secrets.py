@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.clock import NY, UTC, SimClock
 from core.config import ConfigError, load_settings
-from core.marketdata.synthetic import SyntheticMarket
 from core.runtime import _RUNTIMES, Runtime, _key, stop_all
+from core.venues.sim.synthetic import SyntheticMarket
 from tests.fakes.alpaca_server import FakeAlpaca
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.redis_server import RedisServer, required

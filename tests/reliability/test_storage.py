@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from core import kpi, views
+from core import views
 from core.config import load_settings
-from core.store import Store
+from core.research import kpi
+from core.state.store import Store
 from tests.test_alpaca import drive, fake, ny, runtime, settings_for  # noqa: F401  (fake is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +74,8 @@ def test_an_unwritable_database_stops_trading_and_resumes(tmp_path, fake, how): 
 def test_readers_never_see_database_is_locked_while_a_replay_writes(tmp_path):
     db = tmp_path / "busy.db"
     writer = subprocess.Popen(
-        [sys.executable, "-m", "core.replay", "--days", "250", "--seed", "4", "--db", str(db), "--start", "2025-03-03",
-         "--auto"],
+        [sys.executable, "-m", "core.research", "--days", "250", "--seed", "4", "--db", str(db), "--start",
+         "2025-03-03", "--auto"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     settings = load_settings()
     reads, errors = 0, []

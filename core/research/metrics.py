@@ -1,0 +1,111 @@
+"""Research metrics of a run (SPEC 11, issue 5), computed from what the engine stored.
+
+Definitions (all documented here so a number on screen can be checked by hand):
+* total return = last equity / first equity - 1; CAGR = (1 + total return) ** (252 / sessions) - 1.
+* daily returns: the last equity of each New York trading date against the previous date's last
+  (the first date against the starting equity). Sharpe = mean / sample std x sqrt(252);
+  Sortino = mean / downside deviation x sqrt(252), downside deviation = sqrt(mean(min(r, 0)^2)).
+* max drawdown: the largest peak-to-trough fall of the equity samples, as a fraction of the peak;
+  its duration: seconds from that peak until equity first gets back to it (or the last sample).
+* trades: win rate, profit factor (gross win / gross loss), expectancy (mean P&L), MAE/MFE medians,
+  stop-out rate (exits by the stop-loss leg / trades).
+* exposure: time-weighted mean of (market value held / equity) over the equity samples.
+* flip-flop: an actionable signal whose sign is the opposite of the same symbol's previous
+  actionable signal at most 10 minutes earlier (``kpi.flip_flops``); the rate is flip-flops / actionable.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from core.clock import trading_date
+from core.research import kpi
+from core.state.decisions import decision_counts, decision_total
+from core.state.store import Store
+
+PERIODS_PER_YEAR = 252
+
+
+def drawdown(ts: list[datetime], equity: list[float]) -> tuple[float, float]:
+    """(max drawdown fraction, its duration in seconds from the peak to recovery or the last sample)."""
+    worst, worst_peak_i, worst_i = 0.0, 0, 0
+    peak_i = 0
+    for i, v in enumerate(equity):
+        if v > equity[peak_i]:
+            peak_i = i
+        elif equity[peak_i] > 0:
+            dd = (equity[peak_i] - v) / equity[peak_i]
+            if dd > worst:
+                worst, worst_peak_i, worst_i = dd, peak_i, i
+    if worst == 0.0:
+        return 0.0, 0.0
+    peak = equity[worst_peak_i]
+    end = next((j for j in range(worst_i, len(equity)) if equity[j] >= peak), len(equity) - 1)
+    return worst, (ts[end] - ts[worst_peak_i]).total_seconds()
+
+
+def sharpe(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
+    return kpi.sharpe(returns, periods)
+
+
+def sortino(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
+    n = len(returns)
+    if n < 2:
+        return 0.0
+    mean = sum(returns) / n
+    down = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / n)
+    if down == 0:
+        return math.inf if mean > 0 else 0.0
+    return mean / down * math.sqrt(periods)
+
+
+def daily_returns(ts: list[datetime], equity: list[float], start_equity: float) -> list[float]:
+    last_by_day: dict[Any, float] = {}
+    for t, v in zip(ts, equity, strict=True):
+        last_by_day[trading_date(t)] = v
+    out, prev = [], start_equity
+    for day in sorted(last_by_day):
+        v = last_by_day[day]
+        out.append(v / prev - 1.0 if prev else 0.0)
+        prev = v
+    return out
+
+
+def exposure(values: list[float], equity: list[float]) -> float:
+    pairs = [(v, e) for v, e in zip(values, equity, strict=True) if e > 0]
+    return sum(v / e for v, e in pairs) / len(pairs) if pairs else 0.0
+
+
+def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[str, Any]:
+    eq = store.query("SELECT ts, equity, exposure FROM equity ORDER BY ts")
+    ts = [datetime.fromisoformat(r["ts"]) for r in eq]
+    equity = [r["equity"] for r in eq]
+    last = equity[-1] if equity else start_equity
+    total = last / start_equity - 1.0 if start_equity else 0.0
+    years = sessions / PERIODS_PER_YEAR if sessions else 0.0
+    rets = daily_returns(ts, equity, start_equity)
+    dd, dd_s = drawdown(ts, equity) if equity else (0.0, 0.0)
+    stats = kpi.trade_kpis(store.query("SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id"))
+    # actionable decisions keep their full row in both forms of the log (core.state.decisions)
+    act = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND score IS NOT NULL "
+                      "ORDER BY ts, id")
+    flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"]) for r in act])
+    suppressed = decision_counts(store, "reason", "decision='suppressed'")  # both forms of the decision log
+    return {
+        "total_return": total,
+        "cagr": (1.0 + total) ** (1.0 / years) - 1.0 if years > 0 and total > -1 else 0.0,
+        "sharpe": sharpe(rets),
+        "sortino": sortino(rets),
+        "max_drawdown": dd,
+        "max_drawdown_duration_s": dd_s,
+        **stats,
+        "exposure": exposure([r["exposure"] for r in eq], equity),
+        "flip_flops": flips,
+        "flip_flop_rate": flips / len(act) if act else 0.0,
+        "signals": decision_total(store, "decision != 'skipped'"),
+        "actionable": len(act),
+        "suppressed": suppressed,
+        **kpi.llm_usage(store),
+    }

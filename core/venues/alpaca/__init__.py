@@ -1,0 +1,1 @@
+"""Alpaca through alpaca-py: the trading adapter (orders, fills, account) and 1-minute bars."""
