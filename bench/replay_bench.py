@@ -35,7 +35,7 @@ SAME = ("SELECT symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, p
         "SELECT client_order_id, symbol, side, qty, status FROM orders ORDER BY client_order_id",
         "SELECT id, symbol, qty, price FROM fills ORDER BY id", "SELECT * FROM equity ORDER BY ts")
 
-# the engine's parts, as a reader finds them in core/engine.py (none nested in another); the rest of a tick is
+# the engine's parts, as a reader finds them in core/engine/ (none nested in another); the rest of a tick is
 # "other" (the account state is built inside the decisions and the baskets)
 PARTS = {
     "broker sync + fills": ("broker.sync", "_ingest_fills", "_refresh_orders", "resolve_submitting"),

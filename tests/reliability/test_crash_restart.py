@@ -695,7 +695,7 @@ def _dies_once(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def test_a_kill_between_the_intent_and_its_order_row_sends_it_once_after_restart(tmp_path: Path,
                                                                                     monkeypatch: Any) -> None:
-    import core.engine.tick
+    import core.engine.orders
 
     db, bars = str(tmp_path / "e.db"), flat_bars([DAY])
     strategy = ScriptedStrategy(lambda sym, ts: 0.6 if sym == "NVDA" else 0.0)
@@ -704,7 +704,7 @@ def test_a_kill_between_the_intent_and_its_order_row_sends_it_once_after_restart
     e = Engine(s, store, ReplayMarket(bars), strategy=strategy)
     t = at(DAY, 10, 0)
     with monkeypatch.context() as m:  # dies right after the intent is committed, before submit_intent starts
-        m.setattr(core.engine.tick, "submit_intent", _dies_once(core.engine.tick.submit_intent))
+        m.setattr(core.engine.orders, "submit_intent", _dies_once(core.engine.orders.submit_intent))
         with pytest.raises(_Killed):
             e.tick(t)
     store.conn.close()

@@ -1,0 +1,158 @@
+"""The fill ledger: broker fills taken in once each (by fill id, after a cursor), applied to positions, closed into
+trades with P&L, fees and MAE/MFE; and the stop checks of positions that carry no bracket legs at the broker.
+
+A fill is the only thing that changes a position (apart from reconciliation, which adopts the broker's).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.clock import is_rth
+from core.config import Settings
+from core.engine.intents import PENDING, new_intent, save_intent, submit_intent
+from core.feed import MarketFeed
+from core.rules.protections import symbol_cooldown_key
+from core.state.book import Book
+from core.state.kv import KVStore
+from core.state.store import Store, iso
+from core.venues.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+def money(x: float) -> str:
+    """Dollars with the sign in front: -$636.06."""
+    return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
+
+
+class FillLedger:
+    """Fills -> positions -> trades; excursions (MAE/MFE) and the stop checks of adopted positions."""
+
+    s: Settings
+    store: Store
+    broker: Broker
+    feed: MarketFeed
+    book: Book
+    kv: KVStore
+    _fill_cursor: int
+    _last_stop_check: float | None
+
+    def _ingest_fills(self, now: datetime) -> int:
+        cursor = self._fill_cursor
+        fills, new_cursor = self.broker.fills_since(cursor)
+        if not fills and new_cursor == cursor:
+            return 0
+        n = 0
+        for f in fills:
+            with self.store.transaction():
+                if self.store.insert("fills", {
+                    "id": f.id, "client_order_id": f.client_order_id, "symbol": f.symbol, "side": f.side,
+                    "qty": f.qty, "price": f.price, "fee": f.fee, "ts": iso(f.ts),
+                }, ignore=True) == 1:
+                    self._apply_fill_to_positions(f.symbol, f.side, f.qty, f.price, f.fee, f.ts, f.client_order_id,
+                                                  f.leg)
+                    n += 1
+        with self.store.transaction():
+            if new_cursor != cursor:
+                self.store.set_meta("fill_cursor", str(new_cursor))
+        self._fill_cursor = new_cursor  # once written (a failed write leaves it, and the fills, to the next tick)
+        return n
+
+    def _apply_fill_to_positions(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: datetime,
+                                 cid: str, leg: str | None) -> None:
+        book = self.book
+        pos = book.positions.get(symbol)
+        intent = None if leg else self._intent_of_order(cid)  # a bracket leg's fill needs only the leg's name
+        if side == "buy":
+            if pos is None:
+                book.open_position({
+                    "symbol": symbol, "qty": qty, "avg_price": price, "opened_at": iso(ts),
+                    "stop_price": (intent or {}).get("stop_price") or price * (1 - self.s.stop_loss_pct),
+                    "take_profit_price": (intent or {}).get("take_profit_price")
+                    or price * (1 + self.s.take_profit_pct),
+                    "kind": (intent or {}).get("kind", "entry"), "high": price, "low": price,
+                    "intent_id": (intent or {}).get("id"),
+                })
+            else:
+                total = pos["qty"] + qty
+                avg = (pos["qty"] * pos["avg_price"] + qty * price) / total
+                book.update_position(symbol, qty=total, avg_price=avg)
+            book.update_position(symbol, fees=(book.positions[symbol].get("fees") or 0) + fee)
+            self.store.notify("info", f"filled: bought {qty:g} {symbol} @ {price:,.2f}"
+                              + (f" ({intent['kind']}: {intent['reason']})" if intent else ""), ts)
+            return
+        if pos is None:
+            log.warning("sell fill for %s with no recorded position", symbol)
+            return
+        self._update_excursions(symbol, ts + timedelta(seconds=60))  # through the bar the exit filled in
+        entry = pos["avg_price"]
+        close_qty = min(qty, pos["qty"])
+        fees = fee + (pos.get("fees") or 0.0)
+        pnl = (price - entry) * close_qty - fees
+        reason = leg or ((intent or {}).get("reason") or "exit")
+        self.store.insert("trades", {
+            "symbol": symbol, "kind": pos["kind"], "qty": close_qty, "entry_ts": pos["opened_at"],
+            "entry_price": entry, "exit_ts": iso(ts), "exit_price": price, "pnl": round(pnl, 6),
+            "ret": round((price / entry - 1.0), 8), "exit_reason": reason,
+            "mae": round(min(0.0, pos["low"] / entry - 1.0), 8), "mfe": round(max(0.0, pos["high"] / entry - 1.0), 8),
+            "fees": fees,
+        })
+        label = {"stop_loss": "stop-loss exit", "take_profit": "take-profit exit"}.get(reason, "exit")
+        self.store.notify("warning" if reason == "stop_loss" else "info",
+                          f"{label}: sold {close_qty:g} {symbol} @ {price:,.2f}, P&L {money(pnl)}", ts)
+        if pnl < 0 and self.s.protection_symbol_cooldown_s > 0:  # no quick re-entry after a loss
+            self.kv.set(symbol_cooldown_key(symbol), "losing_exit", self.s.protection_symbol_cooldown_s, ts)
+        left = pos["qty"] - close_qty
+        if left <= 1e-9:
+            book.close_position(symbol)
+        else:
+            book.update_position(symbol, qty=left)
+
+    def _intent_of_order(self, cid: str) -> dict[str, Any] | None:
+        """The intent behind an order: from the book while it is live, else (an order that ended before its
+        fill was read, an adopted one) from the journal."""
+        return self.book.intent_of_order(cid) or self.store.one(
+            "SELECT i.* FROM intents i JOIN orders o ON o.intent_id=i.id WHERE o.client_order_id=?", (cid,))
+
+    def _update_excursions(self, symbol: str, now: datetime) -> None:
+        """Track the high/low since entry for MAE/MFE."""
+        pos = self.book.positions.get(symbol)
+        if pos is None:
+            return
+        start = int(datetime.fromisoformat(pos["opened_at"]).timestamp())
+        _, _, hi, lo, _ = self.feed.bars_between(symbol, start, now)
+        if len(hi):
+            self.book.update_position(symbol, high=max(pos["high"], float(hi.max())),
+                                      low=min(pos["low"], float(lo.min())))
+
+    def _maybe_check_stops(self, now: datetime) -> None:
+        t = now.timestamp()
+        if self._last_stop_check is not None and t - self._last_stop_check < self.s.stop_check_interval_s:
+            return
+        self._last_stop_check = t
+        self.check_stops(now)
+
+    def check_stops(self, now: datetime) -> list[str]:
+        """Update MAE/MFE; exit positions that have no protective legs at the broker and crossed a level."""
+        exits = []
+        for pos in list(self.book.positions.values()):
+            sym = pos["symbol"]
+            self._update_excursions(sym, now)
+            if pos["kind"] != "adopted" or not is_rth(now):
+                continue  # our own entries carry bracket legs at the broker
+            px = self.feed.price(sym, now)
+            if px is None:
+                continue
+            why = "stop_loss" if px <= pos["stop_price"] else ("take_profit" if px >= pos["take_profit_price"]
+                                                                 else None)
+            if why and not self._live_intent_for(sym):
+                intent = new_intent("exit", sym, "sell", pos["qty"], px, now, self.s.intent_ttl_s,
+                                    reason=why, source="stop_check")
+                with self.store.transaction():
+                    save_intent(self.store, intent, PENDING)
+                submit_intent(self.store, self.broker, intent, now)  # stops run even when paused or manual
+                exits.append(sym)
+        return exits

@@ -1,0 +1,152 @@
+"""Order flow: an intent is queued (manual mode: it waits for Approve; auto mode: it is sent), approved or rejected
+by a command, expired when not approved in time, and its order followed at the broker.
+
+Intents and the idempotent submission itself are ``core.engine.intents``: the intent row is committed (a barrier)
+before its order leaves the process, and an order whose submission got no answer is found by its client id or
+resent (``resolve_submitting``), so it reaches the broker once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from core.config import LiveParams
+from core.engine.intents import (
+    EXPIRED,
+    PENDING,
+    REJECTED,
+    SUBMITTING,
+    OrderIntent,
+    load_intent,
+    record_broker_order,
+    save_intent,
+    set_intent_status,
+    submit_intent,
+)
+from core.feed import MarketFeed
+from core.rules.risk import AccountState, RiskManager
+from core.state.book import Book
+from core.state.store import Store
+from core.venues.broker import Broker
+
+if TYPE_CHECKING:
+    from core.engine.tick import TickReport
+
+log = logging.getLogger(__name__)
+
+
+class OrderFlow:
+    """Queue, approve/reject, expire and follow intents and their orders."""
+
+    store: Store
+    broker: Broker
+    feed: MarketFeed
+    book: Book
+    lock: threading.RLock
+    params: LiveParams
+    risk: RiskManager
+
+    def _queue_intent(self, intent: OrderIntent, now: datetime, rep: TickReport) -> None:
+        """Manual mode: wait for Approve. Auto mode: submit now."""
+        with self.store.transaction():
+            created = save_intent(self.store, intent, PENDING)
+        if created:
+            rep.intents.append(intent.id)
+        elif not self._unsent_pending(intent.id):
+            return  # this tick already ran before a restart and the intent went its way
+        if self.params.auto_mode:
+            self.store.barrier()  # the decision and its intent are on disk before the order is sent
+            submit_intent(self.store, self.broker, intent, now)
+
+    def _unsent_pending(self, intent_id: str) -> bool:
+        return self.book.unsent_pending(intent_id)
+
+    def _live_intent_for(self, symbol: str) -> bool:
+        return self.book.live_intent_for(symbol)
+
+    def decide_intent(self, intent_id: str, *, approve: bool, who: str, now: datetime) -> str:
+        """Approve (re-check risk, then submit) or reject a pending intent. Idempotent by intent id."""
+        with self.lock:
+            self.feed.ensure(now)  # an approval can arrive before the first tick after a restart
+            # the one read of an intent from SQLite: a command names it (maybe written by another process)
+            row = self.store.one("SELECT * FROM intents WHERE id=?", (intent_id,))
+            if row is None:
+                raise KeyError(f"no intent {intent_id}")
+            self.book.adopt_intent(row)
+            if row["status"] != PENDING:
+                return f"already {row['status']}"
+            intent = load_intent(row)
+            if intent.expires_at <= now:
+                set_intent_status(self.store, intent_id, EXPIRED, now, who="engine", note="expired before decision")
+                self.store.commit()
+                return "expired"
+            if not approve:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="rejected by trader")
+                self.store.commit()
+                return "rejected"
+            if self.params.paused and not intent.is_exit:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="paused")
+                self.store.commit()
+                return "refused: trading is paused"
+            state = self.account_state(now)
+            # The intent itself is counted as pending in ``state``; take it out for its own re-check.
+            state = AccountState(state.equity, state.cash, state.buying_power, state.start_of_day_equity,
+                                 state.positions, max(0.0, state.pending_notional - intent.qty * intent.price),
+                                 max(0, state.pending_count - 1))
+            price = self.feed.price(intent.symbol, now) or intent.price
+            ok, reason = self.risk.should_allow_trade(state, intent.symbol, intent.side, intent.qty, price,
+                                                      is_exit=intent.is_exit)
+            self.note_risk_halt(reason, state, now)
+            if not ok:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=f"risk re-check: {reason}")
+                self.store.commit()
+                return f"refused: {reason}"
+            set_intent_status(self.store, intent_id, PENDING, now, who=who)
+            order = submit_intent(self.store, self.broker, intent, now)
+            return "submitted" if order is not None else "submit pending retry"
+
+    def _refresh_orders(self, now: datetime) -> None:
+        for row in self.book.orders_with_status(("new", "accepted", "pending_new", "partially_filled")):
+            order = self.broker.get_order_by_client_id(row["client_order_id"])
+            if order is not None:
+                record_broker_order(self.store, order, now)
+
+    def _expire_intents(self, now: datetime) -> None:
+        for row in self.book.intents_with_status(PENDING):
+            if datetime.fromisoformat(row["expires_at"]) <= now:
+                set_intent_status(self.store, row["id"], EXPIRED, now, who="engine", note="not approved in time")
+
+    def resolve_submitting(self, now: datetime, *, restart: bool = False, min_age_s: float = 0.0) -> list[str]:
+        """Orders whose submission got no answer (crash, timeout): the broker knows them by client id or never
+        saw them; resend while the intent is alive, else close them with a reason."""
+        notes: list[str] = []
+        for row in self.book.orders_with_status((SUBMITTING,)):
+            if min_age_s and (now - datetime.fromisoformat(row["updated_at"])).total_seconds() < min_age_s:
+                continue
+            order = self.broker.get_order_by_client_id(row["client_order_id"])
+            if order is not None:
+                with self.store.transaction():
+                    record_broker_order(self.store, order, now)
+                    set_intent_status(self.store, row["intent_id"], "submitted", now)
+                notes.append(f"order {row['client_order_id']} found at broker after restart")
+            else:
+                intent_row = self.book.intents.get(row["intent_id"]) or self.store.one(
+                    "SELECT * FROM intents WHERE id=?", (row["intent_id"],))
+                if intent_row and datetime.fromisoformat(intent_row["expires_at"]) > now:
+                    submit_intent(self.store, self.broker, load_intent(intent_row), now)
+                    notes.append(f"order {row['client_order_id']} resubmitted (broker never saw it)")
+                else:
+                    with self.store.transaction():
+                        self.book.update_order(row["client_order_id"], status="canceled",
+                                               reason="not at broker after restart")
+                        if intent_row:
+                            set_intent_status(self.store, intent_row["id"], "failed", now,
+                                              note="not at broker after restart")
+                    notes.append(f"order {row['client_order_id']} closed: unknown to broker")
+        if not restart:
+            for n in notes:
+                log.info("submit retry: %s", n)
+        return notes

@@ -1,0 +1,96 @@
+"""The live parameters: loaded from SQLite at start, changed only through ``set_params`` (persisted and audited
+old -> new per name), by a trader's command, a protection that fires, or a relaxed profile that runs out.
+
+Separate from the tick because three callers change them (commands, protections, the day roll) and every change
+must leave the same audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from core.clock import sessions_touched, trading_date
+from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
+from core.rules.protections import RULES, Firing, ProtectionRule, Protections, evaluate_protections
+from core.state.store import Store, iso
+
+log = logging.getLogger(__name__)
+
+
+class LiveParameters:
+    """The engine's ``params``: load, change with an audit row, expire the relaxed profile, apply protections."""
+
+    s: Settings
+    store: Store
+    lock: threading.RLock
+    params: LiveParams
+    protections: Protections
+
+    def _load_params(self) -> LiveParams:
+        row = self.store.one("SELECT json FROM params WHERE id=1")
+        base = LiveParams.from_settings(self.s)
+        if row is None:
+            self.store.upsert("params", {"id": 1, "json": json.dumps(base.as_dict()), "updated_at": None})
+            self.store.commit()
+            return base
+        try:
+            saved = json.loads(row["json"])
+            return LiveParams(**{**base.as_dict(), **validate_param_changes(
+                {k: v for k, v in saved.items() if k in base.as_dict()})})
+        except (ConfigError, TypeError, ValueError) as e:
+            log.error("stored live parameters unusable (%s); using settings", e)
+            return base
+
+    def set_params(self, changes: dict[str, Any], *, who: str, now: datetime, source: str = "command") -> LiveParams:
+        """Apply, persist and audit a parameter change (old -> new per name)."""
+        with self.lock:
+            if "profile" in changes:
+                new = apply_profile(self.params, changes["profile"],
+                                    self.s.relaxed_sessions if changes["profile"] == "relaxed" else None)
+                if changes["profile"] == "default":  # back to the configured defaults
+                    d = LiveParams.from_settings(self.s)
+                    new = new.with_changes(cutoff_delta=d.cutoff_delta, cooldown_s=d.cooldown_s,
+                                           llm_min_signal_score=d.llm_min_signal_score,
+                                           reserve_fallback=d.reserve_fallback,
+                                           direction_lock_s=d.direction_lock_s)
+                rest = {k: v for k, v in changes.items() if k != "profile"}
+                new = new.with_changes(**rest) if rest else new
+            else:
+                new = self.params.with_changes(**changes)
+            old = self.params.as_dict()
+            for name, value in new.as_dict().items():
+                if old[name] != value:
+                    self.store.insert("param_audit", {
+                        "ts": iso(now), "who": who, "name": name, "old": json.dumps(old[name]),
+                        "new": json.dumps(value), "source": source,
+                    })
+            self.params = new
+            self.store.upsert("params", {"id": 1, "json": json.dumps(new.as_dict()), "updated_at": iso(now)})
+            self.store.commit()
+            return new
+
+    def _expire_profile(self, now: datetime) -> None:
+        """A relaxed profile reverts by itself at the first session boundary after its N sessions (SPEC 10)."""
+        if self.params.profile != "relaxed" or not self.params.profile_sessions_left:
+            return
+        since = self.store.scalar("SELECT ts FROM param_audit WHERE name='profile' AND new=? ORDER BY id DESC LIMIT 1",
+                                  (json.dumps("relaxed"),))
+        start = datetime.fromisoformat(since) if since else None
+        used = sessions_touched(start, trading_date(now)) if start else 0
+        if used >= self.params.profile_sessions_left:
+            self.set_params({"profile": "default"}, who="engine", now=now, source="profile_expiry")
+            self.store.notify("info", f"relaxed profile expired after {used} sessions: back to default", now)
+            self.store.commit()
+
+    def run_protections(self, now: datetime, rules: tuple[ProtectionRule, ...] = RULES) -> list[Firing]:
+        """Check the protections at ``now``: record each firing and apply the parameters it tightens."""
+        firings = evaluate_protections(self.protections, self.store, self.s, self.params, now, rules)
+        for f in firings:
+            self.protections.record(f)
+            if f.changes:
+                self.set_params(f.changes, who=f"protection:{f.rule}", now=now, source="protection")
+        return firings
