@@ -32,7 +32,7 @@ from core.state.store import Store, iso
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CIK_MAP = Path(__file__).resolve().parent.parent / "data" / "edgar_ciks.json"
+DEFAULT_CIK_MAP = Path(__file__).resolve().parents[2] / "data" / "edgar_ciks.json"
 _ACCESSION = re.compile(r"^\d{10}-\d{2}-\d{6}$")
 _MAX_DOC_BYTES = 5_000_000  # a 10-K with inline XBRL can be tens of MB; the text we keep is a few KB
 # tags whose content is never text: code, styling, and the hidden inline-XBRL header of 10-K/10-Q documents

@@ -561,7 +561,7 @@ def test_kill_9_restarts_never_duplicate_or_lose(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- what the kills found, replayed without chance
-# Each of these failed before its fix in core/ (engine.py twice, execution.py); the random kills above hit them
+# Each of these failed before its fix in core/ (the engine twice, engine/intents.py); the random kills above hit them
 # only now and then.
 
 
