@@ -43,7 +43,11 @@ def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None
 
 
 class DecisionChain:
-    """Decide the tick's due tickers (and the stream's messages) through the gates, in order."""
+    """Decide the tick's due tickers (and the stream's messages) through the gates, in order.
+
+    Other parts it calls: ``_queue_intent``, ``_live_intent_for`` (orders); ``account_state``, ``_tick_account``
+    (memory).
+    """
 
     s: Settings
     store: Store

@@ -29,7 +29,10 @@ def money(x: float) -> str:
 
 
 class FillLedger:
-    """Fills -> positions -> trades; excursions (MAE/MFE) and the stop checks of adopted positions."""
+    """Fills -> positions -> trades; excursions (MAE/MFE) and the stop checks of adopted positions.
+
+    Other parts it calls: ``_live_intent_for`` (orders).
+    """
 
     s: Settings
     store: Store

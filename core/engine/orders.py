@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 
 class OrderFlow:
-    """Queue, approve/reject, expire and follow intents and their orders."""
+    """Queue, approve/reject, expire and follow intents and their orders.
+
+    Other parts it calls: ``account_state`` (memory); ``note_risk_halt`` (decide).
+    """
 
     store: Store
     broker: Broker

@@ -20,7 +20,10 @@ from core.venues.broker import Broker
 
 
 class Reconciliation:
-    """Adopt the broker's orders and positions before the first trade."""
+    """Adopt the broker's orders and positions before the first trade.
+
+    Other parts it calls: ``resolve_submitting``, ``_unsent_pending`` (orders); ``_ingest_fills`` (ledger).
+    """
 
     s: Settings
     store: Store

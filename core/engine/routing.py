@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 
 class BasketRouting:
-    """Turn a firing basket into an inverse-ETF intent, or record what blocked it."""
+    """Turn a firing basket into an inverse-ETF intent, or record what blocked it.
+
+    Other parts it calls: ``_queue_intent``, ``_live_intent_for`` (orders); ``account_state`` (memory);
+    ``entry_risk_check`` (decide).
+    """
 
     s: Settings
     universe: Universe

@@ -18,7 +18,10 @@ from core.venues.broker import Broker
 
 
 class Snapshots:
-    """Equity, gauges, token statistics and heartbeat, per tick or once per replay batch."""
+    """Equity, gauges, token statistics and heartbeat, per tick or once per replay batch.
+
+    Other parts it calls: ``portfolio_summary``, ``save_tick_state`` (memory).
+    """
 
     store: Store
     broker: Broker
