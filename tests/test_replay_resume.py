@@ -32,7 +32,7 @@ from core.config import load_settings
 from core.research.replay import run_replay
 from core.state.store import Store
 
-db, mode, how, at, days, seed, start, decisions = sys.argv[1:9]
+db, how, at, days, seed, start, decisions = sys.argv[1:8]
 at, days, seed = int(at), int(days), int(seed)
 if how == "flush":  # die inside the at-th batch commit, before it reaches the disk
     flushes = []
@@ -49,7 +49,7 @@ else:  # die between two ticks, after ``at`` ticks (mid-batch)
         if done >= at:
             os.kill(os.getpid(), signal.SIGKILL)
 run_replay(load_settings(auto_mode=True), days=days, seed=seed, start=date.fromisoformat(start), db_path=db,
-           mode=mode, progress=progress, decisions=decisions)
+           progress=progress, decisions=decisions)
 """
 
 
@@ -64,20 +64,20 @@ def tables(db: str) -> dict[str, list[tuple]]:
         con.close()
 
 
-@pytest.mark.parametrize(("mode", "how", "at", "decisions"), [
-    ("fast", "tick", 700, "summary"),  # mid-batch: the ticks after the first flush are lost and replayed
-    ("fast", "tick", 1250, "summary"),  # day 2: a position open across the kill (its MAE/MFE cadence must resume)
-    ("reference", "tick", 1300, "summary"),
-    ("reference", "flush", 2, "summary"),  # inside the second batch's commit
-    ("fast", "tick", 700, "full"),  # every decision as a row (the live form)
+@pytest.mark.parametrize(("how", "at", "decisions"), [
+    ("tick", 700, "summary"),  # mid-batch: the ticks after the first flush are lost and replayed
+    ("tick", 1250, "summary"),  # day 2: a position open across the kill (its MAE/MFE cadence must resume)
+    ("tick", 1300, "full"),  # every decision as a row (the live form)
+    ("flush", 2, "summary"),  # inside the second batch's commit
+    ("flush", 2, "full"),
 ])
-def test_a_killed_replay_resumes_to_the_same_database(tmp_path, mode, how, at, decisions):
+def test_a_killed_replay_resumes_to_the_same_database(tmp_path, how, at, decisions):
     assert at > FLUSH_EVERY or how == "flush"  # the kill lands after a committed batch
     s = load_settings(auto_mode=True)
     ref = str(tmp_path / "ref.db")
-    run_replay(s, days=DAYS, seed=SEED, start=START, db_path=ref, mode=mode, decisions=decisions).store.close()
+    run_replay(s, days=DAYS, seed=SEED, start=START, db_path=ref, decisions=decisions).store.close()
     db = str(tmp_path / "killed.db")
-    child = subprocess.run([sys.executable, "-c", CHILD, db, mode, how, str(at), str(DAYS), str(SEED),
+    child = subprocess.run([sys.executable, "-c", CHILD, db, how, str(at), str(DAYS), str(SEED),
                             START.isoformat(), decisions], cwd=ROOT, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
@@ -85,7 +85,7 @@ def test_a_killed_replay_resumes_to_the_same_database(tmp_path, mode, how, at, d
     cursor = con.execute("SELECT value FROM meta WHERE key='replay_cursor'").fetchone()
     con.close()
     assert cursor is not None  # a batch was committed before the kill: the resume starts from it
-    res = run_replay(s, days=DAYS, seed=SEED, start=START, db_path=db, mode=mode, decisions=decisions)
+    res = run_replay(s, days=DAYS, seed=SEED, start=START, db_path=db, decisions=decisions)
     res.store.close()
     want, got = tables(ref), tables(db)
     assert got.keys() == want.keys()

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
                decision: str, reason: str | None, action: str | None) -> tuple[Any, ...]:
-    """One row of the decision log (shared by the engine and the replay fast path)."""
+    """One row of the decision log (core.state.decisions writes it, or counts it in the summary form)."""
     return (iso(now), iso(obs.bar_ts) if obs else None, sym, tier,
             None if score is None else round(score, 6), None if obs is None else round(obs.score, 6),
             None if obs is None else round(obs.vol_spike, 6), cutoff, decision, reason, action,

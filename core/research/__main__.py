@@ -44,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", nargs="+", metavar="NAME=SPEC",
                     help="grid over one or two settings, e.g. cutoff_delta=-0.05:0.05:0.01 cooldown=60,120,180")
     ap.add_argument("--workers", type=int, default=2, help="processes for --sweep")
-    ap.add_argument("--mode", choices=["fast", "reference"], default="fast",
-                    help="fast: quiet ticks applied in memory (same result); reference: every tick through the engine")
     ap.add_argument("--decisions", choices=list(MODES), default=SUMMARY,
                     help="summary: decisions that never passed the cutoff stored as per-minute counts (same figures, "
                          "smaller and faster); full: one row per decision, as live trading")
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             db = args.db or os.path.join(tmp, "replay.db")
             result = run_replay(settings, days=args.days, seed=args.seed, start=args.start, bars_file=args.bars,
-                                db_path=db, mode=args.mode, decisions=args.decisions)
+                                db_path=db, decisions=args.decisions)
             result.store.close()
     except (ConfigError, BarDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -99,7 +99,6 @@ def run_replay(
     db_path: str = ":memory:",
     stop_after_ticks: int | None = None,
     progress: Callable[[int, int], bool | None] | None = None,
-    mode: str = "fast",
     feed: MarketFeed | None = None,
     decisions: str = SUMMARY,
 ) -> ReplayResult:
@@ -120,8 +119,6 @@ def run_replay(
     engine.feed.preload_sessions(sessions)  # nothing to do when a scored feed was passed in
     cursor = store.get_meta("replay_cursor")
     done_until = datetime.fromisoformat(cursor) if cursor else None
-    if mode not in ("fast", "reference"):
-        raise ValueError(f"mode must be fast or reference, not {mode!r}")
     ticks = 0
     clock: SimClock | None = None
     total = sum(len(session_ticks(d)) for d in sessions) if progress else 0

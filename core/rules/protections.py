@@ -319,7 +319,7 @@ class Protections:
     def record_daily_loss_halt(self, now: datetime, loss: float, limit: float) -> bool:
         """The first entry the daily loss limit refuses on a New York date becomes a ``daily_loss`` protection
         row (visible, notified) that lasts until that date ends. The risk manager itself enforces the halt, so
-        this is a record only: one per date, whichever path (engine, replay fast path, approval) meets the
+        this is a record only: one per date, whichever path (a decision, a basket, an approval) meets the
         halt first."""
         if self.daily_loss_recorded(now):
             return False

@@ -16,7 +16,7 @@
   read only once, when the broker is built. So a restart finds the "remote"
   broker as it was, and a repeated ``client_order_id`` returns the existing
   order instead of creating a second one. Whatever else reads the tables
-  (the replay fast path, views, tests) sees the same rows as before.
+  (views, tests) sees the same rows as before.
 """
 
 from __future__ import annotations
