@@ -37,6 +37,16 @@ def flat_bars(days: list[date], prices: dict[str, float] | None = None,
     return df.reset_index(drop=True)
 
 
+def gap_at(symbol: str, when: datetime, price: float) -> Callable[[str, pd.DatetimeIndex, dict[str, np.ndarray]],
+                                                                     None]:
+    """A ``flat_bars`` override: ``symbol`` trades at ``price`` (open, high, low and close) from ``when`` on."""
+    def edit(sym: str, idx: pd.DatetimeIndex, arr: dict[str, np.ndarray]) -> None:
+        if sym == symbol:
+            for k in ("open", "high", "low", "close"):
+                arr[k][idx >= when] = price
+    return edit
+
+
 class ScriptedStrategy:
     """score(symbol, bar_open_ts) chosen by the test; vol_spike 0 unless given."""
 

@@ -9,7 +9,7 @@ from core.state.store import Store
 from core.venues.broker import BrokerError
 from core.venues.sim.bar_files import ReplayMarket
 from core.venues.sim.broker import SimBroker
-from tests.helpers import DAY, ScriptedStrategy, at, broker_order_count, flat_bars, make_engine, run_ticks
+from tests.helpers import DAY, ScriptedStrategy, at, broker_order_count, flat_bars, gap_at, make_engine, run_ticks
 
 
 def only(symbols, value, start=None):
@@ -83,11 +83,7 @@ def test_paused_engine_creates_no_new_entries():
 def test_auto_mode_submits_and_the_bracket_stop_closes_the_position():
     crash = at(DAY, 10, 30)
 
-    def drop(sym, idx, arr):
-        if sym == "NVDA":
-            later = idx >= crash
-            for k in ("open", "high", "low", "close"):
-                arr[k][later] = 97.0  # gap below the 98.5 stop
+    drop = gap_at("NVDA", crash, 97.0)  # gap below the 98.5 stop
     def score(sym, ts):
         return 0.6 if sym == "NVDA" and ts < at(DAY, 10, 5) else 0.0
     e = make_engine(flat_bars([DAY], overrides=drop), ScriptedStrategy(score), auto_mode=True)

@@ -11,7 +11,7 @@ from core.clock import UTC, sessions_touched
 from core.research.kpi import flip_flops
 from core.research.kpi import max_drawdown as equity_drawdown  # the protections' drawdown, on account equity
 from core.rules.protections import RULES, window_figures
-from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, make_engine
+from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, gap_at, make_engine
 
 QUALITY = tuple(r for r in RULES if r.name == "signal_quality")
 
@@ -111,10 +111,7 @@ def test_a_firing_never_loosens_a_limit():
 def test_stoploss_guard_pauses_entries_and_a_losing_symbol_cools_down():
     crash = at(DAY, 10, 30)
 
-    def drop(sym, idx, arr):
-        if sym == "NVDA":
-            for k in ("open", "high", "low", "close"):
-                arr[k][idx >= crash] = 97.0  # gap below the 98.5 stop
+    drop = gap_at("NVDA", crash, 97.0)  # gap below the 98.5 stop
 
     def score(sym, ts):
         if sym == "NVDA" and (ts < at(DAY, 10, 5) or ts >= at(DAY, 10, 40)):
@@ -184,10 +181,7 @@ def test_relaxed_profile_reverts_after_two_sessions_across_a_holiday_and_a_weeke
 def test_daily_loss_halt_is_recorded_once_and_cannot_be_released_by_hand():
     crash = at(DAY, 10, 30)
 
-    def drop(sym, idx, arr):
-        if sym == "NVDA":
-            for k in ("open", "high", "low", "close"):
-                arr[k][idx >= crash] = 90.0  # a 10 % gap through the 98.5 stop: about 2.7 % of equity lost
+    drop = gap_at("NVDA", crash, 90.0)  # a 10 % gap through the 98.5 stop: about 2.7 % of equity lost
 
     def score(sym, ts):
         if sym == "NVDA" and ts < at(DAY, 10, 5):

@@ -8,7 +8,7 @@ from datetime import timedelta
 from core.rules import gates
 from core.rules.protections import RULES, Protections
 from core.state.store import Store
-from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, make_engine
+from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, gap_at, make_engine
 
 GUARD_AND_DRAWDOWN = tuple(r for r in RULES if r.name in ("stoploss_guard", "max_drawdown"))
 
@@ -73,10 +73,7 @@ def test_a_restart_loads_the_same_protections_and_pauses_the_same_entries(tmp_pa
 def test_a_rolled_back_tick_takes_its_firing_out_of_memory():
     crash = at(DAY, 10, 30)
 
-    def drop(sym, idx, arr):
-        if sym == "NVDA":
-            for k in ("open", "high", "low", "close"):
-                arr[k][idx >= crash] = 97.0  # gap below the 98.5 stop
+    drop = gap_at("NVDA", crash, 97.0)  # gap below the 98.5 stop
 
     def score(sym, ts):
         return 0.6 if sym == "NVDA" and ts < at(DAY, 10, 5) else 0.0
