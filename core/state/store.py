@@ -96,10 +96,8 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
 }
 
 
-_iso_memo: dict[int, tuple[datetime, str]] = {}
-
-
-_UPSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}  # (table, columns) -> statement
+_UPSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}  # (table, columns) -> statement, built once
+_iso_memo: dict[int, tuple[datetime, str]] = {}  # see ``iso``
 
 
 def iso(ts: datetime | None) -> str | None:
