@@ -142,20 +142,18 @@ def signal_kpis(rows: list[Mapping[str, Any]], paths: Mapping[str, tuple[list[fl
 
 
 def token_overflow(store: Store, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
-    """Per tier: requests, denials, overall overflow rate and the worst minute's rate (denied / requested)."""
+    """Per tier: requests, denials, overall overflow rate and the worst minute's rate (denied / requested).
+    Summed by SQLite (the protections ask after every fill), tiers in the order they first appear."""
     out: dict[str, dict[str, float]] = {}
-    for r in store.query("SELECT tier, requested, granted, borrowed FROM token_stats WHERE minute > ? AND minute <= ?",
-                         (iso(_minute_ny(start)), iso(_minute_ny(end)))):
-        t = out.setdefault(r["tier"], {"requested": 0, "denied": 0, "borrowed": 0, "overflow_rate": 0.0,
-                                       "overflow_max_minute": 0.0})
-        req, denied = r["requested"] or 0, (r["requested"] or 0) - (r["granted"] or 0)
-        t["requested"] += req
-        t["denied"] += denied
-        t["borrowed"] += r["borrowed"] or 0
-        if req:
-            t["overflow_max_minute"] = max(t["overflow_max_minute"], denied / req)
-    for t in out.values():
-        t["overflow_rate"] = t["denied"] / t["requested"] if t["requested"] else 0.0
+    for r in store.query(
+            "SELECT tier, SUM(COALESCE(requested, 0)) AS requested, "
+            "SUM(COALESCE(requested, 0) - COALESCE(granted, 0)) AS denied, SUM(COALESCE(borrowed, 0)) AS borrowed, "
+            "MAX(CASE WHEN requested > 0 THEN (requested - COALESCE(granted, 0)) * 1.0 / requested ELSE 0.0 END) "
+            "AS worst FROM token_stats WHERE minute > ? AND minute <= ? GROUP BY tier ORDER BY MIN(rowid)",
+            (iso(_minute_ny(start)), iso(_minute_ny(end)))):
+        out[r["tier"]] = {"requested": r["requested"], "denied": r["denied"], "borrowed": r["borrowed"],
+                          "overflow_rate": r["denied"] / r["requested"] if r["requested"] else 0.0,
+                          "overflow_max_minute": max(0.0, r["worst"])}
     return out
 
 
