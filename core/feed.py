@@ -65,6 +65,10 @@ class MarketFeed:
             start = max(start, self.loaded_until)
         if end <= start:
             return
+        score_wide = getattr(self.strategy, "score_wide", None)
+        if getattr(self.market, "bars_wide", None) is not None and score_wide is not None:
+            self._load_wide(start, end, score_wide)
+            return
         new = self.market.bars(self.symbols, start, end)
         self.loaded_until = end
         if new.empty:
@@ -79,6 +83,33 @@ class MarketFeed:
         keep = self.strategy.warmup_bars + 5
         last_ts = np.sort(frame["timestamp"].unique())[-keep:]
         self._raw_tail = frame[frame["timestamp"].isin(last_ts)].reset_index(drop=True)
+
+    def _load_wide(self, start: datetime, end: datetime, score_wide: Any) -> None:
+        """``load`` for a source that has its bars as arrays (the synthetic market): the same window as the long
+        format's (the last ``warmup_bars + 5`` rows before the new ones) scored on wide arrays, without the
+        pivots in between. A session's first live tick loads its day this way."""
+        ts, cols = self.market.bars_wide(self.symbols, start, end)  # type: ignore[attr-defined]
+        self.loaded_until = end
+        keep = ts > self.ts[-1] if len(self.ts) else np.ones(len(ts), dtype=bool)
+        if not keep.any():
+            return
+        ts = ts[keep]
+        new = {c: np.asarray(cols[c], dtype=float)[keep] for c in ("open", "high", "low", "close", "volume")}
+        tail = min(len(self.ts), self.strategy.warmup_bars + 5)
+        idx = pd.to_datetime(np.concatenate([self.ts[len(self.ts) - tail:], ts]), unit="s", utc=True)
+        names = list(self.symbols)
+        out = score_wide(pd.DataFrame(np.vstack([self.close[len(self.close) - tail:], new["close"]]), index=idx,
+                                      columns=names),
+                         pd.DataFrame(np.vstack([self.volume[len(self.volume) - tail:], new["volume"]]), index=idx,
+                                      columns=names))
+        missing = np.isnan(new["close"])
+        score = out["score"].reindex(columns=names).to_numpy(dtype=float)[tail:]
+        spike = out["vol_spike"].reindex(columns=names).to_numpy(dtype=float)[tail:]
+        self.ts = np.concatenate([self.ts, ts.astype(np.int64)])
+        for name in ("open", "high", "low", "close", "volume"):
+            setattr(self, name, np.vstack([getattr(self, name), new[name]]))
+        self.score = np.vstack([self.score, np.where(missing, np.nan, score)])
+        self.vol_spike = np.vstack([self.vol_spike, np.where(missing, np.nan, spike)])
 
     def _append(self, bars: pd.DataFrame, scored: pd.DataFrame) -> None:
         ts_index, keep = self._append_wide(bars)
