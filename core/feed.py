@@ -57,6 +57,8 @@ class MarketFeed:
         self._last_n = -1
         self._row_key: tuple[int, int] | None = None  # see _row
         self._row_val: Any = None
+        self._row_at_key: tuple[datetime, int, int] | None = None  # see row_at
+        self._row_at_val: Any = None
 
     # ------------------------------------------------------------ loading
     def load(self, start: datetime, end: datetime) -> None:
@@ -239,10 +241,13 @@ class MarketFeed:
                                                                     list[float]] | None:
         """The latest closed bar of every symbol as (bar time, scores, volume spikes, closes) in ``symbols``
         order, or None when there is no fresh bar (e.g. before the open): what ``observe`` reads, once a tick."""
+        key = (now, max_age_s, len(self.ts))
+        if self._row_at_key is not None and key[0] is self._row_at_key[0] and key[1:] == self._row_at_key[1:]:
+            return self._row_at_val  # every ticker of a tick asks with the same ``now``
         i = self.last_index(now)
-        if i < 0 or now.timestamp() - (self.ts[i] + BAR_S) > max_age_s:
-            return None
-        return self._row(i)
+        fresh = i >= 0 and now.timestamp() - (int(self.ts[i]) + BAR_S) <= max_age_s
+        self._row_at_key, self._row_at_val = key, (self._row(i) if fresh else None)
+        return self._row_at_val
 
     def _row(self, i: int) -> tuple[datetime, list[float], list[float], list[float]]:
         """Bar row ``i`` as Python values, kept while the ticks of one minute ask for it."""

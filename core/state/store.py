@@ -182,7 +182,10 @@ class Store:
         self.conn.commit()
 
     def close(self) -> None:
+        """Commit what is pending, the buffered parts of the journal with it (a replay closed between two
+        flushes keeps its rows and its cursor together), and close."""
         try:
+            self._write_buffered()
             self.conn.commit()
         finally:
             self.conn.close()

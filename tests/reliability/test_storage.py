@@ -103,9 +103,11 @@ def test_readers_never_see_database_is_locked_while_a_replay_writes(tmp_path):
         still_writing = writer.poll() is None
         writer.kill()  # the replay was only the load
         out, _ = writer.communicate(timeout=30)
+        finished = not still_writing and writer.returncode == 0
     finally:
         if writer.poll() is None:
             writer.kill()
-    assert still_writing, out  # the writer was busy for the whole minute (it did not crash early)
+    # the writer was busy for the whole minute, or finished the 250 sessions within it: it did not crash early
+    assert still_writing or finished, out
     assert reads > 100  # the readers really overlapped the writer for the minute
     assert errors == []
