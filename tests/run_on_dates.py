@@ -60,8 +60,9 @@ def run_on(when: str, pytest_args: list[str]) -> tuple[int, str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("when", nargs="*", help="UTC wall times 'YYYY-MM-DD HH:MM:SS' (default: the days listed here)")
-    args, rest = ap.parse_known_args()
-    rest = [a for a in rest if a != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # after "--": pytest's own arguments, passed as they are
+    args, rest = ap.parse_args(argv[:cut]), argv[cut + 1:]
     days = [(w, w) for w in args.when] or DAYS
     failed = 0
     for label, when in days:
