@@ -1,151 +1,219 @@
-"""Research: replay a date range with chosen parameters, compare with the current settings, sweep a grid.
+"""Research: replay a date range of synthetic, Alpaca or file bars with chosen parameters, keep every run,
+compare two, sweep a grid and check the best cell out of sample.
 
-Runs use the same Engine as live trading, on a SimClock and the simulated broker, in an in-memory
-database; nothing here touches the live engine. Clicking anything while a run is in progress stops
-it (Streamlit ends the running script); "Cancel" is that click.
+Runs use the same Engine as live trading, on a SimClock and the simulated broker, in an in-memory database;
+nothing here touches the live engine. Every run is saved to ``research_runs`` in the app's database. Clicking
+anything while a run is in progress stops it (Streamlit ends the running script, and a sweep's worker
+processes are terminated); "Cancel" is that click.
 """
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import views
-from core.config import ConfigError
-from core.research.replay import grid_cells, run_replay, run_sweep
+from core.clock import previous_session, trading_date
+from core.config import ConfigError, load_settings
+from core.research import ranges, runs, sources
+from core.research.replay import grid_cells
+from core.venues.marketdata import BarDataError
+from ui import research_view as rv
 from ui.state import load_context
 
 ctx = load_context()
 st.title("Research")
 live = views.live_params(ctx.store)
+settings = ctx.settings
 MAX_SESSIONS = 260  # a year of sessions: a replay runs in memory and journals in batches (README, Benchmarks)
-METRICS = ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "expectancy",
-           "trades", "exposure", "stop_out_rate", "flip_flop_rate", "cagr"]
+TODAY = trading_date(datetime.now(UTC))  # what "the future" means for history: the wall clock, not a sim clock
 
+# ---------------------------------------------------------------- 1. data
+st.subheader("1. Data")
+kind = st.radio("Bars to replay", list(rv.SOURCE_LABELS), format_func=rv.SOURCE_LABELS.get, horizontal=True,
+                key="r_source")
+problems: list[str] = []  # anything here disables Run, shown next to the form
+frame = None  # the bars of a file (validated), or None
+feed_name = "iex"
+if kind == "synthetic":
+    seed = st.number_input("Synthetic market seed", min_value=0, value=7, step=1, key="r_seed")
+    source = sources.DataSource("synthetic", seed=int(seed))
+elif kind == "alpaca":
+    seed = 0
+    feed_name = st.selectbox("Feed", ["iex", "sip"], key="r_feed",
+                             help="iex is free; sip (every exchange) needs a paid data plan for recent days")
+    source = sources.DataSource("alpaca", feed=feed_name)
+    if not rv.has_alpaca_keys(settings):
+        problems.append("Alpaca history needs your API keys. Add them to `.streamlit/secrets.toml` "
+                        "(`ALPACA_API_KEY = \"PK...\"` and `ALPACA_SECRET_KEY = \"...\"`, a paper account's keys "
+                        "are enough) or to `.env`, then reload the page. Cached days need no keys for display only.")
+else:
+    seed = 0
+    uploaded = st.file_uploader("Upload bars (CSV or Parquet: timestamp, symbol, open, high, low, close, volume)",
+                                type=["csv", "parquet", "pq"], key="r_upload")
+    local = rv.data_files()
+    picked = st.selectbox("…or choose a file under data/", ["(none)", *local], key="r_file")
+    try:
+        if uploaded is not None:
+            frame = rv.load_upload(uploaded.getvalue(), uploaded.name)
+            file_name = uploaded.name
+        elif picked != "(none)":
+            frame = rv.load_path(picked)
+            file_name = picked
+        else:
+            problems.append("Upload a bar file or choose one under data/.")
+    except BarDataError as e:
+        problems.append(f"The file was refused: {e}")
+    source = sources.DataSource("file", file_name=file_name) if frame is not None else None
+    if frame is not None:
+        summary = rv.summarize(frame)
+        st.caption(f"{file_name}: {summary['rows']:,} bars, {len(summary['symbols'])} symbols "
+                   f"({', '.join(summary['symbols'])}), {summary['sessions']} sessions "
+                   f"{summary['first']} … {summary['last']}")
 
-def overrides(cutoff_delta: float, cooldown_s: int) -> dict:
-    # research runs always submit (nobody approves inside a replay)
-    return {"cutoff_delta": cutoff_delta, "mixer_cooldown_s": cooldown_s, "auto_mode": True,
-            "db_path": ":memory:", "seed": int(st.session_state.get("r_seed", 7))}
+# ---------------------------------------------------------------- 2. dates
+st.subheader("2. Dates")
+data_sessions = rv.frame_sessions(frame) if frame is not None else None
+default_end = data_sessions[-1] if data_sessions else previous_session(TODAY)
+default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 else default_end - timedelta(days=6)
+data_key = (source.file_name, tuple(data_sessions[::len(data_sessions) - 1])) if frame is not None else "market"
+if st.session_state.get("_r_data_key") != data_key:  # new data: start from its own span, not the last one's
+    st.session_state["_r_data_key"] = data_key
+    st.session_state["r_start"], st.session_state["r_end"] = default_start, default_end
+c = st.columns(2)
+start = c[0].date_input("From", min_value=date(1990, 1, 1), max_value=date(2035, 12, 31),
+                        key="r_start", format="YYYY-MM-DD")
+end = c[1].date_input("To (inclusive)", min_value=date(1990, 1, 1),
+                      max_value=date(2035, 12, 31), key="r_end", format="YYYY-MM-DD")
+sessions: list[date] = []
+try:
+    sessions, notes = ranges.resolve_range(start, end, today=TODAY, data_sessions=data_sessions,
+                                           max_sessions=MAX_SESSIONS)
+    for n in notes:
+        st.info(n)
+    st.caption(f"{len(sessions)} sessions: {sessions[0]} … {sessions[-1]}")
+except ranges.RangeError as e:
+    problems.append(str(e))
+    st.error(str(e))
 
+# ---------------------------------------------------------------- 3. universe
+st.subheader("3. Universe")
+with st.expander("Tiers and baskets for this run (default: the live settings)", expanded=frame is not None):
+    c = st.columns(3)
+    tier_a = c[0].text_input("Tier A", settings.tier_a_tickers, key="r_tier_a")
+    tier_b = c[1].text_input("Tier B", settings.tier_b_tickers, key="r_tier_b")
+    bench = c[2].text_input("Bench", settings.bench_tickers, key="r_bench")
+    baskets_json = st.text_area("Baskets (JSON; [] for none)", settings.baskets_json, key="r_baskets", height=110)
+universe_set = sources.universe_overrides(tier_a, tier_b, bench, baskets_json)
+run_settings = None
+try:
+    run_settings = load_settings(**rv.base_overrides(universe_set, source))
+    if frame is not None:
+        unused = sources.check_universe(run_settings.universe, rv.frame_symbols(frame))
+        if unused:
+            st.caption(f"In the file but in no tier or basket of this run (not replayed): {', '.join(unused)}")
+except (ConfigError, sources.UniverseError) as e:
+    problems.append(f"Universe: {e}")
+    st.error(f"Universe: {e}")
+if run_settings is not None:
+    st.caption(rv.universe_line(run_settings.universe))
+    if kind == "alpaca" and sessions:
+        st.caption(rv.alpaca_cache_note(run_settings, feed_name, list(run_settings.universe.all_symbols),
+                                        sessions[0], sessions[-1]))
 
-def replay(label: str, cutoff_delta: float, cooldown_s: int, start: date, days: int, seed: int, bar,
-           decisions: str = "summary") -> dict:
-    from core.config import load_settings
-
-    settings = load_settings(**overrides(cutoff_delta, cooldown_s))
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total} ticks")
-
-    res = run_replay(settings, days=days, seed=seed, start=start, progress=progress, decisions=decisions)
-    out = {"label": label, "stats": res.stats, "equity": views.equity_curve(res.store),
-           "trades": views.trades(res.store, local_times=False)}
-    res.store.close()
-    return out
-
-
+# ---------------------------------------------------------------- 4. replay
+st.subheader("4. Replay")
 with st.form("research_form"):
-    c = st.columns(4)
-    start = c[0].date_input("First session", value=date(2025, 3, 3), key="r_start")
-    days = c[1].number_input("Sessions", min_value=1, max_value=MAX_SESSIONS, value=5, step=1, key="r_days")
-    seed = c[2].number_input("Synthetic market seed", min_value=0, value=7, step=1, key="r_seed")
-    c[3].caption(f"Current settings: cutoff delta {live.get('cutoff_delta', 0.0):+.2f}, "
-                 f"cooldown {live.get('cooldown_s', 180)} s")
     c = st.columns(2)
-    delta = c[0].slider("Cutoff delta for this run", -0.10, 0.10, float(live.get("cutoff_delta", 0.0)), 0.01,
-                        key="r_delta")
-    cooldown = c[1].slider("Cooldown (s) for this run", 30, 600, int(live.get("cooldown_s", 180)), 10,
-                           key="r_cooldown")
+    delta = c[0].slider("Cutoff delta", -0.10, 0.10, float(live.get("cutoff_delta", 0.0)), 0.01, key="r_delta")
+    cooldown = c[1].slider("Cooldown (s)", 30, 600, int(live.get("cooldown_s", 180)), 10, key="r_cooldown")
+    name = st.text_input("Name of this run (optional)", key="r_name", max_chars=80,
+                         placeholder=f"e.g. cutoff {delta:+.2f}, cooldown {cooldown} s")
     full_rows = st.checkbox(
         "Store every decision row (slower)", value=False, key="r_full_decisions",
         help="By default a run counts the decisions that never passed the cutoff per ticker and minute instead of "
              "storing each one; the figures are the same. Tick this to keep one row per decision, as live trading.")
-    run = st.form_submit_button("Run and compare with current settings", type="primary")
+    run = st.form_submit_button("Run replay", type="primary")
+for p in problems:
+    st.warning(p)
 
-if run:
+if run and not problems and source is not None and run_settings is not None:
+    params = {"cutoff_delta": round(float(delta), 4), "mixer_cooldown_s": int(cooldown), **universe_set}
+    label = name.strip() or f"cutoff {delta:+.2f}, cooldown {cooldown} s"
     bar = st.progress(0.0, text="starting")
     st.button("Cancel", key="r_cancel")
-    decisions = "full" if full_rows else "summary"
     try:
-        current = replay("current settings", float(live.get("cutoff_delta", 0.0)), int(live.get("cooldown_s", 180)),
-                         start, int(days), int(seed), bar, decisions)
-        chosen = replay("this run", float(delta), int(cooldown), start, int(days), int(seed), bar, decisions)
-        st.session_state["r_result"] = (current, chosen)
-    except (ConfigError, ValueError) as e:
+        market = rv.prepare_market(source, frame, settings, run_settings, sessions, TODAY, bar)
+        run_id, used = rv.replay_and_save(settings.db_path, label, source, params, sessions, market, bar,
+                                          decisions="full" if full_rows else "summary")
+        opened = [run_id] + [i for i in st.session_state.get("r_open", []) if i != run_id][:1]
+        st.session_state["r_open"] = opened
+        st.session_state["r_done"] = f"Saved run #{run_id} “{label}”: {used}"
+    except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
+        st.error(f"Cannot run: {e}")
+    bar.empty()
+elif run:
+    st.error("Nothing was run: fix the problems above first.")
+if st.session_state.get("r_done"):
+    st.success(st.session_state["r_done"])
+
+# ---------------------------------------------------------------- 5. saved runs
+st.subheader("5. Saved runs")
+saved = runs.list_runs(ctx.store)
+if saved.empty:
+    st.caption("No saved runs yet: every replay, sweep and out-of-sample check is kept here.")
+else:
+    ids = [int(i) for i in saved["id"]]
+    st.session_state["r_open"] = [i for i in st.session_state.get("r_open", ids[:1]) if i in ids]
+    st.dataframe(saved, hide_index=True, key="r_saved")
+    open_ids = st.multiselect("Open (pick two to compare)", ids, key="r_open", max_selections=2,
+                              format_func=lambda i: rv.run_label(saved, i))
+    opened = [runs.load_run(ctx.store, i) for i in open_ids]
+    rv.show_runs(opened)
+    if opened:
+        rv.manage_run(settings.db_path, opened[0])
+
+# ---------------------------------------------------------------- 6. sweep and out-of-sample check
+st.divider()
+st.subheader("6. Parameter sweep and out-of-sample check")
+st.caption("Uses the data, dates and universe chosen above.")
+with st.form("sweep_form"):
+    c = st.columns(3)
+    d_lo, d_hi = c[0].slider("Cutoff delta range", -0.10, 0.10, (-0.04, 0.04), 0.01, key="s_delta")
+    d_step = c[1].selectbox("Delta step", [0.01, 0.02, 0.05], index=1, key="s_step")
+    cooldowns = c[2].multiselect("Cooldowns (s)", [30, 60, 120, 180, 300, 600], default=[60, 180, 300],
+                                 key="s_cooldowns")
+    c = st.columns(3)
+    workers = c[0].selectbox("Processes", [1, 2, 3, 4], index=1, key="s_workers")
+    split = c[1].selectbox("Out-of-sample split", ["70 / 30", "walk-forward, 2 folds", "walk-forward, 3 folds",
+                                                    "walk-forward, 4 folds"], key="s_split")
+    pick = c[2].selectbox("Best cell by", ["sharpe", "total_return", "profit_factor", "expectancy"], key="s_pick")
+    go_sweep = st.form_submit_button("Run sweep")
+    go_oos = st.form_submit_button("Run out-of-sample check")
+if (go_sweep or go_oos) and (problems or source is None or run_settings is None):
+    st.error("Nothing was run: fix the problems above first.")
+elif go_sweep or go_oos:
+    n = int(round((d_hi - d_lo) / d_step)) + 1
+    grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) for i in range(n)],
+            "mixer_cooldown_s": sorted(int(x) for x in cooldowns) or [int(live.get("cooldown_s", 180))]}
+    bar = st.progress(0.0, text=f"0/{len(grid_cells(grid))} runs")
+    st.button("Cancel", key="s_cancel")
+    try:
+        market = rv.prepare_market(source, frame, settings, run_settings, sessions, TODAY, bar)
+        if go_sweep:
+            st.session_state["s_result"] = rv.sweep_and_save(settings.db_path, source, universe_set, grid, sessions,
+                                                             market, int(workers), bar)
+        else:
+            folds = 1 if split.startswith("70") else int(split.split(",")[1].split()[0])
+            st.session_state["s_oos"] = rv.walk_forward_and_save(settings.db_path, source, universe_set, grid,
+                                                                 sessions, market, int(workers), folds, pick, bar)
+    except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
         st.error(f"Cannot run: {e}")
     bar.empty()
 
-result = st.session_state.get("r_result")
-if result:
-    current, chosen = result
-    rows = []
-    for m in METRICS:
-        a, b = current["stats"]["metrics"].get(m), chosen["stats"]["metrics"].get(m)
-        delta_v = (b - a) if isinstance(a, int | float) and isinstance(b, int | float) else None
-        rows.append({"metric": m, "current settings": a, "this run": b, "delta": delta_v})
-    st.subheader("Metrics")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="r_metrics")
-    fig = go.Figure()
-    for r in (current, chosen):
-        if not r["equity"].empty:
-            fig.add_trace(go.Scatter(x=r["equity"]["ts"], y=r["equity"]["equity"], mode="lines", name=r["label"]))
-    fig.update_layout(title="Equity", height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      yaxis={"automargin": True, "tickformat": ",.0f"})
-    st.plotly_chart(fig, theme=None, key="r_equity")
-    tr = chosen["trades"]
-    st.subheader(f"Trades of this run ({len(tr)})")
-    if not tr.empty:
-        sc = go.Figure(go.Scatter(x=tr["mae"], y=tr["mfe"], mode="markers", text=tr["symbol"],
-                                  marker={"color": ["#2e7d32" if p > 0 else "#c62828" for p in tr["pnl"]]}))
-        sc.update_layout(title="MAE vs MFE per trade", xaxis_title="MAE", yaxis_title="MFE", height=320,
-                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
-        st.plotly_chart(sc, theme=None, key="r_mae_mfe")
-        st.dataframe(tr, hide_index=True, key="r_trades")
-    st.download_button("Download trades (CSV)", tr.to_csv(index=False).encode(), "research_trades.csv", "text/csv",
-                       key="r_dl_trades")
-    st.download_button("Download metrics (CSV)", pd.DataFrame(rows).to_csv(index=False).encode(),
-                       "research_metrics.csv", "text/csv", key="r_dl_metrics")
-
-st.divider()
-st.subheader("Parameter sweep")
-with st.form("sweep_form"):
-    c = st.columns(4)
-    d_lo, d_hi = c[0].slider("Cutoff delta range", -0.10, 0.10, (-0.04, 0.04), 0.01, key="s_delta")
-    d_step = c[1].number_input("Delta step", min_value=0.01, max_value=0.10, value=0.02, step=0.01, key="s_step")
-    cooldowns = c[2].multiselect("Cooldowns (s)", [30, 60, 120, 180, 300, 600], default=[60, 180, 300],
-                                 key="s_cooldowns")
-    metric = c[3].selectbox("Heat map metric", METRICS, key="s_metric")
-    s_days = st.number_input("Sessions", min_value=1, max_value=MAX_SESSIONS, value=5, step=1, key="s_days")
-    workers = st.number_input("Processes", min_value=1, max_value=8, value=2, step=1, key="s_workers")
-    go_sweep = st.form_submit_button("Run sweep")
-
-if go_sweep:
-    n = int(round((d_hi - d_lo) / d_step)) + 1
-    grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) for i in range(n)],
-            "mixer_cooldown_s": sorted(int(c) for c in cooldowns) or [int(live.get("cooldown_s", 180))]}
-    bar = st.progress(0.0, text=f"0/{len(grid_cells(grid))} runs")
-    st.button("Cancel", key="s_cancel")
-    base = {"auto_mode": True, "db_path": ":memory:", "seed": int(st.session_state.get("r_seed", 7))}
-    rows = run_sweep(base, grid, days=int(s_days), seed=int(st.session_state.get("r_seed", 7)),
-                     start=st.session_state.get("r_start", date(2025, 3, 3)), workers=int(workers),
-                     progress=lambda d, t: bar.progress(d / t, text=f"{d}/{t} runs"))
-    bar.empty()
-    st.session_state["s_result"] = (grid, rows)
-
 sweep = st.session_state.get("s_result")
 if sweep:
-    grid, rows = sweep
-    df = pd.DataFrame(rows)
-    chosen_metric = st.session_state.get("s_metric", METRICS[0])
-    pivot = df.pivot(index="mixer_cooldown_s", columns="cutoff_delta", values=chosen_metric)
-    hm = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[f"{v:+.2f}" for v in pivot.columns],
-                              y=[str(v) for v in pivot.index], colorscale="RdYlGn", colorbar={"title": chosen_metric},
-                              text=pivot.round(4).to_numpy(), texttemplate="%{text}"))
-    hm.update_layout(title=f"{chosen_metric} by cutoff delta × cooldown", xaxis_title="cutoff delta",
-                     yaxis_title="cooldown (s)", height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    st.plotly_chart(hm, theme=None, key="s_heatmap")
-    st.dataframe(df, hide_index=True, key="s_table")
-    st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), "sweep.csv", "text/csv",
-                       key="s_dl")
+    metric = st.selectbox("Heat map metric", rv.METRICS, key="s_metric")  # outside the form: redraws at once
+    rv.show_sweep(sweep, metric)
+oos = st.session_state.get("s_oos")
+if oos:
+    rv.show_walk_forward(oos)

@@ -1,4 +1,5 @@
-"""The Research page under AppTest: a short replay compared with the current settings, and a sweep heat map."""
+"""The Research page under AppTest: data, dates and universe checked next to the form, replays saved and
+compared, a sweep's heat map redrawn on a new metric, a bar file replayed with its benchmark line."""
 
 from __future__ import annotations
 
@@ -6,49 +7,100 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.config import load_settings
+from core.research import runs
 from core.research.replay import grid_cells, parse_sweep, run_replay
 from core.runtime import stop_all
+from core.state.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DAY = date(2025, 3, 3)  # a Monday; the page's "today" is the wall clock, and every date here is in its past
 
 
-@pytest.fixture
-def app(tmp_path, monkeypatch):
-    monkeypatch.setenv("DB_PATH", str(tmp_path / "r.db"))
-    monkeypatch.setenv("ENGINE_JOBS", "0")
+def start_app(db: Path) -> AppTest:
     st.cache_resource.clear()
     stop_all()
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     at.switch_page("app_pages/research.py").run()
     assert not at.exception, at.exception
-    yield at
+    return at
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "r.db"))
+    monkeypatch.setenv("ENGINE_JOBS", "0")
+    yield start_app(tmp_path / "r.db")
     st.cache_resource.clear()
     stop_all()
 
 
-def test_replay_shows_metrics_compared_with_current_settings(app):
-    at = app
-    at.number_input(key="r_days").set_value(1)
-    at.number_input(key="r_seed").set_value(3)
-    at.slider(key="r_delta").set_value(-0.05)
-    next(b for b in at.get("form_submit_button") if "compare" in b.proto.label).click().run()
+def set_range(at: AppTest, first: date, last: date) -> None:
+    at.date_input(key="r_start").set_value(first)
+    at.date_input(key="r_end").set_value(last)
+    at.run()
+
+
+def click(at: AppTest, label: str) -> None:
+    next(b for b in at.get("form_submit_button") if b.proto.label == label).click().run()
     assert not at.exception, at.exception
-    table = next(d.value for d in at.dataframe if "this run" in d.value.columns)
-    row = table.set_index("metric")
-    # the page's numbers are the engine's: the same replay run here gives the same trade count
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [e.value for e in getattr(at, kind)]
+
+
+def chart(at: AppTest, key_word: str) -> dict:
+    return json.loads(next(c.proto.spec for c in at.get("plotly_chart") if key_word in c.proto.spec))
+
+
+def test_two_replays_are_saved_and_compared_with_the_benchmark(app, tmp_path):
+    at = app
+    at.number_input(key="r_seed").set_value(3)
+    set_range(at, DAY, DAY)
+    at.slider(key="r_delta").set_value(-0.05)
+    at.text_input(key="r_name").set_value("loose")
+    click(at, "Run replay")
+    done = texts(at, "success")
+    assert any("“loose”" in t and "synthetic market, seed 3" in t and "2025-03-03 … 2025-03-03" in t
+               and "cutoff delta -0.05" in t for t in done), done
+    # the page's numbers are the engine's: the same replay run here gives the same figures
     ref = run_replay(load_settings(db_path=":memory:", auto_mode=True, cutoff_delta=-0.05, seed=3), days=1, seed=3,
-                     start=date(2025, 3, 3))
-    assert row.loc["trades", "this run"] == ref.stats["metrics"]["trades"]
-    assert row.loc["trades", "delta"] == row.loc["trades", "this run"] - row.loc["trades", "current settings"]
-    charts = [c.proto.spec for c in at.get("plotly_chart")]
-    equity = json.loads(next(s for s in charts if "Equity" in s))
-    assert {t["name"] for t in equity["data"]} == {"current settings", "this run"}
+                     start=DAY)
+    table = at.dataframe(key="r_metrics").value.set_index("metric")
+    assert table.loc["trades", "loose"] == ref.stats["metrics"]["trades"]
+    bench_cols = [c for c in table.columns if c.startswith("Buy & hold")]
+    assert bench_cols and table.loc["total_return", bench_cols[0]] is not None
+
+    at.slider(key="r_delta").set_value(0.05)
+    at.text_input(key="r_name").set_value("tight")
+    click(at, "Run replay")
+    cmp_ = at.dataframe(key="r_compare").value.set_index("metric")
+    a, b = cmp_.loc["trades", "loose"], cmp_.loc["trades", "tight"]
+    assert cmp_.loc["trades", "delta"] == b - a
+    names = {t["name"] for t in chart(at, "Equity")["data"]}
+    assert any("loose" in n for n in names) and any("tight" in n for n in names)
+    assert any(n.startswith("Buy & hold") for n in names)
+    # both are in the app's database, whatever the page shows
+    store = Store(str(tmp_path / "r.db"), readonly=True)
+    assert sorted(runs.list_runs(store)["name"]) == ["loose", "tight"]
+    store.close()
+
+
+def test_saved_runs_survive_an_app_restart(app, tmp_path):
+    at = app
+    set_range(at, DAY, DAY)
+    at.text_input(key="r_name").set_value("kept")
+    click(at, "Run replay")
+    at2 = start_app(tmp_path / "r.db")  # a new server process's view: nothing from the old session state
+    saved = at2.dataframe(key="r_saved").value
+    assert list(saved["name"]) == ["kept"]
 
 
 def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkeypatch):
@@ -60,40 +112,151 @@ def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkey
         asked.append(kwargs.get("decisions"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core.research.replay, "run_replay", spy)  # the page imports it from the module on each run
+    monkeypatch.setattr(core.research.replay, "run_replay", spy)  # the page looks it up in the module on each run
     at = app
-    at.number_input(key="r_days").set_value(1)
-    at.number_input(key="r_seed").set_value(3)
-    submit = next(b for b in at.get("form_submit_button") if "compare" in b.proto.label)
-    submit.click().run()
-    assert not at.exception, at.exception
-    summary = next(d.value for d in at.dataframe if "this run" in d.value.columns)
-    assert asked == ["summary", "summary"]
+    set_range(at, DAY, DAY)
+    click(at, "Run replay")
+    summary = at.dataframe(key="r_metrics").value
+    assert asked == ["summary"]
     box = at.checkbox(key="r_full_decisions")
     assert box.label == "Store every decision row (slower)" and box.value is False
     box.check()
-    next(b for b in at.get("form_submit_button") if "compare" in b.proto.label).click().run()
-    assert not at.exception, at.exception
-    assert asked[2:] == ["full", "full"]
-    full = next(d.value for d in at.dataframe if "this run" in d.value.columns)
-    assert full.equals(summary)  # the same figures from either form
+    at.multiselect(key="r_open").set_value([])
+    click(at, "Run replay")
+    assert asked[1:] == ["full"]
+    full = at.dataframe(key="r_compare").value.set_index("metric")
+    row = summary.set_index("metric")
+    for m in ("trades", "total_return", "max_drawdown"):  # the same figures from either form
+        assert full.iloc[:, 1][m] == row.iloc[:, 0][m], m
 
 
-def test_sweep_renders_a_heat_map_of_the_grid(app):
+@pytest.mark.parametrize(("first", "last", "message"), [
+    (date(2025, 3, 1), date(2025, 3, 3), "is not a trading day"),  # a Saturday snaps forward, with a note
+    (date(2025, 7, 4), date(2025, 7, 7), "is not a trading day"),  # Independence Day
+    (date(2029, 6, 4), date(2029, 6, 8), "in the future"),
+    (date(2025, 3, 7), date(2025, 3, 3), "before"),
+])
+def test_dates_are_checked_next_to_the_form(app, monkeypatch, first, last, message):
+    import core.research.replay
+
+    calls = []
+    monkeypatch.setattr(core.research.replay, "run_replay", lambda *a, **k: calls.append(1))
     at = app
+    set_range(at, first, last)
+    shown = texts(at, "info") + texts(at, "error")
+    assert any(message in t for t in shown), shown
+    if "trading day" in message:  # a note: the run goes ahead on the snapped range
+        assert not texts(at, "error")
+        return
+    click(at, "Run replay")
+    assert calls == [] and any("Nothing was run" in t for t in texts(at, "error"))
+
+
+def test_a_1999_range_replays_the_synthetic_market(app):
+    at = app
+    set_range(at, date(1999, 6, 1), date(1999, 6, 1))
+    click(at, "Run replay")
+    assert any("1999-06-01 … 1999-06-01" in t for t in texts(at, "success"))
+
+
+def bars_csv(path: Path, symbols: list[str], days: list[date], blank_line_at: int | None = None) -> None:
+    rows = []
+    for d in days:
+        for i, t in enumerate(pd.date_range(f"{d} 09:30", f"{d} 15:59", freq="1min", tz="America/New_York")):
+            for j, s in enumerate(symbols):
+                px = 100 + j * 10 + 0.01 * i + (0.5 if i % 7 == 0 else 0)
+                rows.append({"timestamp": t.tz_convert("UTC").isoformat(), "symbol": s, "open": px,
+                             "high": px + 0.2, "low": px - 0.2, "close": px + 0.05, "volume": 1000 + i})
+    text = pd.DataFrame(rows).to_csv(index=False).splitlines()
+    if blank_line_at is not None:
+        text.insert(blank_line_at, "")
+    path.write_text("\n".join(text) + "\n")
+
+
+def test_a_bar_file_replays_with_its_own_universe_and_benchmark(app, tmp_path, monkeypatch):
+    from ui import research_view
+
+    data = tmp_path / "data"
+    data.mkdir()
+    bars_csv(data / "mine.csv", ["NVDA", "TSLA", "AAPL", "SQQQ", "XYZ"], [date(2025, 3, 3), date(2025, 3, 4)])
+    monkeypatch.setattr(research_view, "DATA_DIR", data)
+    at = app
+    at.radio(key="r_source").set_value("file").run()
+    at.selectbox(key="r_file").set_value(str(data / "mine.csv")).run()
+    # the default universe needs MSFT and others the file lacks: refused, naming them
+    assert any("no bars for MSFT" in t for t in texts(at, "error")), texts(at, "error")
+    at.text_input(key="r_tier_b").set_value("")
+    at.text_input(key="r_bench").set_value("")
+    at.text_area(key="r_baskets").set_value(json.dumps([{"name": "MEGATECH", "members": ["AAPL", "TSLA"],
+                                                         "inverse_etf": "SQQQ", "conflicts": ["QQQ"],
+                                                         "index_etf": "QQQ"}]))
+    at.run()
+    assert not texts(at, "error"), texts(at, "error")
+    assert any("XYZ" in c.value and "not replayed" in c.value for c in at.caption)
+    assert at.date_input(key="r_start").value == date(2025, 3, 3)  # the file's own span
+    click(at, "Run replay")
+    assert any("file " in t and "mine.csv" in t for t in texts(at, "success")), texts(at, "success")
+    table = at.dataframe(key="r_metrics").value.set_index("metric")
+    bench = next(c for c in table.columns if c.startswith("Buy & hold"))
+    # equal weight of NVDA, TSLA, AAPL bought at the first open, marked at the last close
+    f = pd.read_csv(data / "mine.csv")
+    first_open = f[f["timestamp"] == f["timestamp"].min()].set_index("symbol")["open"]
+    last_close = f[f["timestamp"] == f["timestamp"].max()].set_index("symbol")["close"]
+    expect = sum(last_close[s] / first_open[s] for s in ("NVDA", "TSLA", "AAPL")) / 3 - 1
+    assert table.loc["total_return", bench] == pytest.approx(expect, rel=1e-4)
+
+
+def test_a_malformed_file_shows_its_line_and_runs_nothing(app, tmp_path, monkeypatch):
+    from ui import research_view
+
+    data = tmp_path / "data"
+    data.mkdir()
+    bars_csv(data / "bad.csv", ["NVDA"], [date(2025, 3, 3)], blank_line_at=3)
+    lines = (data / "bad.csv").read_text().splitlines()
+    lines[9] = lines[9].replace(lines[9].split(",")[2], "abc", 1)  # line 10 of the file: open is not a number
+    (data / "bad.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(research_view, "DATA_DIR", data)
+    at = app
+    at.radio(key="r_source").set_value("file").run()
+    at.selectbox(key="r_file").set_value(str(data / "bad.csv")).run()
+    assert not at.exception
+    msgs = texts(at, "warning")
+    assert any("line 10" in m and "open" in m for m in msgs), msgs
+
+
+def test_alpaca_without_keys_explains_where_they_go(app, monkeypatch):
+    monkeypatch.delenv("ALPACA_API_KEY", raising=False)
+    monkeypatch.delenv("ALPACA_SECRET_KEY", raising=False)
+    at = app
+    at.radio(key="r_source").set_value("alpaca").run()
+    assert any("secrets.toml" in m for m in texts(at, "warning")), texts(at, "warning")
+
+
+def test_sweep_heat_map_redraws_on_a_new_metric_without_running_again(app, monkeypatch):
+    import core.research.replay
+
+    real, calls = core.research.replay.run_sweep, []
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.research.replay, "run_sweep", spy)
+    at = app
+    set_range(at, DAY, DAY)
     at.slider(key="s_delta").set_value((-0.02, 0.02))
-    at.number_input(key="s_step").set_value(0.02)
+    at.selectbox(key="s_step").set_value(0.02)
     at.multiselect(key="s_cooldowns").set_value([60, 300])
-    at.number_input(key="s_days").set_value(1)
-    at.number_input(key="s_workers").set_value(1)
-    next(b for b in at.get("form_submit_button") if "sweep" in b.proto.label).click().run()
-    assert not at.exception, at.exception
-    spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart") if "heatmap" in c.proto.spec))
-    hm = spec["data"][0]
+    at.selectbox(key="s_workers").set_value(1)
+    click(at, "Run sweep")
+    hm = chart(at, "heatmap")["data"][0]
     assert hm["x"] == ["-0.02", "+0.00", "+0.02"] and hm["y"] == ["60", "300"]
-    assert hm["z"]["shape"] == "2, 3"  # plotly 7 ships arrays as typed binary with their shape
-    table = next(d.value for d in at.dataframe if "mixer_cooldown_s" in d.value.columns)
+    table = at.dataframe(key="s_table").value
     assert len(table) == 6 and set(table["cutoff_delta"]) == {-0.02, 0.0, 0.02}
+    assert chart(at, "heatmap")["layout"]["title"]["text"].startswith("total_return")
+    at.selectbox(key="s_metric").set_value("trades").run()
+    assert chart(at, "heatmap")["layout"]["title"]["text"].startswith("trades")
+    assert calls == [1]
 
 
 def test_parse_sweep_ranges_and_lists():
@@ -105,9 +268,7 @@ def test_parse_sweep_ranges_and_lists():
             parse_sweep(bad)
 
 
-def test_a_year_of_sessions_can_be_asked_for_and_no_more(app):
-    """Replays and sweeps take up to 260 sessions (a year): the inputs' own bounds (the browser refuses more)."""
+def test_more_than_a_year_is_refused_with_a_message(app):
     at = app
-    for key in ("r_days", "s_days"):
-        box = at.number_input(key=key)
-        assert (box.min, box.max) == (1, 260)
+    set_range(at, date(2023, 1, 3), date(2024, 3, 1))
+    assert any("260" in t for t in texts(at, "error")), texts(at, "error")

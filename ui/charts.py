@@ -83,3 +83,53 @@ def kpi_lines(snapshots: pd.DataFrame, columns: list[str], title: str, *, percen
         t = snapshots["ts"].iloc[0]
         fig.update_xaxes(range=[t - pd.Timedelta(hours=1), t + pd.Timedelta(hours=1)])
     return fig
+
+
+def _ny_naive(ts: pd.Series) -> pd.Series:
+    """New York wall time without the offset: what plotly's hour rangebreaks are written in."""
+    s = pd.to_datetime(ts, utc=True)
+    return s.dt.tz_convert("America/New_York").dt.tz_localize(None)
+
+
+def session_rangebreaks(first: pd.Timestamp, last: pd.Timestamp) -> list[dict[str, Any]]:
+    """Hide nights, weekends and exchange holidays, so a run's equity is drawn session against session."""
+    from core.clock import sessions_between
+
+    sessions = set(sessions_between(first.date(), last.date()))
+    holidays = [d.strftime("%Y-%m-%d") for d in pd.bdate_range(first.normalize(), last.normalize())
+                if d.date() not in sessions]
+    out: list[dict[str, Any]] = [{"bounds": ["sat", "mon"]}, {"bounds": [16, 9.5], "pattern": "hour"}]
+    if holidays:
+        out.append({"values": holidays})
+    return out
+
+
+def equity_overlay(curves: list[tuple[str, pd.DataFrame, str | None]]) -> go.Figure:
+    """Equity curves (label, frame with ts and equity, line dash) on one axis, market hours only."""
+    fig = go.Figure()
+    lo = hi = None
+    for label, df, dash in curves:
+        if df.empty:
+            continue
+        x = _ny_naive(df["ts"])
+        lo = x.min() if lo is None else min(lo, x.min())
+        hi = x.max() if hi is None else max(hi, x.max())
+        fig.add_trace(go.Scatter(x=x, y=df["equity"], mode="lines", name=label, line={"dash": dash}))
+    fig.update_layout(title="Equity (New York time, market hours only)", height=340,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.15},
+                      yaxis={"automargin": True, "tickformat": ",.0f", "title": "$"})
+    if lo is not None:
+        fig.update_xaxes(rangebreaks=session_rangebreaks(lo, hi), automargin=True)
+    return fig
+
+
+def sweep_heatmap(pivot: pd.DataFrame, metric: str) -> go.Figure:
+    """A sweep's metric by cutoff delta (x) and cooldown (y), every cell labelled with its value."""
+    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[f"{v:+.2f}" for v in pivot.columns],
+                               y=[str(v) for v in pivot.index], colorscale="RdYlGn", colorbar={"title": metric},
+                               text=pivot.round(4).to_numpy(), texttemplate="%{text}"))
+    fig.update_layout(title=f"{metric} by cutoff delta × cooldown", height=380,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      xaxis={"title": "cutoff delta", "type": "category", "automargin": True},
+                      yaxis={"title": "cooldown (s)", "type": "category", "automargin": True})
+    return fig

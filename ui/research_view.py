@@ -1,0 +1,318 @@
+"""The Research page's glue: loading the chosen bars, running and saving replays, sweeps and out-of-sample
+checks through ``core.research``, and drawing saved runs. Streamlit lives here, the research itself in core."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
+from core.clock import NY
+from core.config import Settings, load_settings
+from core.research import record, runs, sources, walkforward
+from core.state.store import Store
+from core.universe import Universe
+from core.venues.sim import bar_files
+from ui import charts
+from ui.state import secret_overrides
+
+SOURCE_LABELS = {"synthetic": "Synthetic market", "alpaca": "Alpaca history", "file": "Your file"}
+METRICS = ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "expectancy",
+           "trades", "exposure", "stop_out_rate", "flip_flop_rate", "cagr", "pnl_total"]
+DATA_DIR = Path("data")
+
+
+# ---------------------------------------------------------------- data
+def has_alpaca_keys(settings: Settings) -> bool:
+    return all(getattr(settings, n) is not None and getattr(settings, n).get_secret_value().strip()
+               for n in ("alpaca_api_key", "alpaca_secret_key"))
+
+
+def data_files() -> list[str]:
+    """Bar files a user keeps under data/ (the Alpaca download cache excluded)."""
+    if not DATA_DIR.is_dir():
+        return []
+    out = [str(p) for p in DATA_DIR.rglob("*") if p.suffix.lower() in (".csv", ".parquet", ".pq")
+           and "cache" not in p.relative_to(DATA_DIR).parts]
+    return sorted(out)
+
+
+@st.cache_data(max_entries=4, show_spinner="Checking the file…")
+def load_upload(data: bytes, name: str) -> pd.DataFrame:
+    return bar_files.load_bars_bytes(data, name)
+
+
+@st.cache_data(max_entries=4, show_spinner="Checking the file…")
+def _load_path(path: str, mtime: float) -> pd.DataFrame:  # keyed by the file's time: an edited file reloads
+    return bar_files.load_bars(path)
+
+
+def load_path(path: str) -> pd.DataFrame:
+    return _load_path(path, Path(path).stat().st_mtime)
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    return bar_files.bars_summary(frame)
+
+
+def frame_sessions(frame: pd.DataFrame) -> list[date]:
+    return sorted(frame["timestamp"].dt.tz_convert(NY).dt.date.unique())
+
+
+def frame_symbols(frame: pd.DataFrame) -> list[str]:
+    return sorted(frame["symbol"].unique())
+
+
+def universe_symbols(settings: Settings) -> list[str]:
+    return list(settings.universe.all_symbols)
+
+
+def alpaca_client(settings: Settings, feed: str) -> Any:
+    from core.venues.alpaca.broker import AlpacaCaller, RequestBudget
+    from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
+
+    key = settings.alpaca_api_key.get_secret_value() if settings.alpaca_api_key else ""
+    secret = settings.alpaca_secret_key.get_secret_value() if settings.alpaca_secret_key else ""
+    client = make_data_client(key, secret, url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
+    return AlpacaMarketData(client, caller=AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min),
+                                                        max_retries=settings.alpaca_max_retries),
+                            feed=feed, cache_dir=settings.alpaca_cache_dir)
+
+
+def alpaca_cache_note(settings: Settings, feed: str, symbols: list[str], first: date, last: date) -> str:
+    md = alpaca_client(settings, feed)
+    got = md.cached_days(symbols, first, last)
+    full, total = len(got.cached), len(got.cached) + len(got.partial) + len(got.missing)
+    if full == total:
+        return f"All {total} days are in the local cache ({settings.alpaca_cache_dir}/{feed}): no download needed."
+    return (f"{full} of {total} days are in the local cache; {total - full} will be downloaded "
+            f"(about {len(got.partial) + len(got.missing)} requests, within {settings.alpaca_requests_per_min} "
+            f"a minute).")
+
+
+def base_overrides(universe_set: dict[str, str], source: sources.DataSource | None) -> dict[str, Any]:
+    # research runs always submit (nobody approves inside a replay); keys from secrets.toml reach Alpaca history
+    return {**secret_overrides(), **universe_set, "auto_mode": True, "db_path": ":memory:", "market_data": "synthetic",
+            "broker": "sim", "seed": source.seed if source is not None else 7}
+
+
+def universe_line(u: Universe) -> str:
+    tiers = "; ".join(f"Tier {t}: {', '.join(u.tiers.get(t, ())) or '–'}" for t in ("A", "B", "Bench"))
+    baskets = ", ".join(f"{b.name} → {b.inverse_etf}" for b in u.baskets) or "none"
+    return f"{tiers}; baskets: {baskets}"
+
+
+def prepare_market(source: sources.DataSource, frame: pd.DataFrame | None, settings: Settings,
+                   run_settings: Settings, sessions: list[date], today: date, bar: Any) -> Any:
+    """The market a run replays: None for the synthetic one (built from the seed), the file's or Alpaca's bars
+    otherwise. Alpaca days come from the cache when present and are downloaded (with progress) when not."""
+    if source.kind == "synthetic":
+        return None
+    if source.kind == "file":
+        return bar_files.ReplayMarket(frame)
+    if not has_alpaca_keys(run_settings):
+        raise ValueError("Alpaca history needs ALPACA_API_KEY and ALPACA_SECRET_KEY (.streamlit/secrets.toml)")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"Alpaca history: day {done}/{total}")
+
+    s = run_settings.model_copy(update={"alpaca_feed": source.feed})
+    hist = replay_mod.alpaca_history(s, sessions[0], sessions[-1], today=today, progress=progress)
+    sources.check_universe(run_settings.universe, hist["symbol"].unique())
+    return bar_files.ReplayMarket(hist)
+
+
+def run_settings_for(universe_set: dict[str, str], source: sources.DataSource, params: dict[str, Any]) -> Settings:
+    return load_settings(**{**base_overrides(universe_set, source), **params})
+
+
+def _progress(bar: Any, label: str) -> Any:
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total}")
+    return progress
+
+
+def replay_and_save(db_path: str, label: str, source: sources.DataSource, params: dict[str, Any],
+                    sessions: list[date], market: Any, bar: Any, *, decisions: str) -> tuple[int, str]:
+    universe_set = {k: v for k, v in params.items() if k in ("tier_a_tickers", "tier_b_tickers", "bench_tickers",
+                                                             "baskets_json")}
+    knobs = {k: v for k, v in params.items() if k not in universe_set}
+    s = run_settings_for(universe_set, source, knobs)
+    res = replay_mod.run_replay(s, start=sessions[0], end=sessions[-1], days=len(sessions), seed=source.seed,
+                                market=market, progress=_progress(bar, f"{label}: ticks"), decisions=decisions)
+    try:
+        used = sessions_of(res.stats, sessions)
+        rec = record.replay_record(res, s, source, params, used)
+    finally:
+        res.store.close()
+    run_id = _save(db_path, lambda w: record.save_replay(w, label, rec, created_at=datetime.now(UTC)))
+    text = (f"{source.describe()}, {used[0]} … {used[-1]} ({len(used)} sessions), cutoff delta "
+            f"{params['cutoff_delta']:+.2f}, cooldown {params['mixer_cooldown_s']} s: "
+            f"{rec['metrics'].get('trades', 0)} trades, P&L {rec['metrics']['pnl_total']:+,.2f}")
+    return run_id, text
+
+
+def sessions_of(stats: dict[str, Any], asked: list[date]) -> list[date]:
+    """The sessions a replay really covered (its stats say), which are the ones asked for."""
+    first, last = stats.get("first_session"), stats.get("last_session")
+    if not first or not last:
+        return asked
+    return [d for d in asked if date.fromisoformat(first) <= d <= date.fromisoformat(last)]
+
+
+def _save(db_path: str, write: Any) -> int:
+    writer = Store(db_path)  # the page's own store is read-only; a saved run is one short write
+    try:
+        return int(write(writer))
+    finally:
+        writer.close()
+
+
+def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[str, str], grid: dict[str, list],
+                   sessions: list[date], market: Any, workers: int, bar: Any) -> dict[str, Any]:
+    base = base_overrides(universe_set, source)
+    rows = replay_mod.run_sweep(base, grid, days=len(sessions), start=sessions[0], end=sessions[-1],
+                                seed=source.seed, market=market, workers=workers,
+                                progress=_progress(bar, "sweep runs"))
+    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
+           "last": sessions[-1].isoformat(), "sessions": len(sessions)}
+    name = f"sweep {len(rows)} cells, {sessions[0]} … {sessions[-1]}"
+    run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="sweep", source=src,
+                                                    params={"grid": grid, **universe_set}, metrics={},
+                                                    detail={"grid": rows}, created_at=datetime.now(UTC)))
+    return {"id": run_id, "grid": grid, "rows": rows, "used": f"{source.describe()}, {sessions[0]} … "
+                                                             f"{sessions[-1]} ({len(sessions)} sessions)"}
+
+
+def walk_forward_and_save(db_path: str, source: sources.DataSource, universe_set: dict[str, str],
+                          grid: dict[str, list], sessions: list[date], market: Any, workers: int, folds: int,
+                          metric: str, bar: Any) -> dict[str, Any]:
+    base = base_overrides(universe_set, source)
+    result = walkforward.walk_forward(base, grid, sessions=sessions, seed=source.seed, market=market, folds=folds,
+                                      metric=metric, workers=workers, progress=_progress(bar, "out-of-sample check"))
+    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
+           "last": sessions[-1].isoformat(), "sessions": len(sessions)}
+    name = f"out-of-sample check, {folds} fold{'s' if folds > 1 else ''}, {sessions[0]} … {sessions[-1]}"
+    oos = [f["out_of_sample"]["metrics"] for f in result["folds"]]
+    run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="walk_forward", source=src,
+                                                    params={"grid": grid, "folds": folds, "metric": metric,
+                                                            **universe_set},
+                                                    metrics=oos[-1] if oos else {}, detail=result,
+                                                    created_at=datetime.now(UTC)))
+    return {**result, "id": run_id}
+
+
+# ---------------------------------------------------------------- saved runs
+def run_label(saved: pd.DataFrame, run_id: int) -> str:
+    row = saved[saved["id"] == run_id].iloc[0]
+    return f"#{run_id} {row['name']}"
+
+
+def _metrics_table(run: dict[str, Any]) -> pd.DataFrame:
+    cols = {run["name"]: run["metrics"]}
+    for b in (run.get("benchmark") or {}).values():
+        cols[b["label"]] = b["metrics"]
+    rows = []
+    for m in METRICS:
+        if any(m in v for v in cols.values()):
+            rows.append({"metric": m, **{k: v.get(m) for k, v in cols.items()}})
+    return pd.DataFrame(rows)
+
+
+def _curves(run: dict[str, Any], *, with_benchmark: bool) -> list[tuple[str, pd.DataFrame, str | None]]:
+    out = []
+    eq = run.get("equity")
+    if isinstance(eq, pd.DataFrame) and not eq.empty:
+        out.append((f"#{run['id']} {run['name']}", eq, None))
+    if with_benchmark:
+        for b in (run.get("benchmark") or {}).values():
+            out.append((b["label"], record.curve_frame(b["curve"]), "dot"))
+    return out
+
+
+def show_runs(opened: list[dict[str, Any]]) -> None:
+    if not opened:
+        return
+    for r in opened:
+        src = r["source"]
+        st.caption(f"#{r['id']} “{r['name']}” ({r['kind']}, saved {r['created_at'][:16].replace('T', ' ')} UTC): "
+                   f"{src.get('description', src.get('kind'))}, {src.get('first')} … {src.get('last')} "
+                   f"({src.get('sessions')} sessions), data fingerprint {src.get('fingerprint', '–')}; "
+                   f"parameters {_params_text(r['params'])}")
+    if len(opened) == 1:
+        st.dataframe(_metrics_table(opened[0]), hide_index=True, key="r_metrics")
+        curves = _curves(opened[0], with_benchmark=True)
+    else:
+        a, b = opened[1], opened[0]  # the older first: delta = newer - older
+        st.dataframe(runs.compare_runs(a, b, METRICS), hide_index=True, key="r_compare")
+        same_data = a["source"].get("fingerprint") == b["source"].get("fingerprint")
+        curves = _curves(a, with_benchmark=same_data) + _curves(b, with_benchmark=True)
+        if not same_data:
+            st.info("The two runs replayed different bars (their data fingerprints differ): each has its own "
+                    "benchmark.")
+    st.plotly_chart(charts.equity_overlay(curves), theme=None, key="r_equity")
+    trades = opened[0].get("trades")
+    if isinstance(trades, pd.DataFrame) and not trades.empty:
+        st.caption(f"Trades of #{opened[0]['id']} ({len(trades)})")
+        st.dataframe(trades, hide_index=True, key="r_trades")
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in params.items() if k not in ("baskets_json",)}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def manage_run(db_path: str, run: dict[str, Any]) -> None:
+    c = st.columns([3, 1, 1, 1, 1])
+    new = c[0].text_input(f"Rename #{run['id']}", run["name"], key=f"r_rename_{run['id']}", max_chars=80)
+    if c[1].button("Rename", key=f"r_rename_go_{run['id']}"):
+        try:
+            _save(db_path, lambda w: (runs.rename_run(w, run["id"], new), run["id"])[1])
+            st.rerun()
+        except ValueError as e:
+            st.error(str(e))
+    sure = c[2].checkbox("sure", key=f"r_del_sure_{run['id']}", help="Tick to confirm, then Delete")
+    if c[2].button("Delete", key=f"r_del_{run['id']}", disabled=not sure):
+        _save(db_path, lambda w: (runs.delete_run(w, run["id"]), run["id"])[1])
+        st.session_state["r_open"] = [i for i in st.session_state.get("r_open", []) if i != run["id"]]
+        st.rerun()
+    c[3].download_button("Trades CSV", runs.run_trades_csv(run), f"run_{run['id']}_trades.csv", "text/csv",
+                         key=f"r_dl_trades_{run['id']}")
+    c[4].download_button("Run JSON", runs.run_json(run).encode(), f"run_{run['id']}.json", "application/json",
+                         key=f"r_dl_json_{run['id']}")
+
+
+# ---------------------------------------------------------------- sweeps and out-of-sample
+def show_sweep(sweep: dict[str, Any], metric: str) -> None:
+    df = pd.DataFrame(sweep["rows"])
+    st.caption(f"Sweep #{sweep['id']}: {sweep['used']}")
+    if metric not in df:
+        st.info(f"No {metric} in these results.")
+        return
+    pivot = df.pivot(index="mixer_cooldown_s", columns="cutoff_delta", values=metric)
+    st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key="s_heatmap")
+    st.dataframe(df, hide_index=True, key="s_table")
+    st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), "sweep.csv", "text/csv", key="s_dl")
+
+
+def show_walk_forward(result: dict[str, Any]) -> None:
+    st.caption(f"Out-of-sample check #{result['id']}: best cell by {result['metric']} on each in-sample part, "
+               f"replayed on the out-of-sample part that follows it")
+    for i, f in enumerate(result["folds"], start=1):
+        ins, oos = f["in_sample"], f["out_of_sample"]
+        best = ", ".join(f"{k}={v}" for k, v in ins["best"].items())
+        st.markdown(f"**Fold {i}**: in-sample {ins['first']} … {ins['last']} ({ins['sessions']} sessions), "
+                    f"out-of-sample {oos['first']} … {oos['last']} ({oos['sessions']} sessions); best cell {best}")
+        rows = []
+        for m in METRICS:
+            a, b = ins["metrics"].get(m), oos["metrics"].get(m)
+            if a is None and b is None:
+                continue
+            rows.append({"metric": m, "in-sample": a, "out-of-sample": b})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"s_oos_{i}")
+        for w in f.get("warnings", []):
+            st.warning(w)
