@@ -219,7 +219,7 @@ def source_summary(source: dict[str, Any]) -> str:
 
 def list_runs(store: Store) -> pd.DataFrame:
     """One row per kept run, newest first: id, created_at, name, kind, source summary, first and last session,
-    fingerprint and the headline metrics (None when the run has no such metric)."""
+    fingerprint and the headline metrics (missing, i.e. NaN, when the run has no such metric)."""
     rows = _read(store, "SELECT id, created_at, name, kind, source, metrics FROM research_runs "
                         "ORDER BY created_at DESC, id DESC")
     out = []
@@ -279,13 +279,13 @@ def compare_runs(a: dict, b: dict, metrics: list[str] | None = None) -> pd.DataF
     col_a, col_b = str(a.get("name", "a")), str(b.get("name", "b"))
     if col_a == col_b or {col_a, col_b} & {"metric", "delta"}:
         col_a, col_b = f"{col_a} (#{a.get('id', 'a')})", f"{col_b} (#{b.get('id', 'b')})"
-    rows = []
-    for m in names:
-        va, vb = ma.get(m), mb.get(m)
-        na, nb = _number(va), _number(vb)
-        delta = nb - na if na is not None and nb is not None else None
-        rows.append({"metric": m, col_a: va, col_b: vb, "delta": delta})
-    return pd.DataFrame(rows, columns=["metric", col_a, col_b, "delta"])
+    va = [ma.get(m) for m in names]
+    vb = [mb.get(m) for m in names]
+    delta = [None if x is None or y is None else y - x for x, y in
+             zip(map(_number, va), map(_number, vb), strict=True)]
+    # object columns: a missing value stays None (a float column would turn it into NaN)
+    return pd.DataFrame({"metric": pd.Series(names, dtype=object), col_a: pd.Series(va, dtype=object),
+                         col_b: pd.Series(vb, dtype=object), "delta": pd.Series(delta, dtype=object)})
 
 
 def run_json(run: dict) -> str:
