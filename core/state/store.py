@@ -93,6 +93,12 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
         {"id": int, "rule": str, "fired_at": str, "until": str, "pause_until": str, "why": str,
          "figures_json": str, "old_json": str, "new_json": str, "released_at": str, "released_by": str},
         "id", [("rule",), ("fired_at",)]),
+    # research runs a trader chose to keep (core.research.runs): the settings, data, metrics and curves of a
+    # replay, sweep or walk-forward, each JSON part a standard JSON document (no NaN/Infinity)
+    "research_runs": (
+        {"id": int, "created_at": str, "name": str, "kind": str, "source": str, "params": str, "metrics": str,
+         "benchmark": str, "equity": str, "trades": str, "detail": str},
+        "id", [("created_at",)]),
 }
 
 
