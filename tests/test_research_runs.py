@@ -308,3 +308,20 @@ def test_feed_fingerprint_over_the_run_sessions():
     assert feed_fingerprint(_feed(_rows(), [d1, d2, d3]), d1, d3) != fp
     with pytest.raises(ValueError, match="2025-03-08 is not a trading session"):
         feed_fingerprint(_feed(_rows(), [d1]), d1, date(2025, 3, 8))
+
+
+def test_a_deleted_runs_id_is_never_reused(tmp_path):
+    from datetime import UTC, datetime
+
+    from core.research import runs as r
+    from core.state.store import Store
+
+    store = Store(str(tmp_path / "ids.db"))
+    when = datetime(2025, 3, 3, tzinfo=UTC)
+    first = r.save_run(store, name="a", kind="replay", source={"kind": "synthetic", "seed": 1}, params={},
+                       metrics={}, created_at=when)
+    r.delete_run(store, first)
+    second = r.save_run(store, name="b", kind="replay", source={"kind": "synthetic", "seed": 1}, params={},
+                        metrics={}, created_at=when)
+    assert second > first
+    store.close()

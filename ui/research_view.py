@@ -230,7 +230,7 @@ def _curves(run: dict[str, Any], *, with_benchmark: bool) -> list[tuple[str, pd.
         out.append((f"#{run['id']} {run['name']}", eq, None))
     if with_benchmark:
         for b in (run.get("benchmark") or {}).values():
-            out.append((b["label"], record.curve_frame(b["curve"]), "dot"))
+            out.append((b["label"], b["curve"], "dot"))
     return out
 
 

@@ -29,16 +29,6 @@ def thin(curve: pd.DataFrame, max_points: int = MAX_CURVE_POINTS) -> pd.DataFram
     return curve.iloc[keep].reset_index(drop=True)
 
 
-def curve_points(curve: pd.DataFrame) -> list[list[Any]]:
-    """A (ts, equity) frame as JSON-ready [[iso time, equity], ...]."""
-    return [[pd.Timestamp(t).isoformat(), float(e)] for t, e in zip(curve["ts"], curve["equity"], strict=True)]
-
-
-def curve_frame(points: list[list[Any]]) -> pd.DataFrame:
-    return pd.DataFrame({"ts": pd.to_datetime([p[0] for p in points], utc=True, format="ISO8601"),
-                         "equity": [p[1] for p in points]})
-
-
 def run_benchmarks(res: ReplayResult, settings: Settings, sessions: list[date]) -> dict[str, dict[str, Any]]:
     """Buy-and-hold of the run's traded symbols (and QQQ when the data has it) over the replayed sessions."""
     return benchmark.benchmarks(res.engine.feed, traded_symbols(settings.universe), sessions, settings.sim_start_cash)
@@ -58,7 +48,7 @@ def replay_record(res: ReplayResult, settings: Settings, source: DataSource, par
         "metrics": {**res.stats["metrics"], "pnl_total": res.stats["pnl"]},
         "equity": thin(views.equity_curve(res.store)),
         "trades": views.trades(res.store, local_times=False),
-        "benchmark": {k: {"label": v["label"], "metrics": v["metrics"], "curve": curve_points(thin(v["curve"]))}
+        "benchmark": {k: {"label": v["label"], "metrics": v["metrics"], "curve": thin(v["curve"])}
                       for k, v in bench.items()},
     }
 

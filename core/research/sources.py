@@ -8,7 +8,7 @@ and can be edited per run; every symbol the run needs must have bars, or the run
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from core.universe import Universe
@@ -43,14 +43,10 @@ class DataSource:
         return f"file {self.file_name}"
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.kind != "synthetic":
-            d.pop("seed")
-        if self.kind != "file":
-            d.pop("file_name")
-        if self.kind != "alpaca":
-            d.pop("feed")
-        return d
+        """The keys ``core.research.runs`` stores: kind and its seed, file or feed."""
+        extra = {"synthetic": {"seed": self.seed}, "file": {"file": self.file_name},
+                 "alpaca": {"feed": self.feed}}[self.kind]
+        return {"kind": self.kind, **extra}
 
 
 def universe_overrides(tier_a: str, tier_b: str, bench: str, baskets_json: str) -> dict[str, str]:

@@ -161,6 +161,11 @@ class Store:
 
     # ---------------------------------------------------------------- schema
     def ensure_schema(self) -> None:
+        # a deleted saved run's id is never handed out again (a page still showing it must not open another run)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS research_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                          "created_at TEXT, name TEXT, kind TEXT, source TEXT, params TEXT, metrics TEXT, "
+                          "benchmark TEXT, equity TEXT, trades TEXT, detail TEXT)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS research_runs_created ON research_runs(created_at)")
         for name, (cols, pk, indexes) in _TABLES.items():
             table = self.db[name]
             if not table.exists():
