@@ -482,6 +482,17 @@ def test_injected_429_and_alpaca_py_retry(fake: FakeAlpaca) -> None:
     assert fake.count("GET", "/v2/account") - before == 3
 
 
+def test_injected_fault_after_some_requests(fake: FakeAlpaca) -> None:
+    fake.inject("500", path="/v2/clock", after=2, times=2)
+    fake.inject("503", path="/v2/account")  # a later fault still matches while the first waits its turn
+    assert requests.get(f"{fake.url}/v2/account", headers=AUTH, timeout=5).status_code == 503
+    statuses = [requests.get(f"{fake.url}/v2/clock", headers=AUTH, timeout=5).status_code for _ in range(5)]
+    assert statuses == [200, 200, 500, 500, 200]
+    assert fake.pending_faults == []
+    with pytest.raises(ValueError, match="after"):
+        fake.inject("500", after=-1)
+
+
 @pytest.mark.parametrize(("kind", "code"), [("500", 50010000), ("503", 50310000), ("504", 50410000)])
 def test_injected_server_errors(fake: FakeAlpaca, kind: str, code: int) -> None:
     client = trading(fake)

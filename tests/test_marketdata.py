@@ -1,5 +1,6 @@
 """Synthetic market realism and the bars-file loader's rejections."""
 
+import io
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from core.clock import NY, session_bounds
 from core.venues.marketdata import BAR_COLUMNS, BarDataError
-from core.venues.sim.bar_files import ReplayMarket, load_bars
+from core.venues.sim.bar_files import ReplayMarket, bars_summary, load_bars, load_bars_bytes, validate_bars
 from core.venues.sim.synthetic import SyntheticMarket
 
 DAY = date(2025, 3, 4)
@@ -122,29 +123,142 @@ def test_timestamp_forms_epoch_naive_and_offset(tmp_path):
     assert load_bars(e)["timestamp"].iloc[0] == pd.Timestamp("2025-03-04T14:30:00Z")
 
 
+HEADER = "timestamp,symbol,open,high,low,close,volume"
 GOOD = "2025-03-04T14:30:00Z,AAPL,10,11,9,10.5,100"
+BAD_ROWS = [
+    ("not-a-time,AAPL,10,11,9,10.5,100", "column timestamp: unparseable 'not-a-time'"),
+    ("2025-03-04T14:31:00Z,AAPL,,11,9,10.5,100", "column open: empty or NaN"),
+    ("2025-03-04T14:31:00Z, ,10,11,9,10.5,100", "column symbol: blank"),
+    ("2025-03-04T14:31:00Z,AAPL,abc,11,9,10.5,100", "column open: not a number: 'abc'"),
+    ("2025-03-04T14:31:00Z,AAPL,10,11,9,inf,100", "column close: not finite"),
+    ("2025-03-04T14:31:00Z,AAPL,0,11,9,10.5,100", "column open: non-positive 0.0"),
+    ("2025-03-04T14:31:00Z,AAPL,10,11,0.00001,10.5,100", "column low: 1e-05 is below the smallest price"),
+    ("2025-03-04T14:31:00Z,AAPL,10,11,9,10.5,-5", "column volume: negative -5.0"),
+    ("2025-03-04T14:31:00Z,AAPL,10,8,9,8.5,100", "column high: 8.0 < low 9.0"),
+    ("2025-03-04T14:31:00Z,AAPL,12,11,9,10.5,100", "column open: 12.0 outside [low, high]"),
+    ("2025-03-04T14:30:00Z,AAPL,10,11,9,10.5,100", "column timestamp: duplicate 2025-03-04T14:30:00+00:00 for AAPL"),
+    ("2025-03-04T14:29:00Z,AAPL,10,11,9,10.5,100", "column timestamp: out-of-order 2025-03-04T14:29:00+00:00 for AAPL"),
+]
 
 
-@pytest.mark.parametrize(
-    ("bad_row", "message"),
-    [
-        ("not-a-time,AAPL,10,11,9,10.5,100", "unparseable timestamp"),
-        ("2025-03-04T14:31:00Z,AAPL,,11,9,10.5,100", "empty or NaN open"),
-        ("2025-03-04T14:31:00Z,AAPL,abc,11,9,10.5,100", "open is not a number"),
-        ("2025-03-04T14:31:00Z,AAPL,0,11,9,10.5,100", "non-positive open"),
-        ("2025-03-04T14:31:00Z,AAPL,10,11,9,10.5,-5", "negative volume"),
-        ("2025-03-04T14:31:00Z,AAPL,10,8,9,8.5,100", "high 8.0 < low 9.0"),
-        ("2025-03-04T14:31:00Z,AAPL,12,11,9,10.5,100", "open 12.0 outside [low, high]"),
-        ("2025-03-04T14:30:00Z,AAPL,10,11,9,10.5,100", "duplicate timestamp"),
-        ("2025-03-04T14:29:00Z,AAPL,10,11,9,10.5,100", "out-of-order timestamp"),
-    ],
-)
-def test_each_bad_row_names_file_line_and_problem(tmp_path, bad_row, message):
+@pytest.mark.parametrize(("bad_row", "message"), BAD_ROWS)
+def test_each_bad_row_names_file_line_column_and_problem(tmp_path, bad_row, message):
     p = tmp_path / "bars.csv"
-    p.write_text("timestamp,symbol,open,high,low,close,volume\n" + GOOD + "\n" + bad_row + "\n")
+    p.write_text(HEADER + "\n" + GOOD + "\n" + bad_row + "\n")
     with pytest.raises(BarDataError) as e:
         load_bars(p)
-    assert "bars.csv line 3" in str(e.value) and message in str(e.value)
+    assert str(e.value).startswith("bars.csv line 3, " + message), str(e.value)
+
+
+# where blank lines go (pandas skips them): before the header, between rows, whitespace-only, trailing
+LAYOUTS = {
+    "plain": ([HEADER, GOOD, "{bad}"], "\n"),
+    "leading blank lines": (["", "", HEADER, GOOD, "{bad}"], "\n"),
+    "blank lines between": ([HEADER, "", GOOD, "", "", "{bad}", ""], "\n"),
+    "whitespace-only lines": ([HEADER, "   ", GOOD, "\t", " \t ", "{bad}", GOOD.replace("14:30", "14:45")], "\n"),
+    "trailing whitespace lines": ([HEADER, GOOD, "", "{bad}", "  ", "\t", "", "   "], "\n"),
+    "windows line endings": (["", HEADER, "", GOOD, " ", "{bad}", "", ""], "\r\n"),
+    "old mac line endings": ([HEADER, "", GOOD, "{bad}", ""], "\r"),
+    "quoted field over lines": ([HEADER, '2025-03-04T14:29:00Z,"AA\nPL",10,11,9,10.5,100', "", GOOD, "{bad}"], "\n"),
+}
+
+
+def layout_bytes(layout: str, bad_row: str) -> tuple[bytes, int]:
+    """The file's bytes and the line (1-based) the bad row is on, counted from how the file is built."""
+    lines, eol = LAYOUTS[layout]
+    text = eol.join(line.format(bad=bad_row) for line in lines) + eol
+    # each entry is one line, plus the line breaks inside a quoted field
+    return text.encode(), sum(1 + line.count("\n") for line in lines[: lines.index("{bad}")]) + 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(("bad_row", "message"), BAD_ROWS)
+def test_bad_rows_name_the_real_line_around_blank_lines(tmp_path, layout, bad_row, message):
+    data, line = layout_bytes(layout, bad_row)
+    p = tmp_path / "bars.csv"
+    p.write_bytes(data)
+    with pytest.raises(BarDataError) as from_path:
+        load_bars(p)
+    with pytest.raises(BarDataError) as from_bytes:
+        load_bars_bytes(data, "bars.csv")
+    assert str(from_path.value).startswith(f"bars.csv line {line}, {message}"), (data, str(from_path.value))
+    assert str(from_bytes.value) == str(from_path.value)
+
+
+def test_blank_lines_anywhere_do_not_change_the_bars():
+    second = GOOD.replace("14:30", "14:31")
+    for layout, (lines, _) in LAYOUTS.items():
+        data, _ = layout_bytes(layout, second)
+        kept = [line.format(bad=second) for line in lines if line.strip()]
+        want = load_bars_bytes(("\n".join(kept) + "\n").encode(), "a.csv")
+        got = load_bars_bytes(data, "a.csv")
+        pd.testing.assert_frame_equal(got, want)
+        assert len(got) == len(kept) - 1, layout
+
+
+def test_bytes_and_path_give_the_same_text_for_whole_file_problems(tmp_path):
+    frame = SyntheticMarket(9, anchor=DAY).frame_for_sessions(1).head(20).copy()
+    frame.loc[12, "low"] = -1.0
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    cases = {
+        "cols.csv": b"timestamp,symbol,open,close\n2025-03-04T14:30:00Z,AAPL,1,1\n",
+        "empty.csv": b"",
+        "header.csv": (HEADER + "\n\n").encode(),
+        "bad.parquet": b"not parquet at all",
+        "rows.PARQUET": buf.getvalue(),
+        "bars.json": b"{}",
+        "ragged.csv": ("\n" + HEADER + "\n\n" + GOOD + "\n" + GOOD + ",1,2\n").encode(),
+    }
+    messages = {}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BarDataError) as from_path:
+            load_bars(tmp_path / name)
+        with pytest.raises(BarDataError) as from_bytes:
+            load_bars_bytes(data, name)
+        assert str(from_bytes.value) == str(from_path.value), name
+        messages[name] = str(from_path.value)
+    assert messages["cols.csv"] == "cols.csv: missing column(s) high, low, volume"
+    assert messages["empty.csv"].startswith("empty.csv: cannot read")
+    assert messages["header.csv"] == "header.csv: no rows"
+    assert messages["bad.parquet"].startswith("bad.parquet: cannot read")
+    assert messages["rows.PARQUET"].startswith("rows.PARQUET row 13, column low: non-positive -1.0")
+    assert messages["bars.json"].startswith("bars.json: unsupported file type '.json'")
+    # pandas' tokenizer names the real line itself; the message is one line
+    assert messages["ragged.csv"].startswith("ragged.csv: cannot read") and "line 5," in messages["ragged.csv"]
+    assert "\n" not in messages["ragged.csv"]
+    # a browser may send a path as the name: the source is its base name
+    with pytest.raises(BarDataError, match=r"^cols\.csv: missing"):
+        load_bars_bytes(cases["cols.csv"], "C:\\Users\\me\\cols.csv".replace("\\", "/"))
+
+
+@pytest.mark.parametrize("bad_at", [0, 7, 19])
+def test_parquet_errors_name_the_one_based_row(tmp_path, bad_at):
+    frame = SyntheticMarket(9, anchor=DAY).frame_for_sessions(1).head(20).copy()
+    frame.loc[bad_at, "close"] = float("nan")
+    p = tmp_path / "bars.pq"
+    frame.to_parquet(p, index=False)
+    with pytest.raises(BarDataError) as from_path:
+        load_bars(p)
+    assert str(from_path.value) == f"bars.pq row {bad_at + 1}, column close: empty or NaN"
+    with pytest.raises(BarDataError) as from_bytes:
+        load_bars_bytes(p.read_bytes(), "bars.pq")
+    assert str(from_bytes.value) == str(from_path.value)
+
+
+def test_bars_summary_counts_new_york_sessions():
+    frame = SyntheticMarket(9, anchor=DAY).frame_for_sessions(2)
+    late = frame[frame["symbol"] == "AAPL"].tail(1).copy()
+    # 23:30 New York on the last session is already the next day in UTC: still that session
+    late["timestamp"] = pd.Timestamp(datetime(2025, 3, 5, 23, 30, tzinfo=NY)).tz_convert("UTC")
+    bars = validate_bars(pd.concat([frame, late], ignore_index=True), "x")
+    summary = bars_summary(bars)
+    assert summary == {"symbols": sorted(set(frame["symbol"])), "first": DAY, "last": date(2025, 3, 5),
+                       "sessions": 2, "rows": len(frame) + 1}
+    assert bars_summary(bars.iloc[0:0]) == {"symbols": [], "first": None, "last": None, "sessions": 0, "rows": 0}
+    one = bars_summary(bars[(bars["symbol"] == "NVDA") & (bars["timestamp"] < pd.Timestamp("2025-03-05", tz="UTC"))])
+    assert (one["symbols"], one["first"], one["last"], one["sessions"]) == (["NVDA"], DAY, DAY, 1)
 
 
 def test_whole_file_problems(tmp_path):
@@ -166,7 +280,7 @@ def test_whole_file_problems(tmp_path):
     frame.loc[12, "low"] = -1.0
     bad = tmp_path / "rows.parquet"
     frame.to_parquet(bad, index=False)
-    with pytest.raises(BarDataError, match="rows.parquet row 13: non-positive low"):
+    with pytest.raises(BarDataError, match="rows.parquet row 13, column low: non-positive -1.0"):
         load_bars(bad)
 
 

@@ -92,6 +92,7 @@ class _Fault:
     method: str | None
     times: int
     opts: dict[str, Any] = field(default_factory=dict)
+    after: int = 0  # matching requests still let through before the fault starts
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
@@ -266,8 +267,9 @@ class FakeAlpaca:
 
     # ------------------------------------------------------------ faults and observability
     def inject(self, kind: str, *, path: str | None = None, method: str | None = None, times: int = 1,
-               **opts: Any) -> None:
-        """Queue a fault for the next ``times`` matching requests (``path`` is a prefix of the URL path).
+               after: int = 0, **opts: Any) -> None:
+        """Queue a fault for the next ``times`` matching requests (``path`` is a prefix of the URL path),
+        starting after ``after`` matching requests have been answered normally (a fault mid-way through paging).
 
         Transport kinds ("429", "500", "503", "504", "slow", "drop") match any request unless
         filtered; rejections and "lost_response" default to POST /v2/orders; "partial_fill" is
@@ -277,10 +279,12 @@ class FakeAlpaca:
             raise ValueError(f"unknown fault {kind!r}; one of {FAULT_KINDS}")
         if times < 1:
             raise ValueError("times must be >= 1")
+        if after < 0:
+            raise ValueError("after must be >= 0")
         if kind in (*REJECT_FAULTS, "lost_response") and path is None and method is None:
             path, method = "/v2/orders", "POST"
         with self._meta:
-            self._faults.append(_Fault(kind, path, method.upper() if method else None, times, dict(opts)))
+            self._faults.append(_Fault(kind, path, method.upper() if method else None, times, dict(opts), after))
 
     @property
     def pending_faults(self) -> list[str]:
@@ -295,6 +299,9 @@ class FakeAlpaca:
         with self._meta:
             for f in self._faults:
                 if f.kind in kinds and f.matches(method, path):
+                    if f.after > 0:  # not yet: this request passes this fault by (a later one may still match)
+                        f.after -= 1
+                        continue
                     f.times -= 1
                     if f.times <= 0:
                         self._faults.remove(f)

@@ -466,47 +466,47 @@ def bar_cases(draw: st.DrawFn, kind: str) -> tuple[pd.DataFrame | None, pd.DataF
     elif kind == "not a number":
         cells.loc[i, col] = draw(WORDS.filter(lambda w: w.strip().lower() not in (
             "nan", "na", "n/a", "null", "none", "inf", "infinity", "-inf", "-infinity")))
-        expect = (col,)
+        expect = (f"column {col}: ",)  # "-NaN" would read as empty: either way its column is named
     elif kind == "non-positive price":
         cells.loc[i, col if col != "volume" else "open"] = draw(st.floats(max_value=0, allow_nan=False,
                                                                           allow_infinity=False))
-        expect = ("non-positive",)
+        expect = (f"column {col if col != 'volume' else 'open'}: non-positive",)
     elif kind == "negative volume":
         cells.loc[i, "volume"] = -draw(st.floats(min_value=1e-9, max_value=1e12))
-        expect = ("negative volume",)
+        expect = ("column volume: negative",)
     elif kind == "high below low":
         cells.loc[i, "high"] = truth.loc[i, "low"] * draw(st.floats(0.5, 0.999))
-        expect = ("high", "< low")
+        expect = ("column high:", "< low")
     elif kind == "open outside range":
         cells.loc[i, "open"] = truth.loc[i, "high"] * draw(st.floats(1.001, 2))
-        expect = ("open", "outside [low, high]")
+        expect = ("column open:", "outside [low, high]")
     elif kind == "NaN":
         which = draw(st.sampled_from(BAR_COLUMNS))
         cells.loc[i, which] = None
-        expect = ("empty or NaN", which)
+        expect = (f"column {which}: empty or NaN",)
     elif kind == "not finite":
         cells.loc[i, col] = draw(st.sampled_from(["inf", "-inf", "1e400", "Infinity", float("inf")]))
-        expect = (col,)
+        expect = (f"column {col}: not finite",)
     elif kind == "below the smallest price":
         target = col if col != "volume" else "low"
         cells.loc[i, target] = draw(st.floats(min_value=1e-300, max_value=MIN_PRICE, exclude_max=True))
         expect = ()  # open/high/close then also leave [low, high]: the row and a price column are named below
     elif kind == "duplicate timestamp":
         cells.loc[j, "timestamp"] = cells.loc[i, "timestamp"]
-        expect, row = ("duplicate timestamp", truth.loc[i, "symbol"]), j
+        expect, row = ("column timestamp: duplicate", f"for {truth.loc[i, 'symbol']}"), j
     elif kind == "out of order":
         cells.loc[i, "timestamp"], cells.loc[j, "timestamp"] = cells.loc[j, "timestamp"], cells.loc[i, "timestamp"]
-        expect, row = ("out-of-order timestamp", truth.loc[i, "symbol"]), j
+        expect, row = ("column timestamp: out-of-order", f"for {truth.loc[i, 'symbol']}"), j
     elif kind == "unparseable timestamp":
         cells.loc[i, "timestamp"] = draw(st.one_of(WORDS.filter(lambda w: w not in PANDAS_NA), st.sampled_from([
             "now", "today", "NOW", " today ", "03/04/2025 14:31", "March 4 2025 14:31", "2025-13-01T00:00:00Z",
             "2025-03-04T25:00:00Z", "2025-03-04T14:31:00+25:00", "3000-01-01T00:00:00Z", "1600-01-01T00:00:00Z"])))
-        expect = ("unparseable timestamp",)
+        expect = ("column timestamp: unparseable",)
     elif kind == "epoch out of range":
         cells["timestamp"] = objects([int(t.timestamp()) for t in truth["timestamp"]])
         cells.loc[i, "timestamp"] = draw(st.sampled_from([1741098600000, -(10**12), 10**13, 10**18, 1e20, 1e300,
                                                           -1e300]))
-        expect = ("unparseable timestamp",)
+        expect = ("column timestamp: unparseable",)
     elif kind == "naive timestamps":  # documented rule: a timestamp without an offset is UTC
         cells["timestamp"] = objects([t.strftime("%Y-%m-%dT%H:%M:%S") for t in truth["timestamp"]])
         row = None
@@ -515,11 +515,11 @@ def bar_cases(draw: st.DrawFn, kind: str) -> tuple[pd.DataFrame | None, pd.DataF
         row = None
     elif kind == "blank symbol":
         cells.loc[i, "symbol"] = draw(st.sampled_from([" ", "   ", "\t"]))
-        expect = ("symbol",)
+        expect = ("column symbol: blank",)
     elif kind == "boolean column":  # a spreadsheet export with TRUE/FALSE where numbers belong
         which = draw(st.sampled_from(["timestamp", *PRICE_COLUMNS, "volume"]))
         cells[which] = objects(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
-        expect, row = (which,), None
+        expect, row = (f"column {which}:",), None
     elif kind == "huge values":
         if draw(st.booleans()):
             cells.loc[i, "volume"] = truth.loc[i, "volume"] = 1e300
@@ -600,9 +600,9 @@ def test_bad_bar_files_are_refused_naming_file_row_and_problem(kind: str, suffix
     assert all(part in msg for part in expect), (expect, msg)
     if row is not None:
         where = f"line {row + 2}" if suffix == ".csv" else f"row {row + 1}"
-        assert f"{path.name} {where}:" in msg, (where, msg)
+        assert msg.startswith(f"{path.name} {where}, column "), (where, msg)
     if kind in ("not a number", "not finite", "below the smallest price", "NaN"):
-        assert any(c in msg for c in BAR_COLUMNS), msg
+        assert any(f"column {c}: " in msg for c in BAR_COLUMNS), msg
 
 
 TOKENS = st.one_of(

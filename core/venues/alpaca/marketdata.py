@@ -5,14 +5,19 @@
   timeout / retry / request-budget policy as the broker (``AlpacaCaller``);
 * timestamps come back tz-aware UTC; requests are always sent tz-aware (naive
   datetimes would be taken as UTC by Alpaca, which is how off-by-hours bugs start);
-* ``history`` caches completed days as Parquet under ``data/cache/alpaca/<feed>/``
-  so research replays do not download the same day twice.
+* ``history`` caches completed days as Parquet under ``data/cache/alpaca/<feed>/<symbol>/<day>.parquet``
+  (an empty file for a symbol without bars that day) so research replays do not download the same day
+  twice; with every day cached it sends nothing (building the client sends nothing either);
+  ``cached_days`` says how much of a range is cached, from the files alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -81,34 +86,96 @@ class AlpacaMarketData:
     def _day_file(self, symbol: str, day: date) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / symbol / f"{day.isoformat()}.parquet"
 
-    def history(self, symbols: Sequence[str], first: date, last: date, *, today: date | None = None) -> pd.DataFrame:
-        """Regular-session bars of [first, last]; completed days come from (and go to) the Parquet cache."""
-        frames: list[pd.DataFrame] = []
-        today = today or trading_date(datetime.now(UTC))
+    def _read_day(self, symbol: str, day: date) -> pd.DataFrame | None:
+        """The cached bars of one symbol and day (possibly none: a halted or unknown symbol), or None if not cached."""
+        f = self._day_file(symbol, day)
+        if f is None or not f.exists():
+            return None
+        try:
+            frame = pd.read_parquet(f)
+        except Exception as e:  # a damaged file is downloaded again, not a replay that cannot start
+            log.warning("alpaca cache: cannot read %s (%s); asking Alpaca again", f, e)
+            return None
+        if list(frame.columns) != BAR_COLUMNS:
+            log.warning("alpaca cache: %s has columns %s; asking Alpaca again", f, list(frame.columns))
+            return None
+        return frame
+
+    def _write_day(self, symbol: str, day: date, frame: pd.DataFrame) -> None:
+        f = self._day_file(symbol, day)
+        if f is None:
+            return
+        f.parent.mkdir(parents=True, exist_ok=True)
+        out = frame[BAR_COLUMNS].reset_index(drop=True)
+        out["symbol"] = out["symbol"].astype(str)  # an empty day keeps the dtypes of a full one
+        # written aside then renamed: a crash mid-write never leaves a truncated day that reads as complete
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two pages may fetch at once
+        try:
+            out.to_parquet(tmp, index=False)
+            os.replace(tmp, f)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def cached_days(self, symbols: Sequence[str], first: date, last: date) -> CacheCoverage:
+        """Which sessions of [first, last] the cache holds for every symbol, for some, or for none (no network)."""
+        syms = list(dict.fromkeys(symbols))
+        full: list[date] = []
+        partial: list[date] = []
+        missing: list[date] = []
         for day in sessions_between(first, last):
-            bounds = session_bounds(day)
-            if bounds is None:
-                continue
+            files = [self._day_file(sym, day) for sym in syms]
+            have = sum(1 for f in files if f is not None and f.exists())
+            (full if have == len(syms) else partial if have else missing).append(day)
+        return CacheCoverage(tuple(full), tuple(partial), tuple(missing))
+
+    def history(self, symbols: Sequence[str], first: date, last: date, *, today: date | None = None,
+                progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+        """Regular-session bars of [first, last]; completed days come from (and go to) the Parquet cache.
+
+        One request per session (alpaca-py follows the pages) for the symbols not cached that day; none at all
+        when every day is cached. A completed day (``day < today``) is cached per symbol, also when the symbol
+        has no bars that day, so it is not asked again. ``progress(done, total)`` runs after each session.
+        """
+        syms = list(dict.fromkeys(symbols))  # a symbol named twice would read its cached days twice
+        today = today or trading_date(datetime.now(UTC))
+        days = sessions_between(first, last)
+        frames: list[pd.DataFrame] = []
+        for done, day in enumerate(days, 1):
             missing = []
-            for sym in symbols:
-                f = self._day_file(sym, day)
-                if f is not None and f.exists():
-                    frames.append(pd.read_parquet(f))
-                else:
+            for sym in syms:
+                cached = self._read_day(sym, day)
+                if cached is None:
                     missing.append(sym)
-            if not missing:
-                continue
-            got = self.bars(missing, bounds[0], bounds[1])
-            frames.append(got)
-            if day < today:  # only completed days are final
-                for sym in missing:
-                    f = self._day_file(sym, day)
-                    if f is not None:
-                        f.parent.mkdir(parents=True, exist_ok=True)
-                        got[got["symbol"] == sym].to_parquet(f, index=False)
+                elif not cached.empty:
+                    frames.append(cached)
+            if missing:
+                bounds = session_bounds(day)
+                assert bounds is not None  # sessions_between yields sessions only
+                got = self.bars(missing, bounds[0], bounds[1])
+                if not got.empty:
+                    frames.append(got)
+                if day < today:  # only completed days are final
+                    for sym in missing:
+                        self._write_day(sym, day, got[got["symbol"] == sym])
+            if progress is not None:
+                progress(done, len(days))
         if not frames:
             return empty_bars()
-        out = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
-            not f.empty for f in frames) else empty_bars()
+        out = pd.concat(frames, ignore_index=True)
         return out.sort_values(["timestamp", "symbol"], kind="stable").reset_index(drop=True)
 
+
+@dataclass(frozen=True)
+class CacheCoverage:
+    """Sessions of a range by what the Parquet cache holds: every symbol (full), some (partial), none (missing)."""
+
+    full: tuple[date, ...]
+    partial: tuple[date, ...]
+    missing: tuple[date, ...]
+
+    @property
+    def days(self) -> int:
+        return len(self.full) + len(self.partial) + len(self.missing)
+
+    def __str__(self) -> str:
+        return f"{len(self.full)} of {self.days} days cached"
