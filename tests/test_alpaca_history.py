@@ -186,3 +186,29 @@ def test_a_day_without_any_bars_is_cached_empty_with_the_dtypes_of_a_full_day(tm
     got = md.history(["ZZZZ", "AAPL"], FIRST, FIRST, today=TODAY)
     assert fake.count("GET", "/v2/stocks/bars") == asked
     same_bars(got, expected(source, ["AAPL"], FIRST, FIRST))
+
+
+def test_a_research_download_waits_for_the_request_budget_where_a_live_call_is_refused():
+    from core.venues.alpaca.broker import AlpacaCaller, RequestBudget
+    from core.venues.broker import BrokerError
+
+    t = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        t[0] += s
+
+    def budget() -> RequestBudget:
+        b = RequestBudget(2, clock=lambda: t[0])
+        b._sleep = sleep  # the window's own wait, on the test's clock
+        return b
+
+    live = AlpacaCaller(budget())
+    assert [live("bars", lambda: 1) for _ in range(2)] == [1, 1]
+    with pytest.raises(BrokerError, match="budget"):
+        live("bars", lambda: 1)
+    research = AlpacaCaller(budget(), queue=True)
+    t[0] = 100.0
+    assert [research("bars", lambda i=i: i) for i in range(3)] == [0, 1, 2]
+    assert slept == [pytest.approx(60.0)]  # the third request waited for the first one's minute to pass

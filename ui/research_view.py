@@ -86,12 +86,10 @@ def alpaca_client(settings: Settings, feed: str) -> Any:
 def alpaca_cache_note(settings: Settings, feed: str, symbols: list[str], first: date, last: date) -> str:
     md = alpaca_client(settings, feed)
     got = md.cached_days(symbols, first, last)
-    full, total = len(got.cached), len(got.cached) + len(got.partial) + len(got.missing)
-    if full == total:
-        return f"All {total} days are in the local cache ({settings.alpaca_cache_dir}/{feed}): no download needed."
-    return (f"{full} of {total} days are in the local cache; {total - full} will be downloaded "
-            f"(about {len(got.partial) + len(got.missing)} requests, within {settings.alpaca_requests_per_min} "
-            f"a minute).")
+    if not got.partial and not got.missing:
+        return f"All {len(got.full)} days are in the local cache ({settings.alpaca_cache_dir}/{feed}): no download."
+    return (f"{got}: the other {len(got.partial) + len(got.missing)} days will be downloaded at Run "
+            f"(at most {settings.alpaca_requests_per_min} requests a minute).")
 
 
 def base_overrides(universe_set: dict[str, str], source: sources.DataSource | None) -> dict[str, Any]:

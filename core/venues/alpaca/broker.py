@@ -69,8 +69,11 @@ class AlpacaCaller:
     """Runs one alpaca-py call with our timeout, retry and budget policy."""
 
     def __init__(self, budget: RequestBudget, *, max_retries: int = 2, base_wait_s: float = 0.25,
-                 call_budget_s: float = 6.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 call_budget_s: float = 6.0, sleep: Callable[[float], None] = time.sleep,
+                 queue: bool = False) -> None:
         self.budget = budget
+        # a research download waits its turn in the request budget; a live call must not wait (a tick would stall)
+        self.queue = queue
         self.max_retries = max_retries
         self.base_wait_s = base_wait_s
         self.call_budget_s = call_budget_s
@@ -82,7 +85,9 @@ class AlpacaCaller:
         started = time.monotonic()
         attempt = 0
         while True:
-            if not self.budget.try_acquire():
+            if self.queue:
+                self.budget.acquire()
+            elif not self.budget.try_acquire():
                 self.failures += 1
                 raise BrokerError(f"{what}: our Alpaca request budget ({self.budget.per_minute}/min) is used up")
             try:
