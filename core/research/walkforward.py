@@ -1,9 +1,10 @@
 """Out-of-sample check of a sweep: choose on some sessions, judge on later ones.
 
 ``split_sessions`` cuts a range into folds. One fold: the first ``in_sample`` share of the sessions (70% by
-default) is in-sample, the rest out-of-sample. ``folds=k`` (rolling walk-forward): the range is cut into k
-consecutive windows of (nearly) equal length that do not overlap, and each window is split the same way, so
-fold i chooses on the start of window i and is judged on its end, before window i+1 begins.
+default, rounded to the nearest session) is in-sample, the rest out-of-sample. ``folds=k`` (rolling
+walk-forward): the range is cut into k consecutive windows of (nearly) equal length that do not overlap, and
+each window is split the same way, so fold i chooses on the start of window i and is judged on its end, before
+window i+1 begins.
 
 ``walk_forward`` runs, per fold, the sweep over the in-sample sessions only, picks the best cell by ``metric``
 (the largest value; for ``max_drawdown`` and the other figures in ``LOWER_IS_BETTER`` the smallest; a cell without
@@ -57,7 +58,7 @@ def split_sessions(sessions: Sequence[date], *, folds: int = 1, in_sample: float
     out: list[Fold] = []
     for k in range(folds):
         window = days[edges[k]:edges[k + 1]]
-        cut = math.floor(len(window) * in_sample + 1e-9)
+        cut = math.floor(len(window) * in_sample + 0.5)  # the nearest whole session (halves go in-sample)
         if cut < 1 or cut >= len(window):
             which = f"fold {k + 1} of {folds}: " if folds > 1 else ""
             raise ValueError(f"{which}{len(window)} session(s) cannot be split {in_sample:.0%} in-sample / "
