@@ -4,12 +4,14 @@ cancels: ``progress`` returning False, or raising (Streamlit raises its stop exc
 from __future__ import annotations
 
 import os
+import signal
 import time
 from datetime import date
 
 import pytest
 
 from core.research.replay import run_sweep
+from core.research.workers import WorkerDied, run_cells
 
 START = date(2025, 3, 3)
 SESSIONS = 30  # a cell takes seconds: a cancel lands while cells run
@@ -69,3 +71,25 @@ def test_a_cancelled_sweep_leaves_no_worker_running(how):
     assert returned - marks["cancel"] < 3.0
     if rows is not None:
         assert rows.cancelled and len(rows) < len(GRID["cutoff_delta"])
+
+
+def test_worker_results_come_back_by_job_and_a_failing_job_raises_here():
+    assert run_cells(int, ["1", "2", "3", "4"], workers=2) == ({0: 1, 1: 2, 2: 3, 3: 4}, False)
+    pids: list[int] = []
+    with pytest.raises(ValueError, match="invalid literal"):
+        run_cells(int, ["1", "x", "3"], workers=2, on_workers=pids.extend)
+    assert len(pids) == 2 and not any(alive(p) for p in pids)  # reaped before the error came back
+
+
+def test_a_worker_killed_from_outside_is_an_error_not_a_hang():
+    victims: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if not victims:  # the first heartbeat: the workers run (or boot); one of them dies
+            victims.append(pids[0])
+            os.kill(pids[0], signal.SIGKILL)
+
+    pids: list[int] = []
+    with pytest.raises(WorkerDied, match="exit code -9"):
+        run_cells(time.sleep, [30.0, 30.0, 30.0], workers=2, progress=progress, on_workers=pids.extend)
+    assert victims and not any(alive(p) for p in pids)

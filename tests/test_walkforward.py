@@ -155,3 +155,16 @@ def test_cli_walk_forward_needs_a_grid_and_a_known_metric(capsys):
                 today=date(2026, 11, 30))
     err = capsys.readouterr().err
     assert code == 2 and "error: unknown metric 'luck'" in err and "sharpe" in err
+
+
+def test_a_walk_forward_stopped_by_progress_says_so():
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> bool:
+        calls.append((done, total))
+        return False
+
+    out = walk_forward({"auto_mode": True}, {"cutoff_delta": [-0.05, 0.05]}, sessions=D[:2], seed=3, in_sample=0.5,
+                       workers=1, progress=progress)
+    assert out["cancelled"] is True and out["folds"] == []
+    assert calls == [calls[0]] and calls[0][1] == 1 * (2 + 1) and 0 <= calls[0][0] <= 1  # one fold: 2 cells + 1
