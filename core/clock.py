@@ -69,7 +69,6 @@ def _calendar() -> xcals.ExchangeCalendar:
     return xcals.get_calendar("XNYS", start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
 
 
-@lru_cache(maxsize=4096)
 @lru_cache(maxsize=16384)  # every tick asks for its day's session
 def session_bounds(day: date) -> tuple[datetime, datetime] | None:
     """(open, close) of the NYSE regular session on ``day`` in America/New_York, or None."""

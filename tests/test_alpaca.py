@@ -355,7 +355,10 @@ def test_research_replay_on_alpaca_history_equals_the_same_bars_replayed_directl
     fake.set_time(ny(10, 0, date(2025, 3, 6)))  # both replayed sessions are complete at the server
     s = load_settings(auto_mode=True, market_data="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET,
                       alpaca_data_url=fake.url, alpaca_cache_dir=str(tmp_path / "cache"))
-    via_alpaca = run_replay(s, days=2, seed=0, start=ANCHOR)
+    today = date(2025, 3, 6)  # the server's date: both sessions are complete, so cached
+    with pytest.raises(ValueError, match="today"):  # core logic never reads the wall clock for it
+        run_replay(s, days=2, seed=0, start=ANCHOR)
+    via_alpaca = run_replay(s, days=2, seed=0, start=ANCHOR, today=today)
     direct = run_replay(load_settings(auto_mode=True), days=2, seed=5, start=ANCHOR)
     for k in ("bars", "signals", "actionable", "orders", "fills", "trades", "suppressed"):
         assert via_alpaca.stats[k] == direct.stats[k], k
@@ -365,6 +368,19 @@ def test_research_replay_on_alpaca_history_equals_the_same_bars_replayed_directl
     assert via_alpaca.store.query(q) == direct.store.query(q)
     assert via_alpaca.stats["trades"] > 0
     calls = fake.count("GET", "/v2/stocks/bars")
-    again = run_replay(s, days=2, seed=0, start=ANCHOR)  # the second run reads the Parquet cache
+    again = run_replay(s, days=2, seed=0, start=ANCHOR, today=today)  # the second run reads the Parquet cache
     assert fake.count("GET", "/v2/stocks/bars") == calls
     assert again.stats["pnl"] == via_alpaca.stats["pnl"]
+
+
+def test_research_history_caches_only_the_days_before_the_given_today(tmp_path, fake):
+    from core.research.replay import alpaca_history
+
+    fake.set_time(ny(10, 0, date(2025, 3, 6)))
+    s = load_settings(market_data="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_data_url=fake.url,
+                      alpaca_cache_dir=str(tmp_path / "cache"))
+    frame = alpaca_history(s, ANCHOR, date(2025, 3, 4), today=date(2025, 3, 4))
+    assert set(frame["timestamp"].dt.tz_convert(NY).dt.date) == {ANCHOR, date(2025, 3, 4)}
+    cached = {p.stem for p in (tmp_path / "cache").rglob("*.parquet")}
+    # three warm-up sessions before the first (the fake market starts at ANCHOR: empty, but complete, days)
+    assert cached == {"2025-02-26", "2025-02-27", "2025-02-28", "2025-03-03"}  # "today" is never final

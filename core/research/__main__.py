@@ -1,8 +1,10 @@
-"""Command line replay: ``python -m core.research --days N --seed S --json``.
+"""Command line replay: ``python -m core.research --days N --seed S --json`` (also ``python -m core.replay``).
 
-Runs the engine over N trading days of synthetic (or file) bars with a
-SimClock and prints one JSON object. Same seed and settings give the same
-JSON apart from ``elapsed_s``.
+Runs the engine over N trading days (or every session of ``--start``..``--end``) of synthetic (or file, or
+Alpaca) bars with a SimClock and prints one JSON object. Same seed and settings give the same JSON apart from
+``elapsed_s``. ``--sweep`` prints a grid; ``--sweep ... --walk-forward K`` chooses the best cell in-sample and
+judges it out-of-sample (``core.research.walkforward``). A range is checked against today's date
+(``core.research.ranges``): notes about moved dates go to stderr, refusals are ``error: ...`` with exit code 2.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import sys
 import tempfile
 from datetime import date
 
+from core.clock import WallClock, trading_date
 from core.config import ConfigError, load_settings
-from core.research.replay import parse_sweep, run_replay, run_sweep
+from core.research.ranges import resolve_range
+from core.research.replay import build_market, parse_sweep, replay_days, run_replay, run_sweep
+from core.research.walkforward import walk_forward
 from core.state.decisions import MODES, SUMMARY
 from core.venues.marketdata import BarDataError
+from core.venues.sim.bar_files import ReplayMarket, load_bars
 
 
 def parse_set(items: list[str]) -> dict[str, str]:
@@ -30,11 +36,14 @@ def parse_set(items: list[str]) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
+    """Run the CLI; ``today`` (tests) stands in for the wall-clock date that ranges are checked against."""
     ap = argparse.ArgumentParser(prog="python -m core.research", description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=int, default=5, help="trading sessions to replay")
+    ap.add_argument("--days", type=int, help="trading sessions to replay from --start (default 5)")
     ap.add_argument("--seed", type=int, default=7, help="synthetic market seed")
     ap.add_argument("--start", type=date.fromisoformat, default=date(2025, 3, 3), help="first date (YYYY-MM-DD)")
+    ap.add_argument("--end", type=date.fromisoformat,
+                    help="last date (YYYY-MM-DD): replay every session of --start..--end instead of --days")
     ap.add_argument("--strategy", help="package.module:ClassName")
     ap.add_argument("--bars", help="CSV or Parquet bars file instead of the synthetic market")
     ap.add_argument("--auto", action="store_true", help="submit intents directly (AUTO_MODE=1)")
@@ -44,14 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", nargs="+", metavar="NAME=SPEC",
                     help="grid over one or two settings, e.g. cutoff_delta=-0.05:0.05:0.01 cooldown=60,120,180")
     ap.add_argument("--workers", type=int, default=2, help="processes for --sweep")
+    ap.add_argument("--walk-forward", type=int, metavar="K",
+                    help="out-of-sample check of the --sweep grid over K folds (core/research/walkforward.py)")
+    ap.add_argument("--in-sample", type=float, default=0.7, help="share of each fold's sessions used to choose")
+    ap.add_argument("--metric", default="sharpe", help="the figure the walk-forward chooses the best cell by")
     ap.add_argument("--decisions", choices=list(MODES), default=SUMMARY,
                     help="summary: decisions that never passed the cutoff stored as per-minute counts (same figures, "
                          "smaller and faster); full: one row per decision, as live trading")
     args = ap.parse_args(argv)
-    if args.days < 1:
+    if args.days is not None and args.end is not None:
+        ap.error("--days and --end both give the range: use one")
+    if args.days is not None and args.days < 1:
         ap.error("--days must be >= 1")
+    days = 5 if args.days is None else args.days
     if args.sweep and args.decisions != SUMMARY:
         ap.error("--decisions full is for a single replay: a sweep cell keeps only its metrics")
+    if args.walk_forward is not None and not args.sweep:
+        ap.error("--walk-forward needs a --sweep grid to choose from")
+    if args.walk_forward is not None and args.walk_forward < 1:
+        ap.error("--walk-forward must be >= 1")
+    # the one wall-clock read: ranges are checked against today's New York date
+    today = today or trading_date(WallClock().now())
     try:
         overrides = parse_set(args.set)
         if args.strategy:
@@ -59,19 +81,36 @@ def main(argv: list[str] | None = None) -> int:
         if args.auto:
             overrides["auto_mode"] = "1"
         settings = load_settings(**overrides)
-        if args.sweep:
-            grid = parse_sweep(args.sweep)
-            for name, values in grid.items():  # every value must be a valid setting before any run starts
-                for v in values:
-                    load_settings(**{**overrides, name: v})
-            rows = run_sweep(overrides, grid, days=args.days, seed=args.seed, start=args.start,
-                             bars_file=args.bars, workers=args.workers)
+        grid = parse_sweep(args.sweep) if args.sweep else {}
+        for name, values in grid.items():  # every value must be a valid setting before any run starts
+            for v in values:
+                load_settings(**{**overrides, name: v})
+        market = ReplayMarket(load_bars(args.bars)) if args.bars else None
+        start, end = args.start, None
+        if args.end is not None:
+            sessions, notes = resolve_range(args.start, args.end, today=today,
+                                            data_sessions=market.sessions if market is not None else None)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+            start, end = sessions[0], sessions[-1]
+        if market is None and settings.market_data == "alpaca":  # downloaded once, for every run below
+            market = build_market(settings, seed=args.seed, start=start, bars_file=None, days=days, end=end,
+                                  today=today)
+        if args.walk_forward is not None:
+            wf = walk_forward(overrides, grid, sessions=replay_days(settings, start, days, market, end),
+                              seed=args.seed, market=market, folds=args.walk_forward, in_sample=args.in_sample,
+                              metric=args.metric, workers=args.workers, today=today)
+            print(json.dumps({**wf, "decisions": SUMMARY}, sort_keys=True, default=str))
+            return 0
+        if grid:
+            rows = run_sweep(overrides, grid, days=days, seed=args.seed, start=start, end=end, market=market,
+                             workers=args.workers, today=today)
             print(json.dumps({"params": list(grid), "grid": rows, "decisions": SUMMARY}, sort_keys=True, default=str))
             return 0
         with tempfile.TemporaryDirectory() as tmp:
             db = args.db or os.path.join(tmp, "replay.db")
-            result = run_replay(settings, days=args.days, seed=args.seed, start=args.start, bars_file=args.bars,
-                                db_path=db, decisions=args.decisions)
+            result = run_replay(settings, days=days, seed=args.seed, start=start, end=end, market=market,
+                                today=today, db_path=db, decisions=args.decisions)
             result.store.close()
     except (ConfigError, BarDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core.clock import UTC, SimClock, session_bounds, trading_sessions
+from core.clock import UTC, SimClock, session_bounds, sessions_between, trading_sessions
 from core.config import Settings
 from core.engine import Engine
 from core.feed import MarketFeed
@@ -40,16 +40,26 @@ class ReplayResult:
 
 
 def build_market(settings: Settings, *, seed: int, start: date, bars_file: str | Path | None,
-                 days: int = 1) -> MarketData:
+                 days: int = 1, end: date | None = None, today: date | None = None,
+                 progress: Callable[..., Any] | None = None) -> MarketData:
+    """The bars of a run: a file, Alpaca history (needs ``today``: only completed days are cached) or the
+    synthetic market anchored at ``start``. A prepared market (``market=``) skips this."""
     if bars_file:
         return ReplayMarket(load_bars(bars_file))
     if settings.market_data == "alpaca":
-        return ReplayMarket(alpaca_history(settings, start, days))
+        if today is None:
+            raise ValueError("a replay on Alpaca history needs today's date (today=): only completed days are cached")
+        last = end if end is not None else trading_sessions(start, days)[-1]
+        return ReplayMarket(alpaca_history(settings, start, last, today=today, progress=progress))
     return SyntheticMarket(seed=seed, universe=settings.universe, anchor=start)
 
 
-def alpaca_history(settings: Settings, start: date, days: int, warmup_sessions: int = 3) -> Any:
-    """Alpaca bars for the replay range plus warm-up sessions, from the local Parquet cache when present."""
+def alpaca_history(settings: Settings, first: date, last: date, *, today: date,
+                   progress: Callable[..., Any] | None = None, warmup_sessions: int = 3) -> Any:
+    """Alpaca bars of [first, last] plus ``warmup_sessions`` sessions before ``first`` (indicator warm-up), from
+    the local Parquet cache when present. ``today``: days before it are complete and may be cached."""
+    import inspect
+
     from core.clock import previous_session
     from core.venues.alpaca.broker import AlpacaCaller, RequestBudget
     from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
@@ -60,13 +70,16 @@ def alpaca_history(settings: Settings, start: date, days: int, warmup_sessions: 
     md = AlpacaMarketData(client, caller=AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min),
                                                       max_retries=settings.alpaca_max_retries),
                           feed=settings.alpaca_feed, cache_dir=settings.alpaca_cache_dir)
-    first = start
+    lo = first
     for _ in range(warmup_sessions):
-        first = previous_session(first)
-    last = trading_sessions(start, days)[-1]
-    frame = md.history(settings.universe.all_symbols, first, last)
+        lo = previous_session(lo)
+    kwargs: dict[str, Any] = {"today": today}
+    # history's progress= comes with another change (core/venues): passed on once it is there
+    if progress is not None and "progress" in inspect.signature(md.history).parameters:
+        kwargs["progress"] = progress
+    frame = md.history(settings.universe.all_symbols, lo, last, **kwargs)
     if frame.empty:
-        raise ValueError(f"Alpaca returned no bars for {first}..{last}")
+        raise ValueError(f"Alpaca returned no bars for {lo}..{last}")
     return frame
 
 
@@ -80,42 +93,68 @@ def session_ticks(day: date, tick_s: int = TICK_S) -> list[datetime]:
     return [open_ + timedelta(seconds=tick_s * (i + 1)) for i in range(n)]
 
 
-def replay_days(settings: Settings, start: date, days: int, market: MarketData) -> list[date]:
+def replay_days(settings: Settings, start: date, days: int, market: MarketData | None,
+                end: date | None = None) -> list[date]:
+    """The sessions a run replays: with ``end``, every session in [start, end]; else ``days`` sessions from
+    ``start``. A file's (or a download's) market replays the sessions it has bars on (``days`` 0: all of them)."""
     if isinstance(market, ReplayMarket):
-        sessions = [d for d in market.sessions if d >= start][:days] if days else list(market.sessions)
+        have = market.sessions
+        if end is not None:
+            sessions = [d for d in have if start <= d <= end]
+        else:
+            sessions = [d for d in have if d >= start][:days] if days else list(have)
         if not sessions:
-            raise ValueError(f"the bars file has no session on or after {start}")
+            span = f"{have[0]}..{have[-1]}" if have else "nothing"
+            where = f"in {start}..{end}" if end is not None else f"on or after {start}"
+            raise ValueError(f"the bars have no session {where} (they cover {span})")
         return sessions
+    if end is not None:
+        sessions = sessions_between(start, end)
+        if not sessions:
+            raise ValueError(f"no trading session in {start}..{end}")
+        return sessions
+    if days < 1:
+        raise ValueError("give a number of sessions (days >= 1) or an end date")
     return trading_sessions(start, days)
 
 
 def run_replay(
     settings: Settings,
     *,
-    days: int,
+    days: int = 0,
     seed: int,
     start: date,
+    end: date | None = None,
     bars_file: str | Path | None = None,
+    market: MarketData | None = None,
+    today: date | None = None,
     db_path: str = ":memory:",
     stop_after_ticks: int | None = None,
     progress: Callable[[int, int], bool | None] | None = None,
     feed: MarketFeed | None = None,
     decisions: str = SUMMARY,
 ) -> ReplayResult:
-    """Replay ``days`` sessions. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning
-    False cancels the run (the result then has ``stats["cancelled"] = True``). ``decisions``: the form of the
-    decision log (``core.state.decisions``): ``summary`` counts what never passed the cutoff, ``full`` keeps every
-    row as live trading does; the stats are the same either way."""
+    """Replay the sessions of [start, end] (or ``days`` sessions from ``start`` when ``end`` is None).
+
+    The bars: ``feed`` (already scored: its market), else ``market`` (prepared, e.g. ``ReplayMarket`` of an uploaded
+    file or downloaded history: its sessions inside the range), else ``build_market`` (``bars_file``, Alpaca history
+    with ``today``, or the synthetic market of ``seed``). ``stats["first_session"]``/``["last_session"]`` name the
+    range actually replayed. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning False
+    cancels the run (the result then has ``stats["cancelled"] = True``). ``decisions``: the form of the decision log
+    (``core.state.decisions``): ``summary`` counts what never passed the cutoff, ``full`` keeps every row as live
+    trading does; the stats are the same either way."""
     t0 = time.perf_counter()
+    if feed is not None:
+        market = feed.market
+    elif market is None:
+        market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days, end=end, today=today)
+    sessions = replay_days(settings, start, days, market, end)  # a bad range fails before the database opens
     store = Store(db_path)
     # a replay database is rebuilt from the bars at will: skip the fsyncs (a killed process still loses
     # nothing committed; only a power cut could, and the run then resumes from its cursor or restarts)
     store.execute("PRAGMA synchronous=OFF")
-    market = feed.market if feed is not None else build_market(settings, seed=seed, start=start,
-                                                                bars_file=bars_file, days=days)
     engine = Engine(settings, store, market, feed=feed, decisions=decisions)
     store.batched = True  # the journal is written in batches of FLUSH_EVERY ticks (core.state.store.Store.flush)
-    sessions = replay_days(settings, start, days, market)
     engine.feed.preload_sessions(sessions)  # nothing to do when a scored feed was passed in
     cursor = store.get_meta("replay_cursor")
     done_until = datetime.fromisoformat(cursor) if cursor else None
@@ -188,6 +227,8 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
         "max_drawdown": round(m["max_drawdown"], 6),
         "win_rate": round(m["win_rate"], 6),
         "sessions": len(sessions),
+        "first_session": sessions[0].isoformat() if sessions else None,
+        "last_session": sessions[-1].isoformat() if sessions else None,
         "metrics": _finite(metrics.research_metrics(store, start_equity, len(sessions))),
         "elapsed_s": round(elapsed, 3),
     }
@@ -242,14 +283,17 @@ def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return cells
 
 
-def shared_feed(settings: Settings, *, days: int, seed: int, start: date,
-                bars_file: str | Path | None = None) -> MarketFeed:
-    """The bars of a replay, scored once: every sweep cell replays on this feed."""
+def shared_feed(settings: Settings, *, days: int = 0, seed: int, start: date, end: date | None = None,
+                bars_file: str | Path | None = None, market: MarketData | None = None,
+                today: date | None = None) -> MarketFeed:
+    """The bars of a replay, scored once: every sweep cell replays on this feed. Only the range's sessions (and
+    the feed's few days of warm-up before them) are loaded: no bar after the range's last session is scored."""
     from core.strategy import load_strategy
 
-    market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days)
+    if market is None:
+        market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days, end=end, today=today)
     feed = MarketFeed(market, load_strategy(settings.strategy), settings.universe.all_symbols)
-    feed.preload_sessions(replay_days(settings, start, days, market))
+    feed.preload_sessions(replay_days(settings, start, days, market, end))
     return feed
 
 
@@ -261,52 +305,100 @@ def _init_worker(feed: MarketFeed) -> None:
     _WORKER_FEED = feed
 
 
-def _sweep_cell(args: tuple[dict[str, Any], dict[str, Any], int, int, str, str | None],
-                feed: MarketFeed | None = None) -> dict[str, Any]:
-    base, cell, days, seed, start_s, bars_file = args
+SweepJob = tuple[dict[str, Any], dict[str, Any], int, int, str, str | None]
+
+
+def cell_row(cell: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """One sweep row: the cell's settings, its research metrics, P&L and order count."""
+    return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],
+            "orders": stats["orders"]}
+
+
+def _sweep_cell(args: SweepJob, feed: MarketFeed | None = None,
+                progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any] | None:
+    """One cell replayed on the shared feed (a worker's, or ``feed``); None when ``progress`` cancelled it."""
+    base, cell, days, seed, start_s, end_s = args
     import tempfile
 
     from core.config import load_settings
 
     settings = load_settings(**{**base, **cell})
     with tempfile.TemporaryDirectory() as tmp:
-        res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s), bars_file=bars_file,
-                         db_path=str(Path(tmp) / "sweep.db"), feed=feed or _WORKER_FEED, decisions=SUMMARY)
+        res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s),
+                         end=date.fromisoformat(end_s) if end_s else None, db_path=str(Path(tmp) / "sweep.db"),
+                         feed=feed or _WORKER_FEED, decisions=SUMMARY, progress=progress)
         stats = res.stats
         res.store.close()
-    return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],
-            "orders": stats["orders"]}
+    return None if stats.get("cancelled") else cell_row(cell, stats)
 
 
-def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int, seed: int, start: date,
-              bars_file: str | None = None, workers: int = 2,
-              progress: Callable[[int, int], bool | None] | None = None) -> list[dict[str, Any]]:
-    """Every grid cell replayed in its own process (spawned: safe from threaded callers such as Streamlit).
-    The bars are scored once, here, and handed to each worker process when it starts."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+class SweepRows(list):  # type: ignore[type-arg]
+    """The rows of a sweep (a list of dicts, grid order); ``cancelled`` is True when ``progress`` returned False:
+    the rows are then those of the cells finished by then."""
 
+    cancelled: bool = False
+
+
+def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0, seed: int, start: date,
+              end: date | None = None, bars_file: str | None = None, market: MarketData | None = None,
+              today: date | None = None, workers: int = 2,
+              progress: Callable[[int, int], bool | None] | None = None,
+              on_workers: Callable[[list[int]], None] | None = None) -> SweepRows:
+    """Every grid cell replayed over [start, end] (or ``days`` sessions from ``start``) on bars scored once, here.
+
+    ``market``: a prepared market (see ``run_replay``) instead of ``build_market``. With ``workers`` > 1 each cell
+    runs in a spawned worker process (safe from threaded callers such as Streamlit) that receives the scored feed
+    when it starts (``core.research.workers``; ``on_workers(pids)`` is told their ids).
+
+    ``progress(done, total)`` (cells) is called when a cell ends and at least every ``workers.HEARTBEAT_S`` while
+    cells run (in-process: every ``PROGRESS_EVERY`` ticks), so a UI can interrupt a long cell. Returning False
+    stops the sweep: the workers are terminated and reaped, and the rows finished so far come back with
+    ``cancelled = True``. Anything ``progress`` raises (Streamlit's stop exception) stops them the same way and
+    propagates."""
     from core.config import load_settings
+    from core.research.workers import HEARTBEAT_S, run_cells
 
     cells = grid_cells(grid)
-    jobs = [(base, c, days, seed, start.isoformat(), bars_file) for c in cells]
+    jobs: list[SweepJob] = [(base, c, days, seed, start.isoformat(), end.isoformat() if end else None) for c in cells]
     # the strategy is not a sweep dimension, so one scored feed serves every cell
-    feed = shared_feed(load_settings(**base), days=days, seed=seed, start=start, bars_file=bars_file)
-    results: dict[int, dict[str, Any]] = {}
+    feed = shared_feed(load_settings(**base), days=days, seed=seed, start=start, end=end, bars_file=bars_file,
+                       market=market, today=today)
+    out = SweepRows()
     if workers <= 1:
+        results: dict[int, dict[str, Any]] = {}
         for i, j in enumerate(jobs):
-            results[i] = _sweep_cell(j, feed)
+            beat = _Heartbeat(progress, i, len(jobs), HEARTBEAT_S)
+            row = _sweep_cell(j, feed, beat if progress is not None else None)
+            if row is None or beat.cancelled:
+                out.cancelled = True
+                break
+            results[i] = row
             if progress is not None and progress(i + 1, len(jobs)) is False:
+                out.cancelled = True
                 break
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(feed,)) as pool:
-            futures = {pool.submit(_sweep_cell, j): i for i, j in enumerate(jobs)}
-            for done, fut in enumerate(as_completed(futures), start=1):
-                results[futures[fut]] = fut.result()
-                if progress is not None and progress(done, len(jobs)) is False:
-                    for f in futures:
-                        f.cancel()
-                    break
-    return [results[i] for i in sorted(results)]
+        results, out.cancelled = run_cells(_sweep_cell, jobs, workers=workers, initializer=_init_worker,
+                                           initargs=(feed,), progress=progress, on_workers=on_workers)
+    out.extend(results[i] for i in sorted(results))
+    return out
+
+
+class _Heartbeat:
+    """A cell replayed in this process: its tick progress becomes the sweep's ``(cells done, total)``, at most
+    every ``every_s`` (a False from the caller cancels the cell)."""
+
+    def __init__(self, progress: Callable[[int, int], bool | None] | None, done: int, total: int,
+                 every_s: float) -> None:
+        self.progress, self.done, self.total, self.every_s = progress, done, total, every_s
+        self.last = time.monotonic()
+        self.cancelled = False
+
+    def __call__(self, _ticks: int, _total: int) -> bool:
+        now = time.monotonic()
+        if self.progress is None or now - self.last < self.every_s:
+            return True
+        self.last = now
+        if self.progress(self.done, self.total) is False:
+            self.cancelled = True
+            return False
+        return True

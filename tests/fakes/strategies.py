@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.strategy import SCORE_COLUMNS
+from core.strategy import SCORE_COLUMNS, from_wide, to_wide
 
 
 class BullishNvda:
@@ -36,3 +36,20 @@ class BullishSpike(BullishNvda):
 
     name = "bullish_spike"
     spike = 0.8
+
+
+class PeekAhead:
+    """Cheats on purpose (walk-forward leak tests): the score of a bar is the sign of the move from its close to the
+    close ``horizon`` bars later, 0 where that bar is not loaded. Its scores on the last bars of a range change
+    with the bars after the range, so an in-sample result that used them shows it."""
+
+    name = "peek_ahead"
+    warmup_bars = 1
+    horizon = 60
+
+    def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
+        if bars.empty:
+            return pd.DataFrame(columns=SCORE_COLUMNS)
+        close = to_wide(bars, "close")
+        score = np.sign(close.shift(-self.horizon) - close).fillna(0.0)
+        return from_wide({"score": score, "vol_spike": score * 0.0}, bars)

@@ -1,0 +1,91 @@
+"""The date range of a research run, checked before anything runs.
+
+``resolve_range(start, end, today=...)`` turns what a person typed into the NYSE sessions a replay uses, with
+notes for every adjustment and a ``RangeError`` (our words, never the calendar library's) for what cannot run:
+
+* a start on a weekend or holiday moves to the next session, an end on one back to the previous session
+  (each with a note saying so);
+* an end before the start, a date after ``today``, a date outside the exchange calendar we load
+  (``core.clock.CALENDAR_START``..``CALENDAR_END``) or a range without a session is refused;
+* with ``data_sessions`` (the sessions a bars file or a download holds), a range reaching before the data's first
+  session or after its last is refused naming the data's span; sessions of the range the data lacks are
+  left out, with a note;
+* more than ``max_sessions`` sessions is refused naming both numbers.
+
+``today`` is a parameter: the caller reads the wall clock once (core logic never does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from core.clock import (
+    CALENDAR_END,
+    CALENDAR_START,
+    next_session_on_or_after,
+    previous_session,
+    session_bounds,
+    sessions_between,
+)
+
+
+class RangeError(ValueError):
+    """A research range that cannot run; the message says why in the user's terms."""
+
+
+def _weekday(day: date) -> str:
+    name = day.strftime("%A")
+    return name if day.weekday() >= 5 else f"{name}, a market holiday"
+
+
+def _is_session(day: date) -> bool:
+    return session_bounds(day) is not None
+
+
+def resolve_range(start: date, end: date, *, today: date, data_sessions: Sequence[date] | None = None,
+                  max_sessions: int | None = None) -> tuple[list[date], list[str]]:
+    """(sessions in [start, end], notes); see the module docstring for the rules."""
+    if end < start:
+        raise RangeError(f"the end {end} is before the start {start}")
+    for day in (start, end):
+        if day > today:
+            raise RangeError(f"{day} is in the future (today is {today})")
+    for day in (start, end):
+        if day < CALENDAR_START or day > CALENDAR_END:
+            raise RangeError(f"{day} is outside the exchange calendar ({CALENDAR_START}..{CALENDAR_END})")
+    sessions = sessions_between(start, end)
+    if not sessions:
+        raise RangeError(f"no trading session between {start} and {end}")
+    notes: list[str] = []
+    if not _is_session(start):
+        first = next_session_on_or_after(start)
+        notes.append(f"{start} is not a trading day ({_weekday(start)}): the run starts at the next session, {first}")
+    if not _is_session(end):
+        last = previous_session(end)  # on or before a non-session day
+        notes.append(f"{end} is not a trading day ({_weekday(end)}): the run ends at the previous session, {last}")
+    if data_sessions is not None:
+        sessions = _within_data(sessions, sorted(set(data_sessions)), notes)
+    if max_sessions is not None and len(sessions) > max_sessions:
+        raise RangeError(f"{sessions[0]}..{sessions[-1]} has {len(sessions)} sessions, more than the "
+                         f"{max_sessions} a run takes")
+    return sessions, notes
+
+
+def _within_data(sessions: list[date], data: list[date], notes: list[str]) -> list[date]:
+    if not data:
+        raise RangeError("the data holds no session")
+    span = f"the data covers {data[0]}..{data[-1]}"
+    if sessions[0] < data[0]:
+        raise RangeError(f"{span}: the range starts at {sessions[0]}, before its first session")
+    if sessions[-1] > data[-1]:
+        raise RangeError(f"{span}: the range ends at {sessions[-1]}, after its last session")
+    have = set(data)
+    kept = [d for d in sessions if d in have]
+    missing = [d for d in sessions if d not in have]
+    if not kept:
+        raise RangeError(f"{span}, but has no bars on any session of {sessions[0]}..{sessions[-1]}")
+    if missing:
+        shown = ", ".join(str(d) for d in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        notes.append(f"the data has no bars on {len(missing)} session(s) of the range ({shown}): they are skipped")
+    return kept

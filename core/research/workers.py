@@ -1,0 +1,131 @@
+"""Worker processes for sweeps that stop when told to.
+
+``concurrent.futures.ProcessPoolExecutor`` cannot stop a running task: cancelling leaves the workers running
+their cells for minutes, and leaving its ``with`` block waits for them. Here the caller owns the processes:
+
+* ``progress(done, total)`` is called every ``HEARTBEAT_S`` while cells run, not only when one ends, so a UI
+  (Streamlit raises its stop exception inside that call) can interrupt a sweep whose cells take a minute;
+* when ``progress`` returns False or raises anything (``BaseException``: Streamlit's StopException too), every
+  worker is terminated, killed after ``GRACE_S`` if it is still there, and joined (reaped) before ``run_cells``
+  returns or re-raises.
+
+Workers are spawned (safe from threaded callers such as Streamlit); ``initializer(*initargs)`` runs once in each
+(the sweep hands over its scored feed that way, pickled once per worker, not once per cell).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import queue
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+HEARTBEAT_S = 0.2  # the longest wait between two progress calls while cells run
+GRACE_S = 0.5  # after terminate (SIGTERM), a worker still alive is killed
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without a result (killed from outside, out of memory, a crash in C code)."""
+
+
+def _worker_main(initializer: Callable[..., None] | None, initargs: tuple[Any, ...], fn: Callable[[Any], Any],
+                 tasks: Any, results: Any) -> None:
+    if initializer is not None:
+        initializer(*initargs)
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        i, job = item
+        try:
+            results.put((i, True, fn(job)))
+        except Exception as e:  # a failing cell is reported, not a dead worker
+            tb = traceback.format_exc()
+            try:
+                pickle.dumps(e)
+                err: BaseException = e
+            except Exception:
+                err = RuntimeError(repr(e))
+            results.put((i, False, (err, tb)))
+
+
+def run_cells(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,
+              initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = (),
+              progress: Callable[[int, int], bool | None] | None = None,
+              on_workers: Callable[[list[int]], None] | None = None) -> tuple[dict[int, Any], bool]:
+    """Run ``fn(job)`` for every job in ``workers`` processes: ({job index: result}, cancelled).
+
+    ``cancelled`` is True when ``progress`` returned False (the results are those finished by then). A job that
+    raises stops the run and its exception is raised here; so is anything ``progress`` raises. In every case the
+    worker processes are gone (terminated if need be, and reaped) when this returns or raises.
+    ``on_workers(pids)`` is told the worker process ids once they are started."""
+    ctx = multiprocessing.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    n = max(1, min(workers, len(jobs)))
+    procs = [ctx.Process(target=_worker_main, args=(initializer, initargs, fn, tasks, results), daemon=True)
+             for _ in range(n)]
+    out: dict[int, Any] = {}
+    cancelled = finished = False
+    try:
+        for p in procs:
+            p.start()
+        if on_workers is not None:
+            on_workers([p.pid for p in procs if p.pid is not None])
+        sent = 0
+        # a few jobs ahead of the workers, never all: a full pipe would block this thread (and its heartbeat)
+        while sent < min(len(jobs), 2 * n):
+            tasks.put((sent, jobs[sent]))
+            sent += 1
+        while len(out) < len(jobs):
+            try:
+                i, ok, value = results.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                _check_alive(procs)
+            else:
+                if not ok:
+                    err, tb = value
+                    raise err from RuntimeError(f"in the worker process:\n{tb}")
+                out[i] = value
+                if sent < len(jobs):
+                    tasks.put((sent, jobs[sent]))
+                    sent += 1
+            if progress is not None and progress(len(out), len(jobs)) is False:
+                cancelled = True
+                break
+        finished = not cancelled
+    finally:
+        if finished:
+            for _ in procs:
+                tasks.put(None)
+            _join(procs, deadline=time.monotonic() + 5.0)
+        _stop(procs)
+        for q in (tasks, results):
+            q.cancel_join_thread()  # what is left in a queue is dropped: exiting must not wait on dead readers
+            q.close()
+    return out, cancelled
+
+
+def _check_alive(procs: list[Any]) -> None:
+    dead = [p for p in procs if p.exitcode is not None]
+    if dead:
+        raise WorkerDied(f"a sweep worker process ended without a result (exit code {dead[0].exitcode})")
+
+
+def _join(procs: list[Any], *, deadline: float) -> None:
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop(procs: list[Any]) -> None:
+    """Terminate, then kill what is still there after the grace, and reap every process (no zombie left)."""
+    alive = [p for p in procs if p.pid is not None and p.exitcode is None]
+    for p in alive:
+        p.terminate()
+    _join(alive, deadline=time.monotonic() + GRACE_S)
+    for p in alive:
+        if p.exitcode is None:
+            p.kill()
+    _join(alive, deadline=time.monotonic() + GRACE_S)

@@ -1,0 +1,170 @@
+"""Walk-forward (core/research/walkforward.py): folds, the choice of the best cell, no leak of out-of-sample bars
+into the choice, and the CLI's --walk-forward."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from core.config import load_settings
+from core.feed import MarketFeed
+from core.research.__main__ import main
+from core.research.replay import cell_row, grid_cells, run_replay
+from core.research.walkforward import Fold, best_cell, cut_market, day_end, decay_warnings, split_sessions, walk_forward
+from core.venues.sim.bar_files import ReplayMarket
+from core.venues.sim.synthetic import SyntheticMarket
+from tests.fakes.strategies import PeekAhead
+
+D = [date(2025, 3, d) for d in (3, 4, 5, 6, 7)]
+PEEK = {"auto_mode": True, "strategy": "tests.fakes.strategies:PeekAhead"}
+
+
+# ---------------------------------------------------------------- folds
+def test_one_fold_is_the_first_share_then_the_rest():
+    days = [date(2025, 3, 3 + i) for i in range(10)]  # ten dates: the split does not look at the calendar
+    assert split_sessions(days) == [Fold(days[:7], days[7:])]
+    assert split_sessions(days, in_sample=0.5) == [Fold(days[:5], days[5:])]
+
+
+def test_k_folds_are_consecutive_windows_each_split_the_same_way():
+    days = [date(2025, 1, 1 + i) for i in range(12)]
+    folds = split_sessions(days, folds=3, in_sample=0.75)
+    assert folds == [Fold(days[0:3], days[3:4]), Fold(days[4:7], days[7:8]), Fold(days[8:11], days[11:12])]
+    uneven = split_sessions(days[:11], folds=2, in_sample=0.6)  # windows of 6 and 5 sessions (rounded edges)
+    assert [(len(f.in_sample), len(f.out_of_sample)) for f in uneven] == [(4, 2), (3, 2)]
+    assert sum((f.in_sample + f.out_of_sample for f in uneven), []) == days[:11]
+
+
+@pytest.mark.parametrize(("n", "folds", "share", "message"), [
+    (10, 1, 0.0, "between 0 and 1"),
+    (10, 1, 1.0, "between 0 and 1"),
+    (2, 1, 0.8, "2 session(s) cannot be split 80% in-sample / 20% out-of-sample"),
+    (5, 3, 0.7, "fold 2 of 3: 1 session(s) cannot be split"),  # windows of 2, 1 and 2 sessions
+    (10, 0, 0.7, "folds must be >= 1"),
+])
+def test_a_split_with_an_empty_part_is_refused(n, folds, share, message):
+    with pytest.raises(ValueError) as e:
+        split_sessions([date(2025, 3, 3 + i) for i in range(n)], folds=folds, in_sample=share)
+    assert message in str(e.value)
+
+
+# ---------------------------------------------------------------- choosing and judging
+def test_the_best_cell_is_the_largest_value_or_the_smallest_drawdown_and_missing_values_lose():
+    rows = [{"c": 1, "sharpe": None, "max_drawdown": 0.03}, {"c": 2, "sharpe": 0.5, "max_drawdown": float("nan")},
+            {"c": 3, "sharpe": 1.5, "max_drawdown": 0.05}, {"c": 4, "sharpe": float("nan"), "max_drawdown": 0.04},
+            {"c": 5, "sharpe": 1.5, "max_drawdown": 0.01}]
+    assert best_cell(rows, "sharpe")["c"] == 3  # ties: the first in grid order
+    assert best_cell(rows, "max_drawdown")["c"] == 5
+    assert best_cell([{"sharpe": None}, {"sharpe": math.nan}], "sharpe") is None
+
+
+def test_out_of_sample_below_half_of_a_positive_in_sample_is_a_warning():
+    warnings = decay_warnings({"total_return": 0.04, "sharpe": 2.0}, {"total_return": 0.019, "sharpe": 1.0})
+    assert warnings == ["out-of-sample total_return 0.019 is below half of in-sample 0.04"]  # sharpe at half: no
+    assert decay_warnings({"total_return": -0.02, "sharpe": 0.0}, {"total_return": -0.5, "sharpe": -3.0}) == []
+    assert decay_warnings({"sharpe": 1.2}, {"sharpe": None}) == ["out-of-sample sharpe has no value (in-sample 1.2)"]
+
+
+# ---------------------------------------------------------------- no leak
+def test_a_cut_market_has_no_bar_after_its_day():
+    start, end = day_end(date(2025, 3, 2)), day_end(D[2])
+    synthetic = SyntheticMarket(2, anchor=D[0])
+    frame = synthetic.frame_for_sessions(3)
+    for market in (synthetic, ReplayMarket(frame)):
+        cut = cut_market(market, D[1])
+        bars = cut.bars(synthetic.symbols, start, end)
+        assert bars["timestamp"].max() < pd.Timestamp(day_end(D[1])) and len(bars) == 2 * 390 * 13
+        assert len(market.bars(synthetic.symbols, start, end)) == 3 * 390 * 13  # the market itself is whole
+    ts, cols = cut_market(synthetic, D[1]).bars_wide(synthetic.symbols, start, end)
+    assert ts.max() < day_end(D[1]).timestamp() and cols["close"].shape == (2 * 390, 13)
+
+
+def reverse_after(frame: pd.DataFrame, day: date) -> pd.DataFrame:
+    """The bars after ``day`` with every move reversed: prices mirrored around each symbol's last close of ``day``
+    (log-returns change sign; high and low swap)."""
+    cut = pd.Timestamp(day_end(day))
+    out = frame.copy()
+    late = out["timestamp"] >= cut
+    ref2 = out.loc[late, "symbol"].map(out[~late].groupby("symbol")["close"].last()) ** 2
+    o, h, lo, c = (out.loc[late, k].copy() for k in ("open", "high", "low", "close"))
+    out.loc[late, "open"], out.loc[late, "high"], out.loc[late, "low"], out.loc[late, "close"] = (
+        ref2 / o, ref2 / lo, ref2 / h, ref2 / c)
+    return out
+
+
+def test_out_of_sample_bars_do_not_reach_the_in_sample_choice():
+    """PeekAhead scores a bar with the close an hour later: on the last in-sample hour that is an out-of-sample
+    bar. Reversing only the out-of-sample moves must leave the in-sample grid and the choice as they were; a naive
+    sweep whose feed spans both parts does change, so a leak would show."""
+    frame = SyntheticMarket(11, anchor=D[0]).frame_for_sessions(2)
+    reversed_ = reverse_after(frame, D[0])
+    assert reversed_[reversed_["timestamp"] < pd.Timestamp(day_end(D[0]))].equals(
+        frame[frame["timestamp"] < pd.Timestamp(day_end(D[0]))])
+    grid = {"mixer_cooldown_s": [60, 600]}
+    runs = [walk_forward(PEEK, grid, sessions=D[:2], seed=11, market=ReplayMarket(f), in_sample=0.5,
+                         metric="total_return", workers=1)["folds"][0] for f in (frame, reversed_)]
+    a, b = runs
+    assert (a["in_sample"]["first"], a["in_sample"]["last"], a["out_of_sample"]["first"]) == (
+        "2025-03-03", "2025-03-03", "2025-03-04")
+    assert a["in_sample"]["grid"] == b["in_sample"]["grid"] and len(a["in_sample"]["grid"]) == 2
+    assert a["in_sample"]["best"] == b["in_sample"]["best"] is not None
+    assert a["out_of_sample"]["metrics"] != b["out_of_sample"]["metrics"]  # the change itself is visible
+
+    def naive(f: pd.DataFrame) -> list[dict]:
+        feed = MarketFeed(ReplayMarket(f), PeekAhead(), load_settings().universe.all_symbols)
+        feed.preload_sessions(D[:2])  # scored over in-sample and out-of-sample together
+        return [cell_row(c, run_replay(load_settings(**{**PEEK, **c}), seed=11, start=D[0], end=D[0],
+                                       feed=feed).stats) for c in grid_cells(grid)]
+
+    assert naive(frame) != naive(reversed_)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_walk_forward_prints_each_fold_in_and_out_of_sample(capsys):
+    code = main(["--walk-forward", "2", "--sweep", "cooldown=60,600", "--start", "2025-03-01", "--end", "2025-03-06",
+                 "--in-sample", "0.5", "--metric", "total_return", "--seed", "3", "--auto", "--workers", "1"],
+                today=date(2026, 11, 30))
+    assert code == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["metric"] == "total_return" and d["params"] == ["mixer_cooldown_s"] and len(d["folds"]) == 2
+    spans = [(f["in_sample"]["first"], f["in_sample"]["last"], f["out_of_sample"]["first"],
+              f["out_of_sample"]["last"]) for f in d["folds"]]
+    assert spans == [("2025-03-03", "2025-03-03", "2025-03-04", "2025-03-04"),
+                     ("2025-03-05", "2025-03-05", "2025-03-06", "2025-03-06")]
+    fold = d["folds"][1]
+    grid = fold["in_sample"]["grid"]
+    best = max(grid, key=lambda r: r["total_return"])
+    assert fold["in_sample"]["best"] == {"mixer_cooldown_s": best["mixer_cooldown_s"]}
+    assert fold["in_sample"]["metrics"]["total_return"] == best["total_return"]
+    # the out-of-sample figures are the chosen cell replayed on the same market over those sessions
+    ref = run_replay(load_settings(auto_mode=True, mixer_cooldown_s=best["mixer_cooldown_s"]), seed=3,
+                     start=date(2025, 3, 6), end=date(2025, 3, 6), market=SyntheticMarket(3, anchor=date(2025, 3, 3)))
+    expected = {k: v for k, v in cell_row({}, ref.stats).items()}
+    assert fold["out_of_sample"]["metrics"] == json.loads(json.dumps(expected))
+    assert fold["out_of_sample"]["sessions"] == 1 and isinstance(fold["warnings"], list)
+
+
+def test_cli_walk_forward_needs_a_grid_and_a_known_metric(capsys):
+    with pytest.raises(SystemExit):
+        main(["--walk-forward", "2", "--days", "4"], today=date(2026, 11, 30))
+    code = main(["--walk-forward", "1", "--sweep", "cooldown=60,120", "--days", "4", "--metric", "luck"],
+                today=date(2026, 11, 30))
+    err = capsys.readouterr().err
+    assert code == 2 and "error: unknown metric 'luck'" in err and "sharpe" in err
+
+
+def test_a_walk_forward_stopped_by_progress_says_so():
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> bool:
+        calls.append((done, total))
+        return False
+
+    out = walk_forward({"auto_mode": True}, {"cutoff_delta": [-0.05, 0.05]}, sessions=D[:2], seed=3, in_sample=0.5,
+                       workers=1, progress=progress)
+    assert out["cancelled"] is True and out["folds"] == []
+    assert calls == [calls[0]] and calls[0][1] == 1 * (2 + 1) and 0 <= calls[0][0] <= 1  # one fold: 2 cells + 1
