@@ -116,7 +116,7 @@ except (ConfigError, sources.UniverseError) as e:
     st.error(f"Universe: {e}")
 if run_settings is not None:
     st.caption(rv.universe_line(run_settings.universe))
-    if kind == "alpaca" and sessions:
+    if kind == "alpaca" and sessions and rv.has_alpaca_keys(run_settings):
         st.caption(rv.alpaca_cache_note(run_settings, feed_name, list(run_settings.universe.all_symbols),
                                         sessions[0], sessions[-1]))
 

@@ -56,8 +56,22 @@ def texts(at: AppTest, kind: str) -> list[str]:
     return [e.value for e in getattr(at, kind)]
 
 
-def chart(at: AppTest, key_word: str) -> dict:
-    return json.loads(next(c.proto.spec for c in at.get("plotly_chart") if key_word in c.proto.spec))
+def frame(at: AppTest, kind: str) -> pd.DataFrame:
+    """A table of the page by what it holds (AppTest does not expose a dataframe's key)."""
+    test = {"metrics": lambda c: c[0] == "metric" and "delta" not in c and "in-sample" not in c,
+            "compare": lambda c: "delta" in c, "saved": lambda c: "created_at" in c,
+            "sweep": lambda c: "mixer_cooldown_s" in c, "oos": lambda c: "in-sample" in c}[kind]
+    return next(d.value for d in at.dataframe if test(list(d.value.columns)))
+
+
+def chart(at: AppTest, title_word: str) -> dict:
+    """A plotly chart of the page by a word of its title (every spec carries plotly's template, which names
+    every trace type, so the spec's text alone does not say which chart it is)."""
+    for c in at.get("plotly_chart"):
+        spec = json.loads(c.proto.spec)
+        if title_word in ((spec["layout"].get("title") or {}).get("text") or ""):
+            return spec
+    raise AssertionError(f"no chart titled with {title_word!r}")
 
 
 def test_two_replays_are_saved_and_compared_with_the_benchmark(app, tmp_path):
@@ -73,7 +87,7 @@ def test_two_replays_are_saved_and_compared_with_the_benchmark(app, tmp_path):
     # the page's numbers are the engine's: the same replay run here gives the same figures
     ref = run_replay(load_settings(db_path=":memory:", auto_mode=True, cutoff_delta=-0.05, seed=3), days=1, seed=3,
                      start=DAY)
-    table = at.dataframe(key="r_metrics").value.set_index("metric")
+    table = frame(at, "metrics").set_index("metric")
     assert table.loc["trades", "loose"] == ref.stats["metrics"]["trades"]
     bench_cols = [c for c in table.columns if c.startswith("Buy & hold")]
     assert bench_cols and table.loc["total_return", bench_cols[0]] is not None
@@ -81,7 +95,7 @@ def test_two_replays_are_saved_and_compared_with_the_benchmark(app, tmp_path):
     at.slider(key="r_delta").set_value(0.05)
     at.text_input(key="r_name").set_value("tight")
     click(at, "Run replay")
-    cmp_ = at.dataframe(key="r_compare").value.set_index("metric")
+    cmp_ = frame(at, "compare").set_index("metric")
     a, b = cmp_.loc["trades", "loose"], cmp_.loc["trades", "tight"]
     assert cmp_.loc["trades", "delta"] == b - a
     names = {t["name"] for t in chart(at, "Equity")["data"]}
@@ -99,7 +113,7 @@ def test_saved_runs_survive_an_app_restart(app, tmp_path):
     at.text_input(key="r_name").set_value("kept")
     click(at, "Run replay")
     at2 = start_app(tmp_path / "r.db")  # a new server process's view: nothing from the old session state
-    saved = at2.dataframe(key="r_saved").value
+    saved = frame(at2, "saved")
     assert list(saved["name"]) == ["kept"]
 
 
@@ -116,15 +130,14 @@ def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkey
     at = app
     set_range(at, DAY, DAY)
     click(at, "Run replay")
-    summary = at.dataframe(key="r_metrics").value
+    summary = frame(at, "metrics")
     assert asked == ["summary"]
     box = at.checkbox(key="r_full_decisions")
     assert box.label == "Store every decision row (slower)" and box.value is False
     box.check()
-    at.multiselect(key="r_open").set_value([])
     click(at, "Run replay")
     assert asked[1:] == ["full"]
-    full = at.dataframe(key="r_compare").value.set_index("metric")
+    full = frame(at, "compare").set_index("metric")
     row = summary.set_index("metric")
     for m in ("trades", "total_return", "max_drawdown"):  # the same figures from either form
         assert full.iloc[:, 1][m] == row.iloc[:, 0][m], m
@@ -196,7 +209,7 @@ def test_a_bar_file_replays_with_its_own_universe_and_benchmark(app, tmp_path, m
     assert at.date_input(key="r_start").value == date(2025, 3, 3)  # the file's own span
     click(at, "Run replay")
     assert any("file " in t and "mine.csv" in t for t in texts(at, "success")), texts(at, "success")
-    table = at.dataframe(key="r_metrics").value.set_index("metric")
+    table = frame(at, "metrics").set_index("metric")
     bench = next(c for c in table.columns if c.startswith("Buy & hold"))
     # equal weight of NVDA, TSLA, AAPL bought at the first open, marked at the last close
     f = pd.read_csv(data / "mine.csv")
@@ -249,13 +262,13 @@ def test_sweep_heat_map_redraws_on_a_new_metric_without_running_again(app, monke
     at.multiselect(key="s_cooldowns").set_value([60, 300])
     at.selectbox(key="s_workers").set_value(1)
     click(at, "Run sweep")
-    hm = chart(at, "heatmap")["data"][0]
+    hm = chart(at, "by cutoff delta")["data"][0]
     assert hm["x"] == ["-0.02", "+0.00", "+0.02"] and hm["y"] == ["60", "300"]
-    table = at.dataframe(key="s_table").value
+    table = frame(at, "sweep")
     assert len(table) == 6 and set(table["cutoff_delta"]) == {-0.02, 0.0, 0.02}
-    assert chart(at, "heatmap")["layout"]["title"]["text"].startswith("total_return")
+    assert chart(at, "by cutoff delta")["layout"]["title"]["text"].startswith("total_return")
     at.selectbox(key="s_metric").set_value("trades").run()
-    assert chart(at, "heatmap")["layout"]["title"]["text"].startswith("trades")
+    assert chart(at, "by cutoff delta")["layout"]["title"]["text"].startswith("trades")
     assert calls == [1]
 
 

@@ -71,20 +71,8 @@ def universe_symbols(settings: Settings) -> list[str]:
     return list(settings.universe.all_symbols)
 
 
-def alpaca_client(settings: Settings, feed: str) -> Any:
-    from core.venues.alpaca.broker import AlpacaCaller, RequestBudget
-    from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
-
-    key = settings.alpaca_api_key.get_secret_value() if settings.alpaca_api_key else ""
-    secret = settings.alpaca_secret_key.get_secret_value() if settings.alpaca_secret_key else ""
-    client = make_data_client(key, secret, url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
-    return AlpacaMarketData(client, caller=AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min),
-                                                        max_retries=settings.alpaca_max_retries),
-                            feed=feed, cache_dir=settings.alpaca_cache_dir)
-
-
 def alpaca_cache_note(settings: Settings, feed: str, symbols: list[str], first: date, last: date) -> str:
-    md = alpaca_client(settings, feed)
+    md = replay_mod.research_market_data(settings, feed)
     got = md.cached_days(symbols, first, last)
     if not got.partial and not got.missing:
         return f"All {len(got.full)} days are in the local cache ({settings.alpaca_cache_dir}/{feed}): no download."
@@ -148,10 +136,14 @@ def replay_and_save(db_path: str, label: str, source: sources.DataSource, params
     finally:
         res.store.close()
     run_id = _save(db_path, lambda w: record.save_replay(w, label, rec, created_at=datetime.now(UTC)))
-    text = (f"{source.describe()}, {used[0]} … {used[-1]} ({len(used)} sessions), cutoff delta "
+    text = (f"{source.describe()}, {used[0]} … {used[-1]} ({plural(len(used), 'session')}), cutoff delta "
             f"{params['cutoff_delta']:+.2f}, cooldown {params['mixer_cooldown_s']} s: "
             f"{rec['metrics'].get('trades', 0)} trades, P&L {rec['metrics']['pnl_total']:+,.2f}")
     return run_id, text
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def sessions_of(stats: dict[str, Any], asked: list[date]) -> list[date]:
@@ -233,11 +225,19 @@ def _curves(run: dict[str, Any], *, with_benchmark: bool) -> list[tuple[str, pd.
 
 
 def show_runs(opened: list[dict[str, Any]]) -> None:
+    """Open saved runs: one replay with its benchmark, two side by side, a sweep's grid or an out-of-sample check."""
+    for r in [r for r in opened if r["kind"] != "replay"]:
+        if r["kind"] == "sweep":
+            show_sweep({"id": r["id"], "rows": r["detail"]["grid"], "used": _source_text(r)},
+                       st.session_state.get("s_metric", METRICS[0]), key=f"saved_{r['id']}")
+        else:
+            show_walk_forward({**r["detail"], "id": r["id"]}, key=f"saved_{r['id']}")
+    opened = [r for r in opened if r["kind"] == "replay"]
     if not opened:
         return
     for r in opened:
         src = r["source"]
-        st.caption(f"#{r['id']} “{r['name']}” ({r['kind']}, saved {r['created_at'][:16].replace('T', ' ')} UTC): "
+        st.caption(f"#{r['id']} “{r['name']}” ({r['kind']}, saved {r['created_at']:%Y-%m-%d %H:%M} UTC): "
                    f"{src.get('description', src.get('kind'))}, {src.get('first')} … {src.get('last')} "
                    f"({src.get('sessions')} sessions), data fingerprint {src.get('fingerprint', '–')}; "
                    f"parameters {_params_text(r['params'])}")
@@ -257,6 +257,12 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
     if isinstance(trades, pd.DataFrame) and not trades.empty:
         st.caption(f"Trades of #{opened[0]['id']} ({len(trades)})")
         st.dataframe(trades, hide_index=True, key="r_trades")
+
+
+def _source_text(r: dict[str, Any]) -> str:
+    src = r["source"]
+    return (f"{src.get('description', src.get('kind'))}, {src.get('first')} … {src.get('last')} "
+            f"({plural(src.get('sessions') or 0, 'session')})")
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -285,19 +291,20 @@ def manage_run(db_path: str, run: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- sweeps and out-of-sample
-def show_sweep(sweep: dict[str, Any], metric: str) -> None:
+def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
     df = pd.DataFrame(sweep["rows"])
     st.caption(f"Sweep #{sweep['id']}: {sweep['used']}")
     if metric not in df:
         st.info(f"No {metric} in these results.")
         return
     pivot = df.pivot(index="mixer_cooldown_s", columns="cutoff_delta", values=metric)
-    st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key="s_heatmap")
-    st.dataframe(df, hide_index=True, key="s_table")
-    st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), "sweep.csv", "text/csv", key="s_dl")
+    st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key=f"{key}_heatmap")
+    st.dataframe(df, hide_index=True, key=f"{key}_table")
+    st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), f"sweep_{sweep['id']}.csv",
+                       "text/csv", key=f"{key}_dl")
 
 
-def show_walk_forward(result: dict[str, Any]) -> None:
+def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
     st.caption(f"Out-of-sample check #{result['id']}: best cell by {result['metric']} on each in-sample part, "
                f"replayed on the out-of-sample part that follows it")
     for i, f in enumerate(result["folds"], start=1):
@@ -311,6 +318,6 @@ def show_walk_forward(result: dict[str, Any]) -> None:
             if a is None and b is None:
                 continue
             rows.append({"metric": m, "in-sample": a, "out-of-sample": b})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"s_oos_{i}")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"{key}_oos_{i}")
         for w in f.get("warnings", []):
             st.warning(w)

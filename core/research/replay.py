@@ -54,30 +54,31 @@ def build_market(settings: Settings, *, seed: int, start: date, bars_file: str |
     return SyntheticMarket(seed=seed, universe=settings.universe, anchor=start)
 
 
-def alpaca_history(settings: Settings, first: date, last: date, *, today: date,
-                   progress: Callable[..., Any] | None = None, warmup_sessions: int = 3) -> Any:
-    """Alpaca bars of [first, last] plus ``warmup_sessions`` sessions before ``first`` (indicator warm-up), from
-    the local Parquet cache when present. ``today``: days before it are complete and may be cached."""
-    import inspect
-
-    from core.clock import previous_session
+def research_market_data(settings: Settings, feed: str | None = None) -> Any:
+    """Alpaca's bar history for research: the same client, timeout and retries as live, but a download waits its
+    turn in the request budget instead of failing, and completed days go to the Parquet cache."""
     from core.venues.alpaca.broker import AlpacaCaller, RequestBudget
     from core.venues.alpaca.marketdata import AlpacaMarketData, make_data_client
 
     key = settings.alpaca_api_key.get_secret_value() if settings.alpaca_api_key else ""
     secret = settings.alpaca_secret_key.get_secret_value() if settings.alpaca_secret_key else ""
     client = make_data_client(key, secret, url_override=settings.alpaca_data_url, timeout_s=settings.alpaca_timeout_s)
-    md = AlpacaMarketData(client, caller=AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min),
-                                                      max_retries=settings.alpaca_max_retries),
-                          feed=settings.alpaca_feed, cache_dir=settings.alpaca_cache_dir)
+    return AlpacaMarketData(client, caller=AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min),
+                                                        max_retries=settings.alpaca_max_retries, queue=True),
+                            feed=feed or settings.alpaca_feed, cache_dir=settings.alpaca_cache_dir)
+
+
+def alpaca_history(settings: Settings, first: date, last: date, *, today: date,
+                   progress: Callable[[int, int], Any] | None = None, warmup_sessions: int = 3) -> Any:
+    """Alpaca bars of [first, last] plus ``warmup_sessions`` sessions before ``first`` (indicator warm-up), from
+    the local Parquet cache when present. ``today``: days before it are complete and may be cached."""
+    from core.clock import previous_session
+
+    md = research_market_data(settings)
     lo = first
     for _ in range(warmup_sessions):
         lo = previous_session(lo)
-    kwargs: dict[str, Any] = {"today": today}
-    # history's progress= comes with another change (core/venues): passed on once it is there
-    if progress is not None and "progress" in inspect.signature(md.history).parameters:
-        kwargs["progress"] = progress
-    frame = md.history(settings.universe.all_symbols, lo, last, **kwargs)
+    frame = md.history(settings.universe.all_symbols, lo, last, today=today, progress=progress)
     if frame.empty:
         raise ValueError(f"Alpaca returned no bars for {lo}..{last}")
     return frame
