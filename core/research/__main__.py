@@ -14,14 +14,20 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 from core.clock import WallClock, trading_date
-from core.config import ConfigError, load_settings
+from core.config import ConfigError, Settings, load_settings
+from core.research import record, runs
 from core.research.ranges import resolve_range
 from core.research.replay import build_market, parse_sweep, replay_days, run_replay, run_sweep
+from core.research.runs import clean_name
+from core.research.sources import DataSource
 from core.research.walkforward import walk_forward
 from core.state.decisions import MODES, SUMMARY
+from core.state.store import Store
 from core.venues.marketdata import BarDataError
 from core.venues.sim.bar_files import ReplayMarket, load_bars
 
@@ -34,6 +40,35 @@ def parse_set(items: list[str]) -> dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip().lower()] = v
     return out
+
+
+def cli_source(args: argparse.Namespace, settings: Settings) -> DataSource:
+    if args.bars:
+        return DataSource("file", file_name=os.path.basename(args.bars))
+    if settings.market_data == "alpaca":
+        return DataSource("alpaca", feed=settings.alpaca_feed)
+    return DataSource("synthetic", seed=args.seed)
+
+
+def with_app_store(settings: Settings, write: Callable[[Store], int]) -> int:
+    """Write to the app's database (DB_PATH), where the Research page reads saved runs."""
+    store = Store(settings.db_path)
+    try:
+        return int(write(store))
+    finally:
+        store.close()
+
+
+def save_other(settings: Settings, name: str | None, kind: str, source: DataSource, sessions: list[date],
+               params: dict[str, Any], metrics: dict[str, Any], detail: dict[str, Any]) -> dict[str, int]:
+    """A sweep or a walk-forward kept as a saved run (``--save NAME``); nothing when no name was given."""
+    if name is None:
+        return {}
+    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
+           "last": sessions[-1].isoformat(), "sessions": len(sessions)}
+    return {"saved_run_id": with_app_store(settings, lambda w: runs.save_run(
+        w, name=name, kind=kind, source=src, params=params, metrics=metrics, detail=detail,
+        created_at=WallClock().now()))}
 
 
 def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
@@ -57,6 +92,9 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
                     help="out-of-sample check of the --sweep grid over K folds (core/research/walkforward.py)")
     ap.add_argument("--in-sample", type=float, default=0.7, help="share of each fold's sessions used to choose")
     ap.add_argument("--metric", default="sharpe", help="the figure the walk-forward chooses the best cell by")
+    ap.add_argument("--save", metavar="NAME",
+                    help="keep the run (replay, sweep or walk-forward) in research_runs of the app's database "
+                         "(DB_PATH), where the Research page lists it")
     ap.add_argument("--decisions", choices=list(MODES), default=SUMMARY,
                     help="summary: decisions that never passed the cutoff stored as per-minute counts (same figures, "
                          "smaller and faster); full: one row per decision, as live trading")
@@ -96,26 +134,42 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
         if market is None and settings.market_data == "alpaca":  # downloaded once, for every run below
             market = build_market(settings, seed=args.seed, start=start, bars_file=None, days=days, end=end,
                                   today=today)
+        if args.save is not None:
+            clean_name(args.save)  # a bad name is refused before the run, not after it
+        source = cli_source(args, settings)
+        sessions = replay_days(settings, start, days, market, end)
         if args.walk_forward is not None:
-            wf = walk_forward(overrides, grid, sessions=replay_days(settings, start, days, market, end),
+            wf = walk_forward(overrides, grid, sessions=sessions,
                               seed=args.seed, market=market, folds=args.walk_forward, in_sample=args.in_sample,
                               metric=args.metric, workers=args.workers, today=today)
-            print(json.dumps({**wf, "decisions": SUMMARY}, sort_keys=True, default=str))
+            saved = save_other(settings, args.save, "walk_forward", source, sessions, {"grid": grid, **overrides},
+                               wf["folds"][-1]["out_of_sample"]["metrics"] if wf["folds"] else {}, wf)
+            print(json.dumps({**wf, "decisions": SUMMARY, **saved}, sort_keys=True, default=str))
             return 0
         if grid:
             rows = run_sweep(overrides, grid, days=days, seed=args.seed, start=start, end=end, market=market,
                              workers=args.workers, today=today)
-            print(json.dumps({"params": list(grid), "grid": rows, "decisions": SUMMARY}, sort_keys=True, default=str))
+            saved = save_other(settings, args.save, "sweep", source, sessions, {"grid": grid, **overrides}, {},
+                               {"grid": list(rows)})
+            print(json.dumps({"params": list(grid), "grid": rows, "decisions": SUMMARY, **saved}, sort_keys=True,
+                             default=str))
             return 0
+        saved = {}
         with tempfile.TemporaryDirectory() as tmp:
             db = args.db or os.path.join(tmp, "replay.db")
             result = run_replay(settings, days=days, seed=args.seed, start=start, end=end, market=market,
                                 today=today, db_path=db, decisions=args.decisions)
-            result.store.close()
+            try:
+                if args.save is not None:
+                    rec = record.replay_record(result, settings, source, overrides, sessions)
+                    saved = {"saved_run_id": with_app_store(settings, lambda w: record.save_replay(
+                        w, args.save, rec, created_at=WallClock().now()))}
+            finally:
+                result.store.close()
     except (ConfigError, BarDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stats = {**result.stats, "decisions": args.decisions}
+    stats = {**result.stats, "decisions": args.decisions, **saved}
     if args.json:
         print(json.dumps(stats, sort_keys=True))
     else:
