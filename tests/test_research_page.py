@@ -285,3 +285,28 @@ def test_more_than_a_year_is_refused_with_a_message(app):
     at = app
     set_range(at, date(2023, 1, 3), date(2024, 3, 1))
     assert any("260" in t for t in texts(at, "error")), texts(at, "error")
+
+
+def test_the_out_of_sample_check_shows_both_parts_and_is_kept(app, tmp_path):
+    at = app
+    set_range(at, date(2025, 3, 3), date(2025, 3, 7))  # 5 sessions: 4 in-sample (70 % rounded), 1 out-of-sample
+    at.slider(key="s_delta").set_value((-0.02, 0.02))
+    at.selectbox(key="s_step").set_value(0.02)
+    at.multiselect(key="s_cooldowns").set_value([180])
+    at.selectbox(key="s_workers").set_value(1)
+    at.selectbox(key="s_pick").set_value("total_return")
+    click(at, "Run out-of-sample check")
+    heads = [m.value for m in at.markdown if m.value.startswith("**Fold 1**")]
+    assert heads and "in-sample 2025-03-03 … 2025-03-06 (4 sessions)" in heads[0]
+    assert "out-of-sample 2025-03-07 … 2025-03-07 (1 session)" in heads[0]
+    table = frame(at, "oos").set_index("metric")
+    store = Store(str(tmp_path / "r.db"), readonly=True)
+    [run] = [runs.load_run(store, int(i)) for i in runs.list_runs(store)["id"]]
+    store.close()
+    fold = run["detail"]["folds"][0]
+    assert run["kind"] == "walk_forward"
+    assert table.loc["trades", "in-sample"] == fold["in_sample"]["metrics"]["trades"]
+    assert table.loc["trades", "out-of-sample"] == fold["out_of_sample"]["metrics"]["trades"]
+    # the best cell is the in-sample grid's best by the chosen figure
+    best = max(fold["in_sample"]["grid"], key=lambda r: r["total_return"])
+    assert fold["in_sample"]["best"]["cutoff_delta"] == best["cutoff_delta"]

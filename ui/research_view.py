@@ -310,8 +310,9 @@ def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
     for i, f in enumerate(result["folds"], start=1):
         ins, oos = f["in_sample"], f["out_of_sample"]
         best = ", ".join(f"{k}={v}" for k, v in ins["best"].items())
-        st.markdown(f"**Fold {i}**: in-sample {ins['first']} … {ins['last']} ({ins['sessions']} sessions), "
-                    f"out-of-sample {oos['first']} … {oos['last']} ({oos['sessions']} sessions); best cell {best}")
+        st.markdown(f"**Fold {i}**: in-sample {ins['first']} … {ins['last']} ({plural(ins['sessions'], 'session')}), "
+                    f"out-of-sample {oos['first']} … {oos['last']} ({plural(oos['sessions'], 'session')}); "
+                    f"best cell {best}")
         rows = []
         for m in METRICS:
             a, b = ins["metrics"].get(m), oos["metrics"].get(m)
