@@ -63,6 +63,7 @@ else:
             problems.append("Upload a bar file or choose one under data/.")
     except BarDataError as e:
         problems.append(f"The file was refused: {e}")
+        st.error(f"The file was refused: {e}")
     source = sources.DataSource("file", file_name=file_name) if frame is not None else None
     if frame is not None:
         summary = rv.summarize(frame)
@@ -140,7 +141,8 @@ if run and not problems and source is not None and run_settings is not None:
     params = {"cutoff_delta": round(float(delta), 4), "mixer_cooldown_s": int(cooldown), **universe_set}
     label = name.strip() or f"cutoff {delta:+.2f}, cooldown {cooldown} s"
     bar = st.progress(0.0, text="starting")
-    st.button("Cancel", key="r_cancel")
+    cancel = st.empty()
+    cancel.button("Cancel", key="r_cancel", help="Stops the run at once; nothing of it is saved")
     try:
         market = rv.prepare_market(source, frame, settings, run_settings, sessions, TODAY, bar)
         run_id, used = rv.replay_and_save(settings.db_path, label, source, params, sessions, market, bar,
@@ -151,6 +153,7 @@ if run and not problems and source is not None and run_settings is not None:
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
         st.error(f"Cannot run: {e}")
     bar.empty()
+    cancel.empty()
 elif run:
     st.error("Nothing was run: fix the problems above first.")
 if st.session_state.get("r_done"):
@@ -164,7 +167,7 @@ if saved.empty:
 else:
     ids = [int(i) for i in saved["id"]]
     st.session_state["r_open"] = [i for i in st.session_state.get("r_open", ids[:1]) if i in ids]
-    st.dataframe(saved, hide_index=True, key="r_saved")
+    st.dataframe(rv.saved_table(saved), hide_index=True, key="r_saved")
     open_ids = st.multiselect("Open (pick two to compare)", ids, key="r_open", max_selections=2,
                               format_func=lambda i: rv.run_label(saved, i))
     opened = [runs.load_run(ctx.store, i) for i in open_ids]
@@ -196,7 +199,8 @@ elif go_sweep or go_oos:
     grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) for i in range(n)],
             "mixer_cooldown_s": sorted(int(x) for x in cooldowns) or [int(live.get("cooldown_s", 180))]}
     bar = st.progress(0.0, text=f"0/{len(grid_cells(grid))} runs")
-    st.button("Cancel", key="s_cancel")
+    cancel = st.empty()
+    cancel.button("Cancel", key="s_cancel", help="Stops the sweep and its worker processes at once")
     try:
         market = rv.prepare_market(source, frame, settings, run_settings, sessions, TODAY, bar)
         if go_sweep:
@@ -209,6 +213,7 @@ elif go_sweep or go_oos:
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
         st.error(f"Cannot run: {e}")
     bar.empty()
+    cancel.empty()
 
 sweep = st.session_state.get("s_result")
 if sweep:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -97,3 +98,20 @@ def open_page(browser, url: str):  # type: ignore[no-untyped-def]
     page.goto(url)
     wait_script_idle(page)
     return page
+
+
+def wait_until(fn, timeout: float, what: str, page=None):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # element not there yet
+            last = e
+        time.sleep(0.5)
+    if page is not None:
+        slug = re.sub(r"\W+", "_", what)
+        page.screenshot(path=str(ARTIFACTS / f"timeout-{slug}.png"), full_page=True)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 
 import pytest
 
 from tests.ci import ci_required
-from tests.e2e import ARTIFACTS, AppServer, launch_chromium, open_page, wait_script_idle
+from tests.e2e import ARTIFACTS, AppServer, launch_chromium, open_page, wait_script_idle, wait_until
 
 try:
     from playwright import sync_api
@@ -29,23 +28,6 @@ PAGES = {"live_signals": "", "approvals": "approvals", "baskets": "baskets", "ri
 def metric_value(page, label: str) -> str:  # type: ignore[no-untyped-def]
     box = page.locator("[data-testid='stMetric']", has=page.get_by_text(label, exact=True)).first
     return box.locator("[data-testid='stMetricValue']").inner_text()
-
-
-def wait_until(fn, timeout: float, what: str, page=None):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # element not there yet
-            last = e
-        time.sleep(0.5)
-    if page is not None:
-        slug = re.sub(r"\W+", "_", what)
-        page.screenshot(path=str(ARTIFACTS / f"timeout-{slug}.png"), full_page=True)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def test_browser_signals_approve_and_history(tmp_path):

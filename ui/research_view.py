@@ -202,6 +202,13 @@ def run_label(saved: pd.DataFrame, run_id: int) -> str:
     return f"#{run_id} {row['name']}"
 
 
+def saved_table(saved: pd.DataFrame) -> pd.DataFrame:
+    """The saved-runs list as shown: times to the minute in UTC, as the run's caption says."""
+    out = saved.copy()
+    out["created_at"] = pd.to_datetime(out["created_at"], utc=True, format="ISO8601").dt.strftime("%Y-%m-%d %H:%M UTC")
+    return out
+
+
 def _metrics_table(run: dict[str, Any]) -> pd.DataFrame:
     cols = {run["name"]: run["metrics"]}
     for b in (run.get("benchmark") or {}).values():
@@ -246,7 +253,10 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
         curves = _curves(opened[0], with_benchmark=True)
     else:
         a, b = opened[1], opened[0]  # the older first: delta = newer - older
-        st.dataframe(runs.compare_runs(a, b, METRICS), hide_index=True, key="r_compare")
+        table = runs.compare_runs(a, b, METRICS)
+        for bench in (b.get("benchmark") or {}).values():  # the newer run's data: doing nothing on the same bars
+            table[bench["label"]] = [bench["metrics"].get(m) for m in table["metric"]]
+        st.dataframe(table, hide_index=True, key="r_compare")
         same_data = a["source"].get("fingerprint") == b["source"].get("fingerprint")
         curves = _curves(a, with_benchmark=same_data) + _curves(b, with_benchmark=True)
         if not same_data:
@@ -271,7 +281,7 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def manage_run(db_path: str, run: dict[str, Any]) -> None:
-    c = st.columns([3, 1, 1, 1, 1])
+    c = st.columns([3, 1, 1, 1, 1, 1])
     new = c[0].text_input(f"Rename #{run['id']}", run["name"], key=f"r_rename_{run['id']}", max_chars=80)
     if c[1].button("Rename", key=f"r_rename_go_{run['id']}"):
         try:
@@ -286,7 +296,9 @@ def manage_run(db_path: str, run: dict[str, Any]) -> None:
         st.rerun()
     c[3].download_button("Trades CSV", runs.run_trades_csv(run), f"run_{run['id']}_trades.csv", "text/csv",
                          key=f"r_dl_trades_{run['id']}")
-    c[4].download_button("Run JSON", runs.run_json(run).encode(), f"run_{run['id']}.json", "application/json",
+    c[4].download_button("Equity CSV", runs.run_equity_csv(run), f"run_{run['id']}_equity.csv", "text/csv",
+                         key=f"r_dl_equity_{run['id']}")
+    c[5].download_button("Run JSON", runs.run_json(run).encode(), f"run_{run['id']}.json", "application/json",
                          key=f"r_dl_json_{run['id']}")
 
 
