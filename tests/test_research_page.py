@@ -310,3 +310,64 @@ def test_the_out_of_sample_check_shows_both_parts_and_is_kept(app, tmp_path):
     # the best cell is the in-sample grid's best by the chosen figure
     best = max(fold["in_sample"]["grid"], key=lambda r: r["total_return"])
     assert fold["in_sample"]["best"]["cutoff_delta"] == best["cutoff_delta"]
+
+
+def test_alpaca_history_downloads_once_and_replays_from_the_cache(tmp_path, monkeypatch):
+    """The real alpaca-py client against the Alpaca-shaped server on 127.0.0.1: the first run downloads the
+    range (with warm-up days) into the Parquet cache, the second asks the server nothing."""
+    from datetime import datetime
+
+    from core.clock import NY, UTC
+    from core.universe import DEFAULT_UNIVERSE
+    from core.venues.sim.bar_files import ReplayMarket
+    from core.venues.sim.synthetic import SyntheticMarket
+    from tests.fakes.alpaca_server import FakeAlpaca
+
+    key, secret = "PKRESEARCHPAGE12345", "SECRETRESEARCHPAGE987654"
+    bars = SyntheticMarket(5, anchor=date(2025, 2, 26)).frame_for_sessions(8)  # warm-up days, then 03-03..07
+    with FakeAlpaca(ReplayMarket(bars), universe_symbols=list(DEFAULT_UNIVERSE.all_symbols), api_key=key,
+                    secret_key=secret, rate_limit_per_min=1_000_000) as fake:
+        fake.set_time(datetime(2025, 3, 10, 10, 0, tzinfo=NY).astimezone(UTC))
+        for name, value in {"DB_PATH": str(tmp_path / "r.db"), "ENGINE_JOBS": "0", "ALPACA_API_KEY": key,
+                            "ALPACA_SECRET_KEY": secret, "ALPACA_DATA_URL": fake.url,
+                            "ALPACA_CACHE_DIR": str(tmp_path / "cache")}.items():
+            monkeypatch.setenv(name, value)
+        at = start_app(tmp_path / "r.db")
+        try:
+            at.radio(key="r_source").set_value("alpaca").run()
+            set_range(at, date(2025, 3, 3), date(2025, 3, 4))
+            assert any("0 of 2 days cached" in c.value for c in at.caption), [c.value for c in at.caption]
+            click(at, "Run replay")
+            assert any("Alpaca history (iex feed), 2025-03-03 … 2025-03-04" in t for t in texts(at, "success")), \
+                texts(at, "success") + texts(at, "error")
+            asked = fake.count("GET", "/v2/stocks/bars")
+            assert asked >= 5  # 2 days and 3 warm-up days, one request or more each
+            first = frame(at, "metrics").set_index("metric")
+            at.run()
+            assert any("All 2 days are in the local cache" in c.value for c in at.caption)
+            click(at, "Run replay")
+            assert fake.count("GET", "/v2/stocks/bars") == asked  # counted by the server: nothing asked again
+            again = frame(at, "compare").set_index("metric")
+            assert again.iloc[:, 0]["trades"] == again.iloc[:, 1]["trades"] == first.iloc[:, 0]["trades"]
+        finally:
+            st.cache_resource.clear()
+            stop_all()
+
+
+def test_a_saved_run_is_renamed_and_deleted_from_the_page(app, tmp_path):
+    at = app
+    set_range(at, DAY, DAY)
+    at.text_input(key="r_name").set_value("first try")
+    click(at, "Run replay")
+    [run_id] = list(frame(at, "saved")["id"])
+    at.text_input(key=f"r_rename_{run_id}").set_value("keeper")
+    at.button(key=f"r_rename_go_{run_id}").click().run()
+    assert list(frame(at, "saved")["name"]) == ["keeper"]
+    assert at.button(key=f"r_del_{run_id}").disabled  # Delete needs the confirmation ticked first
+    at.checkbox(key=f"r_del_sure_{run_id}").check().run()
+    at.button(key=f"r_del_{run_id}").click().run()
+    assert not at.exception
+    store = Store(str(tmp_path / "r.db"), readonly=True)
+    assert runs.list_runs(store).empty
+    store.close()
+    assert any("No saved runs yet" in c.value for c in at.caption)

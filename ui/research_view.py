@@ -292,7 +292,6 @@ def manage_run(db_path: str, run: dict[str, Any]) -> None:
     sure = c[2].checkbox("sure", key=f"r_del_sure_{run['id']}", help="Tick to confirm, then Delete")
     if c[2].button("Delete", key=f"r_del_{run['id']}", disabled=not sure):
         _save(db_path, lambda w: (runs.delete_run(w, run["id"]), run["id"])[1])
-        st.session_state["r_open"] = [i for i in st.session_state.get("r_open", []) if i != run["id"]]
         st.rerun()
     c[3].download_button("Trades CSV", runs.run_trades_csv(run), f"run_{run['id']}_trades.csv", "text/csv",
                          key=f"r_dl_trades_{run['id']}")
