@@ -79,6 +79,7 @@ default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 el
 data_key = (source.file_name, tuple(data_sessions[::len(data_sessions) - 1])) if frame is not None else "market"
 if st.session_state.get("_r_data_key") != data_key:  # new data: start from its own span, not the last one's
     st.session_state["_r_data_key"] = data_key
+    st.session_state.pop("r_done", None)  # the last run's note belongs to the last data
     st.session_state["r_start"], st.session_state["r_end"] = default_start, default_end
 c = st.columns(2)
 start = c[0].date_input("From", min_value=date(1990, 1, 1), max_value=date(2035, 12, 31),

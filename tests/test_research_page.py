@@ -4,7 +4,7 @@ compared, a sweep's heat map redrawn on a new metric, a bar file replayed with i
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +20,7 @@ from core.state.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DAY = date(2025, 3, 3)  # a Monday; the page's "today" is the wall clock, and every date here is in its past
+SOON = datetime.now(UTC).date() + timedelta(days=60)  # the future on whatever day (or faked date) the suite runs
 
 
 def start_app(db: Path) -> AppTest:
@@ -146,7 +147,7 @@ def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkey
 @pytest.mark.parametrize(("first", "last", "message"), [
     (date(2025, 3, 1), date(2025, 3, 3), "is not a trading day"),  # a Saturday snaps forward, with a note
     (date(2025, 7, 4), date(2025, 7, 7), "is not a trading day"),  # Independence Day
-    (date(2029, 6, 4), date(2029, 6, 8), "in the future"),
+    (SOON, SOON + timedelta(days=4), "in the future"),
     (date(2025, 3, 7), date(2025, 3, 3), "before"),
 ])
 def test_dates_are_checked_next_to_the_form(app, monkeypatch, first, last, message):
@@ -315,7 +316,6 @@ def test_the_out_of_sample_check_shows_both_parts_and_is_kept(app, tmp_path):
 def test_alpaca_history_downloads_once_and_replays_from_the_cache(tmp_path, monkeypatch):
     """The real alpaca-py client against the Alpaca-shaped server on 127.0.0.1: the first run downloads the
     range (with warm-up days) into the Parquet cache, the second asks the server nothing."""
-    from datetime import datetime
 
     from core.clock import NY, UTC
     from core.universe import DEFAULT_UNIVERSE
