@@ -5,13 +5,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup sysdeps run worker test test-dates lint replay bench soak clean
+.PHONY: setup setup-app sysdeps run worker test test-dates lint replay bench soak clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+APP_STAMP := $(VENV)/.installed-app
+
+# `make run` installs what the app needs (requirements.txt); the test tools come with `make test`
+$(APP_STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $(APP_STAMP)
+
+$(STAMP): $(APP_STAMP) requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
+
+setup-app: $(APP_STAMP)
 
 setup: $(STAMP)
 
@@ -36,13 +45,13 @@ test: sysdeps lint
 test-dates: sysdeps setup
 	$(BIN)/python tests/run_on_dates.py
 
-run: setup
+run: setup-app
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-worker: setup
+worker: setup-app
 	$(BIN)/python -m core.worker
 
-replay: setup
+replay: setup-app
 	$(BIN)/python -m core.research --days 5 --seed 7
 
 bench: setup

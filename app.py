@@ -20,12 +20,12 @@ require_login(ctx.settings)  # no-op on 127.0.0.1 without APP_PASSWORD
 render_sidebar(ctx)
 
 pages = [
-    st.Page("app_pages/live_signals.py", title="Live signals", icon=":material/monitoring:", default=True),
-    st.Page("app_pages/approvals.py", title="Approvals", icon=":material/task_alt:"),
-    st.Page("app_pages/baskets.py", title="Basket health", icon=":material/hub:"),
-    st.Page("app_pages/risk.py", title="Risk gauges", icon=":material/speed:"),
-    st.Page("app_pages/history.py", title="Trade history", icon=":material/receipt_long:"),
-    st.Page("app_pages/kpis.py", title="KPIs", icon=":material/analytics:"),
-    st.Page("app_pages/research.py", title="Research", icon=":material/science:"),
+    st.Page("pages/live_signals.py", title="Live signals", icon=":material/monitoring:", default=True),
+    st.Page("pages/approvals.py", title="Approvals", icon=":material/task_alt:"),
+    st.Page("pages/baskets.py", title="Basket health", icon=":material/hub:"),
+    st.Page("pages/risk.py", title="Risk gauges", icon=":material/speed:"),
+    st.Page("pages/history.py", title="Trade history", icon=":material/receipt_long:"),
+    st.Page("pages/kpis.py", title="KPIs", icon=":material/analytics:"),
+    st.Page("pages/research.py", title="Research", icon=":material/science:"),
 ]
 st.navigation(pages).run()

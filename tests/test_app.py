@@ -88,7 +88,7 @@ def new_app() -> AppTest:
 
 
 def page(at: AppTest, name: str) -> AppTest:
-    at.switch_page(f"app_pages/{name}.py").run()
+    at.switch_page(f"pages/{name}.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -28,7 +28,7 @@ def start_app(db: Path) -> AppTest:
     stop_all()
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
-    at.switch_page("app_pages/research.py").run()
+    at.switch_page("pages/research.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -116,7 +116,7 @@ def test_no_secret_reaches_a_log_a_row_or_a_page(canaries, caplog, capfd):
     at.button[0].click().run()
     screens = []
     for name in PAGES:
-        at.switch_page(f"app_pages/{name}.py").run()
+        at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, (name, at.exception)
         screens.append(page_text(at))
     rt.stop()

@@ -1,0 +1,41 @@
+"""The pages live in pages/ and app.py's st.navigation owns them: a fresh session, whether it opens the root or
+a bookmarked page, sees the seven pages once in the sidebar, and every page runs through app.py (its sidebar)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ci import ci_required
+from tests.e2e import ARTIFACTS, AppServer, launch_chromium, wait_script_idle
+
+try:
+    from playwright import sync_api
+except ImportError as e:
+    if ci_required():
+        raise ImportError(f"playwright is required under CI: {e}") from e
+    pytest.skip(f"playwright not installed: {e}", allow_module_level=True)
+
+SEVEN = ["Live signals", "Approvals", "Basket health", "Risk gauges", "Trade history", "KPIs", "Research"]
+
+
+def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = AppServer({"DB_PATH": str(tmp_path / "layout.db"), "ENGINE_JOBS": "0"}, tmp_path / "streamlit.log")
+    try:
+        server.wait_healthy()
+        with sync_api.sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            for path in ("", "approvals", "research"):
+                page = browser.new_page(viewport={"width": 1280, "height": 800})  # a fresh session each time
+                page.goto(f"{server.url}/{path}")
+                wait_script_idle(page)
+                links = page.locator("[data-testid='stSidebarNavLink']")  # text: the icon name, then the title
+                names = [links.nth(i).inner_text().strip().split("\n")[-1].strip() for i in range(links.count())]
+                assert names == SEVEN, (path, names)
+                # the entry script ran: its sidebar (the engine's controls) is on the page
+                assert page.locator(".st-key-w_cutoff_delta").count() == 1, path
+                page.close()
+            browser.close()
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
