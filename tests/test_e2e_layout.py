@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ci import ci_required
-from tests.e2e import ARTIFACTS, AppServer, launch_chromium, wait_script_idle
+from tests.e2e import ARTIFACTS, AppServer, launch_chromium, wait_script_idle, wait_until
 
 try:
     from playwright import sync_api
@@ -18,6 +18,11 @@ except ImportError as e:
 SEVEN = ["Live signals", "Approvals", "Basket health", "Risk gauges", "Trade history", "KPIs", "Research"]
 
 
+def nav_names(page) -> list[str]:  # type: ignore[no-untyped-def]
+    links = page.locator("[data-testid='stSidebarNavLink']")  # text: the icon's name, then the title
+    return [links.nth(i).inner_text().strip().split("\n")[-1].strip() for i in range(links.count())]
+
+
 def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = AppServer({"DB_PATH": str(tmp_path / "layout.db"), "ENGINE_JOBS": "0"}, tmp_path / "streamlit.log")
@@ -25,15 +30,17 @@ def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
         server.wait_healthy()
         with sync_api.sync_playwright() as pw:
             browser = launch_chromium(pw)
-            for path in ("", "approvals", "research"):
+            # the first visitor of a fresh server opens a bookmarked page: without care Streamlit would run
+            # pages/history.py alone, with its own list of the pages/ folder, for every session after it
+            for path in ("history", "", "approvals", "research"):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})  # a fresh session each time
                 page.goto(f"{server.url}/{path}")
                 wait_script_idle(page)
-                links = page.locator("[data-testid='stSidebarNavLink']")  # text: the icon name, then the title
-                names = [links.nth(i).inner_text().strip().split("\n")[-1].strip() for i in range(links.count())]
-                assert names == SEVEN, (path, names)
+                wait_until(lambda: nav_names(page) == SEVEN, 30, f"the seven pages on /{path}", page)  # noqa: B023
                 # the entry script ran: its sidebar (the engine's controls) is on the page
-                assert page.locator(".st-key-w_cutoff_delta").count() == 1, path
+                wait_until(lambda: page.locator(".st-key-w_cutoff_delta").count() == 1, 30,  # noqa: B023
+                           f"the app's sidebar on /{path}", page)
+                assert nav_names(page) == SEVEN, (path, nav_names(page))
                 page.close()
             browser.close()
         assert "Traceback" not in server.log()

@@ -59,7 +59,22 @@ def _runtime(db_path: str) -> tuple[Runtime | None, str | None]:
         return None, f"{e}; this window shows its data and sends commands to it"
 
 
+def own_the_navigation() -> None:
+    """Make app.py's ``st.navigation`` the only page list, even for a bookmarked page opened first.
+
+    Streamlit treats a ``pages/`` folder beside the entry script as an old-style multipage app until a run
+    calls ``st.navigation``; a fresh server whose first visitor opens /history would run pages/history.py
+    alone (Streamlit's own page list, no sidebar, no engine), and every later session too. The first such
+    run switches that mode off and reruns, which goes through app.py (tests/test_e2e_layout.py)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def load_context() -> AppContext:
+    own_the_navigation()
     try:
         settings = app_settings()
     except ConfigError as e:
