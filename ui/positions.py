@@ -15,15 +15,15 @@ _ASK = "_positions_ask"  # ("close", symbol) or ("flatten", "") while a confirma
 _RESULT = "_positions_result"  # (what, command answer) of the last command this session sent
 
 COLUMN_CONFIG = {
-    "avg_entry": st.column_config.NumberColumn("avg entry", format="$%.2f"),
-    "last_price": st.column_config.NumberColumn("last", format="$%.2f"),
-    "market_value": st.column_config.NumberColumn("market value", format="$%.2f"),
-    "unrealized_pnl": st.column_config.NumberColumn("unrealised P&L", format="$%.2f"),
+    "avg_entry": st.column_config.NumberColumn("avg entry", format="dollar"),
+    "last_price": st.column_config.NumberColumn("last", format="dollar"),
+    "market_value": st.column_config.NumberColumn("market value", format="dollar"),
+    "unrealized_pnl": st.column_config.NumberColumn("unrealised P&L", format="dollar"),
     "unrealized_pct": st.column_config.NumberColumn("unrealised %", format="percent"),
-    "stop_price": st.column_config.NumberColumn("stop", format="$%.2f"),
+    "stop_price": st.column_config.NumberColumn("stop", format="dollar"),
     "to_stop_pct": st.column_config.NumberColumn("to stop", format="percent",
                                                  help="How far the last price may fall before the stop fires"),
-    "take_profit_price": st.column_config.NumberColumn("take-profit", format="$%.2f"),
+    "take_profit_price": st.column_config.NumberColumn("take-profit", format="dollar"),
     "to_take_profit_pct": st.column_config.NumberColumn("to take-profit", format="percent",
                                                         help="How far the last price must rise to the take-profit"),
     "age_s": None, "price_at": st.column_config.TextColumn("last at (ET)"),
