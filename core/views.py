@@ -188,6 +188,85 @@ def positions(store: Store) -> pd.DataFrame:
         FROM positions WHERE qty > 0 ORDER BY symbol""")
 
 
+OPEN_POSITION_COLUMNS = ("symbol", "qty", "avg_entry", "last_price", "market_value", "unrealized_pnl",
+                         "unrealized_pct", "stop_price", "to_stop_pct", "take_profit_price", "to_take_profit_pct",
+                         "age", "age_s", "opened_at", "kind", "price_at", "closing")
+
+
+def open_positions(store: Store, now: datetime) -> pd.DataFrame:
+    """The open positions as a trader reads them, at market time ``now`` (issue 17).
+
+    * last_price: the engine's last mark for the symbol (``meta.position_marks``, the last completed bar's close,
+      written with the portfolio gauges once a market minute); before the first mark, the last fill's price;
+      ``price_at`` says which moment it is from;
+    * market_value = qty x last; unrealized_pnl = (last - avg_entry) x qty (fees not included, as brokers show it);
+      unrealized_pct = last / avg_entry - 1 (a fraction);
+    * to_stop_pct = (last - stop) / last: how far the price may fall before the stop-loss leg fires;
+      to_take_profit_pct = (take_profit - last) / last: how far it must rise to the take-profit (fractions of
+      the last price; negative when the level is already crossed);
+    * age: market time since the entry fill (``now`` is the market clock, not the wall clock);
+    * closing: the reason and status of a close or exit being sent or open for the symbol ("" when none), so the
+      page can offer Close only where nothing is closing yet.
+    """
+    rows = store.query("""
+        SELECT symbol, qty, avg_price, opened_at, stop_price, take_profit_price, kind
+        FROM positions WHERE qty > 0 ORDER BY symbol""")
+    if not rows:
+        return pd.DataFrame(columns=list(OPEN_POSITION_COLUMNS))
+    raw = store.get_meta("position_marks")
+    marks = json.loads(raw) if raw else {}
+    closing: dict[str, str] = {}
+    for r in store.query("""
+            SELECT i.symbol, i.reason, i.status, o.status AS order_status FROM intents i
+            LEFT JOIN orders o ON o.intent_id = i.id
+            WHERE i.status IN ('submitting', 'submitted') AND i.side = 'sell'"""):
+        if r["status"] == "submitting" or r["order_status"] in OPEN_ORDER_STATUSES:
+            closing[r["symbol"]] = f"{r['reason']} ({r['order_status'] or r['status']})"
+    out = []
+    for r in rows:
+        sym, qty, avg = r["symbol"], float(r["qty"]), float(r["avg_price"])
+        last, at = marks.get("prices", {}).get(sym), marks.get("ts")
+        if last is None:  # not marked yet (bought within this market minute): the last fill's price
+            fill = store.one("SELECT price, ts FROM fills WHERE symbol=? ORDER BY ts DESC LIMIT 1", (sym,))
+            last, at = (fill["price"], fill["ts"]) if fill else (avg, r["opened_at"])
+        last = float(last)
+        opened = _parse_ts(r["opened_at"])
+        age_s = max(0.0, (now - opened).total_seconds()) if opened is not None else None
+        stop, tp = r["stop_price"], r["take_profit_price"]
+        out.append({
+            "symbol": sym, "qty": qty, "avg_entry": avg, "last_price": last, "market_value": qty * last,
+            "unrealized_pnl": (last - avg) * qty, "unrealized_pct": last / avg - 1.0 if avg else None,
+            "stop_price": stop, "to_stop_pct": (last - stop) / last if stop and last else None,
+            "take_profit_price": tp, "to_take_profit_pct": (tp - last) / last if tp and last else None,
+            "age": _age_text(age_s), "age_s": age_s,
+            "opened_at": ny_text(opened, "%Y-%m-%d %H:%M:%S") if opened is not None else r["opened_at"],
+            "kind": r["kind"], "price_at": ny_text(_parse_ts(at), "%H:%M:%S") if _parse_ts(at) else None,
+            "closing": closing.get(sym, ""),
+        })
+    return pd.DataFrame(out, columns=list(OPEN_POSITION_COLUMNS))
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(str(value))
+    except (TypeError, ValueError):
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _age_text(seconds: float | None) -> str:
+    """2d 3h, 1h 05m, 7m 30s: market time held."""
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    d, h, m = s // 86_400, s % 86_400 // 3600, s % 3600 // 60
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m:02d}m"
+    return f"{m}m {s % 60:02d}s"
+
+
 def equity_curve(store: Store) -> pd.DataFrame:
     df = frame(store, "SELECT ts, equity, cash, exposure FROM equity ORDER BY ts", local_times=False)
     if not df.empty:

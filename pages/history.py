@@ -5,6 +5,7 @@ import streamlit as st
 from core import views
 from core.research import kpi
 from ui import charts
+from ui.positions import positions_panel
 from ui.state import load_context
 
 ctx = load_context()
@@ -25,8 +26,7 @@ def history() -> None:
     pf = m["profit_factor"]
     c[4].metric("Profit factor", "∞" if pf == float("inf") else f"{pf:.2f}")
     st.plotly_chart(charts.equity_line(views.equity_curve(ctx.store)), theme=None, key="equity_chart")
-    st.subheader("Open positions")
-    st.dataframe(views.positions(ctx.store), hide_index=True, key="positions")
+    positions_panel(ctx)  # table, Close per position, Flatten all (ui/positions.py)
     st.subheader("Orders")
     st.dataframe(views.orders(ctx.store), hide_index=True, key="orders")
     st.subheader("Fills")

@@ -12,6 +12,7 @@
     ledger.py     fills -> positions -> trades, MAE/MFE, stop checks
     reconcile.py  adopting the broker's orders and positions before the first trade
     snapshots.py  equity, gauges, token statistics and heartbeat
+    closing.py    Close one position / Flatten all (commands), and the positions' last prices for the UI
 """
 
 from core.engine.decide import signal_row

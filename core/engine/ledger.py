@@ -103,7 +103,8 @@ class FillLedger:
             "mae": round(min(0.0, pos["low"] / entry - 1.0), 8), "mfe": round(max(0.0, pos["high"] / entry - 1.0), 8),
             "fees": fees,
         })
-        label = {"stop_loss": "stop-loss exit", "take_profit": "take-profit exit"}.get(reason, "exit")
+        label = {"stop_loss": "stop-loss exit", "take_profit": "take-profit exit", "manual_close": "manual close",
+                 "flatten": "flatten all"}.get(reason, "exit")
         self.store.notify("warning" if reason == "stop_loss" else "info",
                           f"{label}: sold {close_qty:g} {symbol} @ {price:,.2f}, P&L {money(pnl)}", ts)
         if pnl < 0 and self.s.protection_symbol_cooldown_s > 0:  # no quick re-entry after a loss

@@ -20,7 +20,7 @@ from core.venues.broker import Broker
 class Snapshots:
     """Equity, gauges, token statistics and heartbeat, per tick or once per replay batch.
 
-    Other parts it calls: ``portfolio_summary``, ``save_tick_state`` (memory).
+    Other parts it calls: ``portfolio_summary``, ``save_tick_state`` (memory); ``position_marks`` (closing).
     """
 
     store: Store
@@ -58,6 +58,7 @@ class Snapshots:
         summary = self.portfolio_summary(now)
         summary["ts"] = iso(now)
         self.store.set_meta("portfolio_summary", json.dumps(summary))
+        self.store.set_meta("position_marks", json.dumps(self.position_marks(now)))  # the positions table's prices
 
     def _save_heartbeat(self, now: datetime) -> None:
         self.save_tick_state()

@@ -26,6 +26,7 @@ from typing import Any
 
 from core.clock import ensure_utc, is_rth, trading_date
 from core.config import ConfigError, Settings
+from core.engine.closing import PositionClosing
 from core.engine.decide import DecisionChain
 from core.engine.ledger import FillLedger
 from core.engine.memory import MemoryState
@@ -68,7 +69,7 @@ class TickReport:
 
 
 class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlow, FillLedger, Reconciliation,
-             Snapshots):
+             Snapshots, PositionClosing):
     """One account's engine: ``tick(now)`` runs the whole cycle; the parts it is built from are listed in this
     module's docstring. ``lock`` serialises ticks, commands and approvals."""
 
@@ -223,6 +224,10 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
             return "released" if self.protections.release(int(p["id"]), who=who, now=now) else "not active"
         if kind in ("approve", "reject"):
             return self.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
+        if kind == "close_position":  # the positions table's Close button (core.engine.closing)
+            return self.close_position_by_hand(p.get("symbol"), who=who, now=now)
+        if kind == "flatten_all":  # Flatten all: close everything, cancel open orders, pause entries
+            return self.flatten_all(who=who, now=now)
         raise ValueError(f"unknown command {kind!r}")
 
     def roll_day(self, now: datetime) -> None:

@@ -3,10 +3,22 @@
 ``submit_order`` must be idempotent by ``client_order_id``: submitting the same
 id twice returns the first order, never a second one (Alpaca answers 422 and
 the adapter fetches by client id; the simulator looks it up).
+
+Closing is idempotent the same way. ``close_position(symbol, client_order_id)``
+cancels the symbol's open orders (the bracket legs, which would otherwise fire
+after the close or hold the shares) and sells the whole position under that
+client id, or returns the order an earlier call made with it; None when there
+is no position. ``close_all_positions(client_order_ids, cancel_orders=True)``
+does that for every position, after cancelling every other open order (the
+orders named in ``client_order_ids``, earlier closes, are kept). Neither uses
+Alpaca's DELETE /v2/positions: it cannot carry a client id, so a retry after a
+lost answer could not find the first close, and its fill could not be tied to
+the request that made it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -82,6 +94,18 @@ class BrokerPosition:
     market_price: float
 
 
+@dataclass(frozen=True)
+class PositionClose:
+    """One position of a ``close_all_positions`` call (Alpaca answers the same per symbol: symbol, status, order).
+
+    ``order`` is the closing order (new, or the one sent earlier under the same client id); None with a ``message``
+    when nothing was sent for that symbol (no position, or no client id given for it)."""
+
+    symbol: str
+    order: BrokerOrder | None
+    message: str | None = None
+
+
 class Broker(Protocol):
     name: str
 
@@ -90,6 +114,8 @@ class Broker(Protocol):
     def list_orders(self, *, open_only: bool = True) -> list[BrokerOrder]: ...
     def cancel_order(self, order_id: str, now: datetime) -> None: ...
     def close_position(self, symbol: str, client_order_id: str, now: datetime) -> BrokerOrder | None: ...
+    def close_all_positions(self, now: datetime, client_order_ids: Mapping[str, str], *,
+                            cancel_orders: bool = True) -> list[PositionClose]: ...
     def get_account(self, now: datetime) -> Account: ...
     def get_positions(self, now: datetime) -> list[BrokerPosition]: ...
     def fills_since(self, cursor: int) -> tuple[list[BrokerFill], int]: ...

@@ -1,8 +1,8 @@
 """An Alpaca-shaped HTTP server for tests: the real alpaca-py clients talk to it.
 
 ``FakeAlpaca`` speaks the subset of Alpaca's trading API (``/v2/orders``, ``/v2/account``,
-``/v2/positions``, ``/v2/clock``, ``/v2/calendar``) and market-data API (``/v2/stocks/bars``)
-that ``TradingClient(..., url_override=fake.url)`` and ``StockHistoricalDataClient(...,
+``/v2/positions`` (closing one or all with DELETE), ``/v2/clock``, ``/v2/calendar``) and market-data API
+(``/v2/stocks/bars``) that ``TradingClient(..., url_override=fake.url)`` and ``StockHistoricalDataClient(...,
 url_override=fake.url)`` use, with the wire shapes of ../shared/notes/alpaca-py.md: money and
 quantities as JSON strings, strict enums, UUID ids, ``{"code", "message"}`` error bodies.
 
@@ -508,6 +508,8 @@ class FakeAlpaca:
             return 200, self._account()
         elif path == "/v2/positions" and method == "GET":
             return 200, [self._position_json(p) for p in self._positions_view()]
+        elif path == "/v2/positions" and method == "DELETE":
+            return 207, self._close_all_positions(q, method, path)
         elif len(parts) == 4 and parts[2] == "positions":
             symbol = parts[3].upper()
             if method == "GET":
@@ -913,6 +915,24 @@ class FakeAlpaca:
                 raise _HttpError(403, ERR_QTY)
             row = self._create(OrderRequest(symbol, "sell", qty, cid), "day", method, path)
         return self._single(row, nested=True)
+
+    def _close_all_positions(self, q: dict[str, str], method: str, path: str) -> list[dict[str, Any]]:
+        """DELETE /v2/positions[?cancel_orders=true]: 207 Multi-Status, one ``{symbol, status, body}`` per position,
+        ``body`` the closing order or, when that position could not be closed, Alpaca's failure details."""
+        if q.get("cancel_orders", "").lower() == "true":  # alpaca-py sends Python's "True"
+            for r in self.sim_store.query("SELECT id FROM sim_orders WHERE status IN ('new','held') ORDER BY id"):
+                self.sim.cancel_order(r["id"], self.now)  # a parent takes its legs along; legs of a filled one alone
+        out: list[dict[str, Any]] = []
+        for p in self._positions_view():
+            sym = p["symbol"]
+            try:
+                out.append({"symbol": sym, "status": 200, "body": self._close_position(sym, {}, method, path)})
+            except _HttpError as e:
+                available = self._qty_available(sym)
+                out.append({"symbol": sym, "status": e.status, "body": {
+                    **e.body, "symbol": sym, "existing_qty": _num(p["qty"]), "available": _num(available),
+                    "held_for_orders": _num(max(0.0, p["qty"] - available))}})
+        return out
 
     # ------------------------------------------------------------ clock and calendar
     def _clock(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -36,7 +36,15 @@ from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopLo
 from core.clock import UTC
 from core.rules.ratelimit import SlidingWindowLimit
 from core.state.store import Store
-from core.venues.broker import Account, BrokerError, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest
+from core.venues.broker import (
+    Account,
+    BrokerError,
+    BrokerFill,
+    BrokerOrder,
+    BrokerPosition,
+    OrderRequest,
+    PositionClose,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -281,18 +289,58 @@ class AlpacaBroker:
         return self.submit_order(OrderRequest(symbol, "sell", held.qty, client_order_id), now)
 
     def _open_orders_for(self, symbol: str) -> list[str]:
-        req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=True, symbols=[symbol])
+        return self._open_order_ids(symbols=[symbol])
+
+    def _open_order_ids(self, *, symbols: list[str] | None = None, keep: frozenset[str] = frozenset()) -> list[str]:
+        """Ids of the open orders (of ``symbols``, or all), bracket legs included, except those whose client id is
+        in ``keep``. Asked flat (nested=False): every leg is its own row with its own status, whereas a nested
+        listing may leave out the legs of an entry that has filled (it can filter on the parent's status)."""
+        req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False, symbols=symbols)
         try:
             orders = self.call("open orders", lambda: self.client.get_orders(filter=req))
         except APIError as e:  # escaped as APIError before: every other call says BrokerError
-            raise BrokerError(f"open orders {symbol}: {api_message(e)[1]}") from None
+            raise BrokerError(f"open orders {symbols or 'all'}: {api_message(e)[1]}") from None
         ids: list[str] = []
         with _answer("open orders"):
             for o in orders:  # type: ignore[union-attr]
-                ids.extend(str(leg.id) for leg in (o.legs or []) if _enum(leg.status) in ("new", "held", "accepted"))
-                if _enum(o.status) in ("new", "accepted", "pending_new", "partially_filled", "held"):
+                if _enum(o.status) in ("new", "accepted", "pending_new", "partially_filled", "held") \
+                        and o.client_order_id not in keep:
                     ids.append(str(o.id))
         return ids
+
+    def close_all_positions(self, now: datetime, client_order_ids: Mapping[str, str], *,
+                            cancel_orders: bool = True) -> list[PositionClose]:
+        """Close every position with the client id given for its symbol (see the port's docstring).
+
+        Not alpaca-py's ``close_all_positions`` (DELETE /v2/positions): its orders carry Alpaca's client ids, so a
+        retry could neither find them nor be told apart from a second close. The same steps instead: cancel the
+        open orders (keeping earlier closes named in ``client_order_ids``), then one sell per position with our
+        client id; a 422 duplicate on that sell means the first one got through, and it is returned."""
+        ids = dict(client_order_ids)
+        if cancel_orders:
+            for oid in self._open_order_ids(keep=frozenset(ids.values())):
+                self.cancel_order(oid, now)
+        self._invalidate()
+        held = {p.symbol: p for p in self.get_positions(now)}
+        out: list[PositionClose] = []
+        for sym in sorted(set(ids) | set(held)):
+            cid = ids.get(sym)
+            if cid is None:
+                out.append(PositionClose(sym, None, "not closed: no client order id given for it"))
+                continue
+            existing = self.get_order_by_client_id(cid)  # a repeated call: the close it already sent
+            if existing is not None:
+                out.append(PositionClose(sym, existing, None))
+                continue
+            p = held.get(sym)
+            if p is None or p.qty <= 0:
+                out.append(PositionClose(sym, None, "no position"))
+                continue
+            if not cancel_orders:  # the legs hold the shares: Alpaca refuses the sell while they are open
+                for oid in self._open_orders_for(sym):
+                    self.cancel_order(oid, now)
+            out.append(PositionClose(sym, self.submit_order(OrderRequest(sym, "sell", p.qty, cid), now), None))
+        return out
 
     # ------------------------------------------------------------ account
     def get_account(self, now: datetime) -> Account:

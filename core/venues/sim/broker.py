@@ -26,7 +26,7 @@ import dataclasses
 import math
 import operator
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +37,7 @@ import numpy as np
 from core.clock import UTC
 from core.feed import MarketFeed
 from core.state.store import Store
-from core.venues.broker import Account, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest
+from core.venues.broker import Account, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest, PositionClose
 
 _NS = uuid.UUID("6f1c2b1e-0000-4000-8000-00000000a1a1")
 
@@ -291,6 +291,32 @@ class SimBroker:
             for o in [o for o in self._open.values() if o.symbol == symbol and o.parent_id is not None]:
                 self._set_status(o, "canceled", "position closed")
         return self.submit_order(OrderRequest(symbol, "sell", qty, client_order_id), now)
+
+    def close_all_positions(self, now: datetime, client_order_ids: Mapping[str, str], *,
+                            cancel_orders: bool = True) -> list[PositionClose]:
+        """Close every position, each with the client id given for its symbol (see the port's docstring).
+
+        ``cancel_orders``: every open order is cancelled first (entries not yet filled, bracket legs, foreign
+        orders), except the orders named in ``client_order_ids``: a repeated call keeps the closes it sent."""
+        keep = set(client_order_ids.values())
+        if cancel_orders:
+            doomed = [o for o in self._open.values() if o.client_order_id not in keep
+                      and (o.parent_id is None or self._orders[o.parent_id].client_order_id not in keep)]
+            if doomed:
+                with self._write() as conn:
+                    conn.executemany("UPDATE sim_orders SET status='canceled', reason='close all positions' "
+                                     "WHERE id=?", [(o.id,) for o in doomed])
+                    for o in doomed:
+                        self._set_status(o, "canceled", "close all positions")
+        out = []
+        for sym in sorted(set(client_order_ids) | {s for s, (q, _) in self._pos.items() if q > 0}):
+            cid = client_order_ids.get(sym)
+            if cid is None:
+                out.append(PositionClose(sym, None, "not closed: no client order id given for it"))
+                continue
+            order = self.close_position(sym, cid, now)
+            out.append(PositionClose(sym, order, None if order is not None else "no position"))
+        return out
 
     # ------------------------------------------------------------ account
     def _cash(self) -> float:
