@@ -116,12 +116,6 @@ def pending_count(store: Store) -> int:
     return int(store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending'") or 0)
 
 
-def recent_intents(store: Store, limit: int = 50) -> pd.DataFrame:
-    return frame(store, f"""
-        SELECT created_at, symbol, side, qty, price, kind, status, decided_by, decided_at, note, client_order_id
-        FROM intents WHERE status != 'pending' ORDER BY COALESCE(decided_at, created_at) DESC LIMIT {int(limit)}""")
-
-
 def recent_decisions(store: Store, limit: int = 20) -> pd.DataFrame:
     """The newest decided intents (approved and sent, rejected, refused by the risk re-check, expired), newest first:
     what a click on the Approvals page did stays readable here after the page refreshes."""

@@ -34,12 +34,15 @@ def recent_table() -> None:
         st.caption("No intent decided yet.")
         return
     df["your click"] = [mine.get(i, "") for i in df["id"]]
+    df["note"] = df["note"].fillna("")
+    df = df[["when", "id", "symbol", "side", "qty", "status", "your click", "note", "by"]]
     if just:
         shown = set(df["id"]) & set(just)
         st.caption(f"Highlighted: your last click ({len(shown)} intent{'s' if len(shown) != 1 else ''}).")
-    styled = df.style.apply(lambda r: [JUST if r["id"] in just else ""] * len(r), axis=1)
+    styled = (df.style.apply(lambda r: [JUST if r["id"] in just else ""] * len(r), axis=1)
+              .format({"qty": "{:.6g}"}))  # sizing arithmetic can store 112.99999999999999 shares
     st.dataframe(styled, hide_index=True, key="recent_decisions", column_config={
-        "id": st.column_config.TextColumn("id", width="large"),  # whole, never cut mid-ticker
+        "id": st.column_config.TextColumn("id", width=250),  # whole, never cut mid-ticker
         "note": st.column_config.TextColumn("note", width="medium"),
     })
 
