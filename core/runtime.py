@@ -223,7 +223,7 @@ class Runtime:
     """The engine, its clock and its jobs; one per database, started once."""
 
     def __init__(self, settings: Settings, *, today: date | None = None, clock: Clock | None = None,
-                 market: MarketData | None = None) -> None:
+                 market: MarketData | None = None, wall: Callable[[], float] = time.time) -> None:
         self.s = settings
         self.db_path = settings.db_path
         lock_path = (":memory:" if self.db_path == ":memory:" else str(Path(self.db_path).resolve())) + ".lock"
@@ -243,7 +243,8 @@ class Runtime:
             self.clock: Clock = clock or built_clock or WallClock()
             broker = build_broker(settings, self.store, market_clock)
             self.redis, shared = build_shared_backends(settings, self.store)
-            self.engine = Engine(settings, self.store, built_market, broker=broker, **shared)
+            # ``wall``: the approval window of a manual intent runs on it (tests pass a clock they move)
+            self.engine = Engine(settings, self.store, built_market, broker=broker, wall=wall, **shared)
         except BaseException:
             if self._flock is not None:
                 self._flock.release()
@@ -261,6 +262,10 @@ class Runtime:
     @property
     def speed(self) -> float:
         return float(getattr(self.clock, "speed", 1.0))
+
+    def wall_now(self) -> float:
+        """The wall clock the approval windows run on (POSIX seconds)."""
+        return self.engine.wall() if self.engine.wall is not None else time.time()
 
     def job_intervals(self) -> dict[str, float]:
         """Wall-clock seconds between runs: market intervals divided by the simulation speed."""

@@ -26,7 +26,7 @@ from core.state.store import Store
 OPEN_ORDER_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "submitting")
 
 
-TIME_COLUMNS = ("ts", "fired_at", "until", "pause_until", "released_at",
+TIME_COLUMNS = ("ts", "when", "fired_at", "until", "pause_until", "released_at",
                 "created_at", "decided_at", "expires_at", "submitted_at", "updated_at", "entry_ts", "exit_ts",
                 "opened_at", "applied_at", "minute")
 
@@ -84,20 +84,43 @@ def signal_totals(store: Store) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- approvals
-def pending_intents(store: Store, now: datetime) -> pd.DataFrame:
+def pending_intents(store: Store, now: datetime, wall_now: float | None = None, speed: float = 1.0) -> pd.DataFrame:
+    """Intents waiting for a decision, oldest first; ``expires_in_s`` is what really remains, in wall seconds.
+
+    An intent of the live app carries a wall-clock deadline (``approve_by``): remaining = approve_by - wall_now.
+    One without it (written by an older version) expires on the market clock ``now``, which runs ``speed`` times
+    faster than the wall: remaining = market seconds left / speed.
+    """
     df = frame(store, """
-        SELECT id, created_at, symbol, side, qty, price, notional, kind, reason, risk_after, expires_at, source
+        SELECT id, created_at, symbol, side, qty, price, notional, kind, reason, risk_after, expires_at, approve_by,
+               source
         FROM intents WHERE status='pending' ORDER BY created_at""", local_times=False)
     if df.empty:
         return df
     exp = pd.to_datetime(df["expires_at"], utc=True, format="ISO8601")
-    df["expires_in_s"] = (exp - pd.Timestamp(now)).dt.total_seconds().round(0)
+    market_left = (exp - pd.Timestamp(now)).dt.total_seconds() / max(speed, 1e-9)
+    approve_by = pd.to_numeric(df["approve_by"], errors="coerce")
+    wall_left = approve_by - wall_now if wall_now is not None else pd.Series(float("nan"), index=df.index)
+    df["expires_in_s"] = wall_left.where(approve_by.notna() & (wall_now is not None), market_left)
     return df
 
 
-def recent_intents(store: Store, limit: int = 50) -> pd.DataFrame:
+def countdown_text(seconds: float) -> str:
+    """Seconds left as m:ss, rounded down (never promises a second that is not there), 0:00 once passed."""
+    left = max(0, int(seconds // 1)) if seconds == seconds else 0
+    return f"{left // 60}:{left % 60:02d}"
+
+
+def pending_count(store: Store) -> int:
+    """How many intents wait for a decision (the badge in the navigation and the sidebar)."""
+    return int(store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending'") or 0)
+
+
+def recent_decisions(store: Store, limit: int = 20) -> pd.DataFrame:
+    """The newest decided intents (approved and sent, rejected, refused by the risk re-check, expired), newest first:
+    what a click on the Approvals page did stays readable here after the page refreshes."""
     return frame(store, f"""
-        SELECT created_at, symbol, side, qty, price, kind, status, decided_by, decided_at, note, client_order_id
+        SELECT decided_at AS "when", id, symbol, side, qty, status, COALESCE(decided_by, 'engine') AS "by", note
         FROM intents WHERE status != 'pending' ORDER BY COALESCE(decided_at, created_at) DESC LIMIT {int(limit)}""")
 
 

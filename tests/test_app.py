@@ -6,10 +6,12 @@ every figure on screen can be compared with the database.
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -17,11 +19,42 @@ from streamlit.testing.v1 import AppTest
 from core import views
 from core.clock import UTC, SimClock, session_bounds
 from core.config import load_settings
-from core.runtime import Runtime, active_runtime, shared_runtime, stop_all
+from core.runtime import Runtime, SimSessionClock, active_runtime, shared_runtime, stop_all
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DAY = datetime(2025, 3, 4).date()
 OPEN = session_bounds(DAY)[0].astimezone(UTC)
+W0 = 1_741_100_000.0  # the wall clock (POSIX s) while the seed runs; the tests move it by hand, never by sleeping
+
+
+class FakeWall:
+    """An injectable wall clock: the approval windows of manual intents run on it."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        self.t += seconds
+        return self.t
+
+
+@pytest.fixture(autouse=True)
+def every_run_through_app_py(monkeypatch):
+    """AppTest forgets between runs that st.navigation turned off the pages/ folder's discovery (the server
+    remembers), so from the second run of a session on it would run the page file alone, without app.py's
+    sidebar and navigation. Run app.py every time, as `streamlit run app.py` does."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import script_runner
+
+    def run_app_py(main_script_path: str) -> None:
+        PagesManager.uses_pages_directory = False
+        code = compile(Path(main_script_path).read_text(), main_script_path, "exec")
+        exec(code, {"__name__": "__main__", "__file__": main_script_path})  # noqa: S102
+
+    monkeypatch.setattr(script_runner, "_mpa_v1", run_app_py)
 
 
 def drive(rt: Runtime, until: datetime, step_s: int = 30) -> None:
@@ -44,7 +77,7 @@ def seeded_db(tmp_path_factory) -> tuple[Path, datetime]:
     """Two hours in AUTO mode (orders, fills, trades), then manual mode until an intent waits for approval."""
     path = tmp_path_factory.mktemp("seed") / "seed.db"
     s = load_settings(db_path=str(path), engine_jobs=False, seed=11)
-    rt = Runtime(s, today=DAY + timedelta(days=1))
+    rt = Runtime(s, today=DAY + timedelta(days=1), wall=FakeWall(W0))  # frozen: no intent expires on the wall
     attach_clock(rt, OPEN + timedelta(minutes=1))
     rt.engine.set_params({"auto_mode": True}, who="seed", now=rt.clock.now())
     drive(rt, OPEN + timedelta(hours=2))
@@ -75,6 +108,7 @@ def app_env(seeded_db, tmp_path, monkeypatch):
     stop_all()
     rt = shared_runtime(load_settings())
     attach_clock(rt, end)
+    rt.engine.wall = FakeWall(W0)  # the seed's wall time: its pending intents have their whole window left
     yield rt, db
     st.cache_resource.clear()
     stop_all()
@@ -99,6 +133,13 @@ def table(at: AppTest, *columns: str):
         if set(columns) <= set(d.value.columns):
             return d.value
     raise KeyError(columns)
+
+
+def recent_decisions(at: AppTest) -> tuple[pd.DataFrame, list[str]]:
+    """The Approvals page's Recent decisions table and the ids of its highlighted rows (the Styler's CSS)."""
+    d = next(d for d in at.dataframe if {"id", "status", "your click"} <= set(d.value.columns))
+    rows = sorted({int(i) for i in re.findall(r"_row(\d+)_col0\b", d.proto.arrow_data.styler.styles)})
+    return d.value, [d.value["id"].iloc[i] for i in rows]
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -200,8 +241,13 @@ def test_approve_clicked_twice_in_two_tabs_sends_one_order(app_env):
     # the same click replayed through the durable command path is still one order
     rt.send_command("approve", {"intent_id": intent["id"]})
     assert _broker_orders_for(rt, intent["symbol"], intent["created_at"]) == 1
-    shown = [m.value for m in list(tab2.warning) + list(tab2.success)]
-    assert any("already submitted" in v for v in shown), shown
+    # what the stale tab's click did stays on its page: its row in Recent decisions, highlighted, whole id
+    recent, lit = recent_decisions(tab2)
+    row = recent[recent["id"] == intent["id"]].iloc[0]
+    assert (row["status"], row["your click"]) == ("submitted", "approve: already submitted")
+    assert lit == [intent["id"]]
+    tab2.run()  # the next refresh: still there
+    assert recent_decisions(tab2)[1] == [intent["id"]]
 
 
 def test_reject_leaves_no_order(app_env):
@@ -215,6 +261,184 @@ def test_reject_leaves_no_order(app_env):
     assert rt.store.scalar("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent["id"],)) == 0
     assert _broker_orders_for(rt, intent["symbol"], intent["created_at"]) == 0
     assert f"approve_{intent['id']}" not in {b.key for b in at.button}
+
+
+# ---------------------------------------------------------------- approvals a human can make (issue 17)
+SPEED = 60  # one market minute per wall second: a 120-second window in market time would last 2 real seconds
+
+
+@pytest.fixture
+def fast_app(app_env):
+    """The seeded app at SIM_SPEED=60: the market clock runs 60 x the fake wall clock, the one the approval
+    windows run on. Moving the wall moves both, as in the real app."""
+    rt, _ = app_env
+    wall = rt.engine.wall
+    rt.clock = SimSessionClock(rt.clock.now(), SPEED, wall=wall)
+    return rt, wall
+
+
+def _status(rt: Runtime, intent_id: str) -> dict:
+    return rt.store.one("SELECT status, note, decided_by FROM intents WHERE id=?", (intent_id,))
+
+
+def _orders_of(rt: Runtime, intent_id: str) -> tuple[int, int]:
+    """(our order rows, the simulated broker's parent orders) of one intent."""
+    cid = rt.store.scalar("SELECT client_order_id FROM intents WHERE id=?", (intent_id,))
+    return (rt.store.scalar("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent_id,)),
+            rt.store.scalar("SELECT COUNT(*) FROM sim_orders WHERE parent_id IS NULL AND client_order_id=?", (cid,)))
+
+
+def _countdown(at: AppTest, intent_id: str) -> str:
+    box = next(c for c in at.get("flex_container") if getattr(c, "key", None) == f"intent_{intent_id}")
+    return next(m.value for m in box.markdown if m.value.startswith("expires in") or m.value == "**expired**")
+
+
+def _wait_for_pending(rt: Runtime, wall: FakeWall, n: int) -> list[str]:
+    """Tick (15 market seconds a quarter wall second) until n intents wait; no window closes meanwhile."""
+    start = wall()
+    while rt.store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending'") < n:
+        assert wall() - start < rt.s.intent_ttl_s / 2, f"fewer than {n} intents waiting"
+        wall.advance(0.25)
+        rt.run_tick()
+    return [r["id"] for r in rt.store.query("SELECT id FROM intents WHERE status='pending' ORDER BY created_at")]
+
+
+def test_the_window_counts_wall_seconds_at_high_speed_and_approve_still_submits(fast_app):
+    rt, wall = fast_app
+    intent = _pending_buy(rt)
+    ttl = rt.s.intent_ttl_s
+    assert intent["approve_by"] == W0 + ttl  # the deadline on the wall clock, taken when the intent was queued
+    t0 = rt.clock.now()
+    wall.advance(ttl - 1)  # 119 real seconds: 119 market minutes at x60, far past the market-time expiry
+    assert rt.clock.now() - t0 == timedelta(minutes=ttl - 1)
+    assert rt.clock.now() > datetime.fromisoformat(intent["expires_at"])
+    rt.run_tick()  # the tick's expiry check reads the wall clock too: still waiting
+    assert _status(rt, intent["id"])["status"] == "pending"
+    at = page(new_app(), "approvals")
+    assert _countdown(at, intent["id"]) == "expires in **0:01**"
+    at.button(key=f"approve_{intent['id']}").click().run()
+    assert not at.exception, at.exception
+    assert _status(rt, intent["id"])["status"] == "submitted"
+    assert _orders_of(rt, intent["id"]) == (1, 1)
+    recent, lit = recent_decisions(at)
+    assert lit == [intent["id"]] and recent[recent["id"] == intent["id"]]["your click"].item() == "approve: submitted"
+
+
+@pytest.mark.parametrize("elapsed", [0.0, 37.0, 59.5, 119.2])
+def test_the_countdown_shows_the_wall_seconds_left(fast_app, elapsed):
+    rt, wall = fast_app
+    intent = _pending_buy(rt)
+    wall.advance(elapsed)
+    at = page(new_app(), "approvals")
+    left = intent["approve_by"] - wall()  # what really remains, in wall seconds
+    assert _countdown(at, intent["id"]) == f"expires in **{int(left) // 60}:{int(left) % 60:02d}**"
+    assert any(f"the market runs ×{SPEED}" in c.value for c in at.caption)
+    if elapsed == 37.0:
+        assert _countdown(at, intent["id"]) == "expires in **1:23**"
+
+
+def test_approve_after_the_wall_window_is_refused_and_stays_visible(fast_app):
+    rt, wall = fast_app
+    intent = _pending_buy(rt)
+    wall.advance(rt.s.intent_ttl_s - 0.1)
+    at = page(new_app(), "approvals")  # rendered with a tenth of a second left: Approve is enabled
+    button = at.button(key=f"approve_{intent['id']}")
+    assert not button.disabled
+    wall.advance(0.1)  # the window closes (approve_by == now) before the click lands
+    button.click().run()
+    assert not at.exception, at.exception
+    assert _status(rt, intent["id"])["status"] == "expired" and _status(rt, intent["id"])["note"] == (
+        "expired before decision")
+    assert _orders_of(rt, intent["id"]) == (0, 0)
+    recent, lit = recent_decisions(at)
+    assert lit == [intent["id"]] and recent[recent["id"] == intent["id"]]["your click"].item() == "approve: expired"
+
+
+def test_a_tick_expires_a_manual_intent_at_its_wall_deadline_not_before(fast_app):
+    rt, wall = fast_app
+    intent = _pending_buy(rt)
+    wall.advance(rt.s.intent_ttl_s - 0.5)
+    rt.run_tick()
+    assert _status(rt, intent["id"])["status"] == "pending"
+    wall.advance(0.5)
+    rt.run_tick()
+    assert _status(rt, intent["id"]) == {"status": "expired", "note": "not approved in time", "decided_by": "engine"}
+
+
+def test_approve_all_sends_each_intent_once_across_two_tabs_and_a_double_click(fast_app):
+    rt, wall = fast_app
+    ids = _wait_for_pending(rt, wall, 2)
+    tab1, tab2 = page(new_app(), "approvals"), page(new_app(), "approvals")
+    stale1, stale2 = tab1.button(key="bulk_approve"), tab2.button(key="bulk_approve")
+    assert stale1.label == f"Approve all ({len(ids)})"
+    stale1.click().run()
+    assert not tab1.exception, tab1.exception
+    stale2.click().run()  # the other tab still showed them all
+    assert not tab2.exception, tab2.exception
+    for iid in ids:  # and the same commands once more through the durable path (a double click)
+        rt.send_command("approve", {"intent_id": iid})
+    statuses = {iid: _status(rt, iid)["status"] for iid in ids}
+    assert set(statuses.values()) == {"submitted"}, statuses
+    assert {iid: _orders_of(rt, iid) for iid in ids} == {iid: (1, 1) for iid in ids}
+    for iid in ids:
+        results = [r["result"] for r in rt.store.query(
+            "SELECT result FROM commands WHERE kind='approve' AND payload LIKE ? ORDER BY id", (f'%"{iid}"%',))]
+        assert results == ["submitted", "already submitted", "already submitted"], (iid, results)
+    recent, lit = recent_decisions(tab2)
+    assert sorted(lit) == sorted(ids)  # the whole click is highlighted, every id whole
+    assert set(recent[recent["id"].isin(ids)]["your click"]) == {"approve: already submitted"}
+
+
+def test_reject_all_rejects_every_waiting_intent_and_sends_nothing(fast_app):
+    rt, wall = fast_app
+    ids = _wait_for_pending(rt, wall, 2)
+    at = page(new_app(), "approvals")
+    at.button(key="bulk_reject").click().run()
+    assert not at.exception, at.exception
+    assert {iid: (_status(rt, iid)["status"], _status(rt, iid)["note"]) for iid in ids} == {
+        iid: ("rejected", "rejected by trader") for iid in ids}
+    assert {iid: _orders_of(rt, iid) for iid in ids} == {iid: (0, 0) for iid in ids}
+    assert not [b for b in at.button if b.key and b.key.startswith(("approve_", "bulk_"))]
+    assert sorted(recent_decisions(at)[1]) == sorted(ids)
+
+
+def test_the_pending_count_is_in_the_navigation_and_the_sidebar(fast_app, monkeypatch):
+    rt, wall = fast_app
+    titles: list[list[str]] = []
+    real = st.navigation
+
+    def recording(pages, **kw):  # type: ignore[no-untyped-def]
+        titles.append([p.title for p in pages])
+        return real(pages, **kw)
+
+    monkeypatch.setattr(st, "navigation", recording)
+    ids = _wait_for_pending(rt, wall, 2)
+    n = rt.store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending'")
+    assert n == len(ids) >= 2
+    at = new_app()
+    assert titles[-1][1] == f"Approvals ({n})"
+    assert [p.value for p in at.sidebar.get("page_link")] == [f"Approvals waiting: {n}"]
+    page(at, "approvals").button(key="bulk_reject").click().run()
+    at.run()
+    assert titles[-1][1] == "Approvals"
+    assert [p.value for p in at.sidebar.get("page_link")] == ["No approvals waiting"]
+
+
+def test_a_new_intent_is_announced_once_per_browser_session(fast_app):
+    rt, wall = fast_app
+    first = [r["id"] for r in rt.store.query("SELECT id FROM intents WHERE status='pending'")]
+    at = new_app()
+    assert len(at.toast) == len(first) and all(any(i in t.value for t in at.toast) for i in first)
+    at.run()  # the next refresh: nothing new, no toast
+    assert not at.toast
+    ids = _wait_for_pending(rt, wall, len(first) + 1)
+    new = [i for i in ids if i not in first]
+    at.run()
+    assert [t.value for t in at.toast if new[0] in t.value] and len(at.toast) == len(new)
+    assert "approve within" in at.toast[0].value
+    page(at, "approvals")  # another page of the same session: told already
+    assert not at.toast
+    assert len(new_app().toast) == len(ids)  # a new browser session is told about each waiting intent
 
 
 def test_paused_engine_creates_no_new_intents(app_env):

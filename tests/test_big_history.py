@@ -270,15 +270,16 @@ PAGES: dict[str, Callable[[Store, Any, datetime], Any]] = {
     "live_signals": lambda st, s, now: (views.signal_totals(st), views.latest_by_ticker(st),
                                         views.decision_stream(st, 200), views.suppression_counts(st),
                                         views.notifications(st, 8), views.events(st, 30), views.llm_calls(st, 30)),
-    "approvals": lambda st, s, now: (views.live_params(st), views.pending_intents(st, now),
-                                     views.recent_intents(st, 50)),
+    "approvals": lambda st, s, now: (views.live_params(st), views.pending_intents(st, now, now.timestamp(), 60.0),
+                                     views.recent_decisions(st, 20)),
     "baskets": lambda st, s, now: views.basket_health(st, s, now),
     "risk": lambda st, s, now: (views.risk_gauges(st, s, now), views.token_usage(st, 60), views.protections(st, now)),
     "history": lambda st, s, now: (kpi.summary(st), views.trades(st), views.equity_curve(st), views.positions(st),
                                    views.orders(st), views.fills(st), views.trades_csv(st)),
     "kpis": lambda st, s, now: [kpi.kpi_report(st, s, *views.kpi_window(w, now)) for w in views.KPI_WINDOWS]
     + [views.kpi_snapshots(st)],
-    "sidebar": lambda st, s, now: (views.live_params(st), views.heartbeat(st), views.runtime_heartbeat(st)),
+    "sidebar": lambda st, s, now: (views.live_params(st), views.heartbeat(st), views.runtime_heartbeat(st),
+                                   views.pending_count(st), views.pending_intents(st, now, now.timestamp(), 60.0)),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pandas as pd
 import streamlit as st
 
 from core import views
@@ -67,6 +68,40 @@ def render_sidebar(ctx: AppContext) -> None:
         sb.warning(ctx.note)
     with sb:
         heartbeat(ctx)
+
+
+def render_pending_approvals(ctx: AppContext) -> None:
+    """The pending count and the new-intent toasts, refreshed every UI_REFRESH_S on every page. Called by app.py
+    once ``st.navigation`` knows its pages (the count links to Approvals)."""
+    st.fragment(pending_approvals, run_every=ctx.settings.ui_refresh_s)(ctx)
+
+
+def pending_approvals(ctx: AppContext) -> None:
+    """How many intents wait (a link to Approvals) and a toast for each new one, on every page; keeps the
+    navigation's "Approvals (n)" current by rerunning the app when the count changes."""
+    pending = views.pending_intents(ctx.store, ctx.now(), ctx.wall_now(), ctx.speed())
+    n = len(pending)
+    if st.session_state.get("_nav_pending", n) != n:  # app.py wrote the count the navigation shows
+        st.session_state["_nav_pending"] = n
+        st.rerun(scope="app")  # the whole app runs again (the toast comes with that run)
+    st.page_link("pages/approvals.py", label=f"Approvals waiting: {n}" if n else "No approvals waiting",
+                 icon=":material/notifications_active:" if n else ":material/task_alt:")
+    announce_new_intents(pending)
+
+
+def announce_new_intents(pending: pd.DataFrame) -> None:
+    """A toast per intent this browser session has not been told about yet (one summary toast past three)."""
+    seen: set[str] = st.session_state.get("_announced_intents", set())
+    new = [r for r in pending.itertuples() if r.id not in seen] if not pending.empty else []
+    # only what still waits is remembered: an intent, once decided, never waits again
+    st.session_state["_announced_intents"] = set(pending["id"]) if not pending.empty else set()
+    if len(new) > 3:
+        st.toast(f"**{len(new)} new intents** wait for your approval", icon=":material/notifications_active:",
+                 duration="long")
+        return
+    for r in new:
+        st.toast(f"New intent **{r.side.upper()} {r.qty:g} {r.symbol}** ({r.kind}, `{r.id}`): approve within "
+                 f"{views.countdown_text(r.expires_in_s)}", icon=":material/notifications_active:", duration="long")
 
 
 @st.fragment(run_every=2)

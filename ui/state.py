@@ -5,11 +5,13 @@ Streamlit-specific glue lives here (and in ``ui/``), never in ``core/``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import streamlit as st
 
+from core import views
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import EngineLockedError, Runtime, shared_runtime
 from core.state.store import Store
@@ -27,6 +29,16 @@ class AppContext:
             return self.runtime.clock.now()
         hb = self.store.one("SELECT ts FROM heartbeat WHERE name='tick'")
         return datetime.fromisoformat(hb["ts"]) if hb else datetime.now(UTC)
+
+    def wall_now(self) -> float:
+        """The wall clock the approval windows run on (POSIX seconds; the engine's own when it runs here)."""
+        return self.runtime.wall_now() if self.runtime is not None else time.time()
+
+    def speed(self) -> float:
+        """Market seconds per wall second (SIM_SPEED; 1 on a real market)."""
+        if self.runtime is not None:
+            return self.runtime.speed
+        return float(views.runtime_heartbeat(self.store).get("speed") or 1.0)  # the engine's process writes it
 
 
 SECRET_NAMES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL", "SLACK_WEBHOOK_URL",

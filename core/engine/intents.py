@@ -38,6 +38,9 @@ class OrderIntent:
     stop_price: float | None = None
     take_profit_price: float | None = None
     risk_after: float | None = None
+    # A manual approval's deadline on the wall clock (POSIX seconds), set by a live app: a human's window counts
+    # real seconds whatever SIM_SPEED is. None (replays, auto mode): ``expires_at``, in market time, decides.
+    approve_by: float | None = None
 
     @property
     def client_order_id(self) -> str:
@@ -89,8 +92,24 @@ def load_intent(row: dict[str, Any]) -> OrderIntent:
         id=row["id"], created_at=datetime.fromisoformat(row["created_at"]), symbol=row["symbol"], side=row["side"],
         qty=row["qty"], price=row["price"], kind=row["kind"], reason=row["reason"], source=row["source"],
         expires_at=datetime.fromisoformat(row["expires_at"]), stop_price=row["stop_price"],
-        take_profit_price=row["take_profit_price"], risk_after=row["risk_after"],
+        take_profit_price=row["take_profit_price"], risk_after=row["risk_after"], approve_by=row.get("approve_by"),
     )
+
+
+def intent_expired(expires_at: datetime, approve_by: float | None, now: datetime, wall_now: float | None) -> bool:
+    """Has an intent's window closed? A wall-clock deadline (``approve_by``, set for a human's approval in the
+    live app) is judged on the wall clock ``wall_now``; otherwise ``expires_at`` on the market clock ``now``.
+
+    Both times are parameters: the caller owns the clocks (a replay passes no wall time and keeps market time).
+    """
+    if approve_by is not None and wall_now is not None:
+        return approve_by <= wall_now
+    return expires_at <= now
+
+
+def row_expired(row: dict[str, Any], now: datetime, wall_now: float | None) -> bool:
+    """``intent_expired`` for an intents row (book or SQLite)."""
+    return intent_expired(datetime.fromisoformat(row["expires_at"]), row.get("approve_by"), now, wall_now)
 
 
 def set_intent_status(store: Store, intent_id: str, status: str, now: datetime, *, who: str | None = None,

@@ -8,8 +8,10 @@ resent (``resolve_submitting``), so it reaches the broker once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,8 +22,10 @@ from core.engine.intents import (
     REJECTED,
     SUBMITTING,
     OrderIntent,
+    intent_expired,
     load_intent,
     record_broker_order,
+    row_expired,
     save_intent,
     set_intent_status,
     submit_intent,
@@ -51,9 +55,18 @@ class OrderFlow:
     lock: threading.RLock
     params: LiveParams
     risk: RiskManager
+    wall: Callable[[], float] | None  # the live app's wall clock (POSIX s); None in a replay (see approval window)
+
+    def _wall_now(self) -> float | None:
+        return self.wall() if self.wall is not None else None
 
     def _queue_intent(self, intent: OrderIntent, now: datetime, rep: TickReport) -> None:
         """Manual mode: wait for Approve. Auto mode: submit now."""
+        wall_now = self._wall_now()
+        if wall_now is not None and not self.params.auto_mode:
+            # A human decides: the window counts wall seconds (at SIM_SPEED=60 the market's 120 s pass in 2 s).
+            ttl_s = (intent.expires_at - intent.created_at).total_seconds()
+            intent = dataclasses.replace(intent, approve_by=wall_now + ttl_s)
         with self.store.transaction():
             created = save_intent(self.store, intent, PENDING)
         if created:
@@ -82,7 +95,7 @@ class OrderFlow:
             if row["status"] != PENDING:
                 return f"already {row['status']}"
             intent = load_intent(row)
-            if intent.expires_at <= now:
+            if intent_expired(intent.expires_at, intent.approve_by, now, self._wall_now()):
                 set_intent_status(self.store, intent_id, EXPIRED, now, who="engine", note="expired before decision")
                 self.store.commit()
                 return "expired"
@@ -118,8 +131,9 @@ class OrderFlow:
                 record_broker_order(self.store, order, now)
 
     def _expire_intents(self, now: datetime) -> None:
+        wall_now = self._wall_now()
         for row in self.book.intents_with_status(PENDING):
-            if datetime.fromisoformat(row["expires_at"]) <= now:
+            if row_expired(row, now, wall_now):
                 set_intent_status(self.store, row["id"], EXPIRED, now, who="engine", note="not approved in time")
 
     def resolve_submitting(self, now: datetime, *, restart: bool = False, min_age_s: float = 0.0) -> list[str]:
@@ -138,7 +152,7 @@ class OrderFlow:
             else:
                 intent_row = self.book.intents.get(row["intent_id"]) or self.store.one(
                     "SELECT * FROM intents WHERE id=?", (row["intent_id"],))
-                if intent_row and datetime.fromisoformat(intent_row["expires_at"]) > now:
+                if intent_row and not row_expired(intent_row, now, self._wall_now()):
                     submit_intent(self.store, self.broker, load_intent(intent_row), now)
                     notes.append(f"order {row['client_order_id']} resubmitted (broker never saw it)")
                 else:

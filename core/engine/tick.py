@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -86,8 +87,12 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
         feed: MarketFeed | None = None,
         stream: SignalStream | None = None,
         decisions: str = FULL,
+        wall: Callable[[], float] | None = None,
     ) -> None:
         self.s = settings
+        # The live app's wall clock (POSIX seconds): a manual intent's approval window counts its seconds, because
+        # a human has those, not market seconds (SIM_SPEED). None (replays): every window is market time.
+        self.wall = wall
         self.store = store
         self.decisions = DecisionLog(store, decisions)  # live: every row; research: bulk rows as counts
         self.universe = settings.universe

@@ -49,7 +49,7 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
         {"id": str, "created_at": str, "symbol": str, "side": str, "qty": float, "price": float, "notional": float,
          "kind": str, "reason": str, "source": str, "status": str, "expires_at": str, "decided_at": str,
          "decided_by": str, "client_order_id": str, "stop_price": float, "take_profit_price": float,
-         "risk_after": float, "note": str},
+         "risk_after": float, "note": str, "approve_by": float},
         "id", [("status",), ("created_at",)]),
     "orders": (
         {"client_order_id": str, "broker_order_id": str, "intent_id": str, "symbol": str, "side": str, "qty": float,
@@ -172,6 +172,10 @@ class Store:
                 table.create(cols, pk=pk, not_null=None)
                 for idx in indexes:
                     table.create_index(list(idx), if_not_exists=True)
+        # columns added after a table was first created: an existing database gains them (NULL in old rows)
+        for name, col in (("intents", "approve_by"),):
+            if col not in self.db[name].columns_dict:
+                self.db[name].add_column(col, _TABLES[name][0][col])
         # One decision per symbol per tick: a tick re-run after a crash inserts nothing twice.
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS signals_symbol_ts ON signals(symbol, ts)")
         # the per-tick "is an order of this intent still open" look-ups: without these they scan every
