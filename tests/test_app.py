@@ -41,22 +41,6 @@ class FakeWall:
         return self.t
 
 
-@pytest.fixture(autouse=True)
-def every_run_through_app_py(monkeypatch):
-    """AppTest forgets between runs that st.navigation turned off the pages/ folder's discovery (the server
-    remembers), so from the second run of a session on it would run the page file alone, without app.py's
-    sidebar and navigation. Run app.py every time, as `streamlit run app.py` does."""
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import script_runner
-
-    def run_app_py(main_script_path: str) -> None:
-        PagesManager.uses_pages_directory = False
-        code = compile(Path(main_script_path).read_text(), main_script_path, "exec")
-        exec(code, {"__name__": "__main__", "__file__": main_script_path})  # noqa: S102
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", run_app_py)
-
-
 def drive(rt: Runtime, until: datetime, step_s: int = 30) -> None:
     clock = rt.clock
     assert isinstance(clock, SimClock)
