@@ -320,6 +320,39 @@ def param_audit(store: Store, limit: int = 50) -> pd.DataFrame:
     return frame(store, f"SELECT ts, who, name, old, new, source FROM param_audit ORDER BY id DESC LIMIT {int(limit)}")
 
 
+CHANGE_COLUMNS = ["when (ET)", "who", "setting", "change", "source"]
+
+
+def changes(store: Store, limit: int = 100) -> pd.DataFrame:
+    """What changed, and who changed it: the parameter audit, newest first, as the Risk page lists it. Times in
+    New York (the pages' time zone); values as a trader reads them ("-0.02 → +0.03", "on"); ``source`` says
+    what made the change (slider, switch, profile, research, protection, release, profile_expiry, command)."""
+    rows = store.query("SELECT ts, who, name, old, new, source FROM param_audit ORDER BY id DESC LIMIT ?",
+                       (int(limit),))
+    out = [{"when (ET)": ny_text(datetime.fromisoformat(r["ts"]), "%Y-%m-%d %H:%M:%S") if r["ts"] else "–",
+            "who": r["who"] or "–", "setting": r["name"],
+            "change": f"{_audit_value(r['name'], r['old'])} → {_audit_value(r['name'], r['new'])}",
+            "source": r["source"] or "–"} for r in rows]
+    return pd.DataFrame(out, columns=CHANGE_COLUMNS)
+
+
+def _audit_value(name: str, raw: str | None) -> str:
+    """An audited value (JSON text) as shown: signed cutoffs, on/off switches, whole seconds."""
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return str(raw)
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (int, float)):
+        if name == "cutoff_delta":
+            return f"{value:+.2f}"
+        return f"{value:g} s" if name.endswith("_s") else f"{value:g}"
+    return str(value)
+
+
 def live_params(store: Store) -> dict[str, Any]:
     row = store.one("SELECT json FROM params WHERE id=1")
     return json.loads(row["json"]) if row else {}

@@ -175,6 +175,7 @@ else:
     rv.show_runs(opened)
     if opened:
         rv.manage_run(settings.db_path, opened[0])
+        rv.apply_to_live(ctx, opened[0], live)
 
 # ---------------------------------------------------------------- 6. sweep and out-of-sample check
 st.divider()

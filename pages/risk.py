@@ -70,5 +70,19 @@ def protections_panel() -> None:
         st.dataframe(history, hide_index=True, key="protection_history")
 
 
+@st.fragment(run_every=ctx.settings.ui_refresh_s)
+def changes_panel() -> None:
+    st.subheader("Changes")
+    df = views.changes(ctx.store)
+    if df.empty:
+        st.caption("No setting has changed yet. Every change of a slider, switch or profile, a research run applied "
+                   "to live, a protection and its release is listed here.")
+        return
+    st.caption("Newest first, New York time. A slider move counts once, from where it started to where it was "
+               "let go.")
+    st.dataframe(df, hide_index=True, key="changes")
+
+
 gauges()
 protections_panel()
+changes_panel()

@@ -176,7 +176,7 @@ def test_sliders_reach_the_running_engine_and_are_audited(app_env):
     new_app().slider(key="w_cooldown_s").set_value(300).run()
     assert rt.engine.params.cooldown_s == 300
     audit = rt.store.query("SELECT name, old, new, who FROM param_audit WHERE name IN ('cutoff_delta','cooldown_s') "
-                           "AND source='command' ORDER BY id")
+                           "AND source='slider' ORDER BY id")
     assert [(a["name"], float(a["old"]), float(a["new"])) for a in audit] == [
         ("cutoff_delta", before, 0.05), ("cooldown_s", 180.0, 300.0)]
     assert all(a["who"].startswith("ui") for a in audit)

@@ -18,7 +18,7 @@ from core.state.store import Store
 from core.universe import Universe
 from core.venues.sim import bar_files
 from ui import charts
-from ui.state import secret_overrides
+from ui.state import AppContext, secret_overrides, send_command
 
 SOURCE_LABELS = {"synthetic": "Synthetic market", "alpaca": "Alpaca history", "file": "Your file"}
 METRICS = ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "expectancy",
@@ -299,6 +299,49 @@ def manage_run(db_path: str, run: dict[str, Any]) -> None:
                          key=f"r_dl_equity_{run['id']}")
     c[5].download_button("Run JSON", runs.run_json(run).encode(), f"run_{run['id']}.json", "application/json",
                          key=f"r_dl_json_{run['id']}")
+
+
+def live_changes(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The live settings a replay run's parameters stand for (its cutoff delta and cooldown), or None when the
+    run has no such pair (a sweep or an out-of-sample check holds a grid, not one setting)."""
+    params = run.get("params") or {}
+    if run.get("kind") != "replay" or "cutoff_delta" not in params or "mixer_cooldown_s" not in params:
+        return None
+    return {"cutoff_delta": round(float(params["cutoff_delta"]), 4), "cooldown_s": int(params["mixer_cooldown_s"])}
+
+
+def apply_to_live(ctx: AppContext, run: dict[str, Any], live: dict[str, Any]) -> None:
+    """"Apply to live": after a confirmation, the run's cutoff delta and cooldown become the live settings, sent
+    as one command the engine audits with source ``research`` (and who sent it)."""
+    changes = live_changes(run)
+    done = st.session_state.pop("_r_applied", None)
+    if done is not None:
+        (st.error if done[0] == "failed" else st.success)(done[1])
+    if changes is None:
+        return
+    rid = run["id"]
+    if st.button("Apply to live…", key=f"r_apply_{rid}",
+                 help="Use this run's cutoff delta and cooldown in live trading (asks first; audited)"):
+        st.session_state["_r_apply"] = rid
+    if st.session_state.get("_r_apply") != rid:
+        return
+    old_delta, old_cool = float(live.get("cutoff_delta", 0.0)), int(live.get("cooldown_s", 180))
+    st.warning(f"Apply run #{rid} to live trading? Cutoff delta {old_delta:+.2f} → {changes['cutoff_delta']:+.2f}, "
+               f"cooldown {old_cool} s → {changes['cooldown_s']} s. The engine uses them from its next tick.")
+    c = st.columns([1, 1, 4])
+    if c[0].button("Confirm", key=f"r_apply_yes_{rid}", type="primary"):
+        st.session_state.pop("_r_apply", None)
+        res = send_command(ctx, "set_params", {**changes, "_source": "research"})
+        if res.get("status") == "failed":
+            st.session_state["_r_applied"] = ("failed", f"Live settings not changed: {res.get('result')}")
+        else:
+            queued = " (queued for the engine's next tick)" if res.get("status") == "new" else ""
+            st.session_state["_r_applied"] = ("done", f"Run #{rid} applied to live{queued}: cutoff delta "
+                                              f"{changes['cutoff_delta']:+.2f}, cooldown {changes['cooldown_s']} s")
+        st.rerun()
+    if c[1].button("Cancel", key=f"r_apply_no_{rid}"):
+        st.session_state.pop("_r_apply", None)
+        st.rerun()
 
 
 # ---------------------------------------------------------------- sweeps and out-of-sample

@@ -20,9 +20,10 @@ CUTOFF_RANGE = (-0.10, 0.10)
 COOLDOWN_RANGE = (30, 600)
 
 
-def _changed(ctx: AppContext, key: str, name: str) -> None:
+def _changed(ctx: AppContext, key: str, name: str, source: str = "command") -> None:
     value = st.session_state[key]
-    res = send_command(ctx, "set_params", {name: value})
+    # ``source`` goes to the audit; a slider's arrow-key steps are folded into one change by the engine
+    res = send_command(ctx, "set_params", {name: value, "_source": source})
     st.session_state["_last_command"] = (name, value, res)
 
 
@@ -46,17 +47,17 @@ def render_sidebar(ctx: AppContext) -> None:
     if ctx.settings.broker == "alpaca" and not ctx.settings.alpaca_paper:
         st.error("LIVE TRADING — orders use real money.", icon=":material/warning:")
     sb.toggle("AUTO_MODE (submit without approval)", key="w_auto_mode", on_change=_changed,
-              args=(ctx, "w_auto_mode", "auto_mode"))
-    sb.toggle("Pause trading", key="w_paused", on_change=_changed, args=(ctx, "w_paused", "paused"),
+              args=(ctx, "w_auto_mode", "auto_mode", "switch"))
+    sb.toggle("Pause trading", key="w_paused", on_change=_changed, args=(ctx, "w_paused", "paused", "switch"),
               help="No new entries or basket trades while paused; exits and stops still run.")
     sb.slider("Cutoff delta", min_value=CUTOFF_RANGE[0], max_value=CUTOFF_RANGE[1], step=0.01, format="%+.2f",
-              key="w_cutoff_delta", on_change=_changed, args=(ctx, "w_cutoff_delta", "cutoff_delta"),
+              key="w_cutoff_delta", on_change=_changed, args=(ctx, "w_cutoff_delta", "cutoff_delta", "slider"),
               help="Added to every segment cutoff: higher = fewer, stronger signals.")
     sb.slider("Cooldown (s)", min_value=COOLDOWN_RANGE[0], max_value=COOLDOWN_RANGE[1], step=10,
-              key="w_cooldown_s", on_change=_changed, args=(ctx, "w_cooldown_s", "cooldown_s"),
+              key="w_cooldown_s", on_change=_changed, args=(ctx, "w_cooldown_s", "cooldown_s", "slider"),
               help="Seconds after an actionable signal before the same ticker may signal again.")
     sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
-                 args=(ctx, "w_profile", "profile"))
+                 args=(ctx, "w_profile", "profile", "profile"))
     last = st.session_state.pop("_last_command", None)
     if last is not None:
         name, value, res = last

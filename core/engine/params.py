@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,15 @@ from core.state.store import Store, iso
 
 log = logging.getLogger(__name__)
 
+# What a change came from, as param_audit's ``source``: the sidebar's sliders, switches and profile box, a research
+# run applied to live, a plain command (the API, another tool); the engine writes "protection", "profile_expiry"
+# and (core.rules.protections) "release" itself.
+SLIDER = "slider"
+COMMAND_SOURCES = ("command", SLIDER, "switch", "profile", "research")
+# A slider sends a value per arrow-key step (16 for one move): the steps of one person on one setting that follow
+# each other within this many wall-clock seconds are one change, one audit row (first old value, last new one).
+SLIDER_COALESCE_S = 5.0
+
 
 class LiveParameters:
     """The engine's ``params``: load, change with an audit row, expire the relaxed profile, apply protections."""
@@ -29,6 +40,9 @@ class LiveParameters:
     lock: threading.RLock
     params: LiveParams
     protections: Protections
+    # the wall clock (monotonic seconds) that groups a slider's steps: not the market clock, which runs SIM_SPEED
+    # times faster and jumps over nights; tests set their own
+    wall_clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def _load_params(self) -> LiveParams:
         row = self.store.one("SELECT json FROM params WHERE id=1")
@@ -63,15 +77,37 @@ class LiveParameters:
                 new = self.params.with_changes(**changes)
             old = self.params.as_dict()
             for name, value in new.as_dict().items():
-                if old[name] != value:
-                    self.store.insert("param_audit", {
-                        "ts": iso(now), "who": who, "name": name, "old": json.dumps(old[name]),
-                        "new": json.dumps(value), "source": source,
-                    })
+                if old[name] != value and not (source == SLIDER and self._coalesce_step(name, value, who, now)):
+                    cur = self.store.execute(
+                        "INSERT INTO param_audit(ts, who, name, old, new, source) VALUES (?,?,?,?,?,?)",
+                        (iso(now), who, name, json.dumps(old[name]), json.dumps(value), source))
+                    if source == SLIDER:
+                        self._slider_steps()[int(cur.lastrowid or 0)] = self.wall_clock()
             self.params = new
             self.store.upsert("params", {"id": 1, "json": json.dumps(new.as_dict()), "updated_at": iso(now)})
             self.store.commit()
             return new
+
+    def _slider_steps(self) -> dict[int, float]:
+        """Audit row id -> wall time of the last slider step it holds (in memory: a restart starts new rows)."""
+        steps = self.__dict__.get("_slider_step_at")
+        if steps is None:
+            steps = self.__dict__["_slider_step_at"] = {}
+        return steps
+
+    def _coalesce_step(self, name: str, value: Any, who: str, now: datetime) -> bool:
+        """Fold a slider step into the audit row of the same person's last step on ``name`` if that row is still
+        the setting's newest and the step comes within ``SLIDER_COALESCE_S``: the row keeps its first old value
+        and takes this new value and time. False: the step is a change of its own."""
+        row = self.store.one("SELECT id, who, source FROM param_audit WHERE name=? ORDER BY id DESC LIMIT 1", (name,))
+        steps = self._slider_steps()
+        wall = self.wall_clock()
+        if (row is None or row["who"] != who or row["source"] != SLIDER or row["id"] not in steps
+                or wall - steps[row["id"]] > SLIDER_COALESCE_S):
+            return False
+        self.store.execute("UPDATE param_audit SET new=?, ts=? WHERE id=?", (json.dumps(value), iso(now), row["id"]))
+        steps[row["id"]] = wall
+        return True
 
     def _expire_profile(self, now: datetime) -> None:
         """A relaxed profile reverts by itself at the first session boundary after its N sessions (SPEC 10)."""

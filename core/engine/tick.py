@@ -32,7 +32,7 @@ from core.engine.decide import DecisionChain
 from core.engine.ledger import FillLedger
 from core.engine.memory import MemoryState
 from core.engine.orders import OrderFlow
-from core.engine.params import LiveParameters
+from core.engine.params import COMMAND_SOURCES, LiveParameters
 from core.engine.reconcile import Reconciliation
 from core.engine.routing import BasketRouting
 from core.engine.snapshots import Snapshots
@@ -223,7 +223,11 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
     def _apply_command(self, c: dict[str, Any], now: datetime) -> str:
         kind, p, who = c["kind"], c["payload"], c["who"] or "ui"
         if kind == "set_params":
-            self.set_params(dict(p), who=who, now=now)
+            changes = dict(p)
+            source = changes.pop("_source", "command")  # what sent it (slider, research, ...), for the audit
+            if source not in COMMAND_SOURCES:
+                raise ValueError(f"unknown command source {source!r}")
+            self.set_params(changes, who=who, now=now, source=source)
             return "applied"
         if kind == "release_protection":
             return "released" if self.protections.release(int(p["id"]), who=who, now=now) else "not active"

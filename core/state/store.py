@@ -172,10 +172,8 @@ class Store:
                 table.create(cols, pk=pk, not_null=None)
                 for idx in indexes:
                     table.create_index(list(idx), if_not_exists=True)
-        # columns added after a table was first created: an existing database gains them (NULL in old rows)
-        for name, col in (("intents", "approve_by"),):
-            if col not in self.db[name].columns_dict:
-                self.db[name].add_column(col, _TABLES[name][0][col])
+            else:  # columns added after a table was first created (intents.approve_by, ...): NULL in old rows
+                self._add_missing_columns(name, cols)
         # One decision per symbol per tick: a tick re-run after a crash inserts nothing twice.
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS signals_symbol_ts ON signals(symbol, ts)")
         # the per-tick "is an order of this intent still open" look-ups: without these they scan every
@@ -195,6 +193,14 @@ class Store:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
         self.conn.commit()
+
+    def _add_missing_columns(self, table: str, cols: dict[str, type]) -> None:
+        """A database made by an older version lacks the columns added since (e.g. ``param_audit.source``): add
+        them (empty in the old rows), or every insert naming them would fail."""
+        have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+        for col, kind in cols.items():
+            if col not in have:
+                self.db[table].add_column(col, kind)
 
     def close(self) -> None:
         """Commit what is pending, the buffered parts of the journal with it (a replay closed between two
