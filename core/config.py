@@ -249,7 +249,12 @@ class Settings(BaseSettings):
                     raise ValueError(f"__field__{tier.lower()}__{t} is already in {seen[t]}")
                 seen[t] = tier
         if self.max_concurrent_risk < self.risk_per_trade:
-            raise ValueError("__field__max_concurrent_risk__must be >= RISK_PER_TRADE")
+            raise ValueError(f"__line__{_risk_pair_line(self)}")
+        if self.market_data == "replay" and not (self.bars_file or "").strip():
+            # refused here, with the other settings, not later when the runtime builds its market
+            raise ValueError("__line__MARKET_DATA=replay needs BARS_FILE (a CSV or Parquet file of bars to replay), "
+                             "and BARS_FILE is not set: set BARS_FILE=path/to/bars.csv or choose "
+                             "MARKET_DATA=synthetic")
         if self.broker == "alpaca" or self.market_data == "alpaca":
             for name in ("alpaca_api_key", "alpaca_secret_key"):
                 if getattr(self, name) is None or not getattr(self, name).get_secret_value().strip():
@@ -340,6 +345,15 @@ def _texts(value: Any, key: str) -> list[str]:
     return value
 
 
+def _risk_pair_line(s: Settings) -> str:
+    """RISK_PER_TRADE above MAX_CONCURRENT_RISK, said from the side the user set (both values shown)."""
+    risk, cap = f"RISK_PER_TRADE={s.risk_per_trade:g}", f"MAX_CONCURRENT_RISK={s.max_concurrent_risk:g}"
+    why = "one trade cannot risk more than all open trades together"
+    if "max_concurrent_risk" in s.model_fields_set and "risk_per_trade" not in s.model_fields_set:
+        return f"{cap} is below {risk}: {why}"
+    return f"{risk} is above {cap}: {why}"
+
+
 def _env_name(loc: tuple[Any, ...]) -> str:
     return str(loc[0]).upper() if loc else "SETTINGS"
 
@@ -357,10 +371,16 @@ def load_settings(**overrides: Any) -> Settings:
             msg = str(err.get("msg", ""))
             name = _env_name(err.get("loc", ()))
             value = err.get("input")
+            line = re.search(r"__line__(.*)$", msg)
+            if line:  # a rule between settings: the validator wrote the whole line, naming every variable
+                lines.append(line.group(1))
+                continue
             m = re.search(r"__field__(\w+?)__(.*)$", msg)
             if m:  # raised by a model validator: it knows the field
                 name, msg = m.group(1).upper(), m.group(2)
-                value = _raw_value(overrides, m.group(1), value)
+                # a model validator's input is every value as written (environment, .env, overrides merged)
+                value = value[m.group(1)] if isinstance(value, dict) and m.group(1) in value else \
+                    _raw_value(overrides, m.group(1), value)
             if isinstance(value, dict):
                 value = _raw_value(overrides, name.lower(), None)
             secret = any(s in name for s in ("KEY", "SECRET", "TOKEN_", "REDIS_URL", "WEBHOOK", "PASSWORD"))

@@ -59,3 +59,76 @@ def test_relaxed_profile_numbers():
     assert p.profile_sessions_left == 2
     with pytest.raises(ConfigError):
         apply_profile(p, "yolo")
+
+
+# ---------------------------------------------------------------- clear words for bad input (issue 17, part 6)
+@pytest.mark.parametrize(("line", "shown"), [('TIER_A_TOKENS="6 # six"', "'6 # six'"),
+                                             ("TIER_A_TOKENS='7 # seven'", "'7 # seven'"),
+                                             ("TIER_A_TOKENS=8#eight", "'8#eight'")])
+def test_an_inline_comment_in_dotenv_shows_the_value_as_written(tmp_path, monkeypatch, line, shown):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TIER_A_TOKENS", raising=False)
+    (tmp_path / ".env").write_text(line + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert str(e.value) == f"TIER_A_TOKENS={shown}: inline comment ('#') in the value"
+
+
+def test_a_clean_dotenv_value_is_taken(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TIER_A_TOKENS", raising=False)
+    (tmp_path / ".env").write_text("TIER_A_TOKENS=7\n")
+    assert load_settings().tier_a_tokens == 7
+
+
+def test_the_environment_wins_over_dotenv_in_the_message_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("TIER_A_TOKENS=7\n")
+    monkeypatch.setenv("TIER_A_TOKENS", "5 # five")
+    with pytest.raises(ConfigError, match=r"^TIER_A_TOKENS='5 # five': inline comment"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"RISK_PER_TRADE": "1"}, "RISK_PER_TRADE=1 is above MAX_CONCURRENT_RISK=0.02: "),
+    ({"RISK_PER_TRADE": "0.0201"}, "RISK_PER_TRADE=0.0201 is above MAX_CONCURRENT_RISK=0.02: "),
+    ({"MAX_CONCURRENT_RISK": "0.001"}, "MAX_CONCURRENT_RISK=0.001 is below RISK_PER_TRADE=0.005: "),
+    ({"MAX_CONCURRENT_RISK": "0.004", "RISK_PER_TRADE": "0.01"},
+     "RISK_PER_TRADE=0.01 is above MAX_CONCURRENT_RISK=0.004: "),
+])
+def test_risk_per_trade_above_the_concurrent_cap_names_what_was_changed(monkeypatch, env, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert str(e.value).startswith(message) and str(e.value).count(":") == 1
+
+
+@pytest.mark.parametrize("env", [{"RISK_PER_TRADE": "0.02"}, {"MAX_CONCURRENT_RISK": "0.005"},
+                                 {"RISK_PER_TRADE": "0.0199"}])
+def test_risk_per_trade_up_to_the_concurrent_cap_is_accepted(monkeypatch, env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert s.risk_per_trade <= s.max_concurrent_risk
+
+
+@pytest.mark.parametrize("bars_file", [None, "", "   "])
+def test_replay_without_a_bar_file_is_refused_naming_both_variables(monkeypatch, bars_file):
+    monkeypatch.setenv("MARKET_DATA", "replay")
+    if bars_file is None:
+        monkeypatch.delenv("BARS_FILE", raising=False)
+    else:
+        monkeypatch.setenv("BARS_FILE", bars_file)
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert str(e.value).startswith("MARKET_DATA=replay needs BARS_FILE") and "BARS_FILE is not set" in str(e.value)
+
+
+def test_replay_with_a_bar_file_and_other_sources_without_one_are_accepted(monkeypatch):
+    monkeypatch.setenv("MARKET_DATA", "replay")
+    monkeypatch.setenv("BARS_FILE", "data/bars.csv")
+    assert load_settings().bars_file == "data/bars.csv"
+    monkeypatch.delenv("BARS_FILE")
+    monkeypatch.setenv("MARKET_DATA", "synthetic")
+    assert load_settings().bars_file is None

@@ -11,16 +11,27 @@ their cells for minutes, and leaving its ``with`` block waits for them. Here the
 
 Workers are spawned (safe from threaded callers such as Streamlit); ``initializer(*initargs)`` runs once in each
 (the sweep hands over its scored feed that way, pickled once per worker, not once per cell).
+
+A spawned child first re-runs the parent's ``__main__`` (multiprocessing's "safe importing of the main module").
+Under Streamlit, ``__main__`` is the page script being run (Streamlit installs it as ``sys.modules["__main__"]``
+with ``__file__`` = app.py): every worker ran the whole app in bare mode, printing ~60 "missing ScriptRunContext"
+lines and a "to view a Streamlit app" warning each, and building the app's context. When ``fn`` and
+``initializer`` live in importable modules the workers need nothing from ``__main__``, so they are started
+without it (``_main_left_out``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import queue
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 HEARTBEAT_S = 0.2  # the longest wait between two progress calls while cells run
@@ -70,8 +81,9 @@ def run_cells(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,
     out: dict[int, Any] = {}
     cancelled = finished = False
     try:
-        for p in procs:
-            p.start()
+        with _main_left_out(fn, initializer):
+            for p in procs:
+                p.start()
         if on_workers is not None:
             on_workers([p.pid for p in procs if p.pid is not None])
         sent = 0
@@ -106,6 +118,28 @@ def run_cells(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int,
             q.cancel_join_thread()  # what is left in a queue is dropped: exiting must not wait on dead readers
             q.close()
     return out, cancelled
+
+
+_MAIN_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_left_out(*callables: Callable[..., Any] | None) -> Iterator[None]:
+    """While processes start: a ``__main__`` without a file or spec, so spawn tells the children to run no main
+    module (it reads ``sys.modules["__main__"]`` when each process starts). Only when none of ``callables`` is
+    defined in ``__main__``: a function of the caller's script still needs that script in the child."""
+    main = sys.modules.get("__main__")
+    if main is None or any(getattr(c, "__module__", None) == "__main__" for c in callables if c is not None):
+        yield
+        return
+    bare = types.ModuleType("__main__")
+    with _MAIN_SWAP:
+        sys.modules["__main__"] = bare
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is bare:  # Streamlit may have installed another page's module meanwhile
+                sys.modules["__main__"] = main
 
 
 def _check_alive(procs: list[Any]) -> None:

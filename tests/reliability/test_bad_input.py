@@ -67,9 +67,10 @@ TICKER_FIELDS = ("tier_a_tickers", "tier_b_tickers", "bench_tickers")
 REQUIRED_TEXT = ("db_path", "strategy", "alpaca_cache_dir", "llm_model", "edgar_base_url", "edgar_archives_url",
                  "edgar_user_agent")
 # values that satisfy every cross-field rule whatever single value is under test (LLM_ENABLED needs a key,
-# EDGAR_ENABLED a contact, BROKER=alpaca its keys, RISK_PER_TRADE <= MAX_CONCURRENT_RISK)
+# EDGAR_ENABLED a contact, BROKER=alpaca its keys, RISK_PER_TRADE <= MAX_CONCURRENT_RISK, MARKET_DATA=replay a file)
 COHERENT: dict[str, Any] = {"openai_api_key": "sk-test", "edgar_user_agent": "Jane Doe jane@example.com",
-                            "alpaca_api_key": "PKTEST", "alpaca_secret_key": "SKTEST", "max_concurrent_risk": 1.0}
+                            "alpaca_api_key": "PKTEST", "alpaca_secret_key": "SKTEST", "max_concurrent_risk": 1.0,
+                            "bars_file": "data/bars.csv"}
 WRONG_TYPES = [None, [], {}, [1], {"a": 1}, (1, 2), {1}, complex(1, 1), object()]
 BOOL_WORDS = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
               "0": False, "false": False, "f": False, "no": False, "n": False, "off": False}
@@ -389,6 +390,50 @@ def test_secrets_never_appear_in_an_error(data: st.DataObject) -> None:
     assert named.upper() in str(err.value)
     if named in SECRETS:
         assert "********" in str(err.value)
+
+
+@budget(150)
+@given(risk=st.floats(1e-6, 1.0), cap=st.floats(1e-6, 1.0), which=st.sampled_from(["risk", "cap", "both"]),
+       path=PATHS)
+def test_risk_per_trade_and_the_concurrent_cap_are_judged_together(risk: float, cap: float, which: str,
+                                                                    path: str) -> None:
+    """Accepted when RISK_PER_TRADE <= MAX_CONCURRENT_RISK; refused otherwise with one line that names both and
+    leads with the one the user set (the other keeps its default)."""
+    values = {"risk": {"risk_per_trade": risk}, "cap": {"max_concurrent_risk": cap},
+              "both": {"risk_per_trade": risk, "max_concurrent_risk": cap}}[which]
+    name, value = next(iter(values.items()))
+    base = {k: v for k, v in values.items() if k != name}
+    s_risk = values.get("risk_per_trade", FIELDS["risk_per_trade"].default)
+    s_cap = values.get("max_concurrent_risk", FIELDS["max_concurrent_risk"].default)
+    if s_risk <= s_cap:
+        event("risk pair: accepted")
+        s = load(path, name, value, base)
+        assert (s.risk_per_trade, s.max_concurrent_risk) == (s_risk, s_cap)
+        return
+    event(f"risk pair: refused, {which} set")
+    msg = refused(path, name, value, base)
+    lead = "MAX_CONCURRENT_RISK" if which == "cap" else "RISK_PER_TRADE"
+    assert msg.startswith(f"{lead}=") and "RISK_PER_TRADE=" in msg and "MAX_CONCURRENT_RISK=" in msg, msg
+
+
+# .env values: no newline, and no quote or backslash (the quoting of a .env line is the parser's business)
+DOTENV_TEXT = st.text(st.characters(codec="ascii", categories=["L", "N", "P", "Zs"], exclude_characters="\"'`$\\"),
+                      max_size=12)
+
+
+@budget(100)
+@given(data=st.data())
+def test_an_inline_comment_in_dotenv_is_shown_as_written(data: st.DataObject, tmp_path_factory: Any) -> None:
+    name = data.draw(st.sampled_from(NUMERIC), label="setting")
+    value = f"{env_text(data.draw(good_number(name)))} # {data.draw(DOTENV_TEXT, label='comment')}"
+    folder = tmp_path_factory.mktemp("dotenv")
+    (folder / ".env").write_text(f'{name.upper()}="{value}"\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.delenv(name.upper(), raising=False)
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+    assert str(err.value) == f"{name.upper()}={value!r}: inline comment ('#') in the value"
 
 
 # ====================================================================== 2. bar files
@@ -876,6 +921,41 @@ def check_broker_answer(kind: str, data: st.DataObject, canned: tuple[AlpacaBrok
     fills, cursor[0] = broker.fills_since(cursor[0])
     for f in fills:
         check_fill(f)
+
+
+def without_side(order: dict[str, Any], side: str | None) -> dict[str, Any]:
+    """``order`` with its side ``side``, or with no side field at all for "missing"."""
+    out = {k: v for k, v in order.items() if k != "side"}
+    if side != "missing":
+        out["side"] = side
+    return out
+
+
+SIDE_CALLS = {
+    "order by client id": lambda b: b.get_order_by_client_id("cid-1"),
+    "open orders": lambda b: b.list_orders(open_only=True),
+    "submit": lambda b: b.submit_order(OrderRequest("AAPL", "buy", 10.0, "cid-1"), NOW),
+}
+
+
+@pytest.mark.parametrize("call", sorted(SIDE_CALLS))
+@pytest.mark.parametrize("side", ["missing", None, ""])
+def test_an_order_without_a_side_is_a_broker_error_not_a_buy(call: str, side: str | None) -> None:
+    broker, session = canned_broker()
+    order = without_side(SELL_ORDER, side)
+    session.default = (200, body([order] if call == "open orders" else order))
+    with pytest.raises(BrokerError, match=r"has no side"):
+        SIDE_CALLS[call](broker)
+
+
+@pytest.mark.parametrize("call", sorted(SIDE_CALLS))
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_an_order_with_its_side_keeps_it(call: str, side: str) -> None:
+    broker, session = canned_broker()
+    order = without_side(SELL_ORDER, side)
+    session.default = (200, body([order] if call == "open orders" else order))
+    got = SIDE_CALLS[call](broker)
+    assert (got[0] if call == "open orders" else got).side == side
 
 
 # ====================================================================== 4. LLM answers

@@ -11,7 +11,7 @@ What this adapter decides instead of alpaca-py (see ../shared/notes/alpaca-py.md
 * fills are derived from order polling (``filled_qty`` increments, legs included) and kept
   in SQLite, so each fill reaches the engine exactly once, across restarts too;
 * an answer that is not JSON, not the expected shape, or has a field we cannot use (a number
-  that is not finite, a fill without price, side or symbol) is a ``BrokerError``, like an
+  that is not finite, a fill without price, side or symbol, an order without a side) is a ``BrokerError``, like an
   unreachable broker: the engine trades nothing that tick and asks again.
 """
 
@@ -162,6 +162,17 @@ def _enum(v: Any) -> str:
     return str(getattr(v, "value", v))
 
 
+def _side(o: Any) -> str:
+    """An order's side as the broker sent it. No side is not a buy: read as one, a sell (a stop exit) would be
+    booked the wrong way round, so the answer is refused (``_answer`` makes it a BrokerError)."""
+    if o.side is None:
+        raise ValueError(f"order {o.id} has no side (buy or sell)")
+    side = _enum(o.side)
+    if side not in ("buy", "sell"):
+        raise ValueError(f"order {o.id}: side {side!r} is neither buy nor sell")
+    return side
+
+
 def make_trading_client(api_key: str, secret_key: str, *, paper: bool, url_override: str | None,
                         timeout_s: float) -> TradingClient:
     client = TradingClient(api_key, secret_key, paper=paper, url_override=url_override)
@@ -191,7 +202,7 @@ class AlpacaBroker:
         created = o.submitted_at or o.created_at
         return BrokerOrder(
             id=str(o.id), client_order_id=client_order_id or o.client_order_id, symbol=o.symbol or "",
-            side=_enum(o.side) if o.side else "buy",  # type: ignore[arg-type]
+            side=_side(o),  # type: ignore[arg-type]
             qty=_f(o.qty), type=_enum(o.type or o.order_type or "market"), status=_enum(o.status),
             submitted_at=created if created.tzinfo else created.replace(tzinfo=UTC),
             filled_qty=_f(o.filled_qty), filled_avg_price=_f(o.filled_avg_price) if o.filled_avg_price else None,
