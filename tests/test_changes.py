@@ -267,3 +267,21 @@ def test_a_sweep_has_no_single_setting_to_apply(live):
     at = research_page()
     assert not [b for b in at.button if b.label == "Apply to live…"]
     assert not at.exception
+
+
+def test_a_callback_for_the_value_already_live_sends_nothing(live):
+    rt, _ = live
+    stale = new_app()  # drawn with the default profile and cutoff
+    other = rt.send_command  # another tab: relaxed profile, then its own cutoff
+    assert other("set_params", {"profile": "relaxed", "_source": "profile"}, who="ui:other")["status"] == "done"
+    assert other("set_params", {"cutoff_delta": 0.02, "_source": "slider"}, who="ui:other")["status"] == "done"
+    commands = rt.store.scalar("SELECT COUNT(*) FROM commands")
+    # the stale tab's box fires for "relaxed", which is live already: re-applying it would reset the cutoff
+    stale.selectbox(key="w_profile").set_value("relaxed").run()
+    assert not stale.exception
+    assert rt.store.scalar("SELECT COUNT(*) FROM commands") == commands
+    assert (rt.engine.params.profile, rt.engine.params.cutoff_delta) == ("relaxed", 0.02)
+    # a value that differs from the live one is sent as before
+    new_app().selectbox(key="w_profile").set_value("default").run()
+    assert rt.store.scalar("SELECT COUNT(*) FROM commands") == commands + 1
+    assert (rt.engine.params.profile, rt.engine.params.cutoff_delta) == ("default", 0.0)

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core import views
 from core.clock import NY
+from core.config import ConfigError, validate_param_changes
 from ui.state import AppContext, send_command
 
 CUTOFF_RANGE = (-0.10, 0.10)
@@ -22,9 +23,22 @@ COOLDOWN_RANGE = (30, 600)
 
 def _changed(ctx: AppContext, key: str, name: str, source: str = "command") -> None:
     value = st.session_state[key]
+    if _already_live(ctx, name, value):
+        # A callback can fire for a value the engine already has: a browser rerun that resends every widget of
+        # the sidebar at once (seen with keyboard steps on a slider), or a stale tab. Sent again it would be
+        # audited as a change, and the profile box would re-apply its profile, resetting the cutoff and cooldown.
+        return
     # ``source`` goes to the audit; a slider's arrow-key steps are folded into one change by the engine
     res = send_command(ctx, "set_params", {name: value, "_source": source})
     st.session_state["_last_command"] = (name, value, res)
+
+
+def _already_live(ctx: AppContext, name: str, value: object) -> bool:
+    live = views.live_params(ctx.store)
+    try:
+        return name in live and validate_param_changes({name: value})[name] == live[name]
+    except ConfigError:  # a bad value goes to the engine, which refuses it with its reason
+        return False
 
 
 def render_sidebar(ctx: AppContext) -> None:
