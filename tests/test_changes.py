@@ -3,8 +3,8 @@ panel, "Apply to live" of a research run, and the ``source`` column on databases
 
 The app runs under AppTest with the real runtime and engine behind it (ENGINE_JOBS=0, a SimClock the test holds);
 the slider's steps are grouped on the engine's wall clock, which the test replaces by one it moves by hand.
-AppTest reruns only the page of an app that uses ``st.navigation`` (not app.py, which draws the sidebar), so each
-sidebar step runs in a fresh AppTest; every AppTest is the same browser session ("test session id").
+Every AppTest is the same browser session to the app ("test session id"), so a step of a sidebar slider in a
+fresh AppTest is another step of the same person.
 """
 
 from __future__ import annotations

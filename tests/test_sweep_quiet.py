@@ -64,9 +64,18 @@ def test_work_defined_in_main_still_finds_it_in_the_workers(tmp_path):
 SCRIPT = """
     import json, sys
     from datetime import date
+    from pathlib import Path
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import script_runner
     from streamlit.testing.v1 import AppTest
     from core.runtime import stop_all
 
+    def run_app_py(main_script_path):  # every run through app.py, as tests/conftest.py does for the suite
+        PagesManager.uses_pages_directory = False
+        code = compile(Path(main_script_path).read_text(), main_script_path, "exec")
+        exec(code, {"__name__": "__main__", "__file__": main_script_path})
+
+    script_runner._mpa_v1 = run_app_py
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     at.switch_page("pages/research.py").run()
