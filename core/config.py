@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     take_profit_pct: float = Field(0.03, gt=0, le=10)
     max_exposure: float = Field(0.8, gt=0, le=1)
     min_slots: int = Field(3, ge=1, le=1000)
+    # an entry smaller than this fraction of a full position (what the risk rule and the slot allow) is not
+    # opened: suppressed as risk_size_too_small instead of buying a token amount with the exposure left over
+    min_position_fraction: float = Field(0.25, ge=0, le=1)
 
     # --- execution (SPEC 9) ---
     intent_ttl_s: int = Field(120, ge=1)

@@ -17,7 +17,8 @@ from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
 from core.engine import money as money  # re-exported for the pages
 from core.research import kpi
-from core.rules.protections import DAILY_LOSS, active_protections
+from core.research.metrics import NA
+from core.rules.protections import DAILY_LOSS, RULES, active_protections, setting_value
 from core.rules.risk import kelly_margin
 from core.services import llm
 from core.state.decisions import decision_counts, whole_history_counts
@@ -40,6 +41,16 @@ def frame(store: Store, sql: str, params: Any = (), *, local_times: bool = True)
                 parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
                 df[col] = parsed.dt.tz_convert(NY).dt.strftime("%Y-%m-%d %H:%M:%S").where(parsed.notna(), None)
     return df
+
+
+def percent(v: float | None, digits: int = 0) -> str:
+    """A rate as a page shows it; no value (no closed trade yet) is "–", never 0 %."""
+    return NA if v is None else f"{v:.{digits}%}"
+
+
+def factor(v: float | None) -> str:
+    """A profit factor as a page shows it: "–" with no trade, "∞" with no losing trade."""
+    return NA if v is None else "∞" if v == float("inf") else f"{v:.2f}"
 
 
 def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -179,7 +190,7 @@ def risk_gauges(store: Store, settings: Settings, now: datetime) -> dict[str, An
     day = trading_date(now).isoformat()
     llm_calls = llm.calls_today(store, now)
     m = kpi.summary(store)
-    kelly = kelly_margin(m["win_rate"], m["payoff_ratio"], settings.risk_per_trade)
+    kelly = kelly_margin(m["win_rate"] or 0.0, m["payoff_ratio"], settings.risk_per_trade)  # no trade: not measured
     cap_used = store.counter(f"rth:{day}:__global__")
     return {"summary": summary, "tokens": tokens, "llm_calls": llm_calls, "llm_limit": settings.llm_daily_limit,
             "llm_spend": llm.month_spend(store, now), "llm_budget": settings.llm_monthly_budget,
@@ -304,12 +315,32 @@ def trades(store: Store, *, local_times: bool = True) -> pd.DataFrame:
         FROM trades ORDER BY id DESC""")
 
 
+def with_ny_times(df: pd.DataFrame, columns: tuple[str, ...] = TIME_COLUMNS) -> pd.DataFrame:
+    """A table for a CSV file: every time column as ISO 8601 UTC (``2025-03-03T15:00:00+00:00``) followed by
+    ``<column>_ny``, the same moment as New York time with its offset (``2025-03-03T10:00:00-05:00``), the zone
+    the pages show. Both are explicit, so a spreadsheet never has to guess the zone of a time."""
+    out = df.copy()
+    for col in [c for c in columns if c in out.columns]:
+        parsed = pd.to_datetime(out[col], utc=True, format="ISO8601", errors="coerce")
+        out[col] = _iso_texts(parsed).where(parsed.notna(), out[col])  # a value that is not a time stays as it was
+        out.insert(out.columns.get_loc(col) + 1, f"{col}_ny", _iso_texts(parsed.dt.tz_convert(NY)))
+    return out
+
+
+def _iso_texts(ts: pd.Series) -> pd.Series:
+    return ts.map(lambda t: t.isoformat() if pd.notna(t) else None)
+
+
+TRADE_COLUMNS = ["id", "symbol", "kind", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price", "pnl", "ret",
+                 "mae", "mfe", "fees", "exit_reason"]
+
+
 def trades_csv(store: Store) -> bytes:
-    df = trades(store, local_times=False)  # ISO 8601 with offsets in the file
+    """The closed trades as CSV: times in UTC and, beside each, New York time as the page shows it."""
+    df = trades(store, local_times=False)
     if df.empty:
-        df = pd.DataFrame(columns=["id", "symbol", "kind", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
-                                   "pnl", "ret", "mae", "mfe", "fees", "exit_reason"])
-    return df.to_csv(index=False).encode()
+        df = pd.DataFrame(columns=TRADE_COLUMNS)
+    return with_ny_times(df, ("entry_ts", "exit_ts")).to_csv(index=False).encode()
 
 
 def notifications(store: Store, limit: int = 20) -> pd.DataFrame:
@@ -385,11 +416,21 @@ def protections(store: Store, now: datetime, limit: int = 50) -> tuple[list[dict
     return active, history
 
 
+def protection_rules(settings: Settings) -> pd.DataFrame:
+    """The protection rules as the Risk page lists them: what fires each, over which window, and the least
+    sample each condition is judged on (below it the rule does not fire)."""
+    rows = [{"rule": r.name, "fires when": r.description,
+             "window": f"{int(setting_value(r.window_s, settings)) // 60} min",
+             "minimum sample": "; ".join(r.minimums(settings))} for r in RULES]
+    return pd.DataFrame(rows, columns=["rule", "fires when", "window", "minimum sample"])
+
+
 # ---------------------------------------------------------------- KPIs (SPEC 11)
 KPI_WINDOWS = ("Last hour", "This session", "Last 24 hours", "Last 5 sessions")
 SNAPSHOT_COLUMNS = ("generated", "actionable", "suppressed", "strong_rate", "flip_flops", "flip_flop_rate",
-                    "signal_mae_median", "signal_mfe_median", "direction_lock_hits", "trades", "pnl", "stop_out_rate",
-                    "tier_a_overflow_max", "llm_calls", "max_drawdown")
+                    "signal_mae_median", "signal_mfe_median", "direction_lock_hits", "trades", "pnl_realized",
+                    "stop_out_rate", "tier_a_overflow_max", "llm_calls", "max_drawdown")
+LEGACY_SNAPSHOT_KEYS = {"pnl_realized": "pnl"}  # snapshots written before the two P&Ls were named apart
 
 
 def kpi_window(choice: str, now: datetime) -> tuple[datetime, datetime]:
@@ -428,7 +469,9 @@ def kpi_snapshots(store: Store, limit: int = 24 * 7) -> pd.DataFrame:
     for r in reversed(store.query("SELECT ts, json FROM kpi_snapshots ORDER BY ts DESC LIMIT ?", (int(limit),))):
         data = json.loads(r["json"])
         if "all" in data:
-            rows.append({"ts": r["ts"], **{c: data["all"].get(c) for c in SNAPSHOT_COLUMNS}})
+            a = data["all"]
+            rows.append({"ts": r["ts"], **{c: a.get(c, a.get(LEGACY_SNAPSHOT_KEYS.get(c, c)))
+                                           for c in SNAPSHOT_COLUMNS}})
     df = pd.DataFrame(rows, columns=["ts", *SNAPSHOT_COLUMNS])
     if not df.empty:
         df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601").dt.tz_convert(NY)

@@ -20,11 +20,10 @@ def history() -> None:
     c[5].metric("Orders", ctx.store.scalar("SELECT COUNT(*) FROM orders") or 0)
     c[6].metric("Open positions", ctx.store.scalar("SELECT COUNT(*) FROM positions WHERE qty > 0") or 0)
     c[0].metric("Closed trades", m["trades"])
-    c[1].metric("Realised P&L", views.money(float(trades["pnl"].sum()) if not trades.empty else 0.0))
-    c[2].metric("Win rate", f"{m['win_rate']:.0%}")
+    c[1].metric("Realised P&L", views.money(m["pnl_realized"]), help="the closed trades' P&L")
+    c[2].metric("Win rate", views.percent(m["win_rate"]))
     c[3].metric("Max drawdown", f"{m['max_drawdown']:.2%}")
-    pf = m["profit_factor"]
-    c[4].metric("Profit factor", "∞" if pf == float("inf") else f"{pf:.2f}")
+    c[4].metric("Profit factor", views.factor(m["profit_factor"]))
     st.plotly_chart(charts.equity_line(views.equity_curve(ctx.store)), theme=None, key="equity_chart")
     positions_panel(ctx)  # table, Close per position, Flatten all (ui/positions.py)
     st.subheader("Orders")
@@ -39,4 +38,5 @@ def history() -> None:
 
 history()
 st.download_button("Download trades CSV", views.trades_csv(ctx.store), file_name="trades.csv", mime="text/csv",
-                   key="trades_csv")
+                   key="trades_csv", help="entry_ts and exit_ts in UTC, entry_ts_ny and exit_ts_ny in New York time "
+                                          "(as the table above)")

@@ -11,7 +11,7 @@ ctx = load_context()
 RATES = ("strong_rate", "flip_flop_rate", "stop_out_rate", "tier_a_overflow_max", "overflow_rate",
          "overflow_max_minute", "signal_mae_median", "signal_mfe_median", "max_drawdown", "win_rate")
 FORMATS = {c: st.column_config.NumberColumn(format="percent") for c in RATES} | {
-    "pnl": st.column_config.NumberColumn(format="dollar")}
+    "pnl_realized": st.column_config.NumberColumn("realised P&L", format="dollar")}
 st.title("KPIs")
 
 c = st.columns([2, 1, 3])
@@ -36,8 +36,8 @@ row[2].metric("Tier-A overflow", f"{k['tier_a_overflow_max']:.0%}", help="the wo
 row[3].metric("LLM calls", k["llm_calls"], help=f"spend {k['llm_spend']:,.0f} {ctx.settings.llm_budget_currency}")
 row[4].metric("Max drawdown", f"{k['max_drawdown']:.2%}", help="on account equity inside the window")
 row = st.columns(5)
-row[0].metric("Trades", k["trades"], help=f"win rate {k['win_rate']:.0%}")
-row[1].metric("P&L", views.money(k["pnl"]))
+row[0].metric("Trades", k["trades"], help=f"win rate {views.percent(k['win_rate'])}")
+row[1].metric("Realised P&L", views.money(k["pnl_realized"]), help="the P&L of the trades closed in the window")
 row[2].metric("Stop-out rate", f"{k['stop_out_rate']:.0%}")
 row[3].metric("Trade MAE (median)", f"{k['trade_mae_median']:+.2%}")
 row[4].metric("Trade MFE (median)", f"{k['trade_mfe_median']:+.2%}")

@@ -26,8 +26,10 @@ def live() -> None:
         st.info("Waiting for the first tick: the engine scores tier A every 30 s and tier B every 60 s "
                 "(market time).")
     else:
+        # the bars are a chart: a progress column would draw a zero score as half a bar and both signs alike
+        st.plotly_chart(charts.score_bars(latest), theme=None, key="score_chart")
         st.dataframe(latest, hide_index=True, key="latest_scores", column_config={
-            "score": st.column_config.ProgressColumn("score", min_value=-1.0, max_value=1.0, format="%+.3f"),
+            "score": st.column_config.NumberColumn("score", format="%+.3f"),
             "cutoff": st.column_config.NumberColumn("cutoff", format="%.2f"),
             "vol_spike": st.column_config.NumberColumn("vol spike", format="%.2f"),
             "price": st.column_config.NumberColumn("price", format="$%.2f"),

@@ -42,7 +42,7 @@ def gauges() -> None:
                 help="W - (1 - W) / R from closed trades; needs wins and losses")
     c[1].metric("Kelly margin", f"{k['margin']:.1f}x" if measured else "–",
                 help="Kelly fraction / risk per trade; below 1x the edge does not cover the risk taken")
-    c[2].metric("Win rate", f"{m['win_rate']:.0%}", help=f"{m['trades']} closed trades")
+    c[2].metric("Win rate", views.percent(m["win_rate"]), help=f"{m['trades']} closed trades")
     c[3].metric("RTH signal cap", f"{g['rth_cap_used']} / {g['rth_cap']}")
     if k["warning"] and m["trades"] >= 10:
         st.warning("Kelly margin below 1x: the measured edge does not support the risk per trade.")
@@ -68,6 +68,9 @@ def protections_panel() -> None:
             st.toast(f"release: {res.get('result') or res.get('status')}")
     if not history.empty:
         st.dataframe(history, hide_index=True, key="protection_history")
+    with st.expander("Protection rules and the least sample each needs"):
+        st.caption("Below its minimum sample a condition is not judged: a rule never fires on one or two events.")
+        st.dataframe(views.protection_rules(ctx.settings), hide_index=True, key="protection_rules")
 
 
 @st.fragment(run_every=ctx.settings.ui_refresh_s)

@@ -363,14 +363,14 @@ def test_research_replay_on_alpaca_history_equals_the_same_bars_replayed_directl
     for k in ("bars", "signals", "actionable", "orders", "fills", "trades", "suppressed"):
         assert via_alpaca.stats[k] == direct.stats[k], k
     # the wire carries prices rounded to a few decimals: the same trades, P&L equal to the cent-ish
-    assert via_alpaca.stats["pnl"] == pytest.approx(direct.stats["pnl"], abs=0.5)
+    assert via_alpaca.stats["pnl_total"] == pytest.approx(direct.stats["pnl_total"], abs=0.5)
     q = "SELECT symbol, qty, exit_reason FROM trades ORDER BY id"
     assert via_alpaca.store.query(q) == direct.store.query(q)
     assert via_alpaca.stats["trades"] > 0
     calls = fake.count("GET", "/v2/stocks/bars")
     again = run_replay(s, days=2, seed=0, start=ANCHOR, today=today)  # the second run reads the Parquet cache
     assert fake.count("GET", "/v2/stocks/bars") == calls
-    assert again.stats["pnl"] == via_alpaca.stats["pnl"]
+    assert again.stats["pnl_total"] == via_alpaca.stats["pnl_total"]
 
 
 def test_research_history_caches_only_the_days_before_the_given_today(tmp_path, fake):

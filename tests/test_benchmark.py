@@ -116,14 +116,33 @@ def test_benchmark_metrics_are_the_strategy_metrics_functions_on_the_same_curve(
     ts = [t.to_pydatetime() for t in curve["ts"]]
     eq = curve["equity"].tolist()
     rets = metrics.daily_returns(ts, eq, CASH)
-    assert m["sharpe"] == pytest.approx(metrics.sharpe(rets)) and m["sharpe"] != 0.0
+    # two sessions: the annualised figures are n/a for the benchmark as for the strategy (core.research.metrics)
+    assert m["sharpe"] is None and m["sortino"] is None and m["cagr"] is None
     dd, dd_s = metrics.drawdown(ts, eq)
     assert m["max_drawdown"] == pytest.approx(dd) and m["max_drawdown_duration_s"] == pytest.approx(dd_s)
     # and by hand: D1 ends at 1550, D2 at 1500; the worst fall is 1650 -> 1500
     assert rets == pytest.approx([1550 / CASH - 1, 1500 / 1550 - 1])
     assert m["max_drawdown"] == pytest.approx((1650 - 1500) / 1650)
     assert m["total_return"] == pytest.approx(0.5)
-    assert m["cagr"] == pytest.approx(1.5 ** (252 / 2) - 1)
+
+
+@pytest.mark.parametrize("n", [metrics.MIN_ANNUALISED_SESSIONS - 1, metrics.MIN_ANNUALISED_SESSIONS])
+def test_benchmark_annualised_figures_follow_the_strategys_minimum(n):
+    from core.clock import trading_sessions
+
+    days = trading_sessions(D1, n)
+    # one close a session, alternating up and down so the returns vary
+    ts = [session_bounds(d)[1].astimezone(UTC) for d in days]
+    equity = [CASH * (1.01 if i % 2 else 0.995) ** (i + 1) for i in range(n)]
+    m = benchmark_metrics(pd.DataFrame({"ts": pd.to_datetime(ts, utc=True), "equity": equity}), CASH, n)
+    rets = metrics.daily_returns(ts, equity, CASH)
+    if n < metrics.MIN_ANNUALISED_SESSIONS:
+        assert m["sharpe"] is None and m["sortino"] is None and m["cagr"] is None
+    else:
+        assert m["sharpe"] == pytest.approx(metrics.sharpe(rets)) and m["sharpe"] != 0.0
+        assert m["sortino"] == pytest.approx(metrics.sortino(rets))
+        assert m["cagr"] == pytest.approx((equity[-1] / CASH) ** (252 / n) - 1)
+    assert m["total_return"] == pytest.approx(equity[-1] / CASH - 1)
 
 
 def test_a_date_that_is_not_a_session_is_refused():

@@ -84,7 +84,7 @@ def test_window_kpis_match_the_hand_computed_figures(store):
     assert a["signals_measured"] == 3
     assert a["signal_mae_median"] == pytest.approx(maes[1]) and a["signal_mfe_median"] == pytest.approx(mfes[1])
     # trades: +20, -15, -5: P&L 0, win rate 1/3, profit factor 20/20, two of three stopped out
-    assert a["trades"] == 3 and a["pnl"] == 0.0 and a["win_rate"] == pytest.approx(1 / 3)
+    assert a["trades"] == 3 and a["pnl_realized"] == 0.0 and a["win_rate"] == pytest.approx(1 / 3)
     assert a["profit_factor"] == pytest.approx(1.0) and a["stop_out_rate"] == pytest.approx(2 / 3)
     assert a["trade_mae_median"] == pytest.approx(-0.02) and a["trade_mfe_median"] == pytest.approx(0.005)
 
@@ -106,8 +106,8 @@ def test_breakdown_by_tier_and_basket(store):
     assert k["by_tier"]["A"]["actionable"] == 3 and k["by_tier"]["A"]["trades"] == 2  # the ETF trade has no tier
     semis = k["by_basket"]["SEMIS"]
     assert semis["actionable"] == 2 and semis["flip_flops"] == 1
-    assert semis["trades"] == 2 and semis["pnl"] == -20.0 and semis["stop_out_rate"] == 1.0  # NVDA and SOXS
-    assert k["by_basket"]["NASDAQ"]["trades"] == 1 and k["by_basket"]["NASDAQ"]["pnl"] == 20.0
+    assert semis["trades"] == 2 and semis["pnl_realized"] == -20.0 and semis["stop_out_rate"] == 1.0  # NVDA and SOXS
+    assert k["by_basket"]["NASDAQ"]["trades"] == 1 and k["by_basket"]["NASDAQ"]["pnl_realized"] == 20.0
 
 
 def test_token_overflow_per_tier_per_minute():

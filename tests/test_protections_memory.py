@@ -36,10 +36,12 @@ def test_a_restart_loads_the_same_protections_and_pauses_the_same_entries(tmp_pa
     strategy = ScriptedStrategy(lambda s, t: 0.6 if s == "AAPL" else 0.0)
     e = make_engine(bars, strategy, db=db, protection_stoploss_count=1)
     e.tick(at(DAY, 10, 0))
-    # a stop-out and an 8 % equity drawdown: the guard pauses entries for 30 min, the drawdown for 2 h
+    # a stop-out and an 8 % equity drawdown: the guard pauses entries for 30 min, the drawdown for 2 h (the drawdown
+    # over ten snapshots, the rule's minimum sample: tests/test_rule_boundaries_protections.py)
     _stop_out(e, at(DAY, 10, 1))
-    for minute, equity in ((1, 100_000.0), (2, 92_000.0)):
-        e.store.upsert("equity", {"ts": at(DAY, 10, minute, 30).isoformat(), "equity": equity, "cash": equity,
+    for k in range(10):
+        equity = 92_000.0 if k == 9 else 100_000.0
+        e.store.upsert("equity", {"ts": at(DAY, 10, 1, 30 + 3 * k).isoformat(), "equity": equity, "cash": equity,
                                   "exposure": 0.0})
     fired = e.run_protections(at(DAY, 10, 3), GUARD_AND_DRAWDOWN)
     assert [f.rule for f in fired] == ["stoploss_guard", "max_drawdown"]

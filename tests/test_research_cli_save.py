@@ -35,9 +35,9 @@ def test_a_saved_replay_is_the_printed_one(tmp_path, monkeypatch, capsys):
     assert (run["source"]["first"], run["source"]["last"], run["source"]["sessions"]) == ("2025-03-03",
                                                                                          "2025-03-04", 2)
     assert run["params"]["cutoff_delta"] == "-0.03"
-    assert run["metrics"]["trades"] == out["metrics"]["trades"] and run["metrics"]["pnl_total"] == out["pnl"]
+    assert run["metrics"]["trades"] == out["metrics"]["trades"] and run["metrics"]["pnl_total"] == out["pnl_total"]
     assert len(run["trades"]) == out["metrics"]["trades"]
-    assert run["equity"]["equity"].iloc[-1] == pytest.approx(100_000 + out["pnl"], abs=0.01)
+    assert run["equity"]["equity"].iloc[-1] == pytest.approx(100_000 + out["pnl_total"], abs=0.01)
     assert "equal_weight" in run["benchmark"]
 
 

@@ -81,7 +81,7 @@ def test_a_range_replays_its_sessions_and_says_which():
     by_days = run_replay(s, days=2, seed=4, start=date(2025, 3, 3))
     assert (by_range.stats["first_session"], by_range.stats["last_session"]) == ("2025-03-03", "2025-03-04")
     assert by_range.stats["sessions"] == 2
-    for k in ("bars", "orders", "fills", "pnl", "metrics", "first_session", "last_session"):
+    for k in ("bars", "orders", "fills", "pnl_total", "metrics", "first_session", "last_session"):
         assert by_range.stats[k] == by_days.stats[k], k
 
 

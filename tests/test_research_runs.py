@@ -254,10 +254,17 @@ def test_downloads_are_standard_json_and_csv(store):
     assert doc["trades"] == trades_frame().to_dict(orient="records")
     assert len(doc["benchmark"]["equal_weight"]["curve"]) == 3
     trades = pd.read_csv(io.BytesIO(run_trades_csv(run)))
-    pd.testing.assert_frame_equal(trades, trades_frame(), check_dtype=False)
+    # each time in UTC as saved, followed by the same moment in New York time (the zone of the page's chart)
+    pd.testing.assert_frame_equal(trades.drop(columns=["entry_ts_ny", "exit_ts_ny"]), trades_frame(),
+                                  check_dtype=False)
+    assert list(trades.columns[4:7]) == ["entry_ts_ny", "entry_price", "exit_ts"]
+    assert trades["entry_ts_ny"].tolist() == ["2025-03-03T09:40:00-05:00", "2025-03-03T11:00:00-05:00"]
+    assert trades["exit_ts_ny"].tolist() == ["2025-03-03T10:10:00-05:00", "2025-03-03T11:30:00-05:00"]
     curve = pd.read_csv(io.BytesIO(run_equity_csv(run)))
-    assert list(curve.columns) == ["ts", "equity"] and curve["equity"].tolist() == eq["equity"].tolist()
+    assert list(curve.columns) == ["ts", "ts_ny", "equity"] and curve["equity"].tolist() == eq["equity"].tolist()
     assert list(pd.to_datetime(curve["ts"], utc=True)) == list(eq["ts"])
+    assert list(pd.to_datetime(curve["ts_ny"], utc=True)) == list(eq["ts"])  # the same moments
+    assert curve["ts_ny"].iloc[0] == "2025-03-03T09:31:00-05:00"  # 14:31 UTC, as the chart's axis reads
     assert run_trades_csv({**run, "trades": pd.DataFrame()}) == b""
 
 

@@ -31,29 +31,63 @@ def entry(e, sym="NVDA", now=T):
 # ------------------------------------------------------------------ max positions (4)
 
 def test_max_positions_fourth_entry_passes_fifth_is_refused():
-    # small slots so exposure is far from its limit; waiting intents count as positions
+    # small slots so exposure is far from its limit; intents waiting for Approve count as positions, and the
+    # refusal says how many of the four slots they hold
     e = engine(dict.fromkeys(FIVE, 0.6), min_slots=10)
     e.tick(T)
+    assert [entry(e, s) for s in FIVE] == [("actionable", 80)] * 4 + [("risk_max_positions (4 pending approvals)",
+                                                                        None)]
+
+
+def test_max_positions_names_no_pending_approval_when_orders_hold_the_slots():
+    # AUTO_MODE: the four entries are submitted at once; their open orders hold the slots, nobody is to approve
+    e = engine(dict.fromkeys(FIVE, 0.6), min_slots=10, auto_mode=True)
+    e.tick(T)
     assert [entry(e, s) for s in FIVE] == [("actionable", 80)] * 4 + [("risk_max_positions", None)]
+    assert {r["status"] for r in intents(e, kind="entry")} == {"submitted"}
 
 
-@pytest.mark.parametrize("held, expected", [(3, "actionable"), (4, "risk_max_positions")])
-def test_max_positions_counts_held_positions(held, expected):
-    e = engine({"NVDA": 0.6}, min_slots=10)
-    for sym in ("QQQ", "SOXX", "SQQQ", "SOXS")[:held]:
+def test_a_rejected_approval_frees_its_slot_and_leaves_the_count():
+    # two held positions and two entries waiting for Approve fill the four slots; rejecting one frees a slot
+    e = engine({"NVDA": before(T + timedelta(minutes=2), 0.0, 0.6), "TSLA": 0.6, "AAPL": 0.6}, min_slots=10,
+               intent_ttl_s=3600)
+    for sym in ("QQQ", "SOXX"):
         hold(e, sym, 10, 100.0)
     e.tick(T)
-    assert entry(e)[0] == expected
+    assert [entry(e, s)[0] for s in ("TSLA", "AAPL")] == ["actionable", "actionable"]
+    t = T + timedelta(minutes=3)
+    e.tick(t)
+    assert entry(e, now=t)[0] == "risk_max_positions (2 pending approvals)"
+    e.store.send_command("reject", {"intent_id": intents(e, symbol="TSLA")[0]["id"]}, who="trader", now=t)
+    t2 = t + timedelta(minutes=1)
+    e.tick(t2)  # the rejection is applied first: three slots taken, NVDA gets the fourth
+    assert entry(e, now=t2)[0] == "actionable"
 
 
 # ------------------------------------------------------------------ max exposure (80 %) and the slot cap
 
 def test_max_exposure_takes_the_last_dollars_then_refuses():
-    # 3 x 266 x $100 = 79,800; the fourth gets the 200 left (2 shares); nothing is left for the fifth
-    e = engine(dict.fromkeys(FIVE, 0.6), max_positions=10)
+    # 3 x 266 x $100 = 79,800; the fourth gets the 200 left (2 shares); nothing is left for the fifth.
+    # MIN_POSITION_FRACTION=0: the exposure cap alone (at its default 0.25, 2 shares are too small: below)
+    e = engine(dict.fromkeys(FIVE, 0.6), max_positions=10, min_position_fraction=0.0)
     e.tick(T)
     assert [entry(e, s) for s in FIVE] == [("actionable", 266)] * 3 + [("actionable", 2), ("risk_exposure", None)]
     assert "capped by exposure" in intents(e, symbol="MSFT")[0]["reason"]
+
+
+# ------------------------------------------------------------------ minimum position (MIN_POSITION_FRACTION, 0.25)
+
+@pytest.mark.parametrize("fraction, expected", [
+    (2 / 266, ("actionable", 2)),  # 2 shares are exactly this fraction of a full 266-share position
+    (2.001 / 266, ("risk_size_too_small", None)),  # a hair more: the residual is too small
+    (0.25, ("risk_size_too_small", None)),  # the default
+])
+def test_a_residual_entry_below_the_minimum_fraction_is_suppressed(fraction, expected):
+    # as above: three full entries leave $200 of exposure, 2 shares at $100, for the fourth (MSFT)
+    e = engine(dict.fromkeys(FIVE, 0.6), max_positions=10, min_position_fraction=fraction)
+    e.tick(T)
+    assert [entry(e, s) for s in FIVE[:3]] == [("actionable", 266)] * 3
+    assert entry(e, "MSFT") == expected
 
 
 @pytest.mark.parametrize("price, qty, capped", [(100.0, 26, True), (102.56, 26, True), (102.57, 25, True),
@@ -164,17 +198,52 @@ def test_feasibility_concurrent_risk_exactly_2_percent_passes(stop, ok):
     assert RM.check_signal_risk_feasibility(st, 100.0) == ((True, "ok") if ok else (False, "risk_concurrent"))
 
 
+# one share is far below MIN_POSITION_FRACTION of a full position: these two check the caps alone (fraction 0)
+RM_ANY_SIZE = RiskManager(load_settings(min_position_fraction=0.0))
+
+
 @pytest.mark.parametrize("pending_notional, ok", [(79_900.0, True), (79_900.01, False)])
 def test_feasibility_exposure_needs_room_for_one_share(pending_notional, ok):
     st = state(pending_notional=pending_notional, pending=1)
-    assert RM.check_signal_risk_feasibility(st, 100.0) == ((True, "ok") if ok else (False, "risk_exposure"))
-    assert RM.size_for(st, 100.0).qty == (1 if ok else 0)
+    assert RM_ANY_SIZE.check_signal_risk_feasibility(st, 100.0) == ((True, "ok") if ok else (False, "risk_exposure"))
+    assert RM_ANY_SIZE.size_for(st, 100.0).qty == (1 if ok else 0)
 
 
 @pytest.mark.parametrize("bp, ok", [(100.0, True), (99.99, False)])
 def test_feasibility_buying_power_for_one_share(bp, ok):
-    assert RM.check_signal_risk_feasibility(state(bp=bp), 100.0) == (
+    assert RM_ANY_SIZE.check_signal_risk_feasibility(state(bp=bp), 100.0) == (
         (True, "ok") if ok else (False, "risk_buying_power"))
+
+
+@pytest.mark.parametrize("pending_notional, qty, ok", [(73_300.0, 67, True), (73_400.0, 66, False)])
+def test_feasibility_minimum_position_is_a_quarter_of_a_full_one(pending_notional, qty, ok):
+    # a full position at $100 is 266 shares (the slot: 0.8 x 100,000 / 3; the risk rule alone gives 333);
+    # a quarter of it is 66.5: 67 shares of exposure left pass, 66 do not. Everything else is far from its limit.
+    st = state(pending_notional=pending_notional, pending=1)
+    assert RM.full_size(st, 100.0) == 266 and RM.size_for(st, 100.0).qty == qty
+    assert RM.check_signal_risk_feasibility(st, 100.0) == ((True, "ok") if ok else (False, "risk_size_too_small"))
+
+
+@pytest.mark.parametrize("bp, ok", [(6_700.0, True), (6_699.99, False)])
+def test_feasibility_minimum_position_also_when_buying_power_cuts_the_size(bp, ok):
+    assert RM.check_signal_risk_feasibility(state(bp=bp), 100.0) == (
+        (True, "ok") if ok else (False, "risk_size_too_small"))
+
+
+def test_the_risk_rule_alone_never_makes_an_entry_too_small():
+    # a small risk per trade sizes every entry small (40 shares): that is a full position, not a residual
+    rm = RiskManager(load_settings(risk_per_trade=0.0006))
+    assert rm.full_size(state(), 100.0) == 40 == rm.size_for(state(), 100.0).qty
+    assert rm.check_signal_risk_feasibility(state(), 100.0) == (True, "ok")
+
+
+@pytest.mark.parametrize("approvals, reason", [
+    (0, "risk_max_positions"), (1, "risk_max_positions (1 pending approval)"),
+    (2, "risk_max_positions (2 pending approvals)")])
+def test_feasibility_max_positions_names_the_pending_approvals(approvals, reason):
+    st = AccountState(100_000.0, 100_000.0, 100_000.0, 100_000.0, (pos("A"), pos("B")), 2_000.0, 2, approvals)
+    assert RM.check_signal_risk_feasibility(st, 100.0) == (False, reason)
+    assert RM.should_allow_trade(st, "NVDA", "buy", 10, 100.0) == (False, reason)
 
 
 SPEC = dict(risk_per_trade=0.005, stop_loss_pct=0.015, max_exposure=0.8, min_slots=3)

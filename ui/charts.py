@@ -68,6 +68,35 @@ def basket_scores(b: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def score_colour(v: float | None) -> str:
+    """Red below zero, green above, grey at zero or without a score: the sign is what a score says first."""
+    return GREY if v is None or v != v or v == 0 else (RED if v < 0 else GREEN)
+
+
+def score_bars(latest: pd.DataFrame) -> go.Figure:
+    """The latest score per ticker as horizontal bars drawn from 0 on a fixed -1 … +1 axis (a zero score has no
+    bar, not half of one), negative scores in red and positive ones in green; each bar carries its value and the
+    ticker's cutoff as a tick."""
+    syms = [] if latest.empty else latest["symbol"].tolist()
+    raw = [] if latest.empty else [None if pd.isna(v) else float(v) for v in latest["score"]]
+    fig = go.Figure(go.Bar(x=[0.0 if v is None else v for v in raw], y=syms, base=0, orientation="h",
+                           marker_color=[score_colour(v) for v in raw],
+                           text=["–" if v is None else f"{v:+.3f}" for v in raw], textposition="outside",
+                           cliponaxis=False, name="score"))
+    if not latest.empty and "cutoff" in latest:
+        for sign in (1, -1):  # a score counts from its cutoff on either side
+            cut = [None if pd.isna(c) else sign * float(c) for c in latest["cutoff"]]
+            fig.add_trace(go.Scatter(x=cut, y=syms, mode="markers", name="cutoff" if sign > 0 else None,
+                                     showlegend=sign > 0, marker={"symbol": "line-ns-open", "size": 14,
+                                                                  "color": "#263238"}))
+    fig.add_vline(x=0, line_color="#263238", line_width=1)
+    fig.update_layout(title="Latest score per ticker", height=max(220, 40 + 28 * len(syms)),
+                      margin={"l": 10, "r": 40, "t": 40, "b": 10}, showlegend=False,
+                      xaxis={"range": [-1.1, 1.1], "zeroline": False, "automargin": True},
+                      yaxis={"autorange": "reversed", "automargin": True, "type": "category"})
+    return fig
+
+
 def kpi_lines(snapshots: pd.DataFrame, columns: list[str], title: str, *, percent: bool = False) -> go.Figure:
     """Hourly KPI snapshots as one line per column."""
     fig = go.Figure()

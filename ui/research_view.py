@@ -3,17 +3,20 @@ checks through ``core.research``, and drawing saved runs. Streamlit lives here, 
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
 from core.clock import NY
 from core.config import Settings, load_settings
 from core.research import record, runs, sources, walkforward
+from core.research.metrics import ANNUALISED, NA, missing_text
 from core.state.store import Store
 from core.universe import Universe
 from core.venues.sim import bar_files
@@ -22,7 +25,7 @@ from ui.state import AppContext, secret_overrides, send_command
 
 SOURCE_LABELS = {"synthetic": "Synthetic market", "alpaca": "Alpaca history", "file": "Your file"}
 METRICS = ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "expectancy",
-           "trades", "exposure", "stop_out_rate", "flip_flop_rate", "cagr", "pnl_total"]
+           "trades", "exposure", "stop_out_rate", "flip_flop_rate", "cagr", "pnl_total", "pnl_realized"]
 DATA_DIR = Path("data")
 
 
@@ -174,8 +177,8 @@ def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[
     run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="sweep", source=src,
                                                     params={"grid": grid, **universe_set}, metrics={},
                                                     detail={"grid": rows}, created_at=datetime.now(UTC)))
-    return {"id": run_id, "grid": grid, "rows": rows, "used": f"{source.describe()}, {sessions[0]} … "
-                                                             f"{sessions[-1]} ({len(sessions)} sessions)"}
+    return {"id": run_id, "grid": grid, "rows": rows, "sessions": len(sessions),
+            "used": f"{source.describe()}, {sessions[0]} … {sessions[-1]} ({len(sessions)} sessions)"}
 
 
 def walk_forward_and_save(db_path: str, source: sources.DataSource, universe_set: dict[str, str],
@@ -209,6 +212,45 @@ def saved_table(saved: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# ---------------------------------------------------------------- figures without a value
+def number_text(v: Any) -> str:
+    """A figure in a table: integers with separators, other numbers to 4 significant digits (2 decimals from
+    1,000 up); no value is "–" (``styled`` puts the n/a rule's text where it applies)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return NA
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    f = float(v)
+    if math.isinf(f):
+        return "∞" if f > 0 else "-∞"
+    if f.is_integer() and abs(f) < 1e15:
+        return f"{int(f):,}"
+    return f"{f:,.2f}" if abs(f) >= 1000 else f"{f:.4g}"
+
+
+def styled(df: pd.DataFrame, sessions: dict[str, int | None], *, metric_rows: bool) -> Styler:
+    """``df`` for ``st.dataframe`` with every missing figure spelled out: an annualised one (CAGR, Sharpe,
+    Sortino) over fewer than ``metrics.MIN_ANNUALISED_SESSIONS`` sessions as "n/a (needs ≥ 20 sessions)", any
+    other as "–". The data stays numeric (only the shown text changes). ``sessions``: column -> the sessions
+    its figures cover (a missing column: unknown). ``metric_rows``: metrics are rows named in a ``metric``
+    column (a run's table), else they are the columns (a sweep's table, covering ``sessions[""]``)."""
+    sty = df.style.format(number_text)
+    if df.empty:
+        return sty
+    if metric_rows:
+        rows = [i for i, m in zip(df.index, df["metric"], strict=True) if m in ANNUALISED]
+        for col in [c for c in df.columns if c != "metric"]:
+            text = missing_text("sharpe", sessions.get(col)) if col != "delta" else NA
+            if rows:
+                sty = sty.format(number_text, na_rep=text, subset=pd.IndexSlice[rows, [col]])
+    else:
+        cols = [c for c in df.columns if c in ANNUALISED]
+        if cols:
+            sty = sty.format(number_text, na_rep=missing_text("sharpe", sessions.get("")),
+                             subset=pd.IndexSlice[:, cols])
+    return sty
+
+
 def _metrics_table(run: dict[str, Any]) -> pd.DataFrame:
     cols = {run["name"]: run["metrics"]}
     for b in (run.get("benchmark") or {}).values():
@@ -231,11 +273,16 @@ def _curves(run: dict[str, Any], *, with_benchmark: bool) -> list[tuple[str, pd.
     return out
 
 
+def _sessions(run: dict[str, Any]) -> int | None:
+    n = (run.get("source") or {}).get("sessions")
+    return int(n) if isinstance(n, int | float) else None
+
+
 def show_runs(opened: list[dict[str, Any]]) -> None:
     """Open saved runs: one replay with its benchmark, two side by side, a sweep's grid or an out-of-sample check."""
     for r in [r for r in opened if r["kind"] != "replay"]:
         if r["kind"] == "sweep":
-            show_sweep({"id": r["id"], "rows": r["detail"]["grid"], "used": _source_text(r)},
+            show_sweep({"id": r["id"], "rows": r["detail"]["grid"], "used": _source_text(r), "sessions": _sessions(r)},
                        st.session_state.get("s_metric", METRICS[0]), key=f"saved_{r['id']}")
         else:
             show_walk_forward({**r["detail"], "id": r["id"]}, key=f"saved_{r['id']}")
@@ -249,14 +296,19 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
                    f"({src.get('sessions')} sessions), data fingerprint {src.get('fingerprint', '–')}; "
                    f"parameters {_params_text(r['params'])}")
     if len(opened) == 1:
-        st.dataframe(_metrics_table(opened[0]), hide_index=True, key="r_metrics")
-        curves = _curves(opened[0], with_benchmark=True)
+        one = opened[0]
+        table = _metrics_table(one)
+        st.dataframe(styled(table, dict.fromkeys(table.columns, _sessions(one)), metric_rows=True),
+                     hide_index=True, key="r_metrics")
+        curves = _curves(one, with_benchmark=True)
     else:
         a, b = opened[1], opened[0]  # the older first: delta = newer - older
         table = runs.compare_runs(a, b, METRICS)
         for bench in (b.get("benchmark") or {}).values():  # the newer run's data: doing nothing on the same bars
             table[bench["label"]] = [bench["metrics"].get(m) for m in table["metric"]]
-        st.dataframe(table, hide_index=True, key="r_compare")
+        # compare_runs names the two columns after the runs (with their ids when the names are equal)
+        covered = {**dict.fromkeys(table.columns, _sessions(b)), table.columns[1]: _sessions(a)}  # benchmarks: b's
+        st.dataframe(styled(table, covered, metric_rows=True), hide_index=True, key="r_compare")
         same_data = a["source"].get("fingerprint") == b["source"].get("fingerprint")
         curves = _curves(a, with_benchmark=same_data) + _curves(b, with_benchmark=True)
         if not same_data:
@@ -352,8 +404,14 @@ def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
         st.info(f"No {metric} in these results.")
         return
     pivot = df.pivot(index="mixer_cooldown_s", columns="cutoff_delta", values=metric)
-    st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key=f"{key}_heatmap")
-    st.dataframe(df, hide_index=True, key=f"{key}_table")
+    n = sweep.get("sessions")
+    if pivot.isna().all().all():  # nothing to colour: say why instead of drawing an empty or made-up map
+        st.info(f"{metric}: {missing_text(metric, n)} in every cell"
+                + (f" (this sweep replayed {n} session{'' if n == 1 else 's'})" if n is not None else "")
+                + ". Choose another figure for the heat map.")
+    else:
+        st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key=f"{key}_heatmap")
+    st.dataframe(styled(df, {"": n}, metric_rows=False), hide_index=True, key=f"{key}_table")
     st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), f"sweep_{sweep['id']}.csv",
                        "text/csv", key=f"{key}_dl")
 
@@ -363,16 +421,15 @@ def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
                f"replayed on the out-of-sample part that follows it")
     for i, f in enumerate(result["folds"], start=1):
         ins, oos = f["in_sample"], f["out_of_sample"]
-        best = ", ".join(f"{k}={v}" for k, v in ins["best"].items())
+        best = ", ".join(f"{k}={v}" for k, v in ins["best"].items()) if ins.get("best") else "none"
         st.markdown(f"**Fold {i}**: in-sample {ins['first']} … {ins['last']} ({plural(ins['sessions'], 'session')}), "
                     f"out-of-sample {oos['first']} … {oos['last']} ({plural(oos['sessions'], 'session')}); "
                     f"best cell {best}")
-        rows = []
-        for m in METRICS:
-            a, b = ins["metrics"].get(m), oos["metrics"].get(m)
-            if a is None and b is None:
-                continue
-            rows.append({"metric": m, "in-sample": a, "out-of-sample": b})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"{key}_oos_{i}")
+        is_m, oos_m = ins.get("metrics") or {}, oos.get("metrics") or {}
+        rows = [{"metric": m, "in-sample": is_m.get(m), "out-of-sample": oos_m.get(m)} for m in METRICS
+                if m in is_m or m in oos_m]  # an annualised figure stays, as n/a, when a part is too short
+        if rows:
+            st.dataframe(styled(pd.DataFrame(rows), {"in-sample": ins["sessions"], "out-of-sample": oos["sessions"]},
+                                metric_rows=True), hide_index=True, key=f"{key}_oos_{i}")
         for w in f.get("warnings", []):
             st.warning(w)

@@ -85,6 +85,7 @@ class MemoryState:
             equity=acct.equity, cash=acct.cash, buying_power=acct.buying_power,
             start_of_day_equity=sod if sod is not None else acct.equity, positions=tuple(positions),
             pending_notional=sum(q * p for q, p in live), pending_count=len(live),
+            pending_approvals=sum(1 for r in self.book.intents_with_status("pending") if r["side"] == "buy"),
         )
 
     def _tick_account(self, now: datetime, rep: TickReport) -> AccountState:

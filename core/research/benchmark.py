@@ -92,26 +92,15 @@ def _finite(v: float) -> float | None:
 
 def benchmark_metrics(curve: pd.DataFrame, start_cash: float, sessions: int) -> dict[str, Any]:
     """total_return, cagr, sharpe, sortino, max_drawdown (and its duration) of a curve, by the definitions of
-    ``core.research.metrics`` (its functions, called on the curve as ``research_metrics`` calls them on the
-    engine's equity). Non-finite values are None; an empty curve has None for every metric."""
+    ``core.research.metrics`` (``equity_metrics``, called on the curve as ``research_metrics`` calls it on the
+    engine's equity), so the annualised three are None below ``metrics.MIN_ANNUALISED_SESSIONS`` sessions as the
+    strategy's are. Non-finite values are None; an empty curve has None for every metric."""
     if curve.empty:
         return dict.fromkeys(BENCHMARK_METRICS)
     ts: list[datetime] = [t.to_pydatetime() for t in pd.to_datetime(curve["ts"], utc=True)]
     equity = [float(v) for v in curve["equity"]]
-    # total return and CAGR as research_metrics computes them (against the starting cash)
-    total = equity[-1] / start_cash - 1.0 if start_cash else 0.0
-    years = sessions / metrics.PERIODS_PER_YEAR if sessions else 0.0
-    rets = metrics.daily_returns(ts, equity, start_cash)
-    dd, dd_s = metrics.drawdown(ts, equity)
-    out = {
-        "total_return": total,
-        "cagr": (1.0 + total) ** (1.0 / years) - 1.0 if years > 0 and total > -1 else 0.0,
-        "sharpe": metrics.sharpe(rets),
-        "sortino": metrics.sortino(rets),
-        "max_drawdown": dd,
-        "max_drawdown_duration_s": dd_s,
-    }
-    return {k: _finite(float(v)) for k, v in out.items()}
+    out = metrics.equity_metrics(ts, equity, start_cash, sessions)  # against the starting cash, as the run's
+    return {k: None if out[k] is None else _finite(float(out[k])) for k in BENCHMARK_METRICS}
 
 
 def _entry(label: str, curve: pd.DataFrame, start_cash: float, sessions: int) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class EvaluationReport:
                         "flip_flop_rate": f.get("flip_flop_rate", 0.0),
                         "tier_a_overflow_max": f.get("tier_a_overflow_max", 0.0),
                         "max_drawdown": f.get("max_drawdown", 0.0), "trades": f.get("trades", 0),
-                        "pnl": f.get("pnl", 0.0), "why_not": "; ".join(s.failures)})
+                        "pnl_realized": f.get("pnl_realized", 0.0), "why_not": "; ".join(s.failures)})
         return out
 
 

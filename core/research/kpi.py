@@ -3,8 +3,8 @@
 Signals: generated vs suppressed by reason, strong-signal rate (|score| >= cutoff + 0.2), flip-flops (sign
 reversals of one symbol's actionable signals inside 10 minutes), MAE/MFE of actionable signals over a horizon
 (default 30 min, along the prices the decision log recorded for that symbol afterwards), direction-lock hits.
-Trades: P&L, win rate, profit factor, MAE/MFE medians, stop-out rate. Tokens: overflow per tier per minute.
-LLM: calls and spend. Equity: max drawdown (on account equity) and Sharpe.
+Trades: realised P&L (``pnl_realized``), win rate, profit factor, MAE/MFE medians, stop-out rate. Tokens:
+overflow per tier per minute. LLM: calls and spend. Equity: max drawdown (on account equity) and Sharpe.
 """
 
 from __future__ import annotations
@@ -42,15 +42,18 @@ def max_drawdown(equity: list[float]) -> float:
     return worst
 
 
-def trade_metrics(pnls: list[float]) -> dict[str, float]:
+def trade_metrics(pnls: list[float]) -> dict[str, float | None]:
+    """Trades, win rate, profit factor, payoff ratio and expectancy of closed trades' P&L. With no trade the win
+    rate and the profit factor are None (no figure), not 0 (which would read as "every trade lost")."""
     wins = [p for p in pnls if p > 0]
     losses = [p for p in pnls if p < 0]
     n = len(pnls)
     gross_loss = -sum(losses)
     return {
         "trades": n,
-        "win_rate": len(wins) / n if n else 0.0,
-        "profit_factor": (sum(wins) / gross_loss) if gross_loss > 0 else (math.inf if wins else 0.0),
+        "win_rate": len(wins) / n if n else None,
+        "profit_factor": None if not n else (sum(wins) / gross_loss) if gross_loss > 0 else (
+            math.inf if wins else 0.0),
         "payoff_ratio": ((sum(wins) / len(wins)) / (gross_loss / len(losses))) if wins and losses else 0.0,
         "expectancy": sum(pnls) / n if n else 0.0,
     }
@@ -91,10 +94,11 @@ def _median(xs: list[float]) -> float:
 
 
 def trade_kpis(trades: list[Mapping[str, Any]]) -> dict[str, float]:
-    """P&L, the trade metrics, MAE/MFE medians and the stop-out rate of closed trades."""
+    """Realised P&L (``pnl_realized``: the sum of the trades' own ``pnl``), the trade metrics, MAE/MFE medians
+    and the stop-out rate of closed trades."""
     out: dict[str, Any] = trade_metrics([t["pnl"] for t in trades])
     n = len(trades)
-    out["pnl"] = round(sum(t["pnl"] for t in trades), 6)
+    out["pnl_realized"] = round(sum(t["pnl"] for t in trades), 6)
     out["mae_median"] = _median([t["mae"] for t in trades])
     out["mfe_median"] = _median([t["mfe"] for t in trades])
     out["stop_outs"] = sum(1 for t in trades if t["exit_reason"] == "stop_loss")
@@ -176,15 +180,20 @@ def _bounds(start: datetime | None, end: datetime | None) -> tuple[str, str]:
     return iso(start) if start else "", iso(end) if end else "9999"
 
 
-def equity_kpis(store: Store, start: datetime | None = None, end: datetime | None = None) -> dict[str, float]:
-    """Max drawdown on account equity and the Sharpe of daily closes inside the window."""
+def equity_kpis(store: Store, start: datetime | None = None,
+                end: datetime | None = None) -> dict[str, float | None]:
+    """Max drawdown on account equity and the Sharpe of daily closes inside the window; the Sharpe is None with
+    fewer sessions than ``metrics.MIN_ANNUALISED_SESSIONS`` (annualising a few days says nothing)."""
+    from core.research.metrics import enough_sessions  # metrics imports this module
+
     rows = store.query("SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", _bounds(start, end))
     closes: dict[str, float] = {}
     for r in rows:  # the last snapshot of each New York date
         closes[datetime.fromisoformat(r["ts"]).astimezone(NY).date().isoformat()] = r["equity"]
     days = list(closes.values())
     rets = [b / a - 1 for a, b in zip(days, days[1:], strict=False) if a]
-    return {"max_drawdown": max_drawdown([r["equity"] for r in rows]), "sharpe": sharpe(rets, 252)}
+    return {"max_drawdown": max_drawdown([r["equity"] for r in rows]),
+            "sharpe": sharpe(rets, 252) if enough_sessions(len(days)) else None}
 
 
 def compute_kpis(store: Store, start: datetime, end: datetime, *, tiers: Mapping[str, str] | None = None,

@@ -12,6 +12,14 @@ Definitions (all documented here so a number on screen can be checked by hand):
 * exposure: time-weighted mean of (market value held / equity) over the equity samples.
 * flip-flop: an actionable signal whose sign is the opposite of the same symbol's previous
   actionable signal at most 10 minutes earlier (``kpi.flip_flops``); the rate is flip-flops / actionable.
+* P&L: ``pnl_total`` = last equity - starting equity (what the account gained, open positions marked at
+  the last price); ``pnl_realized`` = the sum of closed trades' P&L. A trade's own ``pnl`` is its P&L.
+
+Too small a sample gives no figure (None, shown "n/a" or "–"), never a number that looks meaningful:
+* CAGR, Sharpe and Sortino are annualised from daily returns: with fewer than ``MIN_ANNUALISED_SESSIONS``
+  (20) sessions, a week's luck would be raised to the power of a year (a 1 % week is a 68 % CAGR), so they
+  are None. The sample is the smaller of the sessions the run covered and the New York dates with equity.
+* win rate and profit factor with no closed trade are None (0 % would say "every trade lost").
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ from core.state.decisions import decision_counts, decision_total
 from core.state.store import Store
 
 PERIODS_PER_YEAR = 252
+# annualised figures (CAGR, Sharpe, Sortino) need at least this many sessions of daily returns: about a month,
+# below which one good or bad day decides the figure and annualising it says nothing about a year
+MIN_ANNUALISED_SESSIONS = 20
+ANNUALISED = ("cagr", "sharpe", "sortino")
+NA_ANNUALISED = f"n/a (needs ≥ {MIN_ANNUALISED_SESSIONS} sessions)"  # how a page shows one of them below the minimum
+NA = "–"  # how a page shows any other figure without a value (no trade: no win rate, no profit factor)
 
 
 def drawdown(ts: list[datetime], equity: list[float]) -> tuple[float, float]:
@@ -78,15 +92,44 @@ def exposure(values: list[float], equity: list[float]) -> float:
     return sum(v / e for v, e in pairs) / len(pairs) if pairs else 0.0
 
 
+def enough_sessions(sessions: int) -> bool:
+    """Whether ``sessions`` sessions of daily returns are enough for an annualised figure."""
+    return sessions >= MIN_ANNUALISED_SESSIONS
+
+
+def missing_text(metric: str, sessions: int | None = None) -> str:
+    """What a page shows for ``metric`` without a value, over a run of ``sessions`` sessions (None: unknown):
+    the n/a rule for an annualised figure below the minimum, else "–"."""
+    if metric in ANNUALISED and (sessions is None or not enough_sessions(sessions)):
+        return NA_ANNUALISED
+    return NA
+
+
+def equity_metrics(ts: list[datetime], equity: list[float], start_equity: float, sessions: int) -> dict[str, Any]:
+    """total_return, cagr, sharpe, sortino, max_drawdown and its duration of an equity series (``ts`` tz-aware,
+    in time order) that started from ``start_equity`` over ``sessions`` sessions. The annualised three are None
+    below ``MIN_ANNUALISED_SESSIONS`` (counted as the smaller of ``sessions`` and the dates with equity)."""
+    last = equity[-1] if equity else start_equity
+    total = last / start_equity - 1.0 if start_equity else 0.0
+    rets = daily_returns(ts, equity, start_equity)
+    dd, dd_s = drawdown(ts, equity) if equity else (0.0, 0.0)
+    annualise = enough_sessions(min(sessions, len(rets)))
+    years = sessions / PERIODS_PER_YEAR
+    return {
+        "total_return": total,
+        "cagr": ((1.0 + total) ** (1.0 / years) - 1.0 if total > -1 else -1.0) if annualise else None,
+        "sharpe": sharpe(rets) if annualise else None,
+        "sortino": sortino(rets) if annualise else None,
+        "max_drawdown": dd,
+        "max_drawdown_duration_s": dd_s,
+    }
+
+
 def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[str, Any]:
     eq = store.query("SELECT ts, equity, exposure FROM equity ORDER BY ts")
     ts = [datetime.fromisoformat(r["ts"]) for r in eq]
     equity = [r["equity"] for r in eq]
     last = equity[-1] if equity else start_equity
-    total = last / start_equity - 1.0 if start_equity else 0.0
-    years = sessions / PERIODS_PER_YEAR if sessions else 0.0
-    rets = daily_returns(ts, equity, start_equity)
-    dd, dd_s = drawdown(ts, equity) if equity else (0.0, 0.0)
     stats = kpi.trade_kpis(store.query("SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id"))
     # actionable decisions keep their full row in both forms of the log (core.state.decisions)
     act = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND score IS NOT NULL "
@@ -94,12 +137,8 @@ def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[s
     flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"]) for r in act])
     suppressed = decision_counts(store, "reason", "decision='suppressed'")  # both forms of the decision log
     return {
-        "total_return": total,
-        "cagr": (1.0 + total) ** (1.0 / years) - 1.0 if years > 0 and total > -1 else 0.0,
-        "sharpe": sharpe(rets),
-        "sortino": sortino(rets),
-        "max_drawdown": dd,
-        "max_drawdown_duration_s": dd_s,
+        **equity_metrics(ts, equity, start_equity, sessions),
+        "pnl_total": round(last - start_equity, 2),
         **stats,
         "exposure": exposure([r["exposure"] for r in eq], equity),
         "flip_flops": flips,

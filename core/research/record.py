@@ -45,7 +45,7 @@ def replay_record(res: ReplayResult, settings: Settings, source: DataSource, par
     return {
         "source": src,
         "params": params,
-        "metrics": {**res.stats["metrics"], "pnl_total": res.stats["pnl"]},
+        "metrics": res.stats["metrics"],  # pnl_total (the account's change) and pnl_realized (closed trades)
         "equity": thin(views.equity_curve(res.store)),
         "trades": views.trades(res.store, local_times=False),
         "benchmark": {k: {"label": v["label"], "metrics": v["metrics"], "curve": thin(v["curve"])}

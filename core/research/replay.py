@@ -213,6 +213,8 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
     m = kpi.summary(store)
     start_equity = engine.s.sim_start_cash
     end_equity = store.scalar("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1") or start_equity
+    # two P&Ls, named apart: pnl_total is the account's change (open positions marked), pnl_realized (in metrics)
+    # the closed trades' sum
     return {
         "bars": count_bars(engine, sessions),
         "signals": decision_total(store, "decision != 'skipped'"),
@@ -224,9 +226,9 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
         "orders": store.scalar("SELECT COUNT(*) FROM orders") or 0,
         "fills": store.scalar("SELECT COUNT(*) FROM fills") or 0,
         "trades": m["trades"],
-        "pnl": round(end_equity - start_equity, 2),
+        "pnl_total": round(end_equity - start_equity, 2),
         "max_drawdown": round(m["max_drawdown"], 6),
-        "win_rate": round(m["win_rate"], 6),
+        "win_rate": None if m["win_rate"] is None else round(m["win_rate"], 6),
         "sessions": len(sessions),
         "first_session": sessions[0].isoformat() if sessions else None,
         "last_session": sessions[-1].isoformat() if sessions else None,
@@ -310,9 +312,9 @@ SweepJob = tuple[dict[str, Any], dict[str, Any], int, int, str, str | None]
 
 
 def cell_row(cell: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """One sweep row: the cell's settings, its research metrics, P&L and order count."""
-    return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "pnl": stats["pnl"],
-            "orders": stats["orders"]}
+    """One sweep row: the cell's settings, its research metrics (``pnl_total`` and ``pnl_realized`` among them)
+    and order count."""
+    return {**cell, **{k: v for k, v in stats["metrics"].items() if k != "suppressed"}, "orders": stats["orders"]}
 
 
 def _sweep_cell(args: SweepJob, feed: MarketFeed | None = None,

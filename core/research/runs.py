@@ -32,6 +32,7 @@ import pandas as pd
 
 from core.clock import session_bounds
 from core.state.store import Store
+from core.views import with_ny_times
 
 KINDS = ("replay", "sweep", "walk_forward")
 NAME_MAX = 80
@@ -301,15 +302,17 @@ def _frame(value: pd.DataFrame | list | None) -> pd.DataFrame:
 
 
 def run_trades_csv(run: dict) -> bytes:
-    """The run's trades as CSV (UTF-8), one row per trade, the columns as saved."""
+    """The run's trades as CSV (UTF-8), one row per trade, the columns as saved; entry_ts and exit_ts in UTC, each
+    followed by the New York time the page's chart uses (``entry_ts_ny``, ``exit_ts_ny``)."""
     frame = _frame(run.get("trades"))
-    return frame.to_csv(index=False).encode("utf-8") if len(frame.columns) else b""
+    return with_ny_times(frame, ("entry_ts", "exit_ts")).to_csv(index=False).encode("utf-8") \
+        if len(frame.columns) else b""
 
 
 def run_equity_csv(run: dict) -> bytes:
-    """The run's equity curve as CSV (UTF-8): ts (ISO 8601 UTC), equity."""
+    """The run's equity curve as CSV (UTF-8): ts (ISO 8601 UTC), ts_ny (New York time, as the chart), equity."""
     pairs = _curve_pairs(run.get("equity"))
-    return pd.DataFrame(pairs, columns=["ts", "equity"]).to_csv(index=False).encode("utf-8")
+    return with_ny_times(pd.DataFrame(pairs, columns=["ts", "equity"]), ("ts",)).to_csv(index=False).encode("utf-8")
 
 
 # ------------------------------------------------------------------ fingerprints

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import NY, UTC
+from core.research.metrics import ANNUALISED, MIN_ANNUALISED_SESSIONS, enough_sessions
 from core.venues.marketdata import MarketData, empty_bars
 from core.venues.sim.bar_files import ReplayMarket
 
@@ -106,7 +107,7 @@ def cut_market(market: MarketData, last: date) -> MarketData:
 
 # ---------------------------------------------------------------- choosing the best cell
 def metric_names() -> list[str]:
-    """The figures of a sweep row a walk-forward can choose by (the research metrics, ``pnl``, ``orders``)."""
+    """The figures of a sweep row a walk-forward can choose by (the research metrics and ``orders``)."""
     from core.research.metrics import research_metrics
     from core.state.store import Store
 
@@ -115,7 +116,7 @@ def metric_names() -> list[str]:
         keys = [k for k in research_metrics(store, 1.0, 0) if k != "suppressed"]
     finally:
         store.close()
-    return list(dict.fromkeys([*keys, "pnl", "orders"]))
+    return list(dict.fromkeys([*keys, "orders"]))
 
 
 def _value(row: dict[str, Any], metric: str) -> float | None:
@@ -200,7 +201,11 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
             "warnings": [],
         }
         if best is None:
-            part["warnings"].append(f"no cell has a {metric} value in-sample: nothing to test out-of-sample")
+            why = ""
+            if metric in ANNUALISED and not enough_sessions(len(ins)):  # the n/a rule of core.research.metrics
+                why = (f" ({metric} is annualised: it needs ≥ {MIN_ANNUALISED_SESSIONS} sessions, the in-sample "
+                       f"part has {len(ins)}; choose by total_return or take a longer range)")
+            part["warnings"].append(f"no cell has a {metric} value in-sample{why}: nothing to test out-of-sample")
             result["folds"].append(part)
             continue
         cell = {name: best[name] for name in grid}

@@ -36,18 +36,42 @@ def setting_value(value: Any, settings: Settings) -> Any:
 
 @dataclass(frozen=True)
 class Condition:
+    """``metric op threshold`` over the window's figures, judged only on a large enough sample: ``sample`` names
+    the count the figure is measured over (a rate's denominator, or the count itself) and ``min_sample`` the
+    least of it (like Freqtrade's ``trade_limit``). Below it the condition does not hold: one stop-out in one
+    exit is a 100 % stop-out rate and says nothing yet."""
+
     metric: str
     op: str
     threshold: float | str  # a number, or the name of a Settings field holding it
+    sample: str = ""  # a count figure of the window; "" only for a condition that needs no sample
+    min_sample: int | str = 0  # a number, or the name of a Settings field holding it
 
     def value(self, settings: Settings) -> float:
         return float(setting_value(self.threshold, settings))
 
+    def minimum(self, settings: Settings) -> int:
+        return int(setting_value(self.min_sample, settings))
+
+    def sampled(self, figures: dict[str, float], settings: Settings) -> bool:
+        """Enough of ``sample`` in the window to judge the condition at all."""
+        return not self.sample or figures.get(self.sample, 0.0) >= self.minimum(settings)
+
     def holds(self, figures: dict[str, float], settings: Settings) -> bool:
-        return _OPS[self.op](figures.get(self.metric, 0.0), self.value(settings))
+        return self.sampled(figures, settings) and _OPS[self.op](figures.get(self.metric, 0.0), self.value(settings))
 
     def text(self, figures: dict[str, float], settings: Settings) -> str:
-        return f"{self.metric} {_fmt(figures.get(self.metric, 0.0))} {self.op} {_fmt(self.value(settings))}"
+        out = f"{self.metric} {_fmt(figures.get(self.metric, 0.0))} {self.op} {_fmt(self.value(settings))}"
+        if self.sample and self.sample != self.metric:  # the sample it was judged on
+            out += f" ({_fmt(figures.get(self.sample, 0.0))} {self.sample})"
+        return out
+
+    def minimum_text(self, settings: Settings) -> str:
+        """The minimum sample as a page shows it: ``exits >= 5 (for stop_out_rate)``."""
+        if not self.sample:
+            return ""
+        own = "" if self.sample == self.metric else f" (for {self.metric})"
+        return f"{self.sample} >= {self.minimum(settings)}{own}"
 
 
 @dataclass(frozen=True)
@@ -79,33 +103,49 @@ class ProtectionRule:
         hit = [c.text(figures, settings) for c in self.any_of if c.holds(figures, settings)]
         return " and ".join(parts + ([" or ".join(hit)] if hit else []))
 
+    def minimums(self, settings: Settings) -> list[str]:
+        """The minimum sample of each condition, as text (every rule in ``RULES`` has at least one)."""
+        return [t for c in self.all_of + self.any_of if (t := c.minimum_text(settings))]
 
+
+# Every condition names the sample it is judged on and that sample's minimum (Condition.min_sample): a rate over a
+# handful of events, or an equity drawdown over a few snapshots, is noise. A count judged on its own (stop-outs,
+# actionable signals) is its own sample.
 RULES: tuple[ProtectionRule, ...] = (
     ProtectionRule(
-        "signal_quality", "1 h: actionable >= 5 and (stop-out >= 40 % or flip-flop >= 25 %)",
+        "signal_quality", "1 h: actionable >= 5 and (stop-out >= 40 % of >= 5 exits or flip-flop >= 25 %)",
         window_s=3600, cooloff_s=3600,
-        all_of=(Condition("actionable", ">=", 5),),
-        any_of=(Condition("stop_out_rate", ">=", 0.40), Condition("flip_flop_rate", ">=", 0.25)),
+        all_of=(Condition("actionable", ">=", 5, sample="actionable", min_sample=5),),
+        any_of=(Condition("stop_out_rate", ">=", 0.40, sample="exits", min_sample=5),
+                Condition("flip_flop_rate", ">=", 0.25, sample="actionable", min_sample=5)),
         action={"cutoff_delta": ("toward_zero", "protection_cutoff_step"), "direction_lock_s": ("at_least", 120),
                 "cooldown_s": ("at_least", 150)},
     ),
     ProtectionRule(
-        "llm_or_overflow", "2 h: LLM-call surge or Tier-A token overflow >= 15 % in a minute",
+        "llm_or_overflow", "2 h: LLM-call surge (>= 10 calls) or Tier-A token overflow >= 15 % in a minute "
+                           "(>= 30 Tier-A requests)",
         window_s=7200, cooloff_s=7200,
-        any_of=(Condition("llm_calls_per_hour", ">=", "protection_llm_surge_per_hour"),
-                Condition("tier_a_overflow_max", ">=", 0.15)),
+        # the rate per hour is extrapolated from the window so far: 2 calls in its first minute would be 120/h
+        any_of=(Condition("llm_calls_per_hour", ">=", "protection_llm_surge_per_hour", sample="llm_calls",
+                          min_sample=10),
+                # Tier A asks about 6 tokens a minute: 30 requests are about 5 minutes of its ticks
+                Condition("tier_a_overflow_max", ">=", 0.15, sample="tier_a_requested", min_sample=30)),
         action={"llm_min_signal_score": ("at_least", 0.65), "reserve_fallback": ("set_false", None)},
     ),
     ProtectionRule(
         "stoploss_guard", "N stop-outs inside the window: no new entries for a while",
         window_s="protection_stoploss_window_s", cooloff_s="protection_stoploss_pause_s",
-        all_of=(Condition("stop_outs", ">=", "protection_stoploss_count"),),
+        all_of=(Condition("stop_outs", ">=", "protection_stoploss_count", sample="stop_outs",
+                          min_sample="protection_stoploss_count"),),
         pause_entries_s="protection_stoploss_pause_s",
     ),
     ProtectionRule(
-        "max_drawdown", "account equity fell from its peak in the window by the limit: no new entries for a while",
+        "max_drawdown", "account equity fell from its peak in the window by the limit (>= 10 equity snapshots): "
+                        "no new entries for a while",
         window_s="protection_drawdown_window_s", cooloff_s="protection_drawdown_pause_s",
-        all_of=(Condition("equity_drawdown", ">=", "protection_max_drawdown"),),
+        # equity is sampled once a market minute: 10 snapshots are 10 minutes of it
+        all_of=(Condition("equity_drawdown", ">=", "protection_max_drawdown", sample="equity_samples",
+                          min_sample=10),),
         pause_entries_s="protection_drawdown_pause_s",
     ),
 )
@@ -119,9 +159,9 @@ def symbol_cooldown_key(symbol: str) -> str:
 _GROUPS = {
     "signals": ("actionable", "flip_flops", "flip_flop_rate"),
     "exits": ("exits", "stop_outs", "stop_out_rate"),
-    "tokens": ("tier_a_overflow_max",),
+    "tokens": ("tier_a_overflow_max", "tier_a_requested"),
     "llm": ("llm_calls", "llm_calls_per_hour"),
-    "equity": ("equity_drawdown",),
+    "equity": ("equity_drawdown", "equity_samples"),
 }
 
 
@@ -148,14 +188,16 @@ def window_figures(store: Store, now: datetime, window_s: int, after: datetime |
         out.update(exits=float(len(exits)), stop_outs=float(stop_outs),
                    stop_out_rate=stop_outs / len(exits) if exits else 0.0)
     if "tokens" in want:
-        out["tier_a_overflow_max"] = kpi.token_overflow(store, start, now).get("A", {}).get("overflow_max_minute", 0.0)
+        a = kpi.token_overflow(store, start, now).get("A", {})
+        out.update(tier_a_overflow_max=a.get("overflow_max_minute", 0.0), tier_a_requested=float(a.get("requested", 0)))
     if "llm" in want:
         calls = kpi.llm_usage(store, start, now)["llm_calls"]
         out.update(llm_calls=float(calls),
                    llm_calls_per_hour=calls * 3600.0 / max(60.0, (now - start).total_seconds()))
     if "equity" in want:  # on account equity, not summed trade returns
-        out["equity_drawdown"] = kpi.max_drawdown([r["equity"] for r in store.query(
-            "SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", (since, until))])
+        equity = [r["equity"] for r in store.query("SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts",
+                                                   (since, until))]
+        out.update(equity_drawdown=kpi.max_drawdown(equity), equity_samples=float(len(equity)))
     return out
 
 
@@ -377,7 +419,7 @@ def evaluate_protections(state: Protections, store: Store, settings: Settings, p
         window = int(setting_value(rule.window_s, s))
         # only what happened since the rule last fired counts again: the same stop-outs do not re-fire it
         last = state.last_fired(rule.name)
-        needed = frozenset(c.metric for c in rule.all_of + rule.any_of)
+        needed = frozenset(name for c in rule.all_of + rule.any_of for name in (c.metric, c.sample) if name)
         key = (window, last, needed)
         if key not in seen:
             seen[key] = window_figures(store, now, window, last, needed)

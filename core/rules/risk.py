@@ -3,6 +3,11 @@
 Sizing: qty = (risk_per_trade x equity) / (entry x stop_loss_pct), then capped so
 one position is at most max_exposure x equity / min_slots ($10,000 -> $2,667),
 by the exposure still free, and by buying power. Exits never need permission.
+
+A full position is what the risk rule and the slot give (the smaller of the two), before the exposure and
+buying-power caps. An entry that those caps cut below ``min_position_fraction`` of a full position is not
+opened (``risk_size_too_small``): the last few dollars of exposure buy a token position (one share) that
+carries fees and a slot but no weight.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from core.config import Settings
 
 _EPS = 1e-9
 DAILY_LOSS_REASON = "risk_daily_loss"  # the suppression reason of the daily-loss halt (SPEC 7)
+MAX_POSITIONS_REASON = "risk_max_positions"
+SIZE_TOO_SMALL_REASON = "risk_size_too_small"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class AccountState:
     positions: tuple[PositionRisk, ...] = field(default_factory=tuple)
     pending_notional: float = 0.0  # submitted, unfilled buys
     pending_count: int = 0
+    pending_approvals: int = 0  # of ``pending_count``: buys waiting for Approve (manual mode)
 
     @property
     def exposure(self) -> float:
@@ -113,18 +121,36 @@ class RiskManager:
             buying_power=state.buying_power,
         )
 
+    def full_size(self, state: AccountState, price: float) -> int:
+        """Shares of a full position at ``price``: the risk rule capped by the slot, with nothing held or pending
+        and buying power unlimited (the module docstring)."""
+        return calculate_position_size(
+            state.equity, price, risk_per_trade=self.s.risk_per_trade, stop_loss_pct=self.s.stop_loss_pct,
+            max_exposure=self.s.max_exposure, min_slots=self.s.min_slots,
+        ).qty
+
+    def max_positions_reason(self, state: AccountState) -> str:
+        """``risk_max_positions``, saying how many of the taken slots are intents waiting for Approve: a trader who
+        approves or rejects them frees the slots."""
+        n = state.pending_approvals
+        if n <= 0:
+            return MAX_POSITIONS_REASON
+        return f"{MAX_POSITIONS_REASON} ({n} pending approval{'' if n == 1 else 's'})"
+
     # ------------------------------------------------------------ checks
     def check_signal_risk_feasibility(self, state: AccountState, price: float | None) -> tuple[bool, str]:
         """Could a new entry be opened now? (ok, reason); reason is "ok" or a ``risk_*`` code."""
         if self.daily_loss(state) >= self.s.daily_loss_limit - _EPS:
             return False, DAILY_LOSS_REASON
         if len(state.positions) + state.pending_count >= self.s.max_positions:
-            return False, "risk_max_positions"
+            return False, self.max_positions_reason(state)
         if price is None or price <= 0:
             return False, "risk_no_price"
         size = self.size_for(state, price)
         if size.qty <= 0:
             return False, "risk_exposure" if size.capped_by in ("exposure", "slot") else "risk_buying_power"
+        if size.qty < self.s.min_position_fraction * self.full_size(state, price) - _EPS:
+            return False, SIZE_TOO_SMALL_REASON
         new_risk = size.qty * price * self.s.stop_loss_pct / state.equity
         if self.current_risk(state) + new_risk > self.s.max_concurrent_risk + _EPS:
             return False, "risk_concurrent"
@@ -142,7 +168,7 @@ class RiskManager:
         if self.daily_loss(state) >= self.s.daily_loss_limit - _EPS:
             return False, DAILY_LOSS_REASON
         if len(state.positions) + state.pending_count >= self.s.max_positions:
-            return False, "risk_max_positions"
+            return False, self.max_positions_reason(state)
         notional = qty * price
         if notional > self.s.max_exposure * state.equity / self.s.min_slots + price:
             return False, "risk_slot"
