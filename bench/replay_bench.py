@@ -126,7 +126,7 @@ def main() -> None:
         bars = year.stats["bars"]
         print(f"research: sessions={year.stats['sessions']} bar_events={bars} cpu_s={cpu:.2f} "
               f"(of which market generation and scoring {fixed:.2f}) trades={year.stats['trades']} "
-              f"pnl={year.stats['pnl']} decisions={args.decisions}")
+              f"pnl_total={year.stats['pnl_total']} decisions={args.decisions}")
         year.store.close()
         ref, ref_cpu = timed(settings, args.slice, args.seed, start, os.path.join(tmp, "ref.db"), "full")
         summ, _ = timed(settings, args.slice, args.seed, start, os.path.join(tmp, "slice.db"), "summary")

@@ -6,6 +6,7 @@ every figure on screen can be compared with the database.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from datetime import datetime, timedelta
@@ -141,6 +142,13 @@ def test_every_page_renders_the_seeded_figures(app_env):
     latest = table(at, "symbol", "tier", "vol_spike")
     assert set(latest["symbol"]) == {r["symbol"] for r in store.query(
         "SELECT DISTINCT symbol FROM signals WHERE decision != 'skipped'")}
+    # the score bars: one per ticker, from 0, coloured by the score's sign (charts.score_colour)
+    bars = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "Latest score per ticker" in c.proto.spec)["data"][0]
+    assert bars["y"] == latest["symbol"].tolist() and bars["base"] == 0
+    assert bars["marker"]["color"] == ["#c62828" if v < 0 else "#2e7d32" if v > 0 else "#9e9e9e"
+                                       for v in latest["score"]]
+    assert {"#c62828", "#2e7d32"} <= set(bars["marker"]["color"])  # the seeded market has both signs
     # Approvals: one Approve button per pending intent
     page(at, "approvals")
     pending = [r["id"] for r in store.query("SELECT id FROM intents WHERE status='pending'")]
@@ -477,6 +485,10 @@ def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
     at = page(new_app(), "risk")
     assert not [w for w in at.warning if "stoploss_guard" in w.value]
     assert "stoploss_guard" in set(table(at, "rule", "why")["rule"])
+    # the rules, each with the least sample it is judged on
+    rules = table(at, "rule", "minimum sample").set_index("rule")
+    assert list(rules.index) == [r.name for r in RULES] and all(rules["minimum sample"])
+    assert rules.loc["stoploss_guard", "minimum sample"] == "stop_outs >= 3"
 
 
 def test_kpi_page_shows_the_windows_figures_snapshots_and_the_verdict(app_env):

@@ -65,6 +65,15 @@ def frame(at: AppTest, kind: str) -> pd.DataFrame:
     return next(d.value for d in at.dataframe if test(list(d.value.columns)))
 
 
+def shown(at: AppTest, kind: str) -> pd.DataFrame:
+    """The text the page shows in each cell of a table (its Styler's display values), found as ``frame`` finds it."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    data = frame(at, kind)
+    d = next(d for d in at.dataframe if d.value.equals(data))
+    return convert_arrow_bytes_to_pandas_df(d.proto.arrow_data.styler.display_values)
+
+
 def chart(at: AppTest, title_word: str) -> dict:
     """A plotly chart of the page by a word of its title (every spec carries plotly's template, which names
     every trace type, so the spec's text alone does not say which chart it is)."""
@@ -133,6 +142,11 @@ def test_replays_store_the_summary_log_unless_every_row_is_asked_for(app, monkey
     click(at, "Run replay")
     summary = frame(at, "metrics")
     assert asked == ["summary"]
+    # one session: no Sharpe, Sortino or CAGR, and the table says why (the data holds no number for them)
+    text = shown(at, "metrics").set_index("metric").iloc[:, 0]
+    assert text["sharpe"] == text["sortino"] == text["cagr"] == "n/a (needs ≥ 20 sessions)"
+    assert summary.set_index("metric").iloc[:, 0][["sharpe", "sortino", "cagr"]].isna().all()
+    assert text["trades"] == str(summary.set_index("metric").iloc[:, 0]["trades"].astype(int))
     box = at.checkbox(key="r_full_decisions")
     assert box.label == "Store every decision row (slower)" and box.value is False
     box.check()
@@ -270,6 +284,13 @@ def test_sweep_heat_map_redraws_on_a_new_metric_without_running_again(app, monke
     assert chart(at, "by cutoff delta")["layout"]["title"]["text"].startswith("total_return")
     at.selectbox(key="s_metric").set_value("trades").run()
     assert chart(at, "by cutoff delta")["layout"]["title"]["text"].startswith("trades")
+    # a one-session sweep has no Sharpe in any cell: the page says so instead of drawing a map of nothing
+    at.selectbox(key="s_metric").set_value("sharpe").run()
+    with pytest.raises(AssertionError, match="no chart"):
+        chart(at, "by cutoff delta")
+    assert any("sharpe: n/a (needs ≥ 20 sessions) in every cell" in i.value and "1 session)" in i.value
+               for i in at.info), [i.value for i in at.info]
+    assert shown(at, "sweep")["sharpe"].tolist() == ["n/a (needs ≥ 20 sessions)"] * 6
     assert calls == [1]
 
 

@@ -231,23 +231,33 @@ def number_text(v: Any) -> str:
 def styled(df: pd.DataFrame, sessions: dict[str, int | None], *, metric_rows: bool) -> Styler:
     """``df`` for ``st.dataframe`` with every missing figure spelled out: an annualised one (CAGR, Sharpe,
     Sortino) over fewer than ``metrics.MIN_ANNUALISED_SESSIONS`` sessions as "n/a (needs ≥ 20 sessions)", any
-    other as "–". The data stays numeric (only the shown text changes). ``sessions``: column -> the sessions
-    its figures cover (a missing column: unknown). ``metric_rows``: metrics are rows named in a ``metric``
-    column (a run's table), else they are the columns (a sweep's table, covering ``sessions[""]``)."""
+    other as "–" (``metrics.missing_text``). The data stays numeric: only the text shown changes. ``sessions``:
+    column -> the sessions its figures cover (a column not given: unknown). ``metric_rows``: the metrics are rows
+    named in a ``metric`` column (a run's table), else they are columns (a sweep's table, covering
+    ``sessions[""]``)."""
     sty = df.style.format(number_text)
     if df.empty:
         return sty
     if metric_rows:
-        rows = [i for i, m in zip(df.index, df["metric"], strict=True) if m in ANNUALISED]
-        for col in [c for c in df.columns if c != "metric"]:
-            text = missing_text("sharpe", sessions.get(col)) if col != "delta" else NA
-            if rows:
-                sty = sty.format(number_text, na_rep=text, subset=pd.IndexSlice[rows, [col]])
+        for i, m in zip(df.index, df["metric"], strict=True):
+            if m not in ANNUALISED:
+                continue
+            for col in [c for c in df.columns if c not in ("metric", "delta")]:  # a delta is a plain difference
+                sty = sty.format(number_text, na_rep=missing_text(m, sessions.get(col)), subset=([i], [col]))
     else:
-        cols = [c for c in df.columns if c in ANNUALISED]
-        if cols:
-            sty = sty.format(number_text, na_rep=missing_text("sharpe", sessions.get("")),
-                             subset=pd.IndexSlice[:, cols])
+        for col in [c for c in df.columns if c in ANNUALISED]:
+            sty = sty.format(number_text, na_rep=missing_text(col, sessions.get("")), subset=(slice(None), [col]))
+    return sty
+
+
+def styled_saved(table: pd.DataFrame) -> Styler:
+    """The saved-runs list: a replay without a Sharpe is one under the n/a rule, any other run has none at all."""
+    sty = table.style.format(number_text)
+    replays = [i for i, k in zip(table.index, table.get("kind", []), strict=False) if k == "replay"]
+    annual = [c for c in table.columns if c in ANNUALISED]
+    for col in annual:
+        if replays:
+            sty = sty.format(number_text, na_rep=missing_text(col), subset=(replays, [col]))
     return sty
 
 

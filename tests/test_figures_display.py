@@ -1,0 +1,108 @@
+"""How figures are shown: score bars by sign, missing figures spelled out, times in CSV files with their zone."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from core import views
+from core.research.metrics import MIN_ANNUALISED_SESSIONS, NA, NA_ANNUALISED
+from core.state.store import Store
+from ui import charts
+from ui.research_view import number_text, styled
+
+# ------------------------------------------------------------------ Live signals: score bars
+
+def test_score_bars_colour_negative_and_positive_scores_apart_and_start_at_zero():
+    latest = pd.DataFrame({"symbol": ["NVDA", "TSLA", "AAPL", "MSFT"], "score": [0.52, -0.41, 0.0, None],
+                           "cutoff": [0.28, 0.28, 0.35, 0.28]})
+    fig = charts.score_bars(latest)
+    bars = fig.data[0]
+    colours = list(bars.marker.color)
+    assert colours[0] != colours[1]  # a negative score is not drawn like a positive one
+    assert colours == [charts.GREEN, charts.RED, charts.GREY, charts.GREY]
+    # drawn from 0: a bar is as long as its score, so a zero score has no bar (not half of one)
+    assert bars.base == 0 and list(bars.x) == [0.52, -0.41, 0.0, 0.0] and list(bars.y) == list(latest["symbol"])
+    assert list(bars.text) == ["+0.520", "-0.410", "+0.000", "–"]
+    assert tuple(fig.layout.xaxis.range) == (-1.1, 1.1)  # one scale for every ticker and every refresh
+
+
+def test_score_bars_of_an_empty_table_is_an_empty_chart():
+    fig = charts.score_bars(pd.DataFrame())
+    assert list(fig.data[0].x) == [] and list(fig.data[0].marker.color) == []
+
+
+# ------------------------------------------------------------------ missing figures in research tables
+
+def shown(sty) -> pd.DataFrame:
+    """The text a Styler puts in each cell (what st.dataframe shows)."""
+    rows = [line.split("\t") for line in sty.hide(axis="index").to_string(delimiter="\t").splitlines() if line]
+    return pd.DataFrame(rows[1:], columns=rows[0])
+
+
+@pytest.mark.parametrize("sessions, sharpe_text", [(MIN_ANNUALISED_SESSIONS - 1, NA_ANNUALISED),
+                                                   (MIN_ANNUALISED_SESSIONS, NA)])
+def test_a_runs_table_says_why_an_annualised_figure_is_missing(sessions, sharpe_text):
+    table = pd.DataFrame({"metric": ["total_return", "sharpe", "cagr", "win_rate", "trades"],
+                          "run": [0.0123, None, None, None, 0]})
+    got = shown(styled(table, {"run": sessions}, metric_rows=True)).set_index("metric")["run"]
+    assert got["sharpe"] == got["cagr"] == sharpe_text  # 20 sessions: missing for another reason, a plain dash
+    assert got["win_rate"] == NA and got["trades"] == "0" and got["total_return"] == "0.0123"
+    assert NA_ANNUALISED == "n/a (needs ≥ 20 sessions)"
+
+
+def test_a_sweep_table_spells_out_missing_annualised_columns_only():
+    rows = pd.DataFrame({"cutoff_delta": [-0.02, 0.0], "sharpe": [None, None], "profit_factor": [None, 1.5]})
+    got = shown(styled(rows, {"": 5}, metric_rows=False))
+    assert got["sharpe"].tolist() == [NA_ANNUALISED] * 2
+    assert got["profit_factor"].tolist() == [NA, "1.5"] and got["cutoff_delta"].tolist() == ["-0.02", "0"]
+
+
+def test_number_text():
+    assert [number_text(v) for v in (3, 3.0, 0.012345, -1234.567, float("inf"), None, float("nan"))] == \
+        ["3", "3", "0.01235", "-1,234.57", "∞", NA, NA]
+
+
+# ------------------------------------------------------------------ CSV downloads: times with their zone
+
+def trade(store: Store, entry: datetime, exit_: datetime) -> None:
+    store.insert("trades", {"symbol": "NVDA", "kind": "entry", "qty": 2, "entry_ts": entry.isoformat(),
+                            "entry_price": 100.0, "exit_ts": exit_.isoformat(), "exit_price": 101.0, "pnl": 2.0,
+                            "ret": 0.01, "exit_reason": "take_profit", "mae": 0.0, "mfe": 0.01, "fees": 0.0})
+
+
+def test_trades_csv_carries_utc_and_the_pages_new_york_time():
+    st = Store(":memory:")
+    trade(st, datetime(2025, 3, 3, 15, 0, tzinfo=UTC), datetime(2025, 3, 3, 15, 30, 5, tzinfo=UTC))  # EST
+    trade(st, datetime(2025, 7, 1, 14, 0, tzinfo=UTC), datetime(2025, 7, 1, 19, 59, tzinfo=UTC))  # EDT
+    csv = pd.read_csv(io.BytesIO(views.trades_csv(st)))
+    page = views.trades(st)  # what the Trade history page shows: New York wall time
+    assert list(csv.columns[4:8]) == ["entry_ts", "entry_ts_ny", "entry_price", "exit_ts"]
+    assert "exit_ts_ny" in csv.columns
+    for col in ("entry_ts", "exit_ts"):
+        utc = pd.to_datetime(csv[col], format="ISO8601")
+        ny = pd.to_datetime(csv[f"{col}_ny"], format="ISO8601", utc=True)
+        assert all(str(t.tzinfo) == "UTC" for t in utc)  # the UTC column says so (+00:00)
+        assert (utc == ny).all()  # the same moments
+        # the New York column is what the page shows, with its offset (-05:00 in March, -04:00 in July)
+        local = [datetime.fromisoformat(v) for v in csv[f"{col}_ny"]]
+        assert [t.strftime("%Y-%m-%d %H:%M:%S") for t in local] == page[col].tolist()
+    assert [datetime.fromisoformat(v).utcoffset().total_seconds() / 3600 for v in csv["entry_ts_ny"]] == [-4, -5]
+
+
+def test_an_empty_trades_csv_has_both_time_columns():
+    header = views.trades_csv(Store(":memory:")).decode().splitlines()[0].split(",")
+    assert header[4:6] == ["entry_ts", "entry_ts_ny"] and header[7:9] == ["exit_ts", "exit_ts_ny"]
+
+
+def test_the_saved_runs_list_says_n_a_only_for_a_replay():
+    from ui.research_view import styled_saved
+
+    table = pd.DataFrame({"id": [2, 1], "name": ["sweep 6 cells", "one day"], "kind": ["sweep", "replay"],
+                          "total_return": [None, 0.004], "sharpe": [None, None]})
+    got = shown(styled_saved(table))
+    assert got["sharpe"].tolist() == [NA, NA_ANNUALISED]  # a sweep keeps its figures per cell: none here
+    assert got["total_return"].tolist() == [NA, "0.004"] and got["id"].tolist() == ["2", "1"]
