@@ -168,7 +168,7 @@ if saved.empty:
 else:
     ids = [int(i) for i in saved["id"]]
     st.session_state["r_open"] = [i for i in st.session_state.get("r_open", ids[:1]) if i in ids]
-    st.dataframe(rv.styled_saved(rv.saved_table(saved)), hide_index=True, key="r_saved")
+    st.dataframe(rv.saved_list(rv.saved_table(saved)), hide_index=True, key="r_saved", placeholder="–")
     open_ids = st.multiselect("Open (pick two to compare)", ids, key="r_open", max_selections=2,
                               format_func=lambda i: rv.run_label(saved, i))
     opened = [runs.load_run(ctx.store, i) for i in open_ids]

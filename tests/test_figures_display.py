@@ -12,7 +12,7 @@ from core import views
 from core.research.metrics import MIN_ANNUALISED_SESSIONS, NA, NA_ANNUALISED
 from core.state.store import Store
 from ui import charts
-from ui.research_view import number_text, styled
+from ui.research_view import number_text, saved_list, sweep_table, text_table
 
 # ------------------------------------------------------------------ Live signals: score bars
 
@@ -37,33 +37,45 @@ def test_score_bars_of_an_empty_table_is_an_empty_chart():
 
 # ------------------------------------------------------------------ missing figures in research tables
 
-def shown(sty) -> pd.DataFrame:
-    """The text a Styler puts in each cell (what st.dataframe shows)."""
-    rows = [line.split("\t") for line in sty.hide(axis="index").to_string(delimiter="\t").splitlines() if line]
-    return pd.DataFrame(rows[1:], columns=rows[0])
-
-
 @pytest.mark.parametrize("sessions, sharpe_text", [(MIN_ANNUALISED_SESSIONS - 1, NA_ANNUALISED),
                                                    (MIN_ANNUALISED_SESSIONS, NA)])
 def test_a_runs_table_says_why_an_annualised_figure_is_missing(sessions, sharpe_text):
     table = pd.DataFrame({"metric": ["total_return", "sharpe", "cagr", "win_rate", "trades"],
                           "run": [0.0123, None, None, None, 0]})
-    got = shown(styled(table, {"run": sessions}, metric_rows=True)).set_index("metric")["run"]
+    got = text_table(table, {"run": sessions}).set_index("metric")["run"]
     assert got["sharpe"] == got["cagr"] == sharpe_text  # 20 sessions: missing for another reason, a plain dash
     assert got["win_rate"] == NA and got["trades"] == "0" and got["total_return"] == "0.0123"
     assert NA_ANNUALISED == "n/a (needs ≥ 20 sessions)"
 
 
-def test_a_sweep_table_spells_out_missing_annualised_columns_only():
+def test_a_comparison_judges_each_run_by_its_own_sessions():
+    table = pd.DataFrame({"metric": ["sharpe", "trades"], "month": [1.25, 40], "week": [None, 9],
+                          "delta": [None, -31]})
+    got = text_table(table, {"month": 21, "week": 5}).set_index("metric")
+    assert got.loc["sharpe"].tolist() == ["1.25", NA_ANNUALISED, NA]  # the delta is a difference: just "–"
+    assert got.loc["trades"].tolist() == ["40", "9", "-31"]
+
+
+def test_a_sweep_keeps_its_numbers_and_names_an_annualised_column_without_any():
     rows = pd.DataFrame({"cutoff_delta": [-0.02, 0.0], "sharpe": [None, None], "profit_factor": [None, 1.5]})
-    got = shown(styled(rows, {"": 5}, metric_rows=False))
+    got = sweep_table(rows, 5)
     assert got["sharpe"].tolist() == [NA_ANNUALISED] * 2
-    assert got["profit_factor"].tolist() == [NA, "1.5"] and got["cutoff_delta"].tolist() == ["-0.02", "0"]
+    assert got["cutoff_delta"].tolist() == [-0.02, 0.0] and got["profit_factor"].iloc[1] == 1.5  # still numbers
+    assert sweep_table(rows.assign(sharpe=[0.4, None]), 25)["sharpe"].iloc[0] == 0.4
+
+
+def test_the_saved_runs_list_says_n_a_only_for_a_replay():
+    table = pd.DataFrame({"id": [3, 2, 1], "name": ["sweep 6 cells", "one day", "a month"],
+                          "kind": ["sweep", "replay", "replay"], "total_return": [None, 0.004, 0.02],
+                          "sharpe": [None, None, 1.5]})
+    got = saved_list(table)
+    assert got["sharpe"].tolist() == [NA, NA_ANNUALISED, "1.5"]  # a sweep keeps its figures per cell: none here
+    assert got["total_return"].iloc[1] == 0.004
 
 
 def test_number_text():
-    assert [number_text(v) for v in (3, 3.0, 0.012345, -1234.567, float("inf"), None, float("nan"))] == \
-        ["3", "3", "0.01235", "-1,234.57", "∞", NA, NA]
+    assert [number_text(v) for v in (3, 3.0, 0.0123456789, -1234.567, float("inf"), None, float("nan"))] == \
+        ["3", "3", "0.0123457", "-1,234.57", "∞", NA, NA]
 
 
 # ------------------------------------------------------------------ CSV downloads: times with their zone
@@ -97,12 +109,3 @@ def test_an_empty_trades_csv_has_both_time_columns():
     header = views.trades_csv(Store(":memory:")).decode().splitlines()[0].split(",")
     assert header[4:6] == ["entry_ts", "entry_ts_ny"] and header[7:9] == ["exit_ts", "exit_ts_ny"]
 
-
-def test_the_saved_runs_list_says_n_a_only_for_a_replay():
-    from ui.research_view import styled_saved
-
-    table = pd.DataFrame({"id": [2, 1], "name": ["sweep 6 cells", "one day"], "kind": ["sweep", "replay"],
-                          "total_return": [None, 0.004], "sharpe": [None, None]})
-    got = shown(styled_saved(table))
-    assert got["sharpe"].tolist() == [NA, NA_ANNUALISED]  # a sweep keeps its figures per cell: none here
-    assert got["total_return"].tolist() == [NA, "0.004"] and got["id"].tolist() == ["2", "1"]

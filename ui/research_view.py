@@ -10,7 +10,6 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-from pandas.io.formats.style import Styler
 
 import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
 from core.clock import NY
@@ -141,7 +140,8 @@ def replay_and_save(db_path: str, label: str, source: sources.DataSource, params
     run_id = _save(db_path, lambda w: record.save_replay(w, label, rec, created_at=datetime.now(UTC)))
     text = (f"{source.describe()}, {used[0]} … {used[-1]} ({plural(len(used), 'session')}), cutoff delta "
             f"{params['cutoff_delta']:+.2f}, cooldown {params['mixer_cooldown_s']} s: "
-            f"{rec['metrics'].get('trades', 0)} trades, P&L {rec['metrics']['pnl_total']:+,.2f}")
+            f"{rec['metrics'].get('trades', 0)} trades, total P&L {rec['metrics']['pnl_total']:+,.2f} "
+            f"(realised {rec['metrics']['pnl_realized']:+,.2f})")
     return run_id, text
 
 
@@ -213,9 +213,14 @@ def saved_table(saved: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- figures without a value
+# A table cell without a value says why: an annualised figure (CAGR, Sharpe, Sortino) over fewer than
+# metrics.MIN_ANNUALISED_SESSIONS sessions "n/a (needs ≥ 20 sessions)", anything else "–" (metrics.missing_text).
+# The browser shows a null cell as "None" whatever a Styler says, so the text is the cell's value: a run's table
+# (rows of unlike figures: rates, counts, dollars) is shown as text; tables sorted by a figure (a sweep, the
+# saved runs) keep their numbers and get the text only in a column that has no number at all.
 def number_text(v: Any) -> str:
-    """A figure in a table: integers with separators, other numbers to 4 significant digits (2 decimals from
-    1,000 up); no value is "–" (``styled`` puts the n/a rule's text where it applies)."""
+    """A figure as text: integers with separators, other numbers to 6 significant digits (2 decimals from 1,000
+    up), no value "–"."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return NA
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -225,40 +230,43 @@ def number_text(v: Any) -> str:
         return "∞" if f > 0 else "-∞"
     if f.is_integer() and abs(f) < 1e15:
         return f"{int(f):,}"
-    return f"{f:,.2f}" if abs(f) >= 1000 else f"{f:.4g}"
+    return f"{f:,.2f}" if abs(f) >= 1000 else f"{f:.6g}"
 
 
-def styled(df: pd.DataFrame, sessions: dict[str, int | None], *, metric_rows: bool) -> Styler:
-    """``df`` for ``st.dataframe`` with every missing figure spelled out: an annualised one (CAGR, Sharpe,
-    Sortino) over fewer than ``metrics.MIN_ANNUALISED_SESSIONS`` sessions as "n/a (needs ≥ 20 sessions)", any
-    other as "–" (``metrics.missing_text``). The data stays numeric: only the text shown changes. ``sessions``:
-    column -> the sessions its figures cover (a column not given: unknown). ``metric_rows``: the metrics are rows
-    named in a ``metric`` column (a run's table), else they are columns (a sweep's table, covering
-    ``sessions[""]``)."""
-    sty = df.style.format(number_text)
-    if df.empty:
-        return sty
-    if metric_rows:
-        for i, m in zip(df.index, df["metric"], strict=True):
-            if m not in ANNUALISED:
-                continue
-            for col in [c for c in df.columns if c not in ("metric", "delta")]:  # a delta is a plain difference
-                sty = sty.format(number_text, na_rep=missing_text(m, sessions.get(col)), subset=([i], [col]))
-    else:
-        for col in [c for c in df.columns if c in ANNUALISED]:
-            sty = sty.format(number_text, na_rep=missing_text(col, sessions.get("")), subset=(slice(None), [col]))
-    return sty
+def text_table(df: pd.DataFrame, sessions: dict[str, int | None]) -> pd.DataFrame:
+    """A table with the metrics as rows (named in its ``metric`` column) as text, every missing figure spelled
+    out. ``sessions``: column -> the sessions its figures cover (a column not given: unknown); a ``delta``
+    column is a plain difference ("–" when either side has none)."""
+    out = df.astype(object).copy()
+    for col in [c for c in df.columns if c != "metric"]:
+        n = sessions.get(col)
+        out[col] = [number_text(v) if not _missing(v) else NA if col == "delta" else missing_text(m, n)
+                    for m, v in zip(df["metric"], df[col], strict=True)]
+    return out
 
 
-def styled_saved(table: pd.DataFrame) -> Styler:
-    """The saved-runs list: a replay without a Sharpe is one under the n/a rule, any other run has none at all."""
-    sty = table.style.format(number_text)
-    replays = [i for i, k in zip(table.index, table.get("kind", []), strict=False) if k == "replay"]
-    annual = [c for c in table.columns if c in ANNUALISED]
-    for col in annual:
-        if replays:
-            sty = sty.format(number_text, na_rep=missing_text(col), subset=(replays, [col]))
-    return sty
+def sweep_table(df: pd.DataFrame, sessions: int | None) -> pd.DataFrame:
+    """A sweep's rows for display: numbers stay numbers (the table is sorted by them); an annualised column
+    without any value (a sweep under 20 sessions) says so in every cell. Other missing cells: ``placeholder``."""
+    out = df.copy()
+    for col in [c for c in df.columns if c in ANNUALISED]:
+        if all(_missing(v) for v in df[col]):
+            out[col] = missing_text(col, sessions)
+    return out
+
+
+def saved_list(table: pd.DataFrame) -> pd.DataFrame:
+    """The saved-runs list for display: a replay without a Sharpe is under the n/a rule; a sweep or an
+    out-of-sample check has no run-wide figures at all ("–")."""
+    out = table.copy()
+    for col in [c for c in table.columns if c in ANNUALISED]:
+        out[col] = [number_text(v) if not _missing(v) else missing_text(col) if kind == "replay" else NA
+                    for v, kind in zip(table[col], table.get("kind", [None] * len(table)), strict=True)]
+    return out
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _metrics_table(run: dict[str, Any]) -> pd.DataFrame:
@@ -308,8 +316,8 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
     if len(opened) == 1:
         one = opened[0]
         table = _metrics_table(one)
-        st.dataframe(styled(table, dict.fromkeys(table.columns, _sessions(one)), metric_rows=True),
-                     hide_index=True, key="r_metrics")
+        st.dataframe(text_table(table, dict.fromkeys(table.columns, _sessions(one))), hide_index=True,
+                     key="r_metrics")
         curves = _curves(one, with_benchmark=True)
     else:
         a, b = opened[1], opened[0]  # the older first: delta = newer - older
@@ -318,7 +326,7 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
             table[bench["label"]] = [bench["metrics"].get(m) for m in table["metric"]]
         # compare_runs names the two columns after the runs (with their ids when the names are equal)
         covered = {**dict.fromkeys(table.columns, _sessions(b)), table.columns[1]: _sessions(a)}  # benchmarks: b's
-        st.dataframe(styled(table, covered, metric_rows=True), hide_index=True, key="r_compare")
+        st.dataframe(text_table(table, covered), hide_index=True, key="r_compare")
         same_data = a["source"].get("fingerprint") == b["source"].get("fingerprint")
         curves = _curves(a, with_benchmark=same_data) + _curves(b, with_benchmark=True)
         if not same_data:
@@ -421,7 +429,7 @@ def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
                 + ". Choose another figure for the heat map.")
     else:
         st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key=f"{key}_heatmap")
-    st.dataframe(styled(df, {"": n}, metric_rows=False), hide_index=True, key=f"{key}_table")
+    st.dataframe(sweep_table(df, n), hide_index=True, key=f"{key}_table", placeholder=NA)
     st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), f"sweep_{sweep['id']}.csv",
                        "text/csv", key=f"{key}_dl")
 
@@ -439,7 +447,8 @@ def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
         rows = [{"metric": m, "in-sample": is_m.get(m), "out-of-sample": oos_m.get(m)} for m in METRICS
                 if m in is_m or m in oos_m]  # an annualised figure stays, as n/a, when a part is too short
         if rows:
-            st.dataframe(styled(pd.DataFrame(rows), {"in-sample": ins["sessions"], "out-of-sample": oos["sessions"]},
-                                metric_rows=True), hide_index=True, key=f"{key}_oos_{i}")
+            st.dataframe(text_table(pd.DataFrame(rows), {"in-sample": ins["sessions"],
+                                                         "out-of-sample": oos["sessions"]}),
+                         hide_index=True, key=f"{key}_oos_{i}")
         for w in f.get("warnings", []):
             st.warning(w)

@@ -17,7 +17,7 @@ Definitions (all documented here so a number on screen can be checked by hand):
 
 Too small a sample gives no figure (None, shown "n/a" or "–"), never a number that looks meaningful:
 * CAGR, Sharpe and Sortino are annualised from daily returns: with fewer than ``MIN_ANNUALISED_SESSIONS``
-  (20) sessions, a week's luck would be raised to the power of a year (a 1 % week is a 68 % CAGR), so they
+  (20) sessions, a week's luck would be raised to the power of a year (a 1 % week is a 65 % CAGR), so they
   are None. The sample is the smaller of the sessions the run covered and the New York dates with equity.
 * win rate and profit factor with no closed trade are None (0 % would say "every trade lost").
 """
