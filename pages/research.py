@@ -191,7 +191,7 @@ with st.form("sweep_form"):
     workers = c[0].selectbox("Processes", [1, 2, 3, 4], index=1, key="s_workers")
     split = c[1].selectbox("Out-of-sample split", ["70 / 30", "walk-forward, 2 folds", "walk-forward, 3 folds",
                                                     "walk-forward, 4 folds"], key="s_split")
-    pick = c[2].selectbox("Best cell by", ["sharpe", "total_return", "profit_factor", "expectancy"], key="s_pick")
+    pick = c[2].selectbox("Best cell by", ["total_return", "sharpe", "profit_factor", "expectancy"], key="s_pick")
     go_sweep = st.form_submit_button("Run sweep")
     go_oos = st.form_submit_button("Run out-of-sample check")
 if (go_sweep or go_oos) and (problems or source is None or run_settings is None):

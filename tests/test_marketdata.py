@@ -288,3 +288,14 @@ def test_naive_datetimes_are_refused():
     mkt = SyntheticMarket(1, anchor=DAY)
     with pytest.raises(ValueError, match="naive datetime"):
         mkt.bars(mkt.symbols, datetime(2025, 3, 4, 14, 30), datetime(2025, 3, 4, 15, 0))
+
+
+@pytest.mark.parametrize("when", ["3000-01-01T00:00:00Z", "1600-01-01T00:00:00Z"])
+def test_a_timestamp_outside_the_nanosecond_range_is_refused_with_its_line(when):
+    from core.venues.sim.bar_files import load_bars_bytes
+
+    text = ("timestamp,symbol,open,high,low,close,volume\n"
+            "2025-03-03T14:31:00Z,AAPL,1,1,1,1,1\n"
+            f"{when},AAPL,1,1,1,1,1\n")
+    with pytest.raises(BarDataError, match="bars.csv line 3, column timestamp: unparseable"):
+        load_bars_bytes(text.encode(), "bars.csv")

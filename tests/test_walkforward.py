@@ -170,14 +170,13 @@ def test_a_walk_forward_stopped_by_progress_says_so():
     assert calls == [calls[0]] and calls[0][1] == 1 * (2 + 1) and 0 <= calls[0][0] <= 1  # one fold: 2 cells + 1
 
 
-def test_choosing_by_an_annualised_figure_on_a_short_in_sample_part_says_why_nothing_was_chosen():
-    # one in-sample session: every cell's Sharpe is n/a (core.research.metrics.MIN_ANNUALISED_SESSIONS), so no cell
-    # wins and nothing is replayed out of sample; the warning says so instead of choosing on noise
-    out = walk_forward({"auto_mode": True}, {"cutoff_delta": [-0.05, 0.05]}, sessions=D[:2], seed=3, in_sample=0.5,
-                       metric="sharpe", workers=1)
-    [fold] = out["folds"]
-    assert [r["sharpe"] for r in fold["in_sample"]["grid"]] == [None, None]
-    assert fold["in_sample"]["best"] is None and fold["out_of_sample"]["metrics"] is None
-    assert fold["warnings"] == ["no cell has a sharpe value in-sample (sharpe is annualised: it needs ≥ 20 sessions, "
-                                "the in-sample part has 1; choose by total_return or take a longer range): nothing "
-                                "to test out-of-sample"]
+def test_choosing_by_an_annualised_figure_on_a_short_in_sample_part_is_refused_before_any_run(monkeypatch):
+    # one in-sample session: every cell's Sharpe would be n/a (core.research.metrics.MIN_ANNUALISED_SESSIONS), so
+    # the choice would be on nothing; it is refused before the sweep runs a single cell
+    import core.research.replay as replay
+
+    monkeypatch.setattr(replay, "run_sweep", lambda *a, **k: pytest.fail("the sweep ran"))
+    with pytest.raises(ValueError, match="sharpe is annualised and needs at least 20 in-sample sessions; the "
+                                         "shortest in-sample part here has 1: choose the best cell by total_return"):
+        walk_forward({"auto_mode": True}, {"cutoff_delta": [-0.05, 0.05]}, sessions=D[:2], seed=3, in_sample=0.5,
+                     metric="sharpe", workers=1)

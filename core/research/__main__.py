@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     ap.add_argument("--walk-forward", type=int, metavar="K",
                     help="out-of-sample check of the --sweep grid over K folds (core/research/walkforward.py)")
     ap.add_argument("--in-sample", type=float, default=0.7, help="share of each fold's sessions used to choose")
-    ap.add_argument("--metric", default="sharpe", help="the figure the walk-forward chooses the best cell by")
+    ap.add_argument("--metric", default="total_return", help="the figure the walk-forward chooses the best cell by")
     ap.add_argument("--save", metavar="NAME",
                     help="keep the run (replay, sweep or walk-forward) in research_runs of the app's database "
                          "(DB_PATH), where the Research page lists it")

@@ -157,7 +157,7 @@ def decay_warnings(in_sample: dict[str, Any], out_of_sample: dict[str, Any] | No
 # ---------------------------------------------------------------- the walk
 def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: Sequence[date], seed: int,
                  market: MarketData | None = None, bars_file: str | Path | None = None, folds: int = 1,
-                 in_sample: float = 0.7, metric: str = "sharpe", workers: int = 2,
+                 in_sample: float = 0.7, metric: str = "total_return", workers: int = 2,
                  progress: Callable[[int, int], bool | None] | None = None,
                  today: date | None = None) -> dict[str, Any]:
     """Per fold: sweep ``grid`` in-sample, replay the best cell out-of-sample (see the module docstring).
@@ -173,6 +173,11 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
     if metric not in metric_names():
         raise ValueError(f"unknown metric {metric!r}: one of {', '.join(metric_names())}")
     parts = split_sessions(sessions, folds=folds, in_sample=in_sample)
+    shortest = min(len(p.in_sample) for p in parts)
+    if metric in ANNUALISED and shortest < MIN_ANNUALISED_SESSIONS:  # refused now, not after the whole sweep
+        raise ValueError(f"{metric} is annualised and needs at least {MIN_ANNUALISED_SESSIONS} in-sample sessions; "
+                         f"the shortest in-sample part here has {shortest}: choose the best cell by total_return "
+                         f"(or another figure), or a longer range")
     settings = load_settings(**base)
     if market is None:
         market = build_market(settings, seed=seed, start=parts[0].in_sample[0], end=parts[-1].out_of_sample[-1],

@@ -26,6 +26,8 @@ from core.clock import NY
 from core.venues.marketdata import BAR_COLUMNS, PRICE_COLUMNS, BarDataError, FrameMarket, ts_ns
 
 MIN_PRICE = 0.0001  # the smallest US quote increment; 1e-300 passed "> 0" and then overflowed order sizing
+_NS_MIN = pd.Timestamp.min.tz_localize("UTC")
+_NS_MAX = pd.Timestamp.max.tz_localize("UTC")
 _MAX_EPOCH_S = 9.2e9  # pandas' nanosecond range ends in 2262; beyond it to_datetime raises despite "coerce"
 _CSV_SUFFIXES = (".csv",)
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -148,6 +150,8 @@ def _validated(raw: pd.DataFrame, source: str) -> pd.DataFrame:
         # ISO 8601 only: "mixed" also read 03/04/2025 (which day?) and English dates
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
         parsed = parsed.mask(text.str.strip().str.lower().isin(["now", "today"]))
+        # pandas 3 reads "3000-01-01" at a coarser unit; the bars are kept in nanoseconds (1677..2262)
+        parsed = parsed.mask((parsed < _NS_MIN) | (parsed > _NS_MAX))
     if (i := first(parsed.isna())) is not None:
         raise _BadRow(i, "timestamp", f"unparseable {df['timestamp'].iloc[i]!r}")
     df["timestamp"] = parsed.dt.as_unit("ns")
