@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     redis_group: str = Field("engine", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # one consumer group per account engine
     redis_claim_idle_s: float = Field(30.0, ge=1, le=3600)  # a consumer silent this long loses its pending signals
     redis_timeout_s: float = Field(0.5, gt=0, le=30)
+    # set: research sweeps run as tasks on this Dask scheduler (core/research/cluster.py); unset: local processes
+    dask_scheduler: str | None = None
+    dask_connect_timeout_s: float = Field(5.0, gt=0, le=300)
 
     @model_validator(mode="before")
     @classmethod
@@ -219,6 +222,13 @@ class Settings(BaseSettings):
         if not v.strip():
             raise ValueError("must not be empty")
         return v
+
+    @field_validator("dask_scheduler")
+    @classmethod
+    def _dask_address(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None  # DASK_SCHEDULER= (empty) means no cluster, as when it is unset
+        return check_scheduler_address(v)
 
     @field_validator("sim_start")
     @classmethod
@@ -295,6 +305,19 @@ class Settings(BaseSettings):
             else:
                 out[name] = value
         return out
+
+
+_SCHEDULER = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """A Dask scheduler address as ``tcp://host:port`` (or ``tls://``): a bare ``host:port`` or a missing port
+    would otherwise fail only at connect time, as a timeout far from the typo."""
+    a = address.strip()
+    m = _SCHEDULER.match(a)
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise ValueError("expected tcp://host:port (e.g. tcp://10.0.0.5:8786, the address `dask scheduler` prints)")
+    return a
 
 
 def parse_tickers(raw: str) -> tuple[str, ...]:

@@ -252,8 +252,16 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 SWEEP_ALIASES = {"cooldown": "mixer_cooldown_s", "cooldown_s": "mixer_cooldown_s", "delta": "cutoff_delta"}
 
 
+MAX_CELLS = 10_000  # a typo in a step (0.0001 for 0.01) would otherwise queue a million replays
+NOT_SWEPT = {"seed": "the market's seed is the sweep's data, not a parameter: run one sweep per seed"}
+
+
 def parse_sweep(items: list[str]) -> dict[str, list[Any]]:
-    """``["cutoff_delta=-0.05:0.05:0.01", "cooldown=60,120,180"]`` -> {setting: [values]} (ranges inclusive)."""
+    """``["cutoff_delta=-0.05:0.05:0.01", "cooldown=60,120,180", ...]`` -> {setting: [values]} (ranges inclusive).
+
+    Any number of parameters, each a numeric setting; every value is checked against that setting's own bounds
+    and typed as the setting is (``cooldown=60`` is the int 60). Rules between settings (RISK_PER_TRADE above
+    MAX_CONCURRENT_RISK) are not checked here: a cell that breaks one is refused by ``run_sweep``, not the grid."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         if "=" not in item:
@@ -265,18 +273,53 @@ def parse_sweep(items: list[str]) -> dict[str, list[Any]]:
                 lo, hi, step = (float(x) for x in spec.split(":"))
             except ValueError:
                 raise ValueError(f"--sweep {item!r}: a range is start:stop:step") from None
-            if step <= 0 or hi < lo:
+            if not all(math.isfinite(x) for x in (lo, hi, step)) or step <= 0 or hi < lo:
                 raise ValueError(f"--sweep {item!r}: need step > 0 and stop >= start")
             n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+            if n > MAX_CELLS:
+                raise ValueError(f"--sweep {item!r}: {n:,} values (at most {MAX_CELLS:,} cells in a sweep)")
             values: list[Any] = [round(lo + i * step, 10) for i in range(n)]
         else:
             values = [v.strip() for v in spec.split(",") if v.strip()]
         if not values:
             raise ValueError(f"--sweep {item!r}: no values")
-        grid[name] = values
-    if len(grid) > 2:
-        raise ValueError("a sweep takes one or two parameters")
+        if name in grid:
+            raise ValueError(f"--sweep {item!r}: {name} is already swept")
+        grid[name] = [sweep_value(name, v) for v in values]
+        repeated = sorted({str(v) for v in grid[name] if grid[name].count(v) > 1})
+        if repeated:
+            raise ValueError(f"--sweep {item!r}: {', '.join(repeated)} given twice (a cell would run twice)")
+    cells = math.prod(len(v) for v in grid.values())
+    if cells > MAX_CELLS:
+        raise ValueError(f"the grid has {cells:,} cells (at most {MAX_CELLS:,} in a sweep)")
     return grid
+
+
+def sweepable_settings() -> list[str]:
+    """The settings a sweep can vary: every numeric one (int or float, not a switch), but the market's seed."""
+    return sorted(n for n, f in Settings.model_fields.items() if f.annotation in (int, float) and n not in NOT_SWEPT)
+
+
+def sweep_value(name: str, value: Any) -> int | float:
+    """``value`` as setting ``name`` takes it, within the setting's own bounds; a clear error names both."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    if name in NOT_SWEPT:
+        raise ValueError(f"--sweep {name}: {NOT_SWEPT[name]}")
+    field = Settings.model_fields.get(name)
+    if field is None or field.annotation not in (int, float):
+        what = "not a setting" if field is None else "not a numeric setting"
+        raise ValueError(f"--sweep {name}: {what} (a sweep varies numbers such as cutoff_delta, mixer_cooldown_s, "
+                         f"risk_per_trade, stop_loss_pct, basket_neg_ratio, tier_a_interval_s)")
+    try:
+        out = TypeAdapter(Annotated[(field.annotation, *field.metadata)]).validate_python(value)
+    except ValidationError as e:
+        raise ValueError(f"--sweep {name}={value!r}: {e.errors()[0]['msg']}") from None
+    if isinstance(out, float) and not math.isfinite(out):
+        raise ValueError(f"--sweep {name}={value!r}: not a finite number")
+    return out
 
 
 def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -321,15 +364,23 @@ def _sweep_cell(args: SweepJob, feed: MarketFeed | None = None,
                 progress: Callable[[int, int], bool | None] | None = None) -> dict[str, Any] | None:
     """One cell replayed on the shared feed (a worker's, or ``feed``); None when ``progress`` cancelled it."""
     base, cell, days, seed, start_s, end_s = args
-    import tempfile
-
     from core.config import load_settings
 
-    settings = load_settings(**{**base, **cell})
+    return replay_cell(load_settings(**{**base, **cell}), cell, days=days, seed=seed, start_s=start_s, end_s=end_s,
+                       feed=feed or _WORKER_FEED, progress=progress)
+
+
+def replay_cell(settings: Settings, cell: dict[str, Any], *, days: int, seed: int, start_s: str, end_s: str | None,
+                feed: MarketFeed | None, progress: Callable[[int, int], bool | None] | None = None
+                ) -> dict[str, Any] | None:
+    """The row of one cell whose settings are resolved (a Dask worker gets them whole: its own environment and
+    .env must not change a result); None when ``progress`` cancelled it."""
+    import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         res = run_replay(settings, days=days, seed=seed, start=date.fromisoformat(start_s),
                          end=date.fromisoformat(end_s) if end_s else None, db_path=str(Path(tmp) / "sweep.db"),
-                         feed=feed or _WORKER_FEED, decisions=SUMMARY, progress=progress)
+                         feed=feed, decisions=SUMMARY, progress=progress)
         stats = res.stats
         res.store.close()
     return None if stats.get("cancelled") else cell_row(cell, stats)
@@ -337,53 +388,143 @@ def _sweep_cell(args: SweepJob, feed: MarketFeed | None = None,
 
 class SweepRows(list):  # type: ignore[type-arg]
     """The rows of a sweep (a list of dicts, grid order); ``cancelled`` is True when ``progress`` returned False:
-    the rows are then those of the cells finished by then."""
+    the rows are then those of the cells finished by then. ``refused``: the cells a rule between settings refused
+    (``{**cell, "refused": message}``, grid order), never run; ``where``: where the cells ran."""
 
     cancelled: bool = False
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.refused: list[dict[str, Any]] = []
+        self.where = "here"
+
+
+def split_refused(base: dict[str, Any], cells: list[dict[str, Any]]
+                  ) -> tuple[list[tuple[dict[str, Any], Settings]], list[dict[str, Any]]]:
+    """The cells whose settings load (with them), and the refused ones with the rule's message: a cell such as
+    MAX_CONCURRENT_RISK below RISK_PER_TRADE is reported, not a crash of the whole sweep. When no cell loads, the
+    sweep itself is refused: the base settings' own error, or the first cell's."""
+    from core.config import ConfigError, load_settings
+
+    ok: list[tuple[dict[str, Any], Settings]] = []
+    refused: list[dict[str, Any]] = []
+    for c in cells:
+        try:
+            ok.append((c, load_settings(**{**base, **c})))
+        except ConfigError as e:
+            refused.append({**c, "refused": str(e)})
+    if not ok:
+        load_settings(**base)  # a bad base setting is the sweep's error, named as such
+        first = refused[0]
+        where = ", ".join(f"{k}={v}" for k, v in first.items() if k != "refused")
+        raise ValueError(f"every cell of the grid is refused by a settings rule ({len(refused)} cells), e.g. "
+                         f"{where}: {first['refused']}")
+    return ok, refused
 
 
 def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0, seed: int, start: date,
               end: date | None = None, bars_file: str | None = None, market: MarketData | None = None,
               today: date | None = None, workers: int = 2,
               progress: Callable[[int, int], bool | None] | None = None,
-              on_workers: Callable[[list[int]], None] | None = None) -> SweepRows:
-    """Every grid cell replayed over [start, end] (or ``days`` sessions from ``start``) on bars scored once, here.
+              on_workers: Callable[[list[int]], None] | None = None,
+              cluster: str | None = None, connect_timeout_s: float | None = None) -> SweepRows:
+    """Every grid cell replayed over [start, end] (or ``days`` sessions from ``start``) on bars scored once.
 
-    ``market``: a prepared market (see ``run_replay``) instead of ``build_market``. With ``workers`` > 1 each cell
-    runs in a spawned worker process (safe from threaded callers such as Streamlit) that receives the scored feed
-    when it starts (``core.research.workers``; ``on_workers(pids)`` is told their ids).
+    ``market``: a prepared market (see ``run_replay``) instead of ``build_market``. Without ``cluster``, with
+    ``workers`` > 1 each cell runs in a spawned worker process (safe from threaded callers such as Streamlit) that
+    receives the scored feed when it starts (``core.research.workers``; ``on_workers(pids)`` is told their ids).
+    With ``cluster`` (a Dask scheduler's ``tcp://host:port``), every cell is a task of that cluster
+    (``core.research.cluster``): a synthetic market is regenerated from the seed on each worker, other bars are
+    scored here and sent to every worker once; ``connect_timeout_s`` (default: DASK_CONNECT_TIMEOUT_S) bounds the
+    wait for the scheduler. The rows are the same either way.
 
+    Cells that a rule between settings refuses are not run: they are ``rows.refused`` and count as done.
     ``progress(done, total)`` (cells) is called when a cell ends and at least every ``workers.HEARTBEAT_S`` while
     cells run (in-process: every ``PROGRESS_EVERY`` ticks), so a UI can interrupt a long cell. Returning False
-    stops the sweep: the workers are terminated and reaped, and the rows finished so far come back with
+    stops the sweep: the workers are terminated and reaped (on a cluster: the remaining tasks are cancelled and
+    the running cells stop at their next check), and the rows finished so far come back with
     ``cancelled = True``. Anything ``progress`` raises (Streamlit's stop exception) stops them the same way and
     propagates."""
-    from core.config import load_settings
     from core.research.workers import HEARTBEAT_S, run_cells
 
-    cells = grid_cells(grid)
-    jobs: list[SweepJob] = [(base, c, days, seed, start.isoformat(), end.isoformat() if end else None) for c in cells]
-    # the strategy is not a sweep dimension, so one scored feed serves every cell
-    feed = shared_feed(load_settings(**base), days=days, seed=seed, start=start, end=end, bars_file=bars_file,
-                       market=market, today=today)
+    ok, refused = split_refused(base, grid_cells(grid))
+    n_cells, n_refused = len(ok) + len(refused), len(refused)
+    start_s, end_s = start.isoformat(), end.isoformat() if end else None
+
+    def cells_progress(done: int, _total: int) -> bool | None:  # refused cells are done from the start
+        return progress(done + n_refused, n_cells) if progress is not None else None
+
     out = SweepRows()
+    out.refused = refused
+    first = ok[0][1]  # the strategy and universe are not sweep dimensions: one scored feed serves every cell
+    if cluster:
+        from core.research import cluster as dask_cluster
+
+        regenerate = market is None and bars_file is None and first.market_data != "alpaca"
+        feed = None if regenerate else shared_feed(first, days=days, seed=seed, start=start, end=end,
+                                                   bars_file=bars_file, market=market, today=today)
+        jobs = [dask_cluster.CellJob(dask_cluster.shipped_settings(st), c, days, seed, start_s, end_s)
+                for c, st in ok]
+        results, out.cancelled, out.where = dask_cluster.run_cells(
+            cluster, jobs, feed=feed, timeout_s=connect_timeout_s or first.dask_connect_timeout_s,
+            progress=cells_progress if progress is not None else None)
+        out.extend(results[i] for i in sorted(results))
+        return out
+    sweep_jobs: list[SweepJob] = [(base, c, days, seed, start_s, end_s) for c, _ in ok]
+    feed = shared_feed(first, days=days, seed=seed, start=start, end=end, bars_file=bars_file,
+                       market=market, today=today)
     if workers <= 1:
+        out.where = "here, in this process"
         results: dict[int, dict[str, Any]] = {}
-        for i, j in enumerate(jobs):
-            beat = _Heartbeat(progress, i, len(jobs), HEARTBEAT_S)
+        for i, j in enumerate(sweep_jobs):
+            beat = _Heartbeat(cells_progress, i, len(sweep_jobs), HEARTBEAT_S)
             row = _sweep_cell(j, feed, beat if progress is not None else None)
             if row is None or beat.cancelled:
                 out.cancelled = True
                 break
             results[i] = row
-            if progress is not None and progress(i + 1, len(jobs)) is False:
+            if progress is not None and cells_progress(i + 1, len(sweep_jobs)) is False:
                 out.cancelled = True
                 break
     else:
-        results, out.cancelled = run_cells(_sweep_cell, jobs, workers=workers, initializer=_init_worker,
-                                           initargs=(feed,), progress=progress, on_workers=on_workers)
+        out.where = f"here, in {min(workers, len(sweep_jobs))} processes"
+        results, out.cancelled = run_cells(_sweep_cell, sweep_jobs, workers=workers, initializer=_init_worker,
+                                           initargs=(feed,), progress=cells_progress if progress is not None else None,
+                                           on_workers=on_workers)
     out.extend(results[i] for i in sorted(results))
     return out
+
+
+class SweepClock:
+    """A sweep's progress in words: cells done / total, elapsed, and the time left at the pace so far (cells
+    refused by a settings rule count as done but took no time, so they do not speed the estimate up)."""
+
+    def __init__(self, total: int, *, skipped: int = 0, now: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.skipped, self.now = total, skipped, now
+        self.t0 = now()
+
+    def text(self, done: int) -> str:
+        elapsed = self.now() - self.t0
+        ran = done - self.skipped
+        left = self.total - done
+        if left <= 0:
+            eta = "done"
+        elif ran <= 0:
+            eta = "time left: estimating"
+        else:
+            eta = f"about {_duration(elapsed / ran * left)} left"
+        return f"{done}/{self.total} cells, {_duration(elapsed)} elapsed, {eta}"
+
+
+def _duration(s: float) -> str:
+    s = max(0.0, s)
+    if s < 1:
+        return "under 1 s"
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
 class _Heartbeat:
