@@ -19,10 +19,11 @@ from datetime import date
 from typing import Any
 
 from core.clock import WallClock, trading_date
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, check_scheduler_address, load_settings
 from core.research import record, runs
+from core.research.cluster import ClusterError
 from core.research.ranges import resolve_range
-from core.research.replay import build_market, parse_sweep, replay_days, run_replay, run_sweep
+from core.research.replay import SweepClock, build_market, parse_sweep, replay_days, run_replay, run_sweep
 from core.research.runs import clean_name
 from core.research.sources import DataSource
 from core.research.walkforward import walk_forward
@@ -71,6 +72,34 @@ def save_other(settings: Settings, name: str | None, kind: str, source: DataSour
         created_at=WallClock().now()))}
 
 
+def sweep_cluster(arg: str | None, settings: Settings) -> str | None:
+    """The Dask scheduler a sweep runs on: --cluster, else DASK_SCHEDULER; None (``--cluster local``): here."""
+    if arg is not None and arg.strip().lower() == "local":
+        return None
+    if arg is not None:
+        try:
+            return check_scheduler_address(arg)
+        except ValueError as e:
+            raise ValueError(f"--cluster {arg!r}: {e}") from None
+    return settings.dask_scheduler
+
+
+def where_text(cluster: str | None, workers: int) -> str:
+    return f"Dask cluster {cluster}" if cluster else f"here, {workers} process{'es' if workers != 1 else ''}"
+
+
+def cli_progress(label: str) -> Callable[[int, int], None]:
+    """Sweep progress on stderr, one line per finished cell: done / total, elapsed, estimated time left."""
+    clock, last = SweepClock(), [-1]
+
+    def progress(done: int, total: int) -> None:
+        if done != last[0]:  # called every heartbeat too: print when a cell ends (and once at the start)
+            last[0] = done
+            print(f"{label}: {clock.text(done, total)}", file=sys.stderr, flush=True)
+
+    return progress
+
+
 def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     """Run the CLI; ``today`` (tests) stands in for the wall-clock date that ranges are checked against."""
     ap = argparse.ArgumentParser(prog="python -m core.research", description=__doc__.splitlines()[0])
@@ -86,8 +115,12 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     ap.add_argument("--db", help="SQLite file (default: a temporary file); a second run resumes it")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
     ap.add_argument("--sweep", nargs="+", metavar="NAME=SPEC",
-                    help="grid over one or two settings, e.g. cutoff_delta=-0.05:0.05:0.01 cooldown=60,120,180")
-    ap.add_argument("--workers", type=int, default=2, help="processes for --sweep")
+                    help="grid over numeric settings, e.g. cutoff_delta=-0.05:0.05:0.01 cooldown=60,120,180 "
+                         "risk_per_trade=0.005,0.01")
+    ap.add_argument("--workers", type=int, default=2, help="processes for --sweep (without a cluster)")
+    ap.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                    help="run --sweep cells as tasks on this Dask scheduler (default: DASK_SCHEDULER when set); "
+                         "'local' runs them here whatever DASK_SCHEDULER says")
     ap.add_argument("--walk-forward", type=int, metavar="K",
                     help="out-of-sample check of the --sweep grid over K folds (core/research/walkforward.py)")
     ap.add_argument("--in-sample", type=float, default=0.7, help="share of each fold's sessions used to choose")
@@ -119,10 +152,8 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
         if args.auto:
             overrides["auto_mode"] = "1"
         settings = load_settings(**overrides)
-        grid = parse_sweep(args.sweep) if args.sweep else {}
-        for name, values in grid.items():  # every value must be a valid setting before any run starts
-            for v in values:
-                load_settings(**{**overrides, name: v})
+        grid = parse_sweep(args.sweep) if args.sweep else {}  # every value within its setting's bounds
+        cluster = sweep_cluster(args.cluster, settings)
         market = ReplayMarket(load_bars(args.bars)) if args.bars else None
         start, end = args.start, None
         if args.end is not None:
@@ -141,18 +172,20 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
         if args.walk_forward is not None:
             wf = walk_forward(overrides, grid, sessions=sessions,
                               seed=args.seed, market=market, folds=args.walk_forward, in_sample=args.in_sample,
-                              metric=args.metric, workers=args.workers, today=today)
+                              metric=args.metric, workers=args.workers, today=today, cluster=cluster,
+                              progress=cli_progress(f"walk-forward ({where_text(cluster, args.workers)})"))
             saved = save_other(settings, args.save, "walk_forward", source, sessions, {"grid": grid, **overrides},
                                wf["folds"][-1]["out_of_sample"]["metrics"] if wf["folds"] else {}, wf)
             print(json.dumps({**wf, "decisions": SUMMARY, **saved}, sort_keys=True, default=str))
             return 0
         if grid:
             rows = run_sweep(overrides, grid, days=days, seed=args.seed, start=start, end=end, market=market,
-                             workers=args.workers, today=today)
+                             workers=args.workers, today=today, cluster=cluster,
+                             progress=cli_progress(f"sweep ({where_text(cluster, args.workers)})"))
             saved = save_other(settings, args.save, "sweep", source, sessions, {"grid": grid, **overrides}, {},
-                               {"grid": list(rows)})
-            print(json.dumps({"params": list(grid), "grid": rows, "decisions": SUMMARY, **saved}, sort_keys=True,
-                             default=str))
+                               {"grid": list(rows), "refused": rows.refused, "where": rows.where})
+            print(json.dumps({"params": list(grid), "grid": rows, "refused": rows.refused, "where": rows.where,
+                              "decisions": SUMMARY, **saved}, sort_keys=True, default=str))
             return 0
         saved = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +199,7 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
                         w, args.save, rec, created_at=WallClock().now()))}
             finally:
                 result.store.close()
-    except (ConfigError, BarDataError, ValueError) as e:
+    except (ConfigError, BarDataError, ValueError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     stats = {**result.stats, "decisions": args.decisions, **saved}

@@ -438,22 +438,18 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
     scored here and sent to every worker once; ``connect_timeout_s`` (default: DASK_CONNECT_TIMEOUT_S) bounds the
     wait for the scheduler. The rows are the same either way.
 
-    Cells that a rule between settings refuses are not run: they are ``rows.refused`` and count as done.
-    ``progress(done, total)`` (cells) is called when a cell ends and at least every ``workers.HEARTBEAT_S`` while
-    cells run (in-process: every ``PROGRESS_EVERY`` ticks), so a UI can interrupt a long cell. Returning False
-    stops the sweep: the workers are terminated and reaped (on a cluster: the remaining tasks are cancelled and
-    the running cells stop at their next check), and the rows finished so far come back with
-    ``cancelled = True``. Anything ``progress`` raises (Streamlit's stop exception) stops them the same way and
-    propagates."""
+    Cells that a rule between settings refuses are not run: they are ``rows.refused``, outside the progress
+    count. ``progress(done, total)`` (cells that run) is called when a cell ends and at least every
+    ``workers.HEARTBEAT_S`` while cells run (in-process: every ``PROGRESS_EVERY`` ticks), so a UI can interrupt
+    a long cell. Returning False stops the sweep: the workers are terminated and reaped (on a cluster: the tasks
+    not finished are cancelled and running cells stop at their next check), and the rows finished so far come
+    back with ``cancelled = True``. Anything ``progress`` raises (Streamlit's stop exception) stops them the same
+    way and propagates."""
     from core.research.workers import HEARTBEAT_S, run_cells
 
     ok, refused = split_refused(base, grid_cells(grid))
-    n_cells, n_refused = len(ok) + len(refused), len(refused)
     start_s, end_s = start.isoformat(), end.isoformat() if end else None
-
-    def cells_progress(done: int, _total: int) -> bool | None:  # refused cells are done from the start
-        return progress(done + n_refused, n_cells) if progress is not None else None
-
+    cells_progress = progress
     out = SweepRows()
     out.refused = refused
     first = ok[0][1]  # the strategy and universe are not sweep dimensions: one scored feed serves every cell
@@ -496,24 +492,24 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
 
 
 class SweepClock:
-    """A sweep's progress in words: cells done / total, elapsed, and the time left at the pace so far (cells
-    refused by a settings rule count as done but took no time, so they do not speed the estimate up)."""
+    """A sweep's progress in words: cells done / total, elapsed since the clock was made, and the time left at
+    the pace so far. ``now``: seconds of a monotonic clock (tests pass their own)."""
 
-    def __init__(self, total: int, *, skipped: int = 0, now: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.skipped, self.now = total, skipped, now
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
         self.t0 = now()
 
-    def text(self, done: int) -> str:
+    def text(self, done: int, total: int) -> str:
         elapsed = self.now() - self.t0
-        ran = done - self.skipped
-        left = self.total - done
+        left = total - done
         if left <= 0:
             eta = "done"
-        elif ran <= 0:
+        elif done <= 0:
             eta = "time left: estimating"
         else:
-            eta = f"about {_duration(elapsed / ran * left)} left"
-        return f"{done}/{self.total} cells, {_duration(elapsed)} elapsed, {eta}"
+            left_s = elapsed / done * left
+            eta = "under 1 s left" if left_s < 1 else f"about {_duration(left_s)} left"
+        return f"{done}/{total} cells, {_duration(elapsed)} elapsed, {eta}"
 
 
 def _duration(s: float) -> str:

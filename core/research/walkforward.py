@@ -159,14 +159,15 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
                  market: MarketData | None = None, bars_file: str | Path | None = None, folds: int = 1,
                  in_sample: float = 0.7, metric: str = "total_return", workers: int = 2,
                  progress: Callable[[int, int], bool | None] | None = None,
-                 today: date | None = None) -> dict[str, Any]:
+                 today: date | None = None, cluster: str | None = None) -> dict[str, Any]:
     """Per fold: sweep ``grid`` in-sample, replay the best cell out-of-sample (see the module docstring).
 
     ``market``: prepared bars covering ``sessions`` (else ``bars_file``, else ``build_market``: Alpaca history
-    needs ``today``). ``progress(done, total)`` counts steps (each fold: its cells, then its out-of-sample replay);
-    returning False stops, and the result then has ``"cancelled": True`` and the folds finished so far."""
+    needs ``today``). ``cluster``: a Dask scheduler the sweeps run on (``run_sweep``). ``progress(done, total)``
+    counts steps (each fold: its cells, then its out-of-sample replay); returning False stops, and the result
+    then has ``"cancelled": True`` and the folds finished so far."""
     from core.config import load_settings
-    from core.research.replay import build_market, cell_row, grid_cells, run_replay, run_sweep
+    from core.research.replay import build_market, cell_row, grid_cells, run_replay, run_sweep, split_refused
 
     if not grid:
         raise ValueError("a walk-forward needs a sweep grid")
@@ -182,7 +183,7 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
     if market is None:
         market = build_market(settings, seed=seed, start=parts[0].in_sample[0], end=parts[-1].out_of_sample[-1],
                               bars_file=bars_file, today=today)
-    n_cells = len(grid_cells(grid))
+    n_cells = len(split_refused(base, grid_cells(grid))[0])  # the cells that run (a refused one is only listed)
     total = len(parts) * (n_cells + 1)
     result: dict[str, Any] = {"metric": metric, "params": list(grid), "in_sample_share": in_sample, "folds": []}
     for k, fold in enumerate(parts):
@@ -193,7 +194,7 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
 
         ins, oos = fold.in_sample, fold.out_of_sample
         rows = run_sweep(base, grid, seed=seed, start=ins[0], end=ins[-1], market=cut_market(market, ins[-1]),
-                         workers=workers, progress=step if progress is not None else None)
+                         workers=workers, progress=step if progress is not None else None, cluster=cluster)
         if rows.cancelled:
             result["cancelled"] = True
             return result
