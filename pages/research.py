@@ -181,6 +181,19 @@ else:
 st.divider()
 st.subheader("6. Parameter sweep and out-of-sample check")
 st.caption("Uses the data, dates and universe chosen above.")
+cluster_status = rv.sweep_where(settings)  # None: no DASK_SCHEDULER, sweeps run here
+run_on = None
+if cluster_status is None:
+    st.caption("Sweeps run here, in the processes chosen below (DASK_SCHEDULER sends them to a Dask cluster).")
+else:
+    if cluster_status.error:
+        st.error(f"Dask cluster: {cluster_status.error} Sweeps can still run here.")
+    else:
+        st.caption(f"Sweeps can run {cluster_status.describe()}.")
+    where = st.radio("Run sweeps", ["cluster", "here"], index=1 if cluster_status.error else 0, horizontal=True,
+                     key="s_where", format_func={"cluster": f"on the Dask cluster ({settings.dask_scheduler})",
+                                                 "here": "here, in local processes"}.get)
+    run_on = settings.dask_scheduler if where == "cluster" else None
 with st.form("sweep_form"):
     c = st.columns(3)
     d_lo, d_hi = c[0].slider("Cutoff delta range", -0.10, 0.10, (-0.04, 0.04), 0.01, key="s_delta")
@@ -188,10 +201,14 @@ with st.form("sweep_form"):
     cooldowns = c[2].multiselect("Cooldowns (s)", [30, 60, 120, 180, 300, 600], default=[60, 180, 300],
                                  key="s_cooldowns")
     c = st.columns(3)
-    workers = c[0].selectbox("Processes", [1, 2, 3, 4], index=1, key="s_workers")
+    workers = c[0].selectbox("Processes (run here)", [1, 2, 3, 4], index=1, key="s_workers")
     split = c[1].selectbox("Out-of-sample split", ["70 / 30", "walk-forward, 2 folds", "walk-forward, 3 folds",
                                                     "walk-forward, 4 folds"], key="s_split")
     pick = c[2].selectbox("Best cell by", ["total_return", "sharpe", "profit_factor", "expectancy"], key="s_pick")
+    more = st.text_area("More parameters (optional): one per line, NAME=start:stop:step or NAME=v1,v2", key="s_more",
+                        height=80, placeholder="risk_per_trade=0.005,0.01\nstop_loss_pct=0.01:0.03:0.01",
+                        help="Any numeric setting. The heat map shows two of them; cells a settings rule refuses "
+                             "(e.g. MAX_CONCURRENT_RISK below RISK_PER_TRADE) are listed, not run.")
     go_sweep = st.form_submit_button("Run sweep")
     go_oos = st.form_submit_button("Run out-of-sample check")
 if (go_sweep or go_oos) and (problems or source is None or run_settings is None):
@@ -200,18 +217,21 @@ elif go_sweep or go_oos:
     n = int(round((d_hi - d_lo) / d_step)) + 1
     grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) for i in range(n)],
             "mixer_cooldown_s": sorted(int(x) for x in cooldowns) or [int(live.get("cooldown_s", 180))]}
-    bar = st.progress(0.0, text=f"0/{len(grid_cells(grid))} runs")
+    bar = st.progress(0.0, text="starting")
     cancel = st.empty()
-    cancel.button("Cancel", key="s_cancel", help="Stops the sweep and its worker processes at once")
+    cancel.button("Cancel", key="s_cancel", help="Stops the sweep and its worker processes (or cluster tasks) at once")
     try:
+        grid = rv.sweep_grid(grid, more)
+        bar.progress(0.0, text=f"0/{len(grid_cells(grid))} cells")
         market = rv.prepare_market(source, frame, settings, run_settings, sessions, TODAY, bar)
         if go_sweep:
             st.session_state["s_result"] = rv.sweep_and_save(settings.db_path, source, universe_set, grid, sessions,
-                                                             market, int(workers), bar)
+                                                             market, int(workers), bar, cluster=run_on)
         else:
             folds = 1 if split.startswith("70") else int(split.split(",")[1].split()[0])
             st.session_state["s_oos"] = rv.walk_forward_and_save(settings.db_path, source, universe_set, grid,
-                                                                 sessions, market, int(workers), folds, pick, bar)
+                                                                 sessions, market, int(workers), folds, pick, bar,
+                                                                 cluster=run_on)
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
         st.error(f"Cannot run: {e}")
     bar.empty()

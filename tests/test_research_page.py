@@ -294,7 +294,7 @@ def test_sweep_heat_map_redraws_on_a_new_metric_without_running_again(app, monke
 
 def test_parse_sweep_ranges_and_lists():
     g = parse_sweep(["cutoff_delta=-0.05:0.05:0.05", "cooldown=60,120"])
-    assert g == {"cutoff_delta": [-0.05, 0.0, 0.05], "mixer_cooldown_s": ["60", "120"]}
+    assert g == {"cutoff_delta": [-0.05, 0.0, 0.05], "mixer_cooldown_s": [60, 120]}
     assert len(grid_cells(g)) == 6
     for bad in (["x"], ["a=1:0:1"], ["a=1:2:0"], ["a=1", "b=2", "c=3"]):
         with pytest.raises(ValueError):

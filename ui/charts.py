@@ -162,3 +162,21 @@ def sweep_heatmap(pivot: pd.DataFrame, metric: str) -> go.Figure:
                       xaxis={"title": "cutoff delta", "type": "category", "automargin": True},
                       yaxis={"title": "cooldown (s)", "type": "category", "automargin": True})
     return fig
+
+
+AXIS_LABELS = {"cutoff_delta": "cutoff delta", "mixer_cooldown_s": "cooldown (s)"}
+
+
+def sweep_heatmap_axes(pivot: pd.DataFrame, metric: str, x: str, y: str, note: str = "") -> go.Figure:
+    """``sweep_heatmap`` over any two swept settings (x: the pivot's columns, y: its index); ``note`` says how the
+    other parameters were folded into each cell."""
+    fig = sweep_heatmap(pivot, metric)
+
+    def label(name: str, v: Any) -> str:
+        return f"{v:+.2f}" if name == "cutoff_delta" else f"{v:g}" if isinstance(v, float) else str(v)
+
+    fig.update_traces(x=[label(x, v) for v in pivot.columns], y=[label(y, v) for v in pivot.index])
+    axes = f"{AXIS_LABELS.get(x, x)} × {AXIS_LABELS.get(y, y)}" if y else AXIS_LABELS.get(x, x)
+    title = f"{metric} by {axes}" + (f" ({note})" if note else "")
+    fig.update_layout(title=title, xaxis_title=AXIS_LABELS.get(x, x), yaxis_title=AXIS_LABELS.get(y, y))
+    return fig

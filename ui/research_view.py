@@ -3,7 +3,10 @@ checks through ``core.research``, and drawing saved runs. Streamlit lives here, 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import streamlit as st
 import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
 from core.clock import NY
 from core.config import Settings, load_settings
-from core.research import record, runs, sources, walkforward
+from core.research import cluster, record, runs, sources, walkforward
 from core.research.metrics import ANNUALISED, NA, missing_text
 from core.state.store import Store
 from core.universe import Universe
@@ -166,27 +169,34 @@ def _save(db_path: str, write: Any) -> int:
 
 
 def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[str, str], grid: dict[str, list],
-                   sessions: list[date], market: Any, workers: int, bar: Any) -> dict[str, Any]:
+                   sessions: list[date], market: Any, workers: int, bar: Any, *,
+                   cluster: str | None = None) -> dict[str, Any]:
     base = base_overrides(universe_set, source)
-    rows = replay_mod.run_sweep(base, grid, days=len(sessions), start=sessions[0], end=sessions[-1],
-                                seed=source.seed, market=market, workers=workers,
-                                progress=_progress(bar, "sweep runs"))
+    with _cluster_errors():
+        rows = replay_mod.run_sweep(base, grid, days=len(sessions), start=sessions[0], end=sessions[-1],
+                                    seed=source.seed, market=market, workers=workers,
+                                    progress=_sweep_progress(bar, "sweep"), cluster=cluster)
     src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
            "last": sessions[-1].isoformat(), "sessions": len(sessions)}
     name = f"sweep {len(rows)} cells, {sessions[0]} … {sessions[-1]}"
     run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="sweep", source=src,
                                                     params={"grid": grid, **universe_set}, metrics={},
-                                                    detail={"grid": rows}, created_at=datetime.now(UTC)))
+                                                    detail={"grid": rows, "refused": rows.refused,
+                                                            "where": rows.where},
+                                                    created_at=datetime.now(UTC)))
     return {"id": run_id, "grid": grid, "rows": rows, "sessions": len(sessions),
-            "used": f"{source.describe()}, {sessions[0]} … {sessions[-1]} ({len(sessions)} sessions)"}
+            "used": f"{source.describe()}, {sessions[0]} … {sessions[-1]} ({len(sessions)} sessions)",
+            "params": list(grid), "refused": rows.refused, "where": rows.where}
 
 
 def walk_forward_and_save(db_path: str, source: sources.DataSource, universe_set: dict[str, str],
                           grid: dict[str, list], sessions: list[date], market: Any, workers: int, folds: int,
-                          metric: str, bar: Any) -> dict[str, Any]:
+                          metric: str, bar: Any, *, cluster: str | None = None) -> dict[str, Any]:
     base = base_overrides(universe_set, source)
-    result = walkforward.walk_forward(base, grid, sessions=sessions, seed=source.seed, market=market, folds=folds,
-                                      metric=metric, workers=workers, progress=_progress(bar, "out-of-sample check"))
+    with _cluster_errors():
+        result = walkforward.walk_forward(base, grid, sessions=sessions, seed=source.seed, market=market,
+                                          folds=folds, metric=metric, workers=workers,
+                                          progress=_progress(bar, "out-of-sample check"), cluster=cluster)
     src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
            "last": sessions[-1].isoformat(), "sessions": len(sessions)}
     name = f"out-of-sample check, {folds} fold{'s' if folds > 1 else ''}, {sessions[0]} … {sessions[-1]}"
@@ -300,7 +310,9 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
     """Open saved runs: one replay with its benchmark, two side by side, a sweep's grid or an out-of-sample check."""
     for r in [r for r in opened if r["kind"] != "replay"]:
         if r["kind"] == "sweep":
-            show_sweep({"id": r["id"], "rows": r["detail"]["grid"], "used": _source_text(r), "sessions": _sessions(r)},
+            show_sweep({"id": r["id"], "rows": r["detail"]["grid"], "used": _source_text(r), "sessions": _sessions(r),
+                        "params": list((r["params"] or {}).get("grid") or {}),
+                        "refused": r["detail"].get("refused"), "where": r["detail"].get("where")},
                        st.session_state.get("s_metric", METRICS[0]), key=f"saved_{r['id']}")
         else:
             show_walk_forward({**r["detail"], "id": r["id"]}, key=f"saved_{r['id']}")
@@ -417,18 +429,18 @@ def apply_to_live(ctx: AppContext, run: dict[str, Any], live: dict[str, Any]) ->
 # ---------------------------------------------------------------- sweeps and out-of-sample
 def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
     df = pd.DataFrame(sweep["rows"])
-    st.caption(f"Sweep #{sweep['id']}: {sweep['used']}")
+    st.caption(f"Sweep #{sweep['id']}: {sweep['used']}" + (f", run {sweep['where']}" if sweep.get("where") else ""))
+    show_refused(sweep.get("refused") or [], key=key)
     if metric not in df:
         st.info(f"No {metric} in these results.")
         return
-    pivot = df.pivot(index="mixer_cooldown_s", columns="cutoff_delta", values=metric)
     n = sweep.get("sessions")
-    if pivot.isna().all().all():  # nothing to colour: say why instead of drawing an empty or made-up map
+    if df[metric].isna().all():  # nothing to colour: say why instead of drawing an empty or made-up map
         st.info(f"{metric}: {missing_text(metric, n)} in every cell"
                 + (f" (this sweep replayed {n} session{'' if n == 1 else 's'})" if n is not None else "")
                 + ". Choose another figure for the heat map.")
     else:
-        st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key=f"{key}_heatmap")
+        sweep_heatmap(df, sweep_params(sweep, df), metric, key=key)
     st.dataframe(sweep_table(df, n), hide_index=True, key=f"{key}_table", placeholder=NA)
     st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), f"sweep_{sweep['id']}.csv",
                        "text/csv", key=f"{key}_dl")
@@ -452,3 +464,101 @@ def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
                          hide_index=True, key=f"{key}_oos_{i}")
         for w in f.get("warnings", []):
             st.warning(w)
+
+
+# ---------------------------------------------------------------- sweeps on a Dask cluster, grids past two settings
+CLUSTER_TTL_S = 30.0  # how long the page trusts what it last heard from the scheduler (a check may take seconds)
+# a heat map cell folding other parameters shows their best value: the lowest for these, the highest otherwise
+LOWER_IS_BETTER = {"max_drawdown", "max_drawdown_duration_s", "stop_outs", "stop_out_rate", "flip_flops",
+                   "flip_flop_rate", "llm_calls", "llm_spend"}
+FOLDS = {"best": "the best value over", "mean": "the mean over"}
+
+
+def sweep_where(settings: Settings) -> cluster.ClusterStatus | None:
+    """None without DASK_SCHEDULER (sweeps run here); else the cluster's workers, or why it cannot be used,
+    asked at most every ``CLUSTER_TTL_S`` per browser session (an unreachable scheduler costs its timeout)."""
+    address = settings.dask_scheduler
+    if not address:
+        return None
+    cached = st.session_state.get("_s_cluster")
+    if cached is not None and cached[0] == address and time.monotonic() - cached[1] < CLUSTER_TTL_S:
+        return cached[2]
+    status = cluster.cluster_status(address, settings.dask_connect_timeout_s)
+    st.session_state["_s_cluster"] = (address, time.monotonic(), status)
+    return status
+
+
+@contextlib.contextmanager
+def _cluster_errors() -> Iterator[None]:
+    try:
+        yield
+    except cluster.ClusterError:
+        st.session_state.pop("_s_cluster", None)  # ask again: the page then says what the scheduler says now
+        raise
+
+
+def sweep_grid(grid: dict[str, list], more: str) -> dict[str, list]:
+    """The page's cutoff delta × cooldown grid plus the parameters typed one per line (``NAME=start:stop:step`` or
+    ``NAME=v1,v2``, as ``--sweep``); a parameter already in the grid is refused, naming it."""
+    extra = replay_mod.parse_sweep([ln.strip() for ln in more.splitlines() if ln.strip()])
+    twice = [n for n in extra if n in grid]
+    if twice:
+        raise ValueError(f"{', '.join(twice)} is already swept by the controls above: remove its line")
+    return {**grid, **extra}
+
+
+def _sweep_progress(bar: Any, label: str) -> Any:
+    clock = replay_mod.SweepClock()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {clock.text(done, total)}")
+    return progress
+
+
+def sweep_params(sweep: dict[str, Any], df: pd.DataFrame) -> list[str]:
+    """The swept settings of a sweep's rows (older saved sweeps do not list them: the columns that are settings)."""
+    names = sweep.get("params") or [c for c in df.columns if c in Settings.model_fields]
+    return [n for n in names if n in df.columns]
+
+
+def sweep_heatmap(df: pd.DataFrame, params: list[str], metric: str, *, key: str) -> None:
+    """The heat map of two swept settings; with more, two selectboxes choose the axes and each cell folds the
+    other parameters (their best or mean value), as the title says."""
+    if sorted(params) == ["cutoff_delta", "mixer_cooldown_s"]:  # the page's own grid: as it always was drawn
+        pivot = df.pivot(index="mixer_cooldown_s", columns="cutoff_delta", values=metric)
+        st.plotly_chart(charts.sweep_heatmap(pivot, metric), theme=None, key=f"{key}_heatmap")
+        return
+    if len(params) < 2:
+        x = params[0] if params else None
+        if x is None:
+            return
+        pivot = df.assign(_all="all").pivot_table(index="_all", columns=x, values=metric, aggfunc="mean")
+        st.plotly_chart(charts.sweep_heatmap_axes(pivot, metric, x, ""), theme=None, key=f"{key}_heatmap")
+        return
+    c = st.columns(3)
+    x = c[0].selectbox("Heat map across", params, index=params.index("cutoff_delta") if "cutoff_delta" in params
+                       else 0, key=f"{key}_x")
+    ys = [p for p in params if p != x]
+    y = c[1].selectbox("Heat map down", ys, index=ys.index("mixer_cooldown_s") if "mixer_cooldown_s" in ys else 0,
+                       key=f"{key}_y")
+    rest = [p for p in params if p not in (x, y)]
+    note = ""
+    agg: Any = "mean"
+    if rest:
+        fold = c[2].selectbox("Other parameters", list(FOLDS), key=f"{key}_fold",
+                              help="Each heat map cell stands for every value of the other parameters: their best "
+                                   "(highest, or lowest for drawdowns and rates of bad events) or their mean")
+        agg = ("min" if metric in LOWER_IS_BETTER else "max") if fold == "best" else "mean"
+        note = f"{FOLDS[fold]} {', '.join(rest)}"
+        st.caption(f"Each cell: {note}; the table below has every cell.")
+    pivot = df.pivot_table(index=y, columns=x, values=metric, aggfunc=agg, dropna=False)
+    st.plotly_chart(charts.sweep_heatmap_axes(pivot, metric, x, y, note), theme=None, key=f"{key}_heatmap")
+
+
+def show_refused(refused: list[dict[str, Any]], *, key: str) -> None:
+    """Cells a rule between settings refused: listed with the rule's words, never run."""
+    if not refused:
+        return
+    st.warning(f"{len(refused)} cell{'s' if len(refused) != 1 else ''} refused by a settings rule (not run): "
+               f"{refused[0]['refused']}" + (" …" if len({r['refused'] for r in refused}) > 1 else ""))
+    st.dataframe(pd.DataFrame(refused), hide_index=True, key=f"{key}_refused")
