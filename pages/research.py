@@ -188,6 +188,7 @@ if cluster_status is None:
 else:
     if cluster_status.error:
         st.error(f"Dask cluster: {cluster_status.error} Sweeps can still run here.")
+        st.button("Check the cluster again", key="s_recheck", on_click=rv.recheck_cluster)
     else:
         st.caption(f"Sweeps can run {cluster_status.describe()}.")
     where = st.radio("Run sweeps", ["cluster", "here"], index=1 if cluster_status.error else 0, horizontal=True,

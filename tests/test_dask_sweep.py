@@ -70,10 +70,10 @@ class LocalDask:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process (teardown)
         return subprocess.Popen(cmd, cwd=self.tmp, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
         info = self.tmp / "scheduler.json"
         self.scheduler = self._spawn("scheduler", dask_cli(
-            "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)))
+            "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard", "--scheduler-file", str(info)))
         deadline = time.monotonic() + START_DEADLINE_S
         while not (info.exists() and info.stat().st_size):
             assert self.scheduler.poll() is None, (self.tmp / "scheduler.log").read_text()
@@ -302,8 +302,9 @@ def small_sweep(at, *, more: str = "") -> None:
     at.text_area(key="s_more").set_value(more)
 
 
-def test_the_page_names_an_unreachable_scheduler_and_still_sweeps_here(research_page, monkeypatch):
-    address = f"tcp://127.0.0.1:{free_port()}"
+def test_the_page_names_an_unreachable_scheduler_and_still_sweeps_here(research_page, monkeypatch, tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
     monkeypatch.setenv("DASK_SCHEDULER", address)
     at = research_page()
     assert any(address in e and "cannot reach" in e for e in texts(at, "error")), texts(at, "error")
@@ -312,6 +313,15 @@ def test_the_page_names_an_unreachable_scheduler_and_still_sweeps_here(research_
     click(at, "Run sweep")
     assert len(frame(at, "sweep")) == 3
     assert any("run here" in c.value for c in at.caption), [c.value for c in at.caption]
+    # a scheduler comes up there (still without workers): asked again on request, the page says what it says now
+    late = LocalDask(tmp_path)
+    try:
+        late.start(port)
+        at.button(key="s_recheck").click().run()
+        assert any(f"the Dask scheduler at {address} has no workers" in e for e in texts(at, "error")), \
+            texts(at, "error")
+    finally:
+        late.stop()
 
 
 def test_the_page_sweeps_three_parameters_on_the_cluster(research_page, monkeypatch, dask_cluster):

@@ -468,6 +468,7 @@ def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
 
 # ---------------------------------------------------------------- sweeps on a Dask cluster, grids past two settings
 CLUSTER_TTL_S = 30.0  # how long the page trusts what it last heard from the scheduler (a check may take seconds)
+CLUSTER_DOWN_TTL_S = 300.0  # an unreachable one costs its whole timeout per check: asked again less often (or now)
 # a heat map cell folding other parameters shows their best value: the lowest for these, the highest otherwise
 LOWER_IS_BETTER = {"max_drawdown", "max_drawdown_duration_s", "stop_outs", "stop_out_rate", "flip_flops",
                    "flip_flop_rate", "llm_calls", "llm_spend"}
@@ -481,11 +482,17 @@ def sweep_where(settings: Settings) -> cluster.ClusterStatus | None:
     if not address:
         return None
     cached = st.session_state.get("_s_cluster")
-    if cached is not None and cached[0] == address and time.monotonic() - cached[1] < CLUSTER_TTL_S:
+    if cached is not None and cached[0] == address and \
+            time.monotonic() - cached[1] < (CLUSTER_DOWN_TTL_S if cached[2].error else CLUSTER_TTL_S):
         return cached[2]
     status = cluster.cluster_status(address, settings.dask_connect_timeout_s)
     st.session_state["_s_cluster"] = (address, time.monotonic(), status)
     return status
+
+
+def recheck_cluster() -> None:
+    """Forget what the scheduler last said: the next render asks it again."""
+    st.session_state.pop("_s_cluster", None)
 
 
 @contextlib.contextmanager
