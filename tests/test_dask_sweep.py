@@ -343,3 +343,23 @@ def test_the_page_sweeps_three_parameters_on_the_cluster(research_page, monkeypa
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any("by cutoff delta × risk_per_trade (the best value over mixer_cooldown_s)" in t for t in titles), \
         titles
+
+
+def test_a_scheduler_lost_mid_sweep_is_a_clear_error(tmp_path):
+    lone = LocalDask(tmp_path)  # its own scheduler: this test kills it
+    try:
+        lone.start()
+        lone.ensure_workers(1)
+        killed: list[float] = []
+
+        def kill_scheduler(done: int, total: int) -> None:
+            if not killed:
+                lone.scheduler.send_signal(signal.SIGKILL)
+                killed.append(time.monotonic())
+
+        with pytest.raises(ClusterError, match=f"lost the Dask scheduler at {lone.address} during the sweep"):
+            run_sweep(BASE, {"cutoff_delta": [-0.02, 0.0, 0.02]}, days=5, seed=7, start=DAY, cluster=lone.address,
+                      connect_timeout_s=2.0, progress=kill_scheduler)
+        assert killed and time.monotonic() - killed[0] < 2.0 + 8.0  # the client's reconnect attempts, then the error
+    finally:
+        lone.stop()

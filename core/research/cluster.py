@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -159,6 +160,9 @@ def run_cells(address: str, jobs: list[CellJob], *, feed: MarketFeed | None, tim
                     done, _ = wait(list(pending), timeout=HEARTBEAT_S, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 done = set()
+            except CancelledError:  # the client gave up on a scheduler that went away: it cancels every future
+                raise ClusterError(f"lost the Dask scheduler at {address} during the sweep "
+                                   f"({len(out)}/{len(jobs)} cells done)") from None
             for f in done:
                 i = futures[f]
                 try:
@@ -166,6 +170,9 @@ def run_cells(address: str, jobs: list[CellJob], *, feed: MarketFeed | None, tim
                 except KilledWorker as e:
                     raise ClusterError(f"a sweep cell ({_cell_text(jobs[i].cell)}) was on every worker that died "
                                        f"under it ({e}); the sweep stops") from None
+                except CancelledError:
+                    raise ClusterError(f"lost the Dask scheduler at {address} during the sweep "
+                                       f"({len(out)}/{len(jobs)} cells done)") from None
                 pending.discard(f)
                 f.release()  # fetched: the scheduler must not recompute it if its worker dies now
                 if row is None:  # the cell saw the sweep's cancel event: only a cancel sets it
