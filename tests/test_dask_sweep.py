@@ -23,7 +23,7 @@ import streamlit as st
 from core.config import load_settings
 from core.research.__main__ import main as cli
 from core.research.cluster import ClusterError, cluster_status
-from core.research.replay import grid_cells, parse_sweep, run_sweep
+from core.research.replay import SweepClock, grid_cells, parse_sweep, run_sweep
 from core.runtime import stop_all
 from core.universe import DEFAULT_UNIVERSE
 from core.venues.sim.bar_files import ReplayMarket
@@ -222,6 +222,17 @@ def test_cells_a_settings_rule_refuses_are_reported_not_run(dask_cluster, capsys
 def test_a_grid_every_cell_of_which_is_refused_is_an_error():
     with pytest.raises(ValueError, match=r"every cell of the grid is refused .*MAX_CONCURRENT_RISK=0.02"):
         run_sweep(BASE, {"risk_per_trade": [0.03, 0.05], "max_concurrent_risk": [0.02]}, days=1, seed=7, start=DAY)
+
+
+def test_progress_says_cells_elapsed_and_time_left_at_the_pace_so_far():
+    now = [100.0]
+    clock = SweepClock(now=lambda: now[0])
+    assert clock.text(0, 10) == "0/10 cells, under 1 s elapsed, time left: estimating"
+    now[0] = 120.0
+    assert clock.text(4, 10) == "4/10 cells, 20 s elapsed, about 30 s left"
+    now[0] = 100.0 + 3 * 3600
+    assert clock.text(9, 10) == "9/10 cells, 3 h 00 min elapsed, about 20 min 00 s left"
+    assert clock.text(10, 10) == "10/10 cells, 3 h 00 min elapsed, done"
 
 
 def test_the_grid_takes_any_numeric_setting_and_refuses_bad_ones():

@@ -88,14 +88,14 @@ def where_text(cluster: str | None, workers: int) -> str:
     return f"Dask cluster {cluster}" if cluster else f"here, {workers} process{'es' if workers != 1 else ''}"
 
 
-def cli_progress(label: str) -> Callable[[int, int], None]:
+def cli_progress(label: str, unit: str = "cells") -> Callable[[int, int], None]:
     """Sweep progress on stderr, one line per finished cell: done / total, elapsed, estimated time left."""
     clock, last = SweepClock(), [-1]
 
     def progress(done: int, total: int) -> None:
         if done != last[0]:  # called every heartbeat too: print when a cell ends (and once at the start)
             last[0] = done
-            print(f"{label}: {clock.text(done, total)}", file=sys.stderr, flush=True)
+            print(f"{label}: {clock.text(done, total, unit)}", file=sys.stderr, flush=True)
 
     return progress
 
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
             wf = walk_forward(overrides, grid, sessions=sessions,
                               seed=args.seed, market=market, folds=args.walk_forward, in_sample=args.in_sample,
                               metric=args.metric, workers=args.workers, today=today, cluster=cluster,
-                              progress=cli_progress(f"walk-forward ({where_text(cluster, args.workers)})"))
+                              progress=cli_progress(f"walk-forward ({where_text(cluster, args.workers)})",
+                                                    "steps (cells and out-of-sample replays)"))
             saved = save_other(settings, args.save, "walk_forward", source, sessions, {"grid": grid, **overrides},
                                wf["folds"][-1]["out_of_sample"]["metrics"] if wf["folds"] else {}, wf)
             print(json.dumps({**wf, "decisions": SUMMARY, **saved}, sort_keys=True, default=str))

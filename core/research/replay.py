@@ -499,7 +499,7 @@ class SweepClock:
         self.now = now
         self.t0 = now()
 
-    def text(self, done: int, total: int) -> str:
+    def text(self, done: int, total: int, unit: str = "cells") -> str:
         elapsed = self.now() - self.t0
         left = total - done
         if left <= 0:
@@ -509,7 +509,7 @@ class SweepClock:
         else:
             left_s = elapsed / done * left
             eta = "under 1 s left" if left_s < 1 else f"about {_duration(left_s)} left"
-        return f"{done}/{total} cells, {_duration(elapsed)} elapsed, {eta}"
+        return f"{done}/{total} {unit}, {_duration(elapsed)} elapsed, {eta}"
 
 
 def _duration(s: float) -> str:
