@@ -568,4 +568,5 @@ def show_refused(refused: list[dict[str, Any]], *, key: str) -> None:
         return
     st.warning(f"{len(refused)} cell{'s' if len(refused) != 1 else ''} refused by a settings rule (not run): "
                f"{refused[0]['refused']}" + (" …" if len({r['refused'] for r in refused}) > 1 else ""))
-    st.dataframe(pd.DataFrame(refused), hide_index=True, key=f"{key}_refused")
+    with st.expander(f"The refused cell{'s' if len(refused) != 1 else ''}"):
+        st.dataframe(pd.DataFrame(refused), hide_index=True, key=f"{key}_refused")
