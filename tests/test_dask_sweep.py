@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import distributed  # pinned in requirements.txt: a missing install fails here, it is not skipped
 import pytest
 import streamlit as st
 
@@ -29,8 +30,6 @@ from core.universe import DEFAULT_UNIVERSE
 from core.venues.sim.bar_files import ReplayMarket
 from core.venues.sim.synthetic import SyntheticMarket
 from tests.test_research_page import click, frame, set_range, start_app, texts
-
-distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2025, 3, 3)  # a Monday in the past
@@ -242,7 +241,7 @@ def test_the_grid_takes_any_numeric_setting_and_refuses_bad_ones():
                  "tier_a_interval_s": [30, 60], "basket_neg_ratio": [0.5, 0.6]}
     assert all(type(v) is int for v in g["tier_a_interval_s"] + g["mixer_cooldown_s"])
     assert len(grid_cells(g)) == 3 * 2 * 2 * 2 * 2
-    for bad, words in ((["cooldown=60.5"], "mixer_cooldown_s='60.5'"), (["stop_loss_pct=0,0.01"], "greater than 0"),
+    for bad, words in ((["cooldown=60.5"], "MIXER_COOLDOWN_S='60.5'"), (["stop_loss_pct=0,0.01"], "greater than 0"),
                        (["tier_a_tickers=1"], "not a numeric setting"), (["colour=1"], "not a setting"),
                        (["seed=1,2"], "one sweep per seed"), (["cooldown=60,60"], "given twice"),
                        (["delta=0", "cutoff_delta=0.01"], "already swept"),

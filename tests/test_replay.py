@@ -138,7 +138,7 @@ def test_sweep_cli_prints_the_grid_as_json():
                          capture_output=True, text=True, timeout=300, check=True)
     d = json.loads(out.stdout)
     assert d["params"] == ["cutoff_delta", "mixer_cooldown_s"]
-    assert [(r["cutoff_delta"], r["mixer_cooldown_s"]) for r in d["grid"]] == [(-0.05, "120"), (0.0, "120")]
+    assert [(r["cutoff_delta"], r["mixer_cooldown_s"]) for r in d["grid"]] == [(-0.05, 120), (0.0, 120)]
     # each cell is the same replay the plain CLI runs
     single = subprocess.run([sys.executable, "-m", "core.research", "--days", "1", "--seed", "3", "--auto", "--json",
                              "--set", "CUTOFF_DELTA=-0.05", "--set", "MIXER_COOLDOWN_S=120"],

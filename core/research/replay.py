@@ -316,9 +316,9 @@ def sweep_value(name: str, value: Any) -> int | float:
     try:
         out = TypeAdapter(Annotated[(field.annotation, *field.metadata)]).validate_python(value)
     except ValidationError as e:
-        raise ValueError(f"--sweep {name}={value!r}: {e.errors()[0]['msg']}") from None
+        raise ValueError(f"--sweep {name.upper()}={value!r}: {e.errors()[0]['msg']}") from None
     if isinstance(out, float) and not math.isfinite(out):
-        raise ValueError(f"--sweep {name}={value!r}: not a finite number")
+        raise ValueError(f"--sweep {name.upper()}={value!r}: not a finite number")
     return out
 
 
