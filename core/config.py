@@ -1,6 +1,6 @@
-"""Settings (SPEC 14) and the live parameters a trader changes at run time.
+"""Settings (rules §14) and the live parameters a trader changes at run time.
 
-Every number of SPEC.md is a setting with the spec's default. Values come from
+Every number of docs/rules.md is a setting with its default. Values come from
 the environment, then ``.env``. Parsing is strict: the old bot crash-looped on
 ``TIER_A_TOKENS="6  # Tier A"``; here such a value stops start-up with one line
 naming the variable and the value.
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     profile: Literal["default", "relaxed"] = "default"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # --- universe (SPEC 2) ---
+    # --- universe (rules §2) ---
     tier_a_tickers: str = "NVDA,TSLA,AAPL"
     tier_b_tickers: str = "MSFT,AMZN,META"
     bench_tickers: str = "GOOGL,AMD,AVGO"
@@ -62,14 +62,14 @@ class Settings(BaseSettings):
     tier_a_interval_s: int = Field(30, ge=1, le=3600)
     tier_b_interval_s: int = Field(60, ge=1, le=3600)
 
-    # --- rate limiting (SPEC 5) ---
+    # --- rate limiting (rules §5) ---
     tier_a_tokens: int = Field(6, ge=0, le=10_000)
     tier_b_tokens: int = Field(3, ge=0, le=10_000)
     reserve_tokens: int = Field(1, ge=0, le=10_000)
     reserve_borrow_window_s: int = Field(10, ge=0, le=59)
     reserve_fallback: bool = True
 
-    # --- gates (SPEC 4) ---
+    # --- gates (rules §4) ---
     cutoff_delta: float = Field(0.0, ge=-0.5, le=0.5)
     cutoff_open: float = Field(0.35, gt=0, lt=1)
     cutoff_midday: float = Field(0.28, gt=0, lt=1)
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     bench_daily_cap: int = Field(10, ge=0)
     cap_idempotency_s: int = Field(90, ge=1)
 
-    # --- baskets (SPEC 8) ---
+    # --- baskets (rules §8) ---
     basket_min_signals: int = Field(3, ge=1)
     basket_neg_ratio: float = Field(0.6, gt=0, le=1)
     basket_mean_score: float = Field(-0.12, ge=-1, le=0)
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     basket_signal_max_age_s: int = Field(300, ge=1)
     etf_lock_s: int = Field(90, ge=0)
 
-    # --- risk (SPEC 7) ---
+    # --- risk (rules §7) ---
     risk_per_trade: float = Field(0.005, gt=0, le=1)
     max_concurrent_risk: float = Field(0.02, gt=0, le=1)
     daily_loss_limit: float = Field(0.02, gt=0, le=1)
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # opened: suppressed as risk_size_too_small instead of buying a token amount with the exposure left over
     min_position_fraction: float = Field(0.25, ge=0, le=1)
 
-    # --- execution (SPEC 9) ---
+    # --- execution (rules §9) ---
     intent_ttl_s: int = Field(120, ge=1)
     stop_check_interval_s: int = Field(300, ge=1)
     sim_start_cash: float = Field(100_000.0, gt=0)
@@ -117,11 +117,11 @@ class Settings(BaseSettings):
     # session). Unset: the session before today's date. Tests and demos fix it so a run never depends on the day.
     sim_start: date | None = None
 
-    # --- app runtime (SPEC 12, 13) ---
+    # --- app runtime (rules §12, 13) ---
     engine_jobs: bool = True  # 0: no background scheduler (tests tick the engine themselves)
     ui_refresh_s: float = Field(2.0, ge=0.5, le=60)
 
-    # --- LLM and events (SPEC 6) ---
+    # --- LLM and events (rules §6) ---
     llm_enabled: bool = False
     llm_min_signal_score: float = Field(0.7, ge=0, le=1)
     llm_daily_limit: int = Field(120, ge=0)
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     slack_timeout_s: float = Field(3.0, gt=0, le=60)
     slack_retries: int = Field(3, ge=0, le=10)
 
-    # --- profiles and protections (SPEC 10; core/rules/protections.py) ---
+    # --- profiles and protections (rules §10; core/rules/protections.py) ---
     relaxed_sessions: int = Field(2, ge=1, le=100)
     protection_cutoff_step: float = Field(0.01, gt=0, le=0.5)  # how far one firing moves the delta toward 0
     protection_llm_surge_per_hour: float = Field(30.0, gt=0)
@@ -166,7 +166,7 @@ class Settings(BaseSettings):
     protection_drawdown_pause_s: int = Field(7200, ge=60)
     protection_symbol_cooldown_s: int = Field(900, ge=0)  # no re-entry into a symbol this soon after a loss
 
-    # --- KPIs and the paper evaluation (SPEC 11; core/research/kpi.py, core/research/evaluation.py) ---
+    # --- KPIs and the paper evaluation (rules §11; core/research/kpi.py, core/research/evaluation.py) ---
     kpi_horizon_s: int = Field(1800, ge=60, le=86_400)  # MAE/MFE of an actionable signal over this long
     kpi_strong_margin: float = Field(0.2, ge=0, le=1)  # strong signal: |score| >= cutoff + this
     # the log's plan: 2 relaxed sessions, then 3 default ones; all passing sessions early -> cut over sooner

@@ -1,4 +1,4 @@
-"""One engine per process, driven by an APScheduler 3.x ``BackgroundScheduler`` (SPEC 12).
+"""One engine per process, driven by an APScheduler 3.x ``BackgroundScheduler`` (rules §12).
 
 ``Runtime`` owns the database file lock, the ``Engine``, the market clock and
 the jobs. ``app.py`` creates exactly one per server process; a headless worker

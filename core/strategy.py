@@ -1,4 +1,4 @@
-"""Scoring strategies (SPEC 3).
+"""Scoring strategies (rules §3).
 
 A strategy turns 1-minute bars into a score in [-1, 1] (sign = direction,
 size = conviction) and a ``vol_spike`` in [0, 1] per symbol and bar. It must be

@@ -1,4 +1,4 @@
-"""Tiers, baskets, inverse ETFs and conflicting holdings (SPEC 2).
+"""Tiers, baskets, inverse ETFs and conflicting holdings (rules §2).
 
 All of it is configuration (``Settings``); this module turns it into a lookup
 object so the engine never hard-codes a ticker.

@@ -1,4 +1,4 @@
-"""KPIs (SPEC 11): any window on demand, by tier and basket; the hourly snapshots; the paper-evaluation verdict."""
+"""KPIs (rules §11): any window on demand, by tier and basket; the hourly snapshots; the paper-evaluation verdict."""
 
 import streamlit as st
 

@@ -1,4 +1,4 @@
-"""Helpers for the rule-boundary tests (SPEC 4, 7, 8).
+"""Helpers for the rule-boundary tests (rules §4, 7, 8).
 
 Every boundary test drives ``Engine.tick`` and reads back what the engine wrote: the decision log
 (``signals``), the ``intents`` and ``basket_state``. Holdings are put at the (simulated) broker, where the

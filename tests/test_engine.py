@@ -271,7 +271,7 @@ def test_crash_around_submit_then_restart_sends_the_order_exactly_once(tmp_path,
 
 
 def test_a_holding_the_feed_does_not_carry_does_not_stop_the_tick():
-    # TQQQ (a conflicting holding of SPEC 8) has no bars here: the stop check used to raise KeyError every tick
+    # TQQQ (a conflicting holding of rules §8) has no bars here: the stop check used to raise KeyError every tick
     bars = flat_bars([DAY], prices={"SQQQ": 20.0})
     e = make_engine(bars, ScriptedStrategy(only(MEGA, -0.2)))
     e.store.execute("INSERT INTO sim_positions(symbol, qty, avg_price) VALUES ('TQQQ', 10, 60)")

@@ -1,4 +1,4 @@
-"""KPIs (SPEC 11) on hand-made database rows: every expected figure below is worked out by hand."""
+"""KPIs (rules §11) on hand-made database rows: every expected figure below is worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The LLM gate (SPEC 6) with the real ``openai`` client against an OpenAI-compatible server on 127.0.0.1."""
+"""The LLM gate (rules §6) with the real ``openai`` client against an OpenAI-compatible server on 127.0.0.1."""
 
 from __future__ import annotations
 

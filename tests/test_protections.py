@@ -1,4 +1,4 @@
-"""Protections (SPEC 10) through Engine.tick with scripted scores, and the KPI helpers on hand-made fixtures."""
+"""Protections (rules §10) through Engine.tick with scripted scores, and the KPI helpers on hand-made fixtures."""
 
 from __future__ import annotations
 

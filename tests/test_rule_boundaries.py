@@ -1,10 +1,10 @@
-"""SPEC 4, signal gates: each gate on both sides of its threshold through ``Engine.tick``.
+"""rules §4, signal gates: each gate on both sides of its threshold through ``Engine.tick``.
 
 Every other gate is comfortably met: a fresh engine, a flat market at $100, no position. A positive score
 that passes everything becomes a long intent; a negative one becomes basket evidence (no intent), which keeps
 repeated signals free of the ``intent_pending`` check. The Tier A ticker NVDA is processed every 30 s
-(every 28 s with the scheduler's jitter). See tests/test_rule_boundaries_baskets.py (SPEC 8) and
-tests/test_rule_boundaries_risk.py (SPEC 7).
+(every 28 s with the scheduler's jitter). See tests/test_rule_boundaries_baskets.py (rules §8) and
+tests/test_rule_boundaries_risk.py (rules §7).
 """
 
 from __future__ import annotations

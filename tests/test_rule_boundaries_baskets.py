@@ -1,4 +1,4 @@
-"""SPEC 8, basket router: each rule on both sides of its threshold, every other rule comfortably met.
+"""rules §8, basket router: each rule on both sides of its threshold, every other rule comfortably met.
 
 MEGATECH has six members; without a filing or a volume spike GOOGL (Bench) never reports, so five report.
 A member whose score is NaN has no usable score and does not report. Member scores below the stock cutoff

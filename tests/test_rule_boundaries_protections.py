@@ -1,4 +1,4 @@
-"""SPEC 10, protections: every rule's minimum sample on both sides, every other condition comfortably met.
+"""rules §10, protections: every rule's minimum sample on both sides, every other condition comfortably met.
 
 One sample short of its minimum (``Condition.min_sample`` in the rule's data) a rule does not fire however bad
 the figure looks; at the minimum it fires. The rows a rule reads are written straight into the engine's tables

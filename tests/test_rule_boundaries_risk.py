@@ -1,4 +1,4 @@
-"""SPEC 7, risk limits and sizing: each limit on both sides, every other limit comfortably met.
+"""rules §7, risk limits and sizing: each limit on both sides, every other limit comfortably met.
 
 First through ``Engine.tick`` (a positive NVDA signal at $100 asks for a long entry; the decision row and the
 intent's size show what the risk manager said), then on the public functions the spec names

@@ -1,4 +1,4 @@
-"""The one decision chain: from a due ticker to a decision row and, when every gate passes, an intent (SPEC 4, 7).
+"""The one decision chain: from a due ticker to a decision row and, when every gate passes, an intent (rules §4, 7).
 
     token bucket -> observation -> LLM request -> mixed score -> cutoff -> (Redis stream) ->
     exit on a strong negative signal | mixer cooldown -> direction lock -> pause, protections, symbol
@@ -124,7 +124,7 @@ class DecisionChain:
 
     def _event_for(self, sym: str, obs: Any, spike: float, now: datetime) -> LLMEvent | None:
         """The event that makes an LLM call possible for ``sym`` now: a fresh unprocessed filing, else a
-        volume/volatility spike on the last bar (SPEC 6). A filing is marked processed here, once."""
+        volume/volatility spike on the last bar (rules §6). A filing is marked processed here, once."""
         row = self.store.one(
             "SELECT id, form FROM events WHERE symbol=? AND kind='filing' AND processed_at IS NULL AND created_at > ? "
             "ORDER BY created_at LIMIT 1", (sym, iso(now - timedelta(seconds=self.s.event_ttl_s))))
@@ -181,7 +181,7 @@ class DecisionChain:
 
     def _decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,
                        state: AccountState | None, rep: TickReport) -> None:
-        """The gates after the cutoff, and the intent they allow (SPEC 4, 7). ``state``: None for this tick's
+        """The gates after the cutoff, and the intent they allow (rules §4, 7). ``state``: None for this tick's
         account (built only when a ticker gets past the cutoff)."""
 
         def suppress(reason: str) -> None:

@@ -1,4 +1,4 @@
-"""Order intents, the approval queue and idempotent submission (SPEC 9).
+"""Order intents, the approval queue and idempotent submission (rules §9).
 
 An intent is written (and committed) before anything is sent. Its
 ``client_order_id`` is derived from the intent id alone, so a retry, a restart

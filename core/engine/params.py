@@ -110,7 +110,7 @@ class LiveParameters:
         return True
 
     def _expire_profile(self, now: datetime) -> None:
-        """A relaxed profile reverts by itself at the first session boundary after its N sessions (SPEC 10)."""
+        """A relaxed profile reverts by itself at the first session boundary after its N sessions (rules §10)."""
         if self.params.profile != "relaxed" or not self.params.profile_sessions_left:
             return
         since = self.store.scalar("SELECT ts FROM param_audit WHERE name='profile' AND new=? ORDER BY id DESC LIMIT 1",

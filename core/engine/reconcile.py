@@ -1,4 +1,4 @@
-"""Reconciliation (SPEC 9): before the first trade after a start, the broker is adopted as truth.
+"""Reconciliation (rules §9): before the first trade after a start, the broker is adopted as truth.
 
 Bench events seen but not processed come back from the key store; orders whose submission got no answer are found
 or resent; intents saved just before a crash are sent (auto mode); the fills that produced are taken in; unknown open
@@ -35,7 +35,7 @@ class Reconciliation:
     _reconciled: bool
 
     def reconcile(self, now: datetime) -> list[str]:
-        """Adopt the broker as truth before the first trade (SPEC 9); returns what was changed."""
+        """Adopt the broker as truth before the first trade (rules §9); returns what was changed."""
         notes: list[str] = []
         if isinstance(self.kv, SqliteKV):  # bench events seen but not yet processed before the stop
             for key, value in self.kv.keys("event:", now).items():

@@ -1,4 +1,4 @@
-"""Basket routing (SPEC 8): individual stocks are evidence, short exposure is a basket trade.
+"""Basket routing (rules §8): individual stocks are evidence, short exposure is a basket trade.
 
 ``BasketRouter`` (``core.rules.baskets``) says whether a basket fires from its members' latest scores; this module
 checks what may still block the inverse ETF's entry (pause, protections, holdings, conflicts, a pending intent,

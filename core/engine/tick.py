@@ -112,7 +112,7 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
         self.stream = stream  # Redis ``signals.raw`` (issue 8); None: decide in-process
         self._published: list[dict[str, Any]] = []  # this tick's messages, until read back
         self.risk = RiskManager(settings)
-        # SPEC 6: the gate reads the live LLM_MIN_SIGNAL_SCORE (0.7; relaxed 0.6; rollback 0.65)
+        # rules §6: the gate reads the live LLM_MIN_SIGNAL_SCORE (0.7; relaxed 0.6; rollback 0.65)
         self.llm = LLMGate(settings, store, lambda: self.params.llm_min_signal_score) if settings.llm_enabled else None
         self.baskets = BasketRouter(self.universe, settings, store)
         self.lock = threading.RLock()

@@ -1,4 +1,4 @@
-"""KPIs (SPEC 11) computed from SQLite rows, over any window, with a breakdown by tier and by basket.
+"""KPIs (rules §11) computed from SQLite rows, over any window, with a breakdown by tier and by basket.
 
 Signals: generated vs suppressed by reason, strong-signal rate (|score| >= cutoff + 0.2), flip-flops (sign
 reversals of one symbol's actionable signals inside 10 minutes), MAE/MFE of actionable signals over a horizon
@@ -199,7 +199,7 @@ def equity_kpis(store: Store, start: datetime | None = None,
 def compute_kpis(store: Store, start: datetime, end: datetime, *, tiers: Mapping[str, str] | None = None,
                  baskets: Mapping[str, tuple[str, ...]] | None = None, horizon_s: int = DEFAULT_HORIZON_S,
                  strong_margin: float = STRONG_MARGIN) -> dict[str, Any]:
-    """Every SPEC 11 KPI over (start, end], overall and broken down by tier and by basket.
+    """Every rules §11 KPI over (start, end], overall and broken down by tier and by basket.
 
     ``tiers``: symbol -> tier for trades (signal rows carry their own tier). ``baskets``: basket name ->
     its member symbols plus its inverse ETF (the basket's own trades)."""

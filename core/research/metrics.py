@@ -1,4 +1,4 @@
-"""Research metrics of a run (SPEC 11, issue 5), computed from what the engine stored.
+"""Research metrics of a run (rules §11, issue 5), computed from what the engine stored.
 
 Definitions (all documented here so a number on screen can be checked by hand):
 * total return = last equity / first equity - 1; CAGR = (1 + total return) ** (252 / sessions) - 1.

@@ -1,4 +1,4 @@
-"""Replay history through the one Engine with a simulated clock (SPEC 1).
+"""Replay history through the one Engine with a simulated clock (rules §1).
 
 ``run_replay`` drives ``Engine.tick`` every 30 s of each regular session, from
 the open to the close, over synthetic bars (by seed) or bars from a file. It

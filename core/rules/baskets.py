@@ -1,4 +1,4 @@
-"""Basket router (SPEC 8): individual stocks are evidence, short exposure is a basket trade.
+"""Basket router (rules §8): individual stocks are evidence, short exposure is a basket trade.
 
 A basket asks for its inverse ETF only when, over its members' latest scores
 (no older than ``basket_signal_max_age_s``): at least ``min_signals`` members

@@ -1,4 +1,4 @@
-"""Signal gates (SPEC 4), in order. Each returns None to pass or a reason string.
+"""Signal gates (rules §4), in order. Each returns None to pass or a reason string.
 
 Order: market session -> dynamic cutoff -> mixer cooldown -> direction lock ->
 risk feasibility (core.rules.risk) -> RTH daily cap. The cap counts only signals that

@@ -1,4 +1,4 @@
-"""Protections (SPEC 10): rollback rules that run themselves, as data.
+"""Protections (rules §10): rollback rules that run themselves, as data.
 
 Each rule has a look-back window, a condition over figures computed from SQLite for that window, an
 action (parameter changes that only ever tighten, and/or a pause of new entries) and a cool-off: a
@@ -24,7 +24,7 @@ from core.research import kpi
 from core.state.store import Store, iso
 
 SYMBOL_COOLDOWN = "symbol_cooldown"  # suppression reason: re-entry too soon after a losing exit
-DAILY_LOSS = "daily_loss"  # the risk manager's daily-loss halt (SPEC 7), shown as a protection
+DAILY_LOSS = "daily_loss"  # the risk manager's daily-loss halt (rules §7), shown as a protection
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 

@@ -1,4 +1,4 @@
-"""Token buckets for external market-data calls (SPEC 5).
+"""Token buckets for external market-data calls (rules §5).
 
 10 calls a minute split by tier: A 6, B 3, Reserve 1. Buckets refill at each
 calendar minute (a fixed window, as the old Redis keys did), so a minute never

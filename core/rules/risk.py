@@ -1,4 +1,4 @@
-"""Risk manager (SPEC 7): sizing, feasibility, approval re-checks, summary, Kelly.
+"""Risk manager (rules §7): sizing, feasibility, approval re-checks, summary, Kelly.
 
 Sizing: qty = (risk_per_trade x equity) / (entry x stop_loss_pct), then capped so
 one position is at most max_exposure x equity / min_slots ($10,000 -> $2,667),
@@ -19,7 +19,7 @@ from typing import Any
 from core.config import Settings
 
 _EPS = 1e-9
-DAILY_LOSS_REASON = "risk_daily_loss"  # the suppression reason of the daily-loss halt (SPEC 7)
+DAILY_LOSS_REASON = "risk_daily_loss"  # the suppression reason of the daily-loss halt (rules §7)
 MAX_POSITIONS_REASON = "risk_max_positions"
 SIZE_TOO_SMALL_REASON = "risk_size_too_small"
 

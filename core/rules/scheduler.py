@@ -1,4 +1,4 @@
-"""Which tickers to process now (SPEC 2, 5): tier cadence plus token buckets."""
+"""Which tickers to process now (rules §2, 5): tier cadence plus token buckets."""
 
 from __future__ import annotations
 

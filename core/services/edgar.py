@@ -1,4 +1,4 @@
-"""SEC EDGAR filings: the submissions API client, its parser and the poller that fills ``events`` (SPEC 6).
+"""SEC EDGAR filings: the submissions API client, its parser and the poller that fills ``events`` (rules §6).
 
 SEC's fair-access rules: every request names a person and an email in its User-Agent, asks for
 gzip/deflate, and the client makes at most 10 requests a second. A filing is one ``events`` row keyed

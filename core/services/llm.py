@@ -1,4 +1,4 @@
-"""The LLM gate (SPEC 6): who may call the model, the call itself, and what its answer may change.
+"""The LLM gate (rules §6): who may call the model, the call itself, and what its answer may change.
 
 The gate is cheap and runs inside the tick: ``should_call_llm_for_event`` decides, ``request`` queues an
 allowed call as an ``llm_calls`` row (status ``queued``) so the daily limit and the cache count it at once.
@@ -106,7 +106,7 @@ def blend(technical: float, sentiment: float, confidence: float, weight: float) 
 
 
 class LLMGate:
-    """SPEC 6 gate over the ``llm_calls`` table; ``min_score`` reads the live parameter (0.7 / 0.6 / 0.65)."""
+    """rules §6 gate over the ``llm_calls`` table; ``min_score`` reads the live parameter (0.7 / 0.6 / 0.65)."""
 
     def __init__(self, settings: Settings, store: Store, min_score: Callable[[], float],
                  client_factory: Callable[[], Any] | None = None) -> None:
@@ -131,7 +131,7 @@ class LLMGate:
 
     def should_call_llm_for_event(self, event: LLMEvent | None, score: float, vol_spike: float,
                                   now: datetime) -> tuple[bool, str]:
-        """SPEC 6, in order: an event (filing, or vol_spike >= 0.7), |score| >= LLM_MIN_SIGNAL_SCORE, not asked
+        """rules §6, in order: an event (filing, or vol_spike >= 0.7), |score| >= LLM_MIN_SIGNAL_SCORE, not asked
         about this (ticker, event) in the last 30 min, under the daily limit (New York date), within budget."""
         if event is None or (event.kind == "spike" and vol_spike < self.s.vol_spike_event):
             return False, "no_event"

@@ -1,4 +1,4 @@
-"""Token buckets shared through Redis (SPEC 5; issue 8).
+"""Token buckets shared through Redis (rules §5; issue 8).
 
 Same interface and semantics as ``LocalTokenBuckets`` (fixed calendar-minute windows, A 6 / B 3 / Reserve 1,
 Bench draws from Reserve, tier A borrows a Reserve token only in the first ``borrow_window_s`` seconds of a

@@ -1,4 +1,4 @@
-"""One Redis connection with a fallback switch (SPEC 1, 5; issue 8).
+"""One Redis connection with a fallback switch (rules §1, 5; issue 8).
 
 Every Redis-backed component calls ``link.run(redis_op, local_op)``. While Redis answers, the Redis
 operation runs; a connection error or timeout logs once, marks the link down and runs the local operation

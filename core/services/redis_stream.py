@@ -1,4 +1,4 @@
-"""The signal stream ``signals.raw`` on Redis Streams (SPEC 1; issue 8).
+"""The signal stream ``signals.raw`` on Redis Streams (rules §1; issue 8).
 
 With ``REDIS_URL`` set, each scored observation is published to ``signals.raw`` and decided by a member of
 a consumer group (``REDIS_GROUP``, one per account engine; each process is a consumer). A message is

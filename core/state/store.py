@@ -76,12 +76,12 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
     "heartbeat": ({"name": str, "ts": str, "info": str}, "name", []),
     "kpi_snapshots": ({"ts": str, "json": str}, "ts", []),
     "notifications": ({"id": int, "ts": str, "level": str, "text": str}, "id", [("ts",)]),
-    # EDGAR filings and volume-spike events (SPEC 6): one row per event id, never processed twice
+    # EDGAR filings and volume-spike events (rules §6): one row per event id, never processed twice
     "events": (
         {"id": str, "symbol": str, "kind": str, "form": str, "filed_at": str, "title": str, "url": str, "text": str,
          "created_at": str, "processed_at": str},
         "id", [("symbol",), ("created_at",)]),
-    # every LLM request the gate let through or refused on budget/limit, with its outcome (SPEC 6)
+    # every LLM request the gate let through or refused on budget/limit, with its outcome (rules §6)
     "llm_calls": (
         {"id": int, "ts": str, "day": str, "month": str, "symbol": str, "event_id": str, "kind": str,
          "vol_spike": float, "score": float,

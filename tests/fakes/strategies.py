@@ -32,7 +32,7 @@ class BullishNvda:
 
 class BullishSpike(BullishNvda):
     """BullishNvda with a volume spike on every bar of its symbol: each new bar is an event the LLM gate
-    considers (SPEC 6), so a tick runs the gate's queries too."""
+    considers (rules §6), so a tick runs the gate's queries too."""
 
     name = "bullish_spike"
     spike = 0.8

@@ -1,4 +1,4 @@
-"""SPEC 9 / issue 9: kill -9 the engine at random points of a trading run, restart it, lose nothing, send nothing twice.
+"""rules §9: kill -9 the engine at random points of a trading run, restart it, lose nothing, send nothing twice.
 
 The broker must outlive the engine, so the Alpaca-shaped server runs here, in the test process, and the
 engine runs in a subprocess (tests/reliability/crash_driver.py: the real Runtime, Engine and AlpacaBroker
