@@ -40,12 +40,99 @@ def suppression_bar(counts: pd.DataFrame) -> go.Figure:
 
 
 def equity_line(curve: pd.DataFrame) -> go.Figure:
+    """Account equity in New York time with nights, weekends and holidays cut out (a flat line over a closed
+    market says nothing); the curve is what ``views.equity_curve_sampled`` returns, at most a few thousand points."""
     fig = go.Figure()
     if not curve.empty:
-        fig.add_trace(go.Scatter(x=curve["ts"], y=curve["equity"], mode="lines" if len(curve) > 30 else "lines+markers",
+        x = _ny_naive(curve["ts"])
+        fig.add_trace(go.Scatter(x=x, y=curve["equity"], mode="lines" if len(curve) > 30 else "lines+markers",
                                  name="equity", line={"color": "#1565c0"}))
-    fig.update_layout(title="Equity", height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        fig.update_xaxes(rangebreaks=session_rangebreaks(x.min(), x.max()))
+    fig.update_layout(title="Equity (New York time, market hours only)", height=300,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       yaxis={"title": "$", "automargin": True, "tickformat": ",.0f"}, xaxis={"automargin": True})
+    return fig
+
+
+def mae_mfe_scatter(trades: pd.DataFrame, title: str = "MAE vs MFE per trade") -> go.Figure:
+    """Each closed trade's worst (MAE, x) and best (MFE, y) excursion, winners green, losers red. Percent ticks
+    and automargins so no axis label is cut, whatever the values' length."""
+    fig = go.Figure()
+    if not trades.empty:
+        for won, name, colour in ((True, "winner", GREEN), (False, "loser", RED)):
+            t = trades[(trades["pnl"] > 0) == won]
+            if t.empty:
+                continue
+            fig.add_trace(go.Scatter(x=t["mae"], y=t["mfe"], mode="markers", name=name, text=t["symbol"],
+                                     marker={"color": colour, "size": 6, "opacity": 0.7},
+                                     hovertemplate="%{text}<br>MAE %{x:.2%}<br>MFE %{y:.2%}<extra></extra>"))
+    fig.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"title": "MAE (worst move)", "tickformat": ".1%", "automargin": True, "zeroline": True},
+                      yaxis={"title": "MFE (best move)", "tickformat": ".1%", "automargin": True, "zeroline": True},
+                      legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    return fig
+
+
+def price_chart(bars: pd.DataFrame, symbol: str, *, signals: pd.DataFrame | None = None,
+                fills: pd.DataFrame | None = None, line: pd.DataFrame | None = None,
+                subtitle: str = "") -> go.Figure:
+    """One ticker's 1-minute candles (``bars``: ts, open, high, low, close) in New York time, market hours only,
+    with the engine's actionable signals (``signals``: ts or bar_ts, score; a bullish one below its candle, a
+    bearish one above) and its fills (``fills``: ts, side, price, qty; at the fill price). Without bars, ``line``
+    (ts, price) draws the recorded prices instead."""
+    fig = go.Figure()
+    xs: list[pd.Series] = []
+    lo_hi: dict[Any, tuple[float, float]] = {}
+    if not bars.empty:
+        x = _ny_naive(bars["ts"])
+        xs.append(x)
+        fig.add_trace(go.Candlestick(x=x, open=bars["open"], high=bars["high"], low=bars["low"], close=bars["close"],
+                                     name=symbol, increasing_line_color=GREEN, decreasing_line_color=RED))
+        lo_hi = dict(zip(x, zip(bars["low"], bars["high"], strict=True), strict=True))
+    elif line is not None and not line.empty:
+        x = _ny_naive(line["ts"])
+        xs.append(x)
+        fig.add_trace(go.Scatter(x=x, y=line["price"], mode="lines", name=f"{symbol} (decision prices)",
+                                 line={"color": "#546e7a"}))
+    span = (bars["high"].max() - bars["low"].min()) if not bars.empty else 0.0
+    pad = max(span * 0.03, 0.0005 * float(bars["close"].iloc[-1])) if not bars.empty else 0.0
+    if signals is not None and not signals.empty:
+        when = signals["bar_ts"].fillna(signals["ts"]) if "bar_ts" in signals else signals["ts"]
+        x = _ny_naive(when).dt.floor("min")
+        xs.append(x)
+        for up in (True, False):
+            m = (signals["score"] > 0) == up
+            if not m.any():
+                continue
+            xm = x[m]
+            price = signals["price"][m].astype(float)
+            y = [(lo_hi[t][0] - pad if up else lo_hi[t][1] + pad) if t in lo_hi else p
+                 for t, p in zip(xm, price, strict=True)]
+            fig.add_trace(go.Scatter(
+                x=xm, y=y, mode="markers", name="bullish signal" if up else "bearish signal",
+                customdata=signals["score"][m], marker={"symbol": "triangle-up" if up else "triangle-down", "size": 11,
+                                                         "color": GREEN if up else RED,
+                                                         "line": {"color": "white", "width": 1}},
+                hovertemplate="signal %{customdata:+.3f}<br>%{x|%H:%M}<extra></extra>"))
+    if fills is not None and not fills.empty:
+        x = _ny_naive(fills["ts"])
+        xs.append(x)
+        for side, colour, sym in (("buy", "#1565c0", "circle"), ("sell", "#ef6c00", "x")):
+            m = fills["side"] == side
+            if not m.any():
+                continue
+            fig.add_trace(go.Scatter(
+                x=x[m], y=fills["price"][m], mode="markers", name=f"{side} fill", customdata=fills["qty"][m],
+                marker={"symbol": sym, "size": 10, "color": colour, "line": {"color": "#263238", "width": 1}},
+                hovertemplate=f"{side} %{{customdata:,.0f}} @ $%{{y:,.2f}}<br>%{{x|%H:%M}}<extra></extra>"))
+    title = f"{symbol} 1-minute bars (New York time)" + (f" · {subtitle}" if subtitle else "")
+    fig.update_layout(title=title, height=420, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      xaxis={"rangeslider": {"visible": False}, "automargin": True},
+                      yaxis={"title": "$", "automargin": True, "tickformat": ",.2f"},
+                      legend={"orientation": "h", "y": -0.12})
+    if xs:
+        allx = pd.concat(xs)
+        fig.update_xaxes(rangebreaks=session_rangebreaks(allx.min(), allx.max()))
     return fig
 
 

@@ -333,6 +333,9 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
             st.info("The two runs replayed different bars (their data fingerprints differ): each has its own "
                     "benchmark.")
     st.plotly_chart(charts.equity_overlay(curves), theme=None, key="r_equity")
+    from ui.prices import run_price_chart  # the candles of the newest opened run, with its fills
+
+    run_price_chart(opened[0])
     trades = opened[0].get("trades")
     if isinstance(trades, pd.DataFrame) and not trades.empty:
         st.caption(f"Trades of #{opened[0]['id']} ({len(trades)})")
