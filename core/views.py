@@ -589,19 +589,17 @@ def equity_curve_sampled(store: Store, max_points: int = MAX_CURVE_POINTS) -> pd
     if max_points < 4:
         raise ValueError(f"max_points must be >= 4, got {max_points}")
     n = int(store.scalar("SELECT COUNT(*) FROM equity") or 0)
-    if n <= max_points:
-        sql, params = "SELECT ts, equity FROM equity ORDER BY ts", ()
-    else:
-        buckets = (max_points - 2) // 2
-        sql = """
-            WITH b AS (SELECT ts, equity, (ROW_NUMBER() OVER (ORDER BY ts) - 1) * ? / ? AS k FROM equity)
-            SELECT ts, equity FROM (
-                SELECT ts, MIN(equity) AS equity FROM b GROUP BY k
-                UNION SELECT ts, MAX(equity) FROM b GROUP BY k
-                UNION SELECT * FROM (SELECT ts, equity FROM equity ORDER BY ts LIMIT 1)
-                UNION SELECT * FROM (SELECT ts, equity FROM equity ORDER BY ts DESC LIMIT 1))
-            ORDER BY ts"""
-        params = (buckets, n)
+    # one statement either way: with a bucket per snapshot (a short history) every snapshot is its bucket's min
+    buckets = n if n <= max_points else (max_points - 2) // 2
+    sql = """
+        WITH b AS (SELECT ts, equity, (ROW_NUMBER() OVER (ORDER BY ts) - 1) * ? / ? AS k FROM equity)
+        SELECT ts, equity FROM (
+            SELECT ts, MIN(equity) AS equity FROM b GROUP BY k
+            UNION SELECT ts, MAX(equity) FROM b GROUP BY k
+            UNION SELECT * FROM (SELECT ts, equity FROM equity ORDER BY ts LIMIT 1)
+            UNION SELECT * FROM (SELECT ts, equity FROM equity ORDER BY ts DESC LIMIT 1))
+        ORDER BY ts"""
+    params = (buckets, max(n, 1))
     df = frame(store, sql, params, local_times=False)
     if not df.empty:
         df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601").dt.tz_convert(NY)
