@@ -50,7 +50,8 @@ def equity_line(curve: pd.DataFrame) -> go.Figure:
         fig.update_xaxes(rangebreaks=session_rangebreaks(x.min(), x.max()))
     fig.update_layout(title="Equity (New York time, market hours only)", height=300,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      yaxis={"title": "$", "automargin": True, "tickformat": ",.0f"}, xaxis={"automargin": True})
+                      # the dollar sign on the ticks: a "$" axis title lands on the tick labels at this margin
+                      yaxis={"automargin": True, "tickformat": ",.0f", "tickprefix": "$"}, xaxis={"automargin": True})
     return fig
 
 
@@ -128,7 +129,7 @@ def price_chart(bars: pd.DataFrame, symbol: str, *, signals: pd.DataFrame | None
     title = f"{symbol} 1-minute bars (New York time)" + (f" · {subtitle}" if subtitle else "")
     fig.update_layout(title=title, height=420, margin={"l": 10, "r": 10, "t": 50, "b": 10},
                       xaxis={"rangeslider": {"visible": False}, "automargin": True},
-                      yaxis={"title": "$", "automargin": True, "tickformat": ",.2f"},
+                      yaxis={"automargin": True, "tickformat": ",.2f", "tickprefix": "$"},
                       legend={"orientation": "h", "y": -0.12})
     if xs:
         allx = pd.concat(xs)
@@ -233,7 +234,7 @@ def equity_overlay(curves: list[tuple[str, pd.DataFrame, str | None]]) -> go.Fig
         fig.add_trace(go.Scatter(x=x, y=df["equity"], mode="lines", name=label, line={"dash": dash}))
     fig.update_layout(title="Equity (New York time, market hours only)", height=340,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.15},
-                      yaxis={"automargin": True, "tickformat": ",.0f", "title": "$"})
+                      yaxis={"automargin": True, "tickformat": ",.0f", "tickprefix": "$"})
     if lo is not None:
         fig.update_xaxes(rangebreaks=session_rangebreaks(lo, hi), automargin=True)
     return fig
