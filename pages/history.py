@@ -19,16 +19,17 @@ st.title("Trade history")
 @st.fragment(run_every=ctx.settings.ui_refresh_s)
 def history() -> None:
     m = views.trade_summary(ctx.store)
-    c = st.columns(7)
-    c[5].metric("Orders", f"{views.row_count(ctx.store, 'orders'):,}")
-    c[6].metric("Open positions", ctx.store.scalar("SELECT COUNT(*) FROM positions WHERE qty > 0") or 0)
+    # two rows of four: a seventh of a 1280 px page holds about five digits, "100,000" or "-$1.67k" is cut
+    c = [*st.columns(4), *st.columns(4)]
     c[0].metric("Closed trades", f"{m['trades']:,}")
-    # a tile is about 9 characters wide at 1280 px: the short form, the exact figure on hover
+    # the short form ($1.67k), the exact figure on hover
     c[1].metric("Realised P&L", views.money_short(m["pnl_realized"]),
                 help=f"the closed trades' P&L: {views.money(m['pnl_realized'])}")
     c[2].metric("Win rate", views.percent(m["win_rate"]))
-    c[3].metric("Max drawdown", f"{m['max_drawdown']:.2%}")
-    c[4].metric("Profit factor", views.factor(m["profit_factor"]))
+    c[3].metric("Profit factor", views.factor(m["profit_factor"]))
+    c[4].metric("Max drawdown", f"{m['max_drawdown']:.2%}")
+    c[5].metric("Orders", f"{views.row_count(ctx.store, 'orders'):,}")
+    c[6].metric("Open positions", ctx.store.scalar("SELECT COUNT(*) FROM positions WHERE qty > 0") or 0)
     curve = views.equity_curve_sampled(ctx.store)
     st.plotly_chart(charts.equity_line(curve), theme=None, key="equity_chart")
     positions_panel(ctx)  # table, Close per position, Flatten all (ui/positions.py)

@@ -378,3 +378,14 @@ def test_no_point_is_lost_by_the_summary_when_every_trade_is_a_win(tmp_path):
     store = Store(tmp_path / "w.db", readonly=True)
     assert math.isinf(views.trade_summary(store)["profit_factor"])
     store.close()
+
+
+def test_sweep_heat_map_keeps_the_grids_order_and_values():
+    rows = [{"cutoff_delta": d, "mixer_cooldown_s": c, "sharpe": d * 10 + c / 1000}
+            for c in (300, 60, 180) for d in (0.02, -0.04, 0.0)]  # cells met in no particular order
+    pivot = pd.DataFrame(rows).pivot(index="mixer_cooldown_s", columns="cutoff_delta", values="sharpe")
+    fig = charts.sweep_heatmap(pivot, "sharpe")
+    assert tuple(fig.layout.yaxis.categoryarray) == ("60", "180", "300") and fig.layout.yaxis.autorange == "reversed"
+    assert tuple(fig.layout.xaxis.categoryarray) == ("-0.04", "+0.00", "+0.02")
+    z = fig.data[0].z
+    assert z[0][0] == pytest.approx(-0.04 * 10 + 0.06) and z[2][2] == pytest.approx(0.02 * 10 + 0.3)

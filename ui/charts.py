@@ -16,7 +16,8 @@ def gauge(title: str, value: float, limit: float, *, unit: str = "%", scale: flo
     v, lim = value * scale, limit * scale
     top = max(axis_max * scale if axis_max is not None else lim * 1.25, v * 1.05, 1e-9)
     fig = go.Figure(go.Indicator(
-        mode="gauge+number", value=round(v, 3), title={"text": title, "font": {"size": 15}},
+        # a long title in a fifth of a 1280 px page is wider than its gauge: a smaller font keeps it whole
+        mode="gauge+number", value=round(v, 3), title={"text": title, "font": {"size": 15 if len(title) <= 18 else 12}},
         number={"suffix": unit, "valueformat": ".2f" if unit == "%" else ".0f"},
         gauge={
             "axis": {"range": [0, top], "ticksuffix": unit if unit == "%" else ""},
@@ -26,7 +27,7 @@ def gauge(title: str, value: float, limit: float, *, unit: str = "%", scale: flo
             "threshold": {"line": {"color": RED, "width": 4}, "thickness": 0.85, "value": lim},
         },
     ))
-    fig.update_layout(height=220, margin={"l": 35, "r": 35, "t": 50, "b": 10})
+    fig.update_layout(height=220, margin={"l": 45, "r": 45, "t": 50, "b": 10})  # room for the end ticks ("100%")
     return fig
 
 
@@ -67,10 +68,12 @@ def mae_mfe_scatter(trades: pd.DataFrame, title: str = "MAE vs MFE per trade") -
             fig.add_trace(go.Scatter(x=t["mae"], y=t["mfe"], mode="markers", name=name, text=t["symbol"],
                                      marker={"color": colour, "size": 6, "opacity": 0.7},
                                      hovertemplate="%{text}<br>MAE %{x:.2%}<br>MFE %{y:.2%}<extra></extra>"))
-    fig.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    # the legend sits between the title and the plot (a taller top margin), never on the title
+    fig.update_layout(title={"text": title, "y": 0.97, "yanchor": "top"}, height=340,
+                      margin={"l": 10, "r": 10, "t": 80, "b": 10},
                       xaxis={"title": "MAE (worst move)", "tickformat": ".1%", "automargin": True, "zeroline": True},
                       yaxis={"title": "MFE (best move)", "tickformat": ".1%", "automargin": True, "zeroline": True},
-                      legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+                      legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"})
     return fig
 
 
@@ -242,11 +245,15 @@ def equity_overlay(curves: list[tuple[str, pd.DataFrame, str | None]]) -> go.Fig
 
 def sweep_heatmap(pivot: pd.DataFrame, metric: str) -> go.Figure:
     """A sweep's metric by cutoff delta (x) and cooldown (y), every cell labelled with its value."""
-    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=[f"{v:+.2f}" for v in pivot.columns],
-                               y=[str(v) for v in pivot.index], colorscale="RdYlGn", colorbar={"title": metric},
+    xs, ys = [f"{v:+.2f}" for v in pivot.columns], [str(v) for v in pivot.index]
+    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=xs, y=ys, colorscale="RdYlGn", colorbar={"title": metric},
                                text=pivot.round(4).to_numpy(), texttemplate="%{text}"))
+    # categories in the grid's own order (plotly otherwise orders them as it first meets them across traces),
+    # the smallest cooldown on top like the table below
     fig.update_layout(title=f"{metric} by cutoff delta × cooldown", height=380,
                       margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      xaxis={"title": "cutoff delta", "type": "category", "automargin": True},
-                      yaxis={"title": "cooldown (s)", "type": "category", "automargin": True})
+                      xaxis={"title": "cutoff delta", "type": "category", "automargin": True,
+                             "categoryorder": "array", "categoryarray": xs},
+                      yaxis={"title": "cooldown (s)", "type": "category", "automargin": True,
+                             "categoryorder": "array", "categoryarray": ys, "autorange": "reversed"})
     return fig

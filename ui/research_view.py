@@ -354,7 +354,7 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def manage_run(db_path: str, run: dict[str, Any]) -> None:
-    c = st.columns([3, 1, 1, 1, 1, 1])
+    c = st.columns([2.4, 1, 1, 1.3, 1.3, 1.2])  # "Trades CSV" whole at 1280 px
     new = c[0].text_input(f"Rename #{run['id']}", run["name"], key=f"r_rename_{run['id']}", max_chars=80)
     if c[1].button("Rename", key=f"r_rename_go_{run['id']}"):
         try:
