@@ -43,9 +43,13 @@ def history() -> None:
     page = page_picker(m["trades"], "trades_page", what="trades")
     trades = views.trades_page(ctx.store, page)
     left, right = st.columns([3, 2])
-    left.dataframe(trades, hide_index=True, key="trades", height=320, column_config={
-        "pnl": st.column_config.NumberColumn(format="$%.2f"), "ret": st.column_config.NumberColumn(format="%.3f"),
-        "mae": st.column_config.NumberColumn(format="%.4f"), "mfe": st.column_config.NumberColumn(format="%.4f")})
+    # as tall as the scatter beside it, shorter when there are only a few trades (no empty rows)
+    left.dataframe(trades, hide_index=True, key="trades", height=min(340, 38 + 35 * max(len(trades), 1)),
+                   column_config={
+                       "pnl": st.column_config.NumberColumn(format="$%.2f"),
+                       "ret": st.column_config.NumberColumn(format="%.3f"),
+                       "mae": st.column_config.NumberColumn(format="%.4f"),
+                       "mfe": st.column_config.NumberColumn(format="%.4f")})
     with right:
         st.plotly_chart(charts.mae_mfe_scatter(trades, f"MAE vs MFE, the {len(trades):,} trades listed"),
                         theme=None, key="mae_mfe_chart")

@@ -385,7 +385,10 @@ def test_sweep_heat_map_keeps_the_grids_order_and_values():
             for c in (300, 60, 180) for d in (0.02, -0.04, 0.0)]  # cells met in no particular order
     pivot = pd.DataFrame(rows).pivot(index="mixer_cooldown_s", columns="cutoff_delta", values="sharpe")
     fig = charts.sweep_heatmap(pivot, "sharpe")
-    assert tuple(fig.layout.yaxis.categoryarray) == ("60", "180", "300") and fig.layout.yaxis.autorange == "reversed"
-    assert tuple(fig.layout.xaxis.categoryarray) == ("-0.04", "+0.00", "+0.02")
+    # rows and columns at positions 0..n-1, labelled in the grid's numeric order (text categories would be sorted
+    # as text by the browser: "180" < "300" < "60"), the smallest cooldown on top
+    assert tuple(fig.data[0].y) == (0, 1, 2) and tuple(fig.layout.yaxis.ticktext) == ("60", "180", "300")
+    assert tuple(fig.layout.yaxis.tickvals) == (0, 1, 2) and fig.layout.yaxis.autorange == "reversed"
+    assert tuple(fig.layout.xaxis.ticktext) == ("-0.04", "+0.00", "+0.02") and tuple(fig.data[0].x) == (0, 1, 2)
     z = fig.data[0].z
     assert z[0][0] == pytest.approx(-0.04 * 10 + 0.06) and z[2][2] == pytest.approx(0.02 * 10 + 0.3)

@@ -246,14 +246,18 @@ def equity_overlay(curves: list[tuple[str, pd.DataFrame, str | None]]) -> go.Fig
 def sweep_heatmap(pivot: pd.DataFrame, metric: str) -> go.Figure:
     """A sweep's metric by cutoff delta (x) and cooldown (y), every cell labelled with its value."""
     xs, ys = [f"{v:+.2f}" for v in pivot.columns], [str(v) for v in pivot.index]
-    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=xs, y=ys, colorscale="RdYlGn", colorbar={"title": metric},
-                               text=pivot.round(4).to_numpy(), texttemplate="%{text}"))
-    # categories in the grid's own order (plotly otherwise orders them as it first meets them across traces),
-    # the smallest cooldown on top like the table below
+    # cells at positions 0..n-1 labelled with the grid's values: string categories ("60", "180", "300") end up
+    # sorted as text in the browser whatever categoryarray says; the smallest cooldown on top like the table
+    fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=list(range(len(xs))), y=list(range(len(ys))),
+                               colorscale="RdYlGn", colorbar={"title": metric}, text=pivot.round(4).to_numpy(),
+                               texttemplate="%{text}", customdata=[[(x, y) for x in xs] for y in ys],
+                               hovertemplate="cutoff delta %{customdata[0]}, cooldown %{customdata[1]} s: "
+                                             "%{z}<extra></extra>"))
     fig.update_layout(title=f"{metric} by cutoff delta × cooldown", height=380,
                       margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      xaxis={"title": "cutoff delta", "type": "category", "automargin": True,
-                             "categoryorder": "array", "categoryarray": xs},
-                      yaxis={"title": "cooldown (s)", "type": "category", "automargin": True,
-                             "categoryorder": "array", "categoryarray": ys, "autorange": "reversed"})
+                      xaxis={"title": "cutoff delta", "automargin": True, "tickmode": "array",
+                             "tickvals": list(range(len(xs))), "ticktext": xs, "showgrid": False},
+                      yaxis={"title": "cooldown (s)", "automargin": True, "tickmode": "array",
+                             "tickvals": list(range(len(ys))), "ticktext": ys, "autorange": "reversed",
+                             "showgrid": False})
     return fig
