@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from filelock import FileLock
 from streamlit.testing.v1 import AppTest
 
 from core import views
@@ -268,6 +269,24 @@ def test_live_chart_draws_the_feeds_closed_bars_with_signals_and_fills(tmp_path,
         lows = dict(zip(candles["x"], arr(candles["low"]), strict=True))
         assert all(y < lows[x] for x, y in zip(sig["x"], arr(sig["y"]), strict=True))
         assert any(b.get("pattern") == "hour" for b in spec["layout"]["xaxis"]["rangebreaks"])
+
+        # a window whose engine runs in another process (its lock held elsewhere): no feed here, so the prices
+        # the decisions recorded are drawn, with the same marks
+        prices = store.scalar("SELECT COUNT(*) FROM signals WHERE symbol='NVDA' AND price IS NOT NULL")
+        st.cache_resource.clear()
+        stop_all()
+        with FileLock(str(db.resolve()) + ".lock", timeout=0):
+            viewer = AppTest.from_file(APP, default_timeout=120)
+            viewer.run()
+            assert not viewer.exception, viewer.exception
+            viewer.selectbox(key="price_symbol").set_value("NVDA").run()
+            spec = chart(viewer, "NVDA 1-minute bars")
+            assert not [t for t in spec["data"] if t["type"] == "candlestick"]
+            line = next(t for t in spec["data"] if t.get("name") == "NVDA (decision prices)")
+            assert len(arr(line["x"])) == prices > 0
+            marks = {t["name"]: len(arr(t["x"])) for t in spec["data"] if t["name"].endswith(("signal", "fill"))}
+            assert marks.get("bullish signal", 0) == n_sig
+            assert any("engine runs in another process" in c.value for c in viewer.caption)
     finally:
         st.cache_resource.clear()
         stop_all()
@@ -380,9 +399,11 @@ def test_no_point_is_lost_by_the_summary_when_every_trade_is_a_win(tmp_path):
     store.close()
 
 
-def test_sweep_heat_map_keeps_the_grids_order_and_values():
-    rows = [{"cutoff_delta": d, "mixer_cooldown_s": c, "sharpe": d * 10 + c / 1000}
-            for c in (300, 60, 180) for d in (0.02, -0.04, 0.0)]  # cells met in no particular order
+@pytest.mark.parametrize("as_text", [False, True])
+def test_sweep_heat_map_keeps_the_grids_order_and_values(as_text):
+    # cells met in no particular order; a sweep saved from the command line keeps its list values as text
+    rows = [{"cutoff_delta": d, "mixer_cooldown_s": str(c) if as_text else c, "sharpe": d * 10 + c / 1000}
+            for c in (300, 60, 180) for d in (0.02, -0.04, 0.0)]
     pivot = pd.DataFrame(rows).pivot(index="mixer_cooldown_s", columns="cutoff_delta", values="sharpe")
     fig = charts.sweep_heatmap(pivot, "sharpe")
     # rows and columns at positions 0..n-1, labelled in the grid's numeric order (text categories would be sorted

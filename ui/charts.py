@@ -243,9 +243,22 @@ def equity_overlay(curves: list[tuple[str, pd.DataFrame, str | None]]) -> go.Fig
     return fig
 
 
+def _numeric(labels: pd.Index) -> pd.Index:
+    """Grid values as numbers when every one is a number (ints stay ints), else as they are."""
+    try:
+        return pd.Index(pd.to_numeric(labels))
+    except (TypeError, ValueError):
+        return labels
+
+
 def sweep_heatmap(pivot: pd.DataFrame, metric: str) -> go.Figure:
     """A sweep's metric by cutoff delta (x) and cooldown (y), every cell labelled with its value."""
-    xs, ys = [f"{v:+.2f}" for v in pivot.columns], [str(v) for v in pivot.index]
+    # a sweep saved from the command line keeps list values as it read them ("60", "180", "300"): as numbers
+    # again, so the grid is in numeric order, not text order ("180" < "300" < "60")
+    pivot = pivot.set_axis(_numeric(pivot.index), axis=0).set_axis(_numeric(pivot.columns), axis=1)
+    pivot = pivot.sort_index(axis=0).sort_index(axis=1)
+    xs = [f"{v:+.2f}" if isinstance(v, int | float) else str(v) for v in pivot.columns]
+    ys = [str(v) for v in pivot.index]
     # cells at positions 0..n-1 labelled with the grid's values: string categories ("60", "180", "300") end up
     # sorted as text in the browser whatever categoryarray says; the smallest cooldown on top like the table
     fig = go.Figure(go.Heatmap(z=pivot.to_numpy(), x=list(range(len(xs))), y=list(range(len(ys))),
