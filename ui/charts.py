@@ -151,9 +151,10 @@ def basket_scores(b: dict[str, Any]) -> go.Figure:
                   annotation_text=f"fires at mean ≤ {b['thresholds']['mean_score']}",
                   annotation_position="bottom left")
     if values and any(v is not None for v in values):
-        fig.add_hline(y=b["mean_score"], line_color="#263238", annotation_text=f"mean {b['mean_score']:+.3f}",
-                      annotation_position="top right")
-    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        # in the right margin: inside the plot it lands on the last bar's value label
+        fig.add_hline(y=b["mean_score"], line_color="#263238", annotation_text=f"mean<br>{b['mean_score']:+.3f}",
+                      annotation_position="right", annotation_xshift=4)
+    fig.update_layout(height=300, margin={"l": 10, "r": 60, "t": 40, "b": 10},
                       yaxis={"range": [-1.1, 1.1], "automargin": True}, xaxis={"automargin": True},
                       title=f"{b['name']} member scores")
     return fig
