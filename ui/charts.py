@@ -145,18 +145,19 @@ def basket_scores(b: dict[str, Any]) -> go.Figure:
     members = b["members"]
     values = [scores.get(m) for m in members]
     colours = [GREY if v is None else (RED if v < 0 else GREEN) for v in values]
+    # each member's score under its name, not at its bar's end: a small negative score's label sat on the dotted
+    # threshold line; the threshold is named in the title and the mean in the right margin, so no text overlaps
+    ticks = [f"{m}<br>{'–' if v is None else f'{v:+.2f}'}" for m, v in zip(members, values, strict=True)]
     fig = go.Figure(go.Bar(x=members, y=[0 if v is None else v for v in values], marker_color=colours,
-                           text=["–" if v is None else f"{v:+.2f}" for v in values], textposition="outside"))
-    fig.add_hline(y=b["thresholds"]["mean_score"], line_dash="dot", line_color=RED,
-                  annotation_text=f"fires at mean ≤ {b['thresholds']['mean_score']}",
-                  annotation_position="bottom left")
+                           hovertemplate="%{x}: %{y:+.3f}<extra></extra>"))
+    fig.add_hline(y=b["thresholds"]["mean_score"], line_dash="dot", line_color=RED)
     if values and any(v is not None for v in values):
-        # in the right margin: inside the plot it lands on the last bar's value label
         fig.add_hline(y=b["mean_score"], line_color="#263238", annotation_text=f"mean<br>{b['mean_score']:+.3f}",
                       annotation_position="right", annotation_xshift=4)
     fig.update_layout(height=300, margin={"l": 10, "r": 60, "t": 40, "b": 10},
-                      yaxis={"range": [-1.1, 1.1], "automargin": True}, xaxis={"automargin": True},
-                      title=f"{b['name']} member scores")
+                      yaxis={"range": [-1.1, 1.1], "automargin": True},
+                      xaxis={"automargin": True, "tickmode": "array", "tickvals": members, "ticktext": ticks},
+                      title=f"{b['name']} member scores · red dots: fires at mean ≤ {b['thresholds']['mean_score']}")
     return fig
 
 
