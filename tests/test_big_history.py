@@ -305,7 +305,8 @@ KNOWN_PAGE_READS = {
     # not whole: the two weeks hold fewer trades than a page, the year a full page (LIMIT 500) and no more
     "\n        SELECT id, symbol, kind, qty, entry_ts": "history: one page of closed trades",
     # SQLite keeps no row count: COUNT(*) walks the smallest index's pages (a few ms for 200k rows)
-    "SELECT COUNT(*) FROM ": "history: the row counts that page the tables and thin the curve",
+    **{f"SELECT COUNT(*) FROM {t}": "history: the row counts that page the tables and thin the curve"
+       for t in ("trades", "orders", "fills", "equity")},
     # not growing much (a few firings a month), but read whole: SQLite prefers the fired_at order to an index
     # on until (core.rules.protections.active_protections)
     "SELECT * FROM protections WHERE released_at IS NULL AND until > ? ORDER BY fired_at": "risk: active protections",
