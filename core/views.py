@@ -526,8 +526,8 @@ def money_short(x: float) -> str:
 
 def trade_summary(store: Store) -> dict[str, Any]:
     """The Trade history header, aggregated in SQL: closed trades, realised P&L, win rate, profit factor (inf
-    with wins and no loss, 0.0 without wins, None without trades), and max drawdown of account equity (as ``kpi.summary`` computes
-    them: one pass over the ordered curve, the running peak by a window function)."""
+    with wins and no loss, 0.0 without wins, None without trades), and max drawdown of account equity (as
+    ``kpi.summary`` computes them: one pass over the ordered curve, the running peak by a window function)."""
     n, pnl, wins, gross_win, gross_loss = store.conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(pnl), 0), COALESCE(SUM(pnl > 0), 0), COALESCE(SUM(CASE WHEN pnl > 0 "
         "THEN pnl END), 0), COALESCE(-SUM(CASE WHEN pnl < 0 THEN pnl END), 0) FROM trades").fetchone()

@@ -125,10 +125,13 @@ def test_trade_summary_in_sql_equals_the_kpi_summary(tmp_path, pnls):
     got, want = views.trade_summary(store), kpi.summary(store)
     store.close()
     assert got["trades"] == want["trades"] == len(pnls)
-    assert got["pnl"] == pytest.approx(want["pnl"])
-    assert got["win_rate"] == pytest.approx(want["win_rate"])
-    assert got["profit_factor"] == want["profit_factor"] or got["profit_factor"] == pytest.approx(
-        want["profit_factor"])
+    assert got["pnl_realized"] == pytest.approx(want["pnl_realized"])
+    if not pnls:  # no trade: no figure (None, shown "–"), never 0 %
+        assert got["win_rate"] is None is want["win_rate"] and got["profit_factor"] is None is want["profit_factor"]
+    else:
+        assert got["win_rate"] == pytest.approx(want["win_rate"])
+        assert got["profit_factor"] == want["profit_factor"] or got["profit_factor"] == pytest.approx(
+            want["profit_factor"])
     assert got["max_drawdown"] == pytest.approx(want["max_drawdown"]) == pytest.approx(0.25)  # 120 -> 90
 
 
@@ -208,7 +211,7 @@ def test_trade_history_pages_its_trades_and_thins_its_curve(long_history):
     assert len(first) == views.PAGE_ROWS and first["id"].max() == 1_234
     assert next(m.value for m in at.metric if m.label == "Closed trades") == "1,234"
     store = Store(db, readonly=True)
-    pnl = views.trade_summary(store)["pnl"]
+    pnl = views.trade_summary(store)["pnl_realized"]
     store.close()
     shown = next(m for m in at.metric if m.label == "Realised P&L")
     assert shown.value == views.money_short(pnl) and len(shown.value) <= 8
