@@ -18,8 +18,9 @@ def baskets() -> None:
             st.subheader(f"{b['name']} → {b['inverse_etf']}")
             c = st.columns(5)
             th = b["thresholds"]
-            c[0].metric("Fresh member scores", f"{b['n_signals']} / {len(b['members'])}",
-                        help=f"needs ≥ {th['min_signals']}")
+            # "Fresh member scores" is cut in a fifth of a 1280 px page
+            c[0].metric("Fresh scores", f"{b['n_signals']} / {len(b['members'])}",
+                        help=f"members with a fresh score; needs ≥ {th['min_signals']}")
             c[1].metric("Negative ratio", f"{b['negative_ratio']:.0%}", help=f"needs ≥ {th['neg_ratio']:.0%}")
             c[2].metric("Mean score", f"{b['mean_score']:+.3f}", help=f"needs ≤ {th['mean_score']}")
             c[3].metric("Consecutive ticks", f"{b['consecutive']} / {b['needed']}")

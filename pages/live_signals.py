@@ -5,6 +5,7 @@ import streamlit as st
 from core import views
 from core.clock import NY
 from ui import charts
+from ui.prices import live_price_chart
 from ui.state import load_context
 
 ctx = load_context()
@@ -34,6 +35,8 @@ def live() -> None:
             "vol_spike": st.column_config.NumberColumn("vol spike", format="%.2f"),
             "price": st.column_config.NumberColumn("price", format="$%.2f"),
         })
+    st.subheader("Price, signals and fills")
+    live_price_chart(ctx)
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Decision stream")

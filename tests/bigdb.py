@@ -179,3 +179,53 @@ def free_symbol(path: str) -> str:
     finally:
         store.close()
     return next(s for s in load_settings().universe.tiers["A"] if s not in busy)
+
+
+# ---------------------------------------------------------------- a long trade history (issue 17: pages stay fast)
+def add_closed_trades(path: str, n: int, *, seed: int = SEED) -> int:
+    """Add ``n`` finished round trips (trade, buy and sell order, two fills) spread over the sessions the
+    equity table covers, each inside its session; deterministic for a seed. Returns the trades now held."""
+    import numpy as np
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    first, last = conn.execute("SELECT MIN(ts), MAX(ts) FROM equity").fetchone()
+    if first is None:
+        raise ValueError(f"{path}: no equity rows to place trades in")
+    days = [d for d in trading_sessions(datetime.fromisoformat(first).date(), 400)
+            if d <= datetime.fromisoformat(last).date()]
+    opens = np.array([session_bounds(d)[0].timestamp() for d in days])  # type: ignore[index]
+    rng = np.random.default_rng(seed)
+    symbols = list(load_settings().universe.tiers["A"])
+    day = rng.integers(0, len(opens), n)
+    entry = opens[day] + 60 * rng.integers(1, 330, n)
+    exit_ = entry + 60 * rng.integers(1, 30, n)  # out before the close (6.5 h session)
+    price = rng.uniform(50, 500, n)
+    ret = rng.normal(0.0005, 0.01, n)
+    qty = rng.integers(1, 200, n).astype(float)
+    sym = rng.integers(0, len(symbols), n)
+
+    def ts(x: float) -> str:
+        return datetime.fromtimestamp(float(x), UTC).isoformat()
+
+    trades, orders, fills = [], [], []
+    for i in range(n):
+        e, x, p, r, q, s = ts(entry[i]), ts(exit_[i]), float(price[i]), float(ret[i]), float(qty[i]), symbols[sym[i]]
+        px = p * (1 + r)
+        trades.append((s, "entry", q, e, p, x, px, q * (px - p), r, "take_profit" if r > 0 else "stop_loss",
+                       min(r, 0.0) - 0.001, max(r, 0.0) + 0.001, 0.0))
+        for side, t, fp in (("buy", e, p), ("sell", x, px)):
+            coid = f"bulk-{seed}-{i}-{side}"
+            orders.append((coid, f"b{coid}", s, side, q, "market", "filled", t, t, q, fp))
+            fills.append((f"{coid}-fill", coid, s, side, q, fp, 0.0, t))
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO trades(symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, pnl, ret,"
+                     " exit_reason, mae, mfe, fees) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", trades)
+    conn.executemany("INSERT INTO orders(client_order_id, broker_order_id, symbol, side, qty, type, status,"
+                     " submitted_at, updated_at, filled_qty, filled_avg_price) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     orders)
+    conn.executemany("INSERT INTO fills(id, client_order_id, symbol, side, qty, price, fee, ts)"
+                     " VALUES (?,?,?,?,?,?,?,?)", fills)
+    conn.execute("COMMIT")
+    total = conn.execute("SELECT COUNT(*) FROM trades").fetchone()[0]
+    conn.close()
+    return int(total)

@@ -274,8 +274,10 @@ PAGES: dict[str, Callable[[Store, Any, datetime], Any]] = {
                                      views.recent_decisions(st, 20)),
     "baskets": lambda st, s, now: views.basket_health(st, s, now),
     "risk": lambda st, s, now: (views.risk_gauges(st, s, now), views.token_usage(st, 60), views.protections(st, now)),
-    "history": lambda st, s, now: (kpi.summary(st), views.trades(st), views.equity_curve(st), views.positions(st),
-                                   views.orders(st), views.fills(st), views.trades_csv(st)),
+    # what pages/history.py reads on a refresh (the CSV is built only when its button is clicked)
+    "history": lambda st, s, now: (views.trade_summary(st), views.trades_page(st), views.equity_curve_sampled(st),
+                                   views.positions(st), views.orders_page(st), views.fills_page(st),
+                                   [views.row_count(st, t) for t in ("trades", "orders", "fills")]),
     "kpis": lambda st, s, now: [kpi.kpi_report(st, s, *views.kpi_window(w, now)) for w in views.KPI_WINDOWS]
     + [views.kpi_snapshots(st)],
     "sidebar": lambda st, s, now: (views.live_params(st), views.heartbeat(st), views.runtime_heartbeat(st),
@@ -293,12 +295,18 @@ KNOWN_PAGE_READS = {
     "SELECT decision, SUM(n) AS n FROM signal_counts GROUP BY decision": "live signals: all-time totals (counts)",
     "SELECT reason, SUM(n) AS n FROM signal_counts WHERE decision=? GROUP BY reason": "live signals: all-time "
     "suppression chart (counts)",
-    "\n        SELECT s.symbol, s.tier, s.ts, s.score": "live signals: newest row per ticker (MAX(id) per symbol)",
-    "SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id": "risk, history: whole-history trade KPIs",
-    "SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts": "risk, history: whole-history equity "
+    "SELECT pnl, mae, mfe, exit_reason FROM trades ORDER BY id": "risk: whole-history trade KPIs",
+    "SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts": "risk: whole-history equity "
     "KPIs (kpi.summary; the KPI page's windows read only theirs)",
-    "\n        SELECT id, symbol, kind, qty, entry_ts": "history: every trade (table and CSV)",
-    "SELECT ts, equity, cash, exposure FROM equity ORDER BY ts": "history: the whole equity curve",
+    # Trade history (issue 17): aggregated in SQL, a few rows come back however long the history
+    "SELECT COUNT(*), COALESCE(SUM(pnl)": "history: closed trades, P&L, win rate, profit factor",
+    "SELECT MAX(CASE WHEN peak > ? THEN (peak - equity) / peak": "history: max drawdown of the whole curve",
+    "\n        WITH b AS (SELECT ts, equity, (ROW_NUMBER()": "history: the equity curve, at most 5,000 samples",
+    # not whole: the two weeks hold fewer trades than a page, the year a full page (LIMIT 500) and no more
+    "\n        SELECT id, symbol, kind, qty, entry_ts": "history: one page of closed trades",
+    # SQLite keeps no row count: COUNT(*) walks the smallest index's pages (a few ms for 200k rows)
+    **{f"SELECT COUNT(*) FROM {t}": "history: the row counts that page the tables and thin the curve"
+       for t in ("trades", "orders", "fills", "equity")},
     # not growing much (a few firings a month), but read whole: SQLite prefers the fired_at order to an index
     # on until (core.rules.protections.active_protections)
     "SELECT * FROM protections WHERE released_at IS NULL AND until > ? ORDER BY fired_at": "risk: active protections",

@@ -275,8 +275,10 @@ def test_sweep_heat_map_redraws_on_a_new_metric_without_running_again(app, monke
     at.multiselect(key="s_cooldowns").set_value([60, 300])
     at.selectbox(key="s_workers").set_value(1)
     click(at, "Run sweep")
-    hm = chart(at, "by cutoff delta")["data"][0]
-    assert hm["x"] == ["-0.02", "+0.00", "+0.02"] and hm["y"] == ["60", "300"]
+    spec = chart(at, "by cutoff delta")
+    # cells at positions, labelled with the grid's values (ui/charts.py sweep_heatmap)
+    assert spec["layout"]["xaxis"]["ticktext"] == ["-0.02", "+0.00", "+0.02"]
+    assert spec["layout"]["yaxis"]["ticktext"] == ["60", "300"] and spec["data"][0]["y"] == [0, 1]
     table = frame(at, "sweep")
     assert len(table) == 6 and set(table["cutoff_delta"]) == {-0.02, 0.0, 0.02}
     assert chart(at, "by cutoff delta")["layout"]["title"]["text"].startswith("total_return")

@@ -345,6 +345,9 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
             st.info("The two runs replayed different bars (their data fingerprints differ): each has its own "
                     "benchmark.")
     st.plotly_chart(charts.equity_overlay(curves), theme=None, key="r_equity")
+    from ui.prices import run_price_chart  # the candles of the newest opened run, with its fills
+
+    run_price_chart(opened[0])
     trades = opened[0].get("trades")
     if isinstance(trades, pd.DataFrame) and not trades.empty:
         st.caption(f"Trades of #{opened[0]['id']} ({len(trades)})")
@@ -363,7 +366,7 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def manage_run(db_path: str, run: dict[str, Any]) -> None:
-    c = st.columns([3, 1, 1, 1, 1, 1])
+    c = st.columns([2.4, 1, 1, 1.3, 1.3, 1.2])  # "Trades CSV" whole at 1280 px
     new = c[0].text_input(f"Rename #{run['id']}", run["name"], key=f"r_rename_{run['id']}", max_chars=80)
     if c[1].button("Rename", key=f"r_rename_go_{run['id']}"):
         try:
