@@ -1,4 +1,4 @@
-"""Read-only views of the database for the UI pages (SPEC 13).
+"""Read-only views of the database for the UI pages (rules §13).
 
 Pages call these with a read-only ``Store``; nothing here writes or needs the
 running engine, so a second browser tab or a viewer process shows the same
@@ -431,7 +431,7 @@ def protection_rules(settings: Settings) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "fires when", "window", "minimum sample"])
 
 
-# ---------------------------------------------------------------- KPIs (SPEC 11)
+# ---------------------------------------------------------------- KPIs (rules §11)
 KPI_WINDOWS = ("Last hour", "This session", "Last 24 hours", "Last 5 sessions")
 SNAPSHOT_COLUMNS = ("generated", "actionable", "suppressed", "strong_rate", "flip_flops", "flip_flop_rate",
                     "signal_mae_median", "signal_mfe_median", "direction_lock_hits", "trades", "pnl_realized",
@@ -484,7 +484,7 @@ def kpi_snapshots(store: Store, limit: int = 24 * 7) -> pd.DataFrame:
     return df
 
 
-# ---------------------------------------------------------------- events and LLM calls (SPEC 6)
+# ---------------------------------------------------------------- events and LLM calls (rules §6)
 def events(store: Store, limit: int = 50) -> pd.DataFrame:
     """Recent filings and spike events with what the LLM gate made of them."""
     return frame(store, """
