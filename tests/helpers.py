@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from streamlit.testing.v1 import AppTest
 
 from core.clock import UTC, session_bounds
 from core.config import Settings, load_settings
@@ -88,3 +90,14 @@ def run_ticks(engine: Engine, start: datetime, end: datetime, step_s: int = 30) 
 
 def broker_order_count(engine: Engine) -> int:
     return engine.store.scalar("SELECT COUNT(*) FROM sim_orders WHERE parent_id IS NULL")
+
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def new_app(timeout: float = 60) -> AppTest:
+    """A new browser session of the app under AppTest, after its first run (which must not raise)."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    assert not at.exception, at.exception
+    return at

@@ -21,6 +21,7 @@ from core import views
 from core.clock import UTC, SimClock, session_bounds
 from core.config import load_settings
 from core.runtime import Runtime, SimSessionClock, active_runtime, shared_runtime, stop_all
+from tests.helpers import new_app
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DAY = datetime(2025, 3, 4).date()
@@ -97,13 +98,6 @@ def app_env(seeded_db, tmp_path, monkeypatch):
     yield rt, db
     st.cache_resource.clear()
     stop_all()
-
-
-def new_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def page(at: AppTest, name: str) -> AppTest:

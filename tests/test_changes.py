@@ -26,6 +26,7 @@ from core.engine.params import SLIDER_COALESCE_S
 from core.research import runs
 from core.runtime import Runtime, shared_runtime, stop_all
 from core.state.store import Store
+from tests.helpers import new_app
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DAY = datetime(2025, 3, 4).date()
@@ -55,13 +56,6 @@ def live(tmp_path, monkeypatch) -> tuple[Runtime, WallClock]:
     yield rt, wall
     st.cache_resource.clear()
     stop_all()
-
-
-def new_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def audit(rt: Runtime, name: str) -> list[dict]:
