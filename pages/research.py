@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import streamlit as st
 
 from core import views
-from core.clock import previous_session, trading_date
+from core.clock import previous_session, sessions_between, trading_date
 from core.config import ConfigError, load_settings
 from core.research import ranges, runs, sources
 from core.research.replay import grid_cells
@@ -75,7 +75,9 @@ else:
 st.subheader("2. Dates")
 data_sessions = rv.frame_sessions(frame) if frame is not None else None
 default_end = data_sessions[-1] if data_sessions else previous_session(TODAY)
-default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 else default_end - timedelta(days=6)
+# the last five sessions (a file's own span when it is that short): a first run that takes a few seconds
+default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 else sessions_between(
+    default_end - timedelta(days=14), default_end)[-5]
 data_key = (source.file_name, tuple(data_sessions[::len(data_sessions) - 1])) if frame is not None else "market"
 if st.session_state.get("_r_data_key") != data_key:  # new data: start from its own span, not the last one's
     st.session_state["_r_data_key"] = data_key
