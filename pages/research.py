@@ -7,12 +7,12 @@ anything while a run is in progress stops it (Streamlit ends the running script,
 processes are terminated); "Cancel" is that click.
 """
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import streamlit as st
 
 from core import views
-from core.clock import previous_session, sessions_between, trading_date
+from core.clock import previous_session, sessions_between
 from core.config import ConfigError, load_settings
 from core.research import ranges, runs, sources
 from core.research.replay import grid_cells
@@ -25,7 +25,7 @@ st.title("Research")
 live = views.live_params(ctx.store)
 settings = ctx.settings
 MAX_SESSIONS = 260  # a year of sessions: a replay runs in memory and journals in batches (README, Benchmarks)
-TODAY = trading_date(datetime.now(UTC))  # what "the future" means for history: the wall clock, not a sim clock
+TODAY = rv.today()  # what "the future" means for history: the wall clock, not a sim clock
 
 # ---------------------------------------------------------------- 1. data
 st.subheader("1. Data")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,8 @@ from core.state.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DAY = date(2025, 3, 3)  # a Monday; the page's "today" is the wall clock, and every date here is in its past
-SOON = datetime.now(UTC).date() + timedelta(days=60)  # the future on whatever day (or faked date) the suite runs
+TODAY = date(2026, 6, 1)  # the page's "today" (the wall clock's New York date), fixed for every test here
+SOON = TODAY + timedelta(days=60)
 
 
 def start_app(db: Path) -> AppTest:
@@ -36,6 +37,7 @@ def start_app(db: Path) -> AppTest:
 
 @pytest.fixture
 def app(tmp_path, monkeypatch):
+    monkeypatch.setattr("ui.research_view.today", lambda: TODAY)
     monkeypatch.setenv("DB_PATH", str(tmp_path / "r.db"))
     monkeypatch.setenv("ENGINE_JOBS", "0")
     yield start_app(tmp_path / "r.db")
@@ -354,6 +356,7 @@ def test_alpaca_history_downloads_once_and_replays_from_the_cache(tmp_path, monk
                             "ALPACA_SECRET_KEY": secret, "ALPACA_DATA_URL": fake.url,
                             "ALPACA_CACHE_DIR": str(tmp_path / "cache")}.items():
             monkeypatch.setenv(name, value)
+        monkeypatch.setattr("ui.research_view.today", lambda: TODAY)
         at = start_app(tmp_path / "r.db")
         try:
             at.radio(key="r_source").set_value("alpaca").run()

@@ -32,6 +32,13 @@ DATA_DIR = Path("data")
 
 
 # ---------------------------------------------------------------- data
+def today() -> date:
+    """What "the future" means for history: the New York date of the wall clock, not of a simulated market."""
+    from core.clock import trading_date
+
+    return trading_date(datetime.now(UTC))
+
+
 def has_alpaca_keys(settings: Settings) -> bool:
     return all(getattr(settings, n) is not None and getattr(settings, n).get_secret_value().strip()
                for n in ("alpaca_api_key", "alpaca_secret_key"))
