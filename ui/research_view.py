@@ -183,8 +183,7 @@ def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[
         rows = replay_mod.run_sweep(base, grid, days=len(sessions), start=sessions[0], end=sessions[-1],
                                     seed=source.seed, market=market, workers=workers,
                                     progress=_sweep_progress(bar, "sweep"), cluster=cluster)
-    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
-           "last": sessions[-1].isoformat(), "sessions": len(sessions)}
+    src = source.run_source(sessions)
     name = f"sweep {len(rows)} cells, {sessions[0]} … {sessions[-1]}"
     run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="sweep", source=src,
                                                     params={"grid": grid, **universe_set}, metrics={},
@@ -204,8 +203,7 @@ def walk_forward_and_save(db_path: str, source: sources.DataSource, universe_set
         result = walkforward.walk_forward(base, grid, sessions=sessions, seed=source.seed, market=market,
                                           folds=folds, metric=metric, workers=workers,
                                           progress=_progress(bar, "out-of-sample check"), cluster=cluster)
-    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
-           "last": sessions[-1].isoformat(), "sessions": len(sessions)}
+    src = source.run_source(sessions)
     name = f"out-of-sample check, {folds} fold{'s' if folds > 1 else ''}, {sessions[0]} … {sessions[-1]}"
     oos = [f["out_of_sample"]["metrics"] for f in result["folds"]]
     run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="walk_forward", source=src,

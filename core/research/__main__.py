@@ -65,8 +65,7 @@ def save_other(settings: Settings, name: str | None, kind: str, source: DataSour
     """A sweep or a walk-forward kept as a saved run (``--save NAME``); nothing when no name was given."""
     if name is None:
         return {}
-    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
-           "last": sessions[-1].isoformat(), "sessions": len(sessions)}
+    src = source.run_source(sessions)
     return {"saved_run_id": with_app_store(settings, lambda w: runs.save_run(
         w, name=name, kind=kind, source=src, params=params, metrics=metrics, detail=detail,
         created_at=WallClock().now()))}

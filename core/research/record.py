@@ -38,9 +38,7 @@ def replay_record(res: ReplayResult, settings: Settings, source: DataSource, par
                   sessions: list[date]) -> dict[str, Any]:
     """Everything ``runs.save_run`` stores for a replay, built from the result while its database is open."""
     bench = run_benchmarks(res, settings, sessions)
-    src = {**source.as_dict(), "description": source.describe(), "first": sessions[0].isoformat(),
-           "last": sessions[-1].isoformat(), "sessions": len(sessions),
-           "symbols": list(settings.universe.all_symbols),
+    src = {**source.run_source(sessions), "symbols": list(settings.universe.all_symbols),
            "fingerprint": runs.feed_fingerprint(res.engine.feed, sessions[0], sessions[-1])}
     return {
         "source": src,

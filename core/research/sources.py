@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from core.universe import Universe
@@ -47,6 +48,12 @@ class DataSource:
         extra = {"synthetic": {"seed": self.seed}, "file": {"file": self.file_name},
                  "alpaca": {"feed": self.feed}}[self.kind]
         return {"kind": self.kind, **extra}
+
+
+    def run_source(self, sessions: list[date]) -> dict[str, Any]:
+        """The ``source`` a saved run keeps (``core.research.runs``): this source and the sessions it replayed."""
+        return {**self.as_dict(), "description": self.describe(), "first": sessions[0].isoformat(),
+                "last": sessions[-1].isoformat(), "sessions": len(sessions)}
 
 
 def universe_overrides(tier_a: str, tier_b: str, bench: str, baskets_json: str) -> dict[str, str]:
