@@ -50,3 +50,17 @@ def every_run_through_app_py(monkeypatch):
         exec(code, {"__name__": "__main__", "__file__": main_script_path})  # noqa: S102
 
     monkeypatch.setattr(script_runner, "_mpa_v1", run_app_py)
+
+
+@pytest.fixture(autouse=True)
+def keep_the_real_main_module():
+    """Streamlit (AppTest too) installs the script it runs as ``sys.modules["__main__"]`` with ``__file__`` =
+    app.py and never puts the old one back; a later test of the same process that spawns processes (the Redis
+    bucket test's four workers) would then have each child re-run app.py, which starts an engine and, on a fresh
+    checkout's empty database, dies before the child's own work. Each test gets back the process's ``__main__``."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
