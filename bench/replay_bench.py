@@ -38,11 +38,12 @@ SAME = ("SELECT symbol, kind, qty, entry_ts, entry_price, exit_ts, exit_price, p
 # the engine's parts, as a reader finds them in core/engine/ (none nested in another); the rest of a tick is
 # "other" (the account state is built inside the decisions and the baskets)
 PARTS = {
-    "broker sync + fills": ("broker.sync", "_ingest_fills", "_refresh_orders", "resolve_submitting"),
-    "decisions (tickers)": ("_detect_bench_events", "_process_ticker"),
-    "baskets": ("_route_baskets",),
-    "protections": ("run_protections",),
-    "stops + snapshots": ("_maybe_check_stops", "_snapshots"),
+    "broker sync + fills": ("SimBroker.sync", "FillLedger.ingest_fills", "OrderFlow.refresh_orders",
+                            "OrderFlow.resolve_submitting"),
+    "decisions (tickers)": ("DecisionChain.detect_bench_events", "DecisionChain.process_ticker"),
+    "baskets": ("BasketRouting.route",),
+    "protections": ("LiveParameters.run_protections",),
+    "stops + snapshots": ("FillLedger.maybe_check_stops", "Snapshots.take"),
 }
 
 
@@ -56,8 +57,17 @@ def breakdown(settings: Any, days: int, seed: int, start: date, db: str) -> tupl
     """CPU seconds per part of the tick over a replay of ``days`` (summary form), the tick count and the total;
     the journal's flushes are their own part."""
     from core.engine import Engine
+    from core.engine.decide import DecisionChain
+    from core.engine.ledger import FillLedger
+    from core.engine.orders import OrderFlow
+    from core.engine.params import LiveParameters
+    from core.engine.routing import BasketRouting
+    from core.engine.snapshots import Snapshots
     from core.state.store import Store
     from core.venues.sim.broker import SimBroker
+
+    owners = {c.__name__: c for c in (SimBroker, FillLedger, OrderFlow, DecisionChain, BasketRouting, LiveParameters,
+                                      Snapshots)}
 
     spent: dict[str, float] = defaultdict(float)
     ticks = [0]
@@ -77,10 +87,8 @@ def breakdown(settings: Any, days: int, seed: int, start: date, db: str) -> tupl
 
     for part, names in PARTS.items():
         for name in names:
-            if name.startswith("broker."):
-                wrap(SimBroker, name.split(".", 1)[1], part)
-            else:
-                wrap(Engine, name, part)
+            owner, method = name.split(".", 1)
+            wrap(owners[owner], method, part)
     wrap(Store, "flush", "journal flush")
     real_tick = Engine.tick
 

@@ -19,10 +19,12 @@ from core.config import Settings
 from core.engine import money as money  # re-exported for the pages
 from core.research import kpi
 from core.research.metrics import NA
-from core.rules.protections import DAILY_LOSS, RULES, active_protections, setting_value
+from core.rules.protections import RULES, setting_value
 from core.rules.risk import kelly_margin
 from core.services import llm
+from core.state.caps import GLOBAL, cap_key
 from core.state.decisions import decision_counts, whole_history_counts
+from core.state.protections import DAILY_LOSS, active_protections
 from core.state.store import Store
 
 OPEN_ORDER_STATUSES = ("new", "accepted", "pending_new", "partially_filled", "submitting")
@@ -197,7 +199,7 @@ def risk_gauges(store: Store, settings: Settings, now: datetime) -> dict[str, An
     llm_calls = llm.calls_today(store, now)
     m = kpi.summary(store)
     kelly = kelly_margin(m["win_rate"] or 0.0, m["payoff_ratio"], settings.risk_per_trade)  # no trade: not measured
-    cap_used = store.counter(f"rth:{day}:__global__")
+    cap_used = store.counter(cap_key(day, GLOBAL))
     return {"summary": summary, "tokens": tokens, "llm_calls": llm_calls, "llm_limit": settings.llm_daily_limit,
             "llm_spend": llm.month_spend(store, now), "llm_budget": settings.llm_monthly_budget,
             "kpi": m, "kelly": kelly, "rth_cap_used": cap_used, "rth_cap": settings.rth_daily_cap}

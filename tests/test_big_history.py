@@ -113,10 +113,10 @@ def run_live(path: str, start: datetime, symbol: str, ticks: int = TICKS) -> Ses
             for i in range(ticks):
                 now = start + timedelta(seconds=TICK_S * i)
                 rt.clock.set(now)
-                before = rt.engine._last_stop_check
+                before = rt.engine.state.last_stop_check
                 rep = rt.run_tick()
                 session.calls.append(rec.take("tick", now, report=rep,
-                                              stop_check=rt.engine._last_stop_check != before))
+                                              stop_check=rt.engine.state.last_stop_check != before))
                 if i % (60 // TICK_S) == 0:
                     rt.run_session_events()
                     session.calls.append(rec.take("session_events", now))

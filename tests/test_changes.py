@@ -52,7 +52,7 @@ def live(tmp_path, monkeypatch) -> tuple[Runtime, WallClock]:
     rt = shared_runtime(load_settings())
     rt.clock = SimClock(NOON)
     wall = WallClock()
-    rt.engine.wall_clock = wall
+    rt.engine.live.wall_clock = wall
     yield rt, wall
     st.cache_resource.clear()
     stop_all()

@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 from core.config import load_settings
 from core.research.evaluation import READY_DEFAULT, READY_LIVE, paper_evaluation, profile_timeline, session_profile
-from core.rules.protections import Protections
+from core.state.protections import Protections
 from core.state.store import Store
 from tests.helpers import at
 

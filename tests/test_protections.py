@@ -8,9 +8,10 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from core.clock import UTC, sessions_touched
+from core.engine.protect import window_figures
 from core.research.kpi import flip_flops
 from core.research.kpi import max_drawdown as equity_drawdown  # the protections' drawdown, on account equity
-from core.rules.protections import RULES, window_figures
+from core.rules.protections import RULES
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, gap_at, make_engine
 
 QUALITY = tuple(r for r in RULES if r.name == "signal_quality")

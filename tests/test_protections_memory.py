@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from core.rules import gates
-from core.rules.protections import RULES, Protections
+from core.rules.protections import RULES
+from core.state.protections import Protections
 from core.state.store import Store
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, gap_at, make_engine
 
@@ -135,7 +136,8 @@ def test_a_quiet_tick_reads_neither_the_protections_nor_the_counters():
     assert sum(r.actionable for r in reports) == 4  # and the cap, for TSLA
     assert sql and not [q for q in sql if "FROM PROTECTIONS" in q.upper() or "FROM COUNTERS" in q.upper()]
     assert e.store.counter(f"rth:{DAY.isoformat()}:TSLA") == 5
-    assert gates.check_rth_daily_cap(e.cap_counters.view(), e.s, "TSLA", "A", at(DAY, 10, 3)) is None
+    counts = e.cap_counters.day_counts(DAY.isoformat(), "TSLA")
+    assert gates.check_rth_daily_cap(*counts, e.s.tier_a_daily_cap, e.s.rth_daily_cap) == gates.OK
 
 
 def test_memory_follows_a_rollback_outside_the_tick():

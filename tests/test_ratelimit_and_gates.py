@@ -1,11 +1,14 @@
 from datetime import datetime, timedelta
 
-from core.clock import NY, UTC
+from core.clock import NY, UTC, minutes_since_open, minutes_to_close, trading_date
 from core.config import load_settings
 from core.rules import gates
 from core.rules.ratelimit import LocalTokenBuckets
+from core.rules.reasons import OK, reason_name
 from core.rules.scheduler import TierScheduler
+from core.state.caps import CapCounters
 from core.state.kv import SqliteKV
+from core.state.locks import SymbolLocks
 from core.state.store import Store
 from core.universe import DEFAULT_UNIVERSE
 
@@ -66,25 +69,47 @@ def kv_store():
 
 def rth_cap(counters, kv, s, symbol, tier, now, slot_s):
     """As the engine runs it: the pure check, then (when it passes) the count, idempotent per slot."""
-    if (r := gates.check_rth_daily_cap(counters.view(), s, symbol, tier, now)) is None:
-        gates.record_rth_signal(counters, kv, s, symbol, now, slot_s)
-    return r
+    day = trading_date(now).isoformat()
+    sym_count, all_count = counters.day_counts(day, symbol)
+    cap = gates.tier_cap(gates.TIER_CODES[tier], s.tier_a_daily_cap, s.tier_b_daily_cap, s.bench_daily_cap)
+    code = gates.check_rth_daily_cap(sym_count, all_count, cap, s.rth_daily_cap)
+    if code == OK and SymbolLocks(kv).take_cap_slot(symbol, day, gates.cap_slot(now.timestamp(), slot_s),
+                                                    s.cap_idempotency_s, now):
+        counters.count(day, symbol)
+    return None if code == OK else reason_name(code)
+
+
+def mixer_cooldown(kv, symbol, now):
+    code = gates.check_mixer_cooldown(SymbolLocks(kv).cooldown_until(symbol, now), now.timestamp())
+    return None if code == OK else reason_name(code)
+
+
+def direction_lock(kv, symbol, sign, now):
+    held, until = SymbolLocks(kv).direction(symbol, now)
+    code = gates.check_direction_lock(held, until, sign, now.timestamp())
+    return None if code == OK else reason_name(code)
 
 
 def test_cooldown_is_180s_to_the_second():
     _, kv = kv_store()
-    gates.start_cooldown(kv, "AAPL", 180, T0)
-    assert gates.check_mixer_cooldown(kv, "AAPL", T0 + timedelta(seconds=179)) == "mixer_cooldown"
-    assert gates.check_mixer_cooldown(kv, "AAPL", T0 + timedelta(seconds=180)) is None
-    assert gates.check_mixer_cooldown(kv, "MSFT", T0) is None
+    SymbolLocks(kv).start_cooldown("AAPL", 180, T0)
+    assert mixer_cooldown(kv, "AAPL", T0 + timedelta(seconds=179)) == "mixer_cooldown"
+    assert mixer_cooldown(kv, "AAPL", T0 + timedelta(seconds=180)) is None
+    assert mixer_cooldown(kv, "MSFT", T0) is None
 
 
 def test_direction_lock_blocks_only_the_opposite_sign_for_90s():
     _, kv = kv_store()
-    gates.record_strong_signal(kv, "TSLA", 1, 90, T0)
-    assert gates.check_direction_lock(kv, "TSLA", 1, T0 + timedelta(seconds=10)) is None
-    assert gates.check_direction_lock(kv, "TSLA", -1, T0 + timedelta(seconds=89)) == "direction_lock"
-    assert gates.check_direction_lock(kv, "TSLA", -1, T0 + timedelta(seconds=90)) is None
+    SymbolLocks(kv).lock_direction("TSLA", 1, 90, T0)
+    assert direction_lock(kv, "TSLA", 1, T0 + timedelta(seconds=10)) is None
+    assert direction_lock(kv, "TSLA", -1, T0 + timedelta(seconds=89)) == "direction_lock"
+    assert direction_lock(kv, "TSLA", -1, T0 + timedelta(seconds=90)) is None
+
+
+def cutoff_at(when, spike, s, delta):
+    segment = gates.session_segment(minutes_since_open(when), minutes_to_close(when), s.cutoff_segment_min)
+    return gates.dynamic_cutoff(segment, spike, s.cutoff_open, s.cutoff_midday, s.cutoff_close,
+                                s.cutoff_high_vol_spike, s.cutoff_high_vol_add, delta)
 
 
 def test_dynamic_cutoff_by_segment_volatility_and_delta():
@@ -92,18 +117,18 @@ def test_dynamic_cutoff_by_segment_volatility_and_delta():
     open_ = datetime(2025, 3, 10, 9, 40, tzinfo=NY)
     mid = datetime(2025, 3, 10, 12, 0, tzinfo=NY)
     close = datetime(2025, 3, 10, 15, 45, tzinfo=NY)
-    assert gates.dynamic_cutoff(open_, 0.0, s, 0.0) == s.cutoff_open
-    assert gates.dynamic_cutoff(mid, 0.0, s, 0.0) == s.cutoff_midday
-    assert gates.dynamic_cutoff(close, 0.0, s, 0.0) == s.cutoff_close
-    assert gates.dynamic_cutoff(mid, 0.9, s, 0.0) == round(s.cutoff_midday + s.cutoff_high_vol_add, 6)
-    assert gates.dynamic_cutoff(mid, 0.0, s, -0.03) == round(s.cutoff_midday - 0.03, 6)
-    assert gates.check_cutoff(-0.30, 0.28) is None and gates.check_cutoff(0.27, 0.28) == "below_cutoff"
+    assert cutoff_at(open_, 0.0, s, 0.0) == s.cutoff_open
+    assert cutoff_at(mid, 0.0, s, 0.0) == s.cutoff_midday
+    assert cutoff_at(close, 0.0, s, 0.0) == s.cutoff_close
+    assert cutoff_at(mid, 0.9, s, 0.0) == round(s.cutoff_midday + s.cutoff_high_vol_add, 6)
+    assert cutoff_at(mid, 0.0, s, -0.03) == round(s.cutoff_midday - 0.03, 6)
+    assert gates.check_cutoff(-0.30, 0.28) == OK and reason_name(gates.check_cutoff(0.27, 0.28)) == "below_cutoff"
 
 
 def test_rth_cap_counts_once_per_slot_and_blocks_at_the_cap():
     s = load_settings(tier_a_daily_cap=3, rth_daily_cap=100)
     store, kv = kv_store()
-    counters = gates.CapCounters(store)
+    counters = CapCounters(store)
     t = T0
     assert rth_cap(counters, kv, s, "NVDA", "A", t, 30) is None
     # the same slot again inside 90 s (a retried tick) is not counted twice
@@ -119,7 +144,7 @@ def test_rth_cap_counts_once_per_slot_and_blocks_at_the_cap():
 def test_rth_cap_rolls_at_new_york_midnight_not_utc():
     s = load_settings(tier_a_daily_cap=1)
     store, kv = kv_store()
-    counters = gates.CapCounters(store)
+    counters = CapCounters(store)
     late_ny = datetime(2025, 3, 11, 3, 30, tzinfo=UTC)  # 23:30 on Mar 10 in New York (EDT)
     assert rth_cap(counters, kv, s, "NVDA", "A", late_ny, 30) is None
     # 00:30 UTC day change already happened; NY date is still the 10th: capped

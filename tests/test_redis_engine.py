@@ -75,14 +75,14 @@ def test_a_crashed_consumers_signals_are_claimed_and_none_is_decided_twice(tmp_p
                               "raw_score": score, "vol_spike": 0.0, "close": 100.0})
     msgs = first.stream.read()
     assert [m["symbol"] for _id, m in msgs] == ["NVDA", "MSFT", "AMZN"]
-    first._decide_ticker(now, "NVDA", "A", _obs(msgs[0][1]), 0.6, 0.35, first.account_state(now), _report(now))
+    first.decide.decide_ticker(now, "NVDA", "A", _obs(msgs[0][1]), 0.6, 0.35, first.account_state(now), _report(now))
     first.store.commit()
     first.store.close()
     assert first.stream.pending_count() == 3
     # c2 takes over the same account after the claim delay
     second = engine(db, SignalStream(RedisLink(redis_url), "acct1", "c2"), redis_claim_idle_s=1)
     time.sleep(1.05)  # XAUTOCLAIM's idle time is Redis wall time
-    assert second._consume_stream(now + timedelta(seconds=1), _report(now)) == 3
+    assert second.decide.consume_stream(now + timedelta(seconds=1), _report(now)) == 3
     rows = second.store.query("SELECT symbol, decision, reason FROM signals WHERE ts=? ORDER BY symbol",
                               (now.isoformat(),))
     assert [(r["symbol"], r["decision"]) for r in rows] == [("AMZN", "suppressed"), ("MSFT", "suppressed"),

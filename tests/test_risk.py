@@ -1,7 +1,15 @@
 import pytest
 
 from core.config import load_settings
-from core.rules.risk import AccountState, PositionRisk, RiskManager, calculate_position_size, kelly_margin
+from core.engine.account import AccountState, PositionRisk, RiskManager, SizeResult
+from core.rules import risk as rules
+from core.rules.risk import kelly_margin
+
+
+def calculate_position_size(equity, price, **kw):
+    """``core.rules.risk.calculate_position_size`` with its cap code as the name the engine stores."""
+    qty, raw, capped = rules.calculate_position_size(equity, price, **kw)
+    return SizeResult(qty, raw, rules.CAPPED_NAMES[capped])
 
 SPEC = dict(risk_per_trade=0.005, stop_loss_pct=0.015, max_exposure=0.8, min_slots=3)
 

@@ -14,9 +14,16 @@ from datetime import timedelta
 import pytest
 
 from core.config import load_settings
-from core.rules.risk import AccountState, PositionRisk, RiskManager, calculate_position_size
+from core.engine.account import AccountState, PositionRisk, RiskManager, SizeResult
+from core.rules import risk as rules
 from tests.helpers import DAY, at, flat_bars
 from tests.rules_helpers import before, decision_at, engine, hold, intents, outcome
+
+
+def calculate_position_size(equity, price, **kw):
+    """``core.rules.risk.calculate_position_size`` with its cap code as the name the engine stores."""
+    qty, raw, capped = rules.calculate_position_size(equity, price, **kw)
+    return SizeResult(qty, raw, rules.CAPPED_NAMES[capped])
 
 T = at(DAY, 11, 0)
 FIVE = ("NVDA", "TSLA", "AAPL", "MSFT", "AMZN")  # processed in this order on the first tick

@@ -1,22 +1,28 @@
 """The engine: one ``Engine.tick(now)`` is the whole cycle, for live and replay alike.
 
-``Engine`` (``tick``) is built from one part per concern, each a module of this package:
+``Engine`` (``tick``) is composed of parts, each a class of this package that gets what it uses in its constructor:
 
-    tick.py       construction, tick() in one transaction, broker and database failures, step order, commands
-    memory.py     the in-memory state, its restore from SQLite, the account state decisions read
-    params.py     live parameters: load, audited changes, profile expiry, protections
-    decide.py     the one decision chain: due ticker -> score -> gates -> decision row -> intent
-    routing.py    basket routing: a firing basket -> inverse-ETF intent
-    orders.py     order flow: queue, approve/reject, expire, follow, resolve unanswered submissions
+    memory.py     EngineState: the working state in memory (book, protections, cap counts, locks, basket streaks,
+                  token buckets, scheduler times, cursors), its restore from SQLite and its reload after a rollback
+    params.py     LiveParameters: the live parameters and the rules' vector; audited changes, profile expiry,
+                  protections
+    protect.py    the protections' window figures and their evaluation
+    account.py    Accounts (the AccountState risk decisions read), RiskManager and EntryRisk over core.rules.risk
+    decide.py     DecisionChain: due ticker -> score -> gates -> decision row -> intent
+    routing.py    BasketRouting: a firing basket -> inverse-ETF intent
+    orders.py     OrderFlow: queue, approve/reject, expire, follow, resolve unanswered submissions
     intents.py    order intents and their idempotent submission (plain functions over store and broker)
-    ledger.py     fills -> positions -> trades, MAE/MFE, stop checks
-    reconcile.py  adopting the broker's orders and positions before the first trade
-    snapshots.py  equity, gauges, token statistics and heartbeat
-    closing.py    Close one position / Flatten all (commands), and the positions' last prices for the UI
+    ledger.py     FillLedger: fills -> positions -> trades, MAE/MFE, stop checks
+    reconcile.py  Reconciliation: adopting the broker's orders and positions before the first trade
+    snapshots.py  Snapshots: equity, gauges, token statistics and heartbeat
+    closing.py    PositionClosing: Close one position / Flatten all, and the positions' last prices for the UI
+    report.py     TickReport
+    tick.py       Engine: builds the parts, runs tick() in one transaction, applies the UI's commands
 """
 
 from core.engine.decide import signal_row
 from core.engine.ledger import money
-from core.engine.tick import Engine, TickReport
+from core.engine.report import TickReport
+from core.engine.tick import Engine
 
 __all__ = ["Engine", "TickReport", "money", "signal_row"]

@@ -18,7 +18,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.config import LiveParams, Settings
+from core.config import Settings
 from core.engine.intents import (
     FAILED,
     PENDING,
@@ -31,6 +31,8 @@ from core.engine.intents import (
     set_intent_status,
     submit_intent,
 )
+from core.engine.orders import OrderFlow
+from core.engine.params import LiveParameters
 from core.feed import MarketFeed
 from core.state.book import Book
 from core.state.store import Store, iso
@@ -52,18 +54,18 @@ def close_symbol(value: Any) -> str:
 
 
 class PositionClosing:
-    """Close and Flatten all, and the last prices of the held positions for the positions table.
+    """Close and Flatten all, and the last prices of the held positions for the positions table."""
 
-    Other parts it calls: ``set_params`` (params); ``_refresh_orders`` (orders).
-    """
-
-    s: Settings
-    store: Store
-    broker: Broker
-    feed: MarketFeed
-    book: Book
-    lock: threading.RLock
-    params: LiveParams
+    def __init__(self, settings: Settings, store: Store, broker: Broker, feed: MarketFeed, book: Book,
+                 live: LiveParameters, orders: OrderFlow, lock: threading.RLock) -> None:
+        self.s = settings
+        self.store = store
+        self.broker = broker
+        self.feed = feed
+        self.book = book
+        self.live = live
+        self.orders = orders
+        self.lock = lock
 
     # ------------------------------------------------------------ one position
     def close_position_by_hand(self, symbol: Any, *, who: str, now: datetime) -> str:
@@ -93,8 +95,8 @@ class PositionClosing:
         with self.lock:
             self.feed.ensure(now)
             notes = []
-            if not self.params.paused:
-                self.set_params({"paused": True}, who=who, now=now, source=FLATTEN)  # type: ignore[attr-defined]
+            if not self.live.params.paused:
+                self.live.set_params({"paused": True}, who=who, now=now, source=FLATTEN)
             notes.append("entries paused")
             waiting = [r["id"] for r in self.book.intents_with_status(PENDING)]
             with self.store.transaction():
@@ -146,7 +148,7 @@ class PositionClosing:
                     self._finish_submission(intent, r.order, now)
                     notes.append(self._outcome(intent, r.order))
             try:
-                self._refresh_orders(now)  # type: ignore[attr-defined]  # the entries it cancelled end now
+                self.orders.refresh_orders(now)  # the entries it cancelled end now
             except BrokerError as e:
                 log.warning("flatten all: order refresh failed, next tick refreshes: %s", e)
             self.store.commit()

@@ -1,36 +1,57 @@
 """The one decision chain: from a due ticker to a decision row and, when every gate passes, an intent (rules §4, 7).
 
     token bucket -> observation -> LLM request -> mixed score -> cutoff -> (Redis stream) ->
-    exit on a strong negative signal | mixer cooldown -> direction lock -> pause, protections, symbol
-    cooldown, held, pending intent -> risk feasibility -> RTH daily cap -> long intent, or evidence for a basket
+    exit on a strong negative signal | mixer cooldown -> direction lock -> entry blocks (pause, protections,
+    symbol cooldown, held, pending intent) -> risk feasibility -> RTH daily cap -> long intent, or evidence for a basket
 
-Each step is a plain check in ``core.rules`` (gates, risk, protections) over values; this module feeds them in
-order and journals every outcome in the decision log (``_record_signal``), so each suppression has its reason.
-Bench tickers join the chain on events (a filing, a volume spike).
+Each step is a plain function of ``core.rules`` over numbers; this part feeds them in order from the engine's state
+and journals every outcome in the decision log (``record_signal``), so each suppression has its reason. Bench
+tickers join the chain on events (a filing, a volume spike).
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from core.config import LiveParams, Settings
-from core.engine.intents import new_intent, price_increment
+from core.clock import minutes_since_open, minutes_to_close, trading_date
+from core.config import Settings
+from core.engine.account import Accounts, AccountState, EntryRisk, RiskManager
+from core.engine.intents import new_intent
+from core.engine.memory import EngineState  # noqa: I001  (below the rules: the state the chain reads)
+from core.engine.orders import OrderFlow
+from core.engine.params import LiveParameters
+from core.engine.report import TickReport
 from core.feed import MarketFeed, Observation
 from core.rules import gates
-from core.rules.protections import SYMBOL_COOLDOWN, Protections, symbol_cooldown_key
-from core.rules.risk import DAILY_LOSS_REASON, AccountState, RiskManager
-from core.rules.scheduler import TierScheduler
+from core.rules.bracket import bracket_prices
+from core.rules.params import (
+    P_BENCH_DAILY_CAP,
+    P_CAP_IDEMPOTENCY_S,
+    P_COOLDOWN_S,
+    P_CUTOFF_CLOSE,
+    P_CUTOFF_DELTA,
+    P_CUTOFF_HIGH_VOL_ADD,
+    P_CUTOFF_HIGH_VOL_SPIKE,
+    P_CUTOFF_MIDDAY,
+    P_CUTOFF_OPEN,
+    P_CUTOFF_SEGMENT_MIN,
+    P_DIRECTION_LOCK_S,
+    P_PAUSED,
+    P_RESERVE_FALLBACK,
+    P_RTH_DAILY_CAP,
+    P_STOP_LOSS_PCT,
+    P_TAKE_PROFIT_PCT,
+    P_TIER_A_DAILY_CAP,
+    P_TIER_B_DAILY_CAP,
+)
+from core.rules.reasons import NO_DATA, OK, PROTECTION, RATE_LIMITED, reason_text
 from core.services.llm import LLMEvent, LLMGate, blend
 from core.services.redis_stream import SignalStream
 from core.state.decisions import COUNTED, SUMMARY, DecisionLog
-from core.state.kv import KVStore
 from core.state.store import Store, iso
 from core.universe import Universe
-
-if TYPE_CHECKING:
-    from core.engine.tick import TickReport
 
 
 def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
@@ -42,39 +63,47 @@ def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None
             None if obs is None else obs.close)
 
 
+LEGACY = True
+
+
+def _minutes(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
 class DecisionChain:
-    """Decide the tick's due tickers (and the stream's messages) through the gates, in order.
+    """Decide the tick's due tickers (and the stream's messages) through the gates, in order."""
 
-    Other parts it calls: ``_queue_intent``, ``_live_intent_for`` (orders); ``account_state``, ``_tick_account``
-    (memory).
-    """
+    def __init__(self, settings: Settings, store: Store, universe: Universe, feed: MarketFeed, state: EngineState,
+                 live: LiveParameters, orders: OrderFlow, accounts: Accounts, risk: RiskManager,
+                 entry_risk: EntryRisk, decisions: DecisionLog, llm: LLMGate | None,
+                 stream: SignalStream | None) -> None:
+        self.s = settings
+        self.store = store
+        self.universe = universe
+        self.feed = feed
+        self.state = state
+        self.live = live
+        self.orders = orders
+        self.accounts = accounts
+        self.risk = risk
+        self.entry_risk = entry_risk
+        self.decisions = decisions
+        self.llm = llm
+        self.stream = stream
+        self.published: list[dict[str, Any]] = []  # this tick's messages, until read back
+        self._cutoffs: dict[tuple[datetime, float, bool], float] = {}  # see cutoff
 
-    s: Settings
-    store: Store
-    universe: Universe
-    feed: MarketFeed
-    kv: KVStore
-    params: LiveParams
-    scheduler: TierScheduler
-    risk: RiskManager
-    protections: Protections
-    cap_counters: gates.CapCounters
-    llm: LLMGate | None
-    decisions: DecisionLog
-    stream: SignalStream | None
-    latest_scores: dict[str, tuple[float, float]]
-    _cutoffs: dict[tuple[datetime, float, bool], float]
-    _published: list[dict[str, Any]]
-
-    def _detect_bench_events(self, now: datetime) -> None:
+    # ------------------------------------------------------------ Bench events
+    def detect_bench_events(self, now: datetime) -> None:
         """Bench tickers run on events: a new EDGAR filing, or a volume/volatility spike on the last bar."""
+        scheduler = self.state.scheduler
         bench = self.universe.tiers.get("Bench", ())
         if bench and self.s.edgar_enabled:
             for r in self.store.query(
                     f"SELECT id, symbol FROM events WHERE kind='filing' AND processed_at IS NULL AND created_at > ? "
                     f"AND symbol IN ({','.join('?' * len(bench))})",
                     (iso(now - timedelta(seconds=self.s.event_ttl_s)), *bench)):
-                self.scheduler.add_event(r["symbol"], r["id"])
+                scheduler.add_event(r["symbol"], r["id"])
         row = self.feed.row_at(now)
         if row is None:
             return
@@ -86,23 +115,25 @@ class DecisionChain:
             obs = self.feed.observe(sym, now)
             if obs is not None and not math.isnan(obs.vol_spike) and obs.vol_spike >= self.s.vol_spike_event:
                 event_id = f"spike:{sym}:{obs.bar_ts.isoformat()}"
-                if sym not in self.scheduler.pending_events:
-                    self.kv.set(f"event:{sym}", event_id, 300, now)
-                self.scheduler.add_event(sym, event_id)
+                if sym not in scheduler.pending_events:
+                    self.state.locks.note_event(sym, event_id, 300, now)
+                scheduler.add_event(sym, event_id)
 
-    def _process_ticker(self, sym: str, now: datetime, state: AccountState | None, rep: TickReport) -> None:
+    # ------------------------------------------------------------ one ticker
+    def process_ticker(self, sym: str, now: datetime, account: AccountState | None, rep: TickReport) -> None:
+        scheduler = self.state.scheduler
         tier = self.universe.get_ticker_tier(sym) or "Bench"
-        grant = self.scheduler.consume_api_token_for_ticker(sym, now, allow_borrow=self.params.reserve_fallback)
+        grant = scheduler.consume_api_token_for_ticker(sym, now, allow_borrow=bool(self.live.p[P_RESERVE_FALLBACK]))
         if not grant.granted:
-            self._record_signal(now, sym, tier, None, None, None, "suppressed", "rate_limited", None, rep)
+            self.record_signal(now, sym, tier, None, None, None, "suppressed", reason_text(RATE_LIMITED), None, rep)
             return
-        pending = self.scheduler.pending_events.get(sym)
+        pending = scheduler.pending_events.get(sym)
         if pending is not None:
-            self.kv.delete(f"event:{sym}")
-        self.scheduler.mark_processed(sym, now)
+            self.state.locks.clear_event(sym)
+        scheduler.mark_processed(sym, now)
         obs = self.feed.observe(sym, now)
         if obs is None or math.isnan(obs.score):
-            self._record_signal(now, sym, tier, obs, None, None, "skipped", "no_data", None, rep)
+            self.record_signal(now, sym, tier, obs, None, None, "skipped", reason_text(NO_DATA), None, rep)
             return
         rep.processed += 1
         spike = 0.0 if math.isnan(obs.vol_spike) else obs.vol_spike
@@ -111,16 +142,16 @@ class DecisionChain:
         if pending is not None and not pending.startswith("spike:"):
             self._take_filing(pending, now)
         score = self.mix_score(sym, obs.score, now)
-        self.latest_scores[sym] = (now.timestamp(), score)
-        cutoff = self._cutoff(now, spike)
+        self.state.latest_scores[sym] = (now.timestamp(), score)
+        cutoff = self.cutoff(now, spike)
         if self.stream is not None:
             msg = {"ts": iso(now), "symbol": sym, "tier": tier, "score": score, "cutoff": cutoff,
                    "bar_ts": iso(obs.bar_ts), "raw_score": obs.score, "vol_spike": obs.vol_spike, "close": obs.close}
             self.store.barrier()  # a message leaves the process: what this tick did so far is on disk
             if self.stream.publish(msg) is not None:
-                self._published.append(msg)
+                self.published.append(msg)
                 return  # decided by the consumer group (this process reads it back in the same tick)
-        self._decide_ticker(now, sym, tier, obs, score, cutoff, state, rep)
+        self.decide_ticker(now, sym, tier, obs, score, cutoff, account, rep)
 
     def _event_for(self, sym: str, obs: Any, spike: float, now: datetime) -> LLMEvent | None:
         """The event that makes an LLM call possible for ``sym`` now: a fresh unprocessed filing, else a
@@ -145,125 +176,136 @@ class DecisionChain:
             return blend(technical, s[0], s[1], self.s.llm_mix_weight)
         return max(-1.0, min(1.0, technical))
 
-    def _cutoff(self, now: datetime, spike: float) -> float:
-        """``gates.dynamic_cutoff``, computed once per tick for each volatility regime."""
-        high = spike >= self.s.cutoff_high_vol_spike
-        key = (now, self.params.cutoff_delta, high)
+    def cutoff(self, now: datetime, spike: float) -> float:
+        """``gates.dynamic_cutoff`` of ``now``'s session segment and the bar's volatility regime, computed once per
+        tick for each regime."""
+        p = self.live.p
+        high = spike >= p[P_CUTOFF_HIGH_VOL_SPIKE]
+        key = (now, p[P_CUTOFF_DELTA], high)
         got = self._cutoffs.get(key)
         if got is None:
             if len(self._cutoffs) > 64:
                 self._cutoffs.clear()
-            got = self._cutoffs[key] = gates.dynamic_cutoff(now, spike, self.s, self.params.cutoff_delta)
+            segment = gates.session_segment(_minutes(minutes_since_open(now)), _minutes(minutes_to_close(now)),
+                                            p[P_CUTOFF_SEGMENT_MIN])
+            got = self._cutoffs[key] = gates.dynamic_cutoff(
+                segment, spike, p[P_CUTOFF_OPEN], p[P_CUTOFF_MIDDAY], p[P_CUTOFF_CLOSE], p[P_CUTOFF_HIGH_VOL_SPIKE],
+                p[P_CUTOFF_HIGH_VOL_ADD], p[P_CUTOFF_DELTA])
         return got
 
-    def _consume_stream(self, now: datetime, rep: TickReport) -> int:
+    # ------------------------------------------------------------ the Redis stream
+    def consume_stream(self, now: datetime, rep: TickReport) -> int:
         """Decide the stream's messages: first those a crashed consumer left pending, then new ones. Each is
         acknowledged after its decision row is stored; one already stored is only acknowledged."""
         assert self.stream is not None
         msgs = self.stream.claim_stale(int(self.s.redis_claim_idle_s * 1000)) + self.stream.read()
         if not self.stream.link.up:  # Redis went away after this tick published: decide those here
-            msgs += [("", m) for m in self._published]
-        self._published = []
-        state = self.account_state(now)
+            msgs += [("", m) for m in self.published]
+        self.published = []
+        account = self.accounts.account_state(now)
         for mid, m in msgs:
             at = datetime.fromisoformat(m["ts"])
             if self.store.scalar("SELECT 1 FROM signals WHERE symbol=? AND ts=?", (m["symbol"], m["ts"])) is None:
                 obs = Observation(m["symbol"], datetime.fromisoformat(m["bar_ts"]), float(m["raw_score"]),
                                   float(m["vol_spike"]), float(m["close"]))
                 before = len(rep.intents)
-                self._decide_ticker(at, m["symbol"], m["tier"], obs, float(m["score"]), float(m["cutoff"]), state,
-                                    rep)
+                self.decide_ticker(at, m["symbol"], m["tier"], obs, float(m["score"]), float(m["cutoff"]), account,
+                                   rep)
                 self.store.barrier()  # the decision is stored before the acknowledgement
-                state = self.account_state(now) if len(rep.intents) > before else state
+                account = self.accounts.account_state(now) if len(rep.intents) > before else account
             if mid:
                 self.stream.ack([mid])
         return len(msgs)
 
-    def _decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,
-                       state: AccountState | None, rep: TickReport) -> None:
-        """The gates after the cutoff, and the intent they allow (rules §4, 7). ``state``: None for this tick's
+    # ------------------------------------------------------------ the gates after the cutoff
+    def decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,
+                      account: AccountState | None, rep: TickReport) -> None:
+        """The gates after the cutoff, and the intent they allow (rules §4, 7). ``account``: None for this tick's
         account (built only when a ticker gets past the cutoff)."""
 
-        def suppress(reason: str) -> None:
-            self._record_signal(now, sym, tier, obs, score, cutoff, "suppressed", reason, None, rep)
+        def refuse(reason: str) -> None:
+            self.record_signal(now, sym, tier, obs, score, cutoff, "suppressed", reason, None, rep)
 
-        if (r := gates.check_cutoff(score, cutoff)) is not None:
-            return suppress(r)
-        if state is None:
-            state = self._tick_account(now, rep)
+        def suppress(code: int, detail: str = "") -> None:
+            refuse(reason_text(code, detail))
+
+        if (code := gates.check_cutoff(score, cutoff)) != OK:
+            return suppress(code)
+        if account is None:
+            account = self.accounts.for_tick(now, len(rep.intents))
+        p, locks, t = self.live.p, self.state.locks, now.timestamp()
         sign = 1 if score > 0 else -1
-        held = state.holds(sym)
+        held = account.holds(sym)
         if sign < 0 and held:
             # A strong negative signal on a held long closes it; exits skip entry gates (they reduce risk).
-            gates.record_strong_signal(self.kv, sym, sign, self.params.direction_lock_s, now)
-            if self._live_intent_for(sym):
-                return suppress("intent_pending")
-            qty = next(p.qty for p in state.positions if p.symbol == sym)
+            if LEGACY:
+                locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)
+            if self.orders.live_intent_for(sym):
+                return suppress(gates.INTENT_PENDING)
+            qty = next(pos.qty for pos in account.positions if pos.symbol == sym)
             intent = new_intent("exit", sym, "sell", qty, obs.close, now, self.s.intent_ttl_s,
                                 reason=f"signal exit: score {score:+.2f} <= -{cutoff:.2f}", source=f"signal:{sym}")
+            if not LEGACY:
+                locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)  # the exit is an intent of this sign
             # the decision row first: it commits with the intent, so a crash during the submission cannot leave
             # an intent without its decision (a re-run tick would decide the ticker again, differently)
-            self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "exit", rep)
-            self._queue_intent(intent, now, rep)
+            self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "exit", rep)
+            self.orders.queue_intent(intent, now, rep)
             rep.actionable += 1
             return
-        if (r := gates.check_mixer_cooldown(self.kv, sym, now)) is not None:
-            return suppress(r)
-        if (r := gates.check_direction_lock(self.kv, sym, sign, now)) is not None:
-            return suppress(r)
-        gates.record_strong_signal(self.kv, sym, sign, self.params.direction_lock_s, now)
+        if (code := gates.check_mixer_cooldown(locks.cooldown_until(sym, now), t)) != OK:
+            return suppress(code)
+        lock_sign, lock_until = locks.direction(sym, now)
+        if (code := gates.check_direction_lock(lock_sign, lock_until, sign, t)) != OK:
+            return suppress(code)
+        if LEGACY:
+            locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)
+        basket = None
         if sign > 0:
-            if self.params.paused:
-                return suppress("paused")
-            if (rule := self.protections.entries_paused_by(now)) is not None:
-                return suppress(f"protection:{rule}")
-            if self.kv.get(symbol_cooldown_key(sym), now) is not None:
-                return suppress(SYMBOL_COOLDOWN)
-            if held:
-                return suppress("already_held")
-            if self._live_intent_for(sym):
-                return suppress("intent_pending")
+            protection = self.state.protections.entries_paused_by(now)
+            code = gates.check_entry_blocks(
+                bool(p[P_PAUSED]), protection is not None,
+                gates.lock_holds(locks.symbol_cooldown_until(sym, now), t), held, False, False,
+                self.orders.live_intent_for(sym))
+            if code != OK:
+                return suppress(code, protection if code == PROTECTION else "")
             price = obs.close
         else:
             basket = self.universe.basket_of(sym)
             price = self.feed.price(basket.inverse_etf, now) if basket else obs.close
-        ok, reason = self.entry_risk_check(state, price, now)
+        ok, reason = self.entry_risk.check(account, price, now)
         if not ok:
-            return suppress(reason)
-        slot = self.universe.tier_intervals_s.get(tier, 60)
-        if (r := gates.check_rth_daily_cap(self.cap_counters.view(), self.s, sym, tier, now)) is not None:
-            return suppress(r)
-        gates.record_rth_signal(self.cap_counters, self.kv, self.s, sym, now, slot)
-        gates.start_cooldown(self.kv, sym, self.params.cooldown_s, now)
+            return refuse(reason)
+        day = trading_date(now).isoformat()
+        symbol_count, global_count = self.state.caps.day_counts(day, sym)
+        symbol_cap = gates.tier_cap(gates.TIER_CODES.get(tier, gates.TIER_BENCH), p[P_TIER_A_DAILY_CAP],
+                                    p[P_TIER_B_DAILY_CAP], p[P_BENCH_DAILY_CAP])
+        if (code := gates.check_rth_daily_cap(symbol_count, global_count, symbol_cap, p[P_RTH_DAILY_CAP])) != OK:
+            return suppress(code)
+        slot_s = self.universe.tier_intervals_s.get(tier, 60)
+        if locks.take_cap_slot(sym, day, gates.cap_slot(t, slot_s), p[P_CAP_IDEMPOTENCY_S], now):
+            self.state.caps.count(day, sym)
+        locks.start_cooldown(sym, p[P_COOLDOWN_S], now)
+        if not LEGACY:
+            locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)  # an actionable signal starts the lock
         rep.actionable += 1
         if sign < 0:  # evidence for the basket router
-            self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "evidence", rep)
+            self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "evidence", rep)
             return
-        size = self.risk.size_for(state, price)
+        size = self.risk.size_for(account, price)
+        stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
         intent = new_intent(
             "entry", sym, "buy", size.qty, price, now, self.s.intent_ttl_s,
             reason=f"score {score:+.2f} >= {cutoff:.2f}" + (f" (size capped by {size.capped_by})"
                                                              if size.capped_by else ""),
-            source=f"signal:{sym}", stop_price=price_increment(price * (1 - self.s.stop_loss_pct)),
-            take_profit_price=price_increment(price * (1 + self.s.take_profit_pct)),
-            risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
+            source=f"signal:{sym}", stop_price=stop, take_profit_price=take_profit,
+            risk_after=round(self.risk.risk_after_fill(account, size.qty, price), 6),
         )
-        self._record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)  # with the intent
-        self._queue_intent(intent, now, rep)
+        self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)  # with the intent
+        self.orders.queue_intent(intent, now, rep)
 
-    def entry_risk_check(self, state: AccountState, price: float | None, now: datetime) -> tuple[bool, str]:
-        """``check_signal_risk_feasibility``, recording the day's first daily-loss halt as a protection."""
-        ok, reason = self.risk.check_signal_risk_feasibility(state, price)
-        self.note_risk_halt(reason, state, now)
-        return ok, reason
-
-    def note_risk_halt(self, reason: str, state: AccountState, now: datetime) -> None:
-        """A refusal by the daily loss limit is recorded as the day's ``daily_loss`` protection."""
-        if reason == DAILY_LOSS_REASON:
-            self.protections.record_daily_loss_halt(now, self.risk.daily_loss(state), self.s.daily_loss_limit)
-
-    def _record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
-                       decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
+    def record_signal(self, now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
+                      decision: str, reason: str | None, action: str | None, rep: TickReport) -> None:
         log_ = self.decisions
         if log_.mode == SUMMARY and reason in COUNTED:  # the bulk of a replay: a count, no row built
             log_.count(sym, tier, decision, reason, iso(now), iso(obs.bar_ts) if obs else None,

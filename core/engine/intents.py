@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.rules.bracket import price_increment as price_increment  # re-exported: where intents price their legs
 from core.state.store import Store, iso
 from core.venues.broker import Broker, BrokerError, BrokerOrder, OrderRequest
 
@@ -115,11 +116,6 @@ def row_expired(row: dict[str, Any], now: datetime, wall_now: float | None) -> b
 def set_intent_status(store: Store, intent_id: str, status: str, now: datetime, *, who: str | None = None,
                       note: str | None = None) -> None:
     store.book.set_intent_status(intent_id, status, now, who=who, note=note)
-
-
-def price_increment(price: float) -> float:
-    """Round an order price to what US exchanges accept (Rule 612: cents at $1.00 and above, else 1/100 cent)."""
-    return round(price, 2) if price >= 1.0 else round(price, 4)
 
 
 def submit_intent(store: Store, broker: Broker, intent: OrderIntent, now: datetime) -> BrokerOrder | None:

@@ -13,10 +13,9 @@ from typing import Any
 from core.clock import is_rth
 from core.config import Settings
 from core.engine.intents import PENDING, new_intent, save_intent, submit_intent
+from core.engine.memory import EngineState
 from core.feed import MarketFeed
-from core.rules.protections import symbol_cooldown_key
-from core.state.book import Book
-from core.state.kv import KVStore
+from core.rules.bracket import bracket_prices, stop_hit, take_profit_hit
 from core.state.store import Store, iso
 from core.venues.broker import Broker
 
@@ -29,22 +28,18 @@ def money(x: float) -> str:
 
 
 class FillLedger:
-    """Fills -> positions -> trades; excursions (MAE/MFE) and the stop checks of adopted positions.
+    """Fills -> positions -> trades; excursions (MAE/MFE) and the stop checks of adopted positions."""
 
-    Other parts it calls: ``_live_intent_for`` (orders).
-    """
+    def __init__(self, settings: Settings, store: Store, broker: Broker, feed: MarketFeed, state: EngineState) -> None:
+        self.s = settings
+        self.store = store
+        self.broker = broker
+        self.feed = feed
+        self.state = state
+        self.book = state.book
 
-    s: Settings
-    store: Store
-    broker: Broker
-    feed: MarketFeed
-    book: Book
-    kv: KVStore
-    _fill_cursor: int
-    _last_stop_check: float | None
-
-    def _ingest_fills(self, now: datetime) -> int:
-        cursor = self._fill_cursor
+    def ingest_fills(self, now: datetime) -> int:
+        cursor = self.state.fill_cursor
         fills, new_cursor = self.broker.fills_since(cursor)
         if not fills and new_cursor == cursor:
             return 0
@@ -61,7 +56,7 @@ class FillLedger:
         with self.store.transaction():
             if new_cursor != cursor:
                 self.store.set_meta("fill_cursor", str(new_cursor))
-        self._fill_cursor = new_cursor  # once written (a failed write leaves it, and the fills, to the next tick)
+        self.state.fill_cursor = new_cursor  # once written (a failed write leaves it, and the fills, to the next tick)
         return n
 
     def _apply_fill_to_positions(self, symbol: str, side: str, qty: float, price: float, fee: float, ts: datetime,
@@ -71,11 +66,11 @@ class FillLedger:
         intent = None if leg else self._intent_of_order(cid)  # a bracket leg's fill needs only the leg's name
         if side == "buy":
             if pos is None:
+                stop, take_profit = bracket_prices(price, self.s.stop_loss_pct, self.s.take_profit_pct)
                 book.open_position({
                     "symbol": symbol, "qty": qty, "avg_price": price, "opened_at": iso(ts),
-                    "stop_price": (intent or {}).get("stop_price") or price * (1 - self.s.stop_loss_pct),
-                    "take_profit_price": (intent or {}).get("take_profit_price")
-                    or price * (1 + self.s.take_profit_pct),
+                    "stop_price": (intent or {}).get("stop_price") or stop,
+                    "take_profit_price": (intent or {}).get("take_profit_price") or take_profit,
                     "kind": (intent or {}).get("kind", "entry"), "high": price, "low": price,
                     "intent_id": (intent or {}).get("id"),
                 })
@@ -90,7 +85,7 @@ class FillLedger:
         if pos is None:
             log.warning("sell fill for %s with no recorded position", symbol)
             return
-        self._update_excursions(symbol, ts + timedelta(seconds=60))  # through the bar the exit filled in
+        self.update_excursions(symbol, ts + timedelta(seconds=60))  # through the bar the exit filled in
         entry = pos["avg_price"]
         close_qty = min(qty, pos["qty"])
         fees = fee + (pos.get("fees") or 0.0)
@@ -107,8 +102,8 @@ class FillLedger:
                  "flatten": "flatten all"}.get(reason, "exit")
         self.store.notify("warning" if reason == "stop_loss" else "info",
                           f"{label}: sold {close_qty:g} {symbol} @ {price:,.2f}, P&L {money(pnl)}", ts)
-        if pnl < 0 and self.s.protection_symbol_cooldown_s > 0:  # no quick re-entry after a loss
-            self.kv.set(symbol_cooldown_key(symbol), "losing_exit", self.s.protection_symbol_cooldown_s, ts)
+        if pnl < 0:  # no quick re-entry after a loss
+            self.state.locks.start_symbol_cooldown(symbol, self.s.protection_symbol_cooldown_s, ts)
         left = pos["qty"] - close_qty
         if left <= 1e-9:
             book.close_position(symbol)
@@ -121,7 +116,7 @@ class FillLedger:
         return self.book.intent_of_order(cid) or self.store.one(
             "SELECT i.* FROM intents i JOIN orders o ON o.intent_id=i.id WHERE o.client_order_id=?", (cid,))
 
-    def _update_excursions(self, symbol: str, now: datetime) -> None:
+    def update_excursions(self, symbol: str, now: datetime) -> None:
         """Track the high/low since entry for MAE/MFE."""
         pos = self.book.positions.get(symbol)
         if pos is None:
@@ -132,11 +127,12 @@ class FillLedger:
             self.book.update_position(symbol, high=max(pos["high"], float(hi.max())),
                                       low=min(pos["low"], float(lo.min())))
 
-    def _maybe_check_stops(self, now: datetime) -> None:
+    def maybe_check_stops(self, now: datetime) -> None:
         t = now.timestamp()
-        if self._last_stop_check is not None and t - self._last_stop_check < self.s.stop_check_interval_s:
+        last = self.state.last_stop_check
+        if last is not None and t - last < self.s.stop_check_interval_s:
             return
-        self._last_stop_check = t
+        self.state.last_stop_check = t
         self.check_stops(now)
 
     def check_stops(self, now: datetime) -> list[str]:
@@ -144,15 +140,15 @@ class FillLedger:
         exits = []
         for pos in list(self.book.positions.values()):
             sym = pos["symbol"]
-            self._update_excursions(sym, now)
+            self.update_excursions(sym, now)
             if pos["kind"] != "adopted" or not is_rth(now):
                 continue  # our own entries carry bracket legs at the broker
             px = self.feed.price(sym, now)
             if px is None:
                 continue
-            why = "stop_loss" if px <= pos["stop_price"] else ("take_profit" if px >= pos["take_profit_price"]
-                                                                 else None)
-            if why and not self._live_intent_for(sym):
+            why = "stop_loss" if stop_hit(px, pos["stop_price"]) else (
+                "take_profit" if take_profit_hit(px, pos["take_profit_price"]) else None)
+            if why and not self.book.live_intent_for(sym):
                 intent = new_intent("exit", sym, "sell", pos["qty"], px, now, self.s.intent_ttl_s,
                                     reason=why, source="stop_check")
                 with self.store.transaction():

@@ -13,9 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from core.config import LiveParams
+from core.engine.account import Accounts, AccountState, EntryRisk, RiskManager
 from core.engine.intents import (
     EXPIRED,
     PENDING,
@@ -30,40 +29,40 @@ from core.engine.intents import (
     set_intent_status,
     submit_intent,
 )
+from core.engine.params import LiveParameters
+from core.engine.report import TickReport
 from core.feed import MarketFeed
-from core.rules.risk import AccountState, RiskManager
 from core.state.book import Book
 from core.state.store import Store
 from core.venues.broker import Broker
-
-if TYPE_CHECKING:
-    from core.engine.tick import TickReport
 
 log = logging.getLogger(__name__)
 
 
 class OrderFlow:
-    """Queue, approve/reject, expire and follow intents and their orders.
+    """Queue, approve/reject, expire and follow intents and their orders."""
 
-    Other parts it calls: ``account_state`` (memory); ``note_risk_halt`` (decide).
-    """
-
-    store: Store
-    broker: Broker
-    feed: MarketFeed
-    book: Book
-    lock: threading.RLock
-    params: LiveParams
-    risk: RiskManager
-    wall: Callable[[], float] | None  # the live app's wall clock (POSIX s); None in a replay (see approval window)
+    def __init__(self, store: Store, broker: Broker, feed: MarketFeed, book: Book, live: LiveParameters,
+                 accounts: Accounts, risk: RiskManager, entry_risk: EntryRisk, lock: threading.RLock,
+                 wall: Callable[[], float] | None) -> None:
+        self.store = store
+        self.broker = broker
+        self.feed = feed
+        self.book = book
+        self.live = live
+        self.accounts = accounts
+        self.risk = risk
+        self.entry_risk = entry_risk
+        self.lock = lock
+        self.wall = wall  # the live app's wall clock (POSIX s); None in a replay (see the approval window)
 
     def _wall_now(self) -> float | None:
         return self.wall() if self.wall is not None else None
 
-    def _queue_intent(self, intent: OrderIntent, now: datetime, rep: TickReport) -> None:
+    def queue_intent(self, intent: OrderIntent, now: datetime, rep: TickReport) -> None:
         """Manual mode: wait for Approve. Auto mode: submit now."""
         wall_now = self._wall_now()
-        if wall_now is not None and not self.params.auto_mode:
+        if wall_now is not None and not self.live.params.auto_mode:
             # A human decides: the window counts wall seconds (at SIM_SPEED=60 the market's 120 s pass in 2 s).
             ttl_s = (intent.expires_at - intent.created_at).total_seconds()
             intent = dataclasses.replace(intent, approve_by=wall_now + ttl_s)
@@ -71,16 +70,16 @@ class OrderFlow:
             created = save_intent(self.store, intent, PENDING)
         if created:
             rep.intents.append(intent.id)
-        elif not self._unsent_pending(intent.id):
+        elif not self.unsent_pending(intent.id):
             return  # this tick already ran before a restart and the intent went its way
-        if self.params.auto_mode:
+        if self.live.params.auto_mode:
             self.store.barrier()  # the decision and its intent are on disk before the order is sent
             submit_intent(self.store, self.broker, intent, now)
 
-    def _unsent_pending(self, intent_id: str) -> bool:
+    def unsent_pending(self, intent_id: str) -> bool:
         return self.book.unsent_pending(intent_id)
 
-    def _live_intent_for(self, symbol: str) -> bool:
+    def live_intent_for(self, symbol: str) -> bool:
         return self.book.live_intent_for(symbol)
 
     def decide_intent(self, intent_id: str, *, approve: bool, who: str, now: datetime) -> str:
@@ -103,11 +102,11 @@ class OrderFlow:
                 set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="rejected by trader")
                 self.store.commit()
                 return "rejected"
-            if self.params.paused and not intent.is_exit:
+            if self.live.params.paused and not intent.is_exit:
                 set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="paused")
                 self.store.commit()
                 return "refused: trading is paused"
-            state = self.account_state(now)
+            state = self.accounts.account_state(now)
             # The intent itself is counted as pending in ``state``; take it out for its own re-check.
             state = AccountState(state.equity, state.cash, state.buying_power, state.start_of_day_equity,
                                  state.positions, max(0.0, state.pending_notional - intent.qty * intent.price),
@@ -115,7 +114,7 @@ class OrderFlow:
             price = self.feed.price(intent.symbol, now) or intent.price
             ok, reason = self.risk.should_allow_trade(state, intent.symbol, intent.side, intent.qty, price,
                                                       is_exit=intent.is_exit)
-            self.note_risk_halt(reason, state, now)
+            self.entry_risk.note_halt(reason, state, now)
             if not ok:
                 set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=f"risk re-check: {reason}")
                 self.store.commit()
@@ -124,13 +123,13 @@ class OrderFlow:
             order = submit_intent(self.store, self.broker, intent, now)
             return "submitted" if order is not None else "submit pending retry"
 
-    def _refresh_orders(self, now: datetime) -> None:
+    def refresh_orders(self, now: datetime) -> None:
         for row in self.book.orders_with_status(("new", "accepted", "pending_new", "partially_filled")):
             order = self.broker.get_order_by_client_id(row["client_order_id"])
             if order is not None:
                 record_broker_order(self.store, order, now)
 
-    def _expire_intents(self, now: datetime) -> None:
+    def expire_intents(self, now: datetime) -> None:
         wall_now = self._wall_now()
         for row in self.book.intents_with_status(PENDING):
             if row_expired(row, now, wall_now):

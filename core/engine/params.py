@@ -2,7 +2,7 @@
 old -> new per name), by a trader's command, a protection that fires, or a relaxed profile that runs out.
 
 Separate from the tick because three callers change them (commands, protections, the day roll) and every change
-must leave the same audit trail.
+must leave the same audit trail. Each change also rebuilds the rules' parameter vector (``core.rules.params``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from typing import Any
 
 from core.clock import sessions_touched, trading_date
 from core.config import ConfigError, LiveParams, Settings, apply_profile, validate_param_changes
-from core.rules.protections import RULES, Firing, ProtectionRule, Protections, evaluate_protections
+from core.engine.protect import evaluate_protections
+from core.rules.params import param_vector
+from core.rules.protections import RULES, ProtectionRule
+from core.state.protections import Firing, Protections
 from core.state.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -33,16 +36,29 @@ SLIDER_COALESCE_S = 5.0
 
 
 class LiveParameters:
-    """The engine's ``params``: load, change with an audit row, expire the relaxed profile, apply protections."""
+    """The engine's live parameters (``params``) and the rules' vector built from them (``p``): load, change with an
+    audit row, expire the relaxed profile, apply protections."""
 
-    s: Settings
-    store: Store
-    lock: threading.RLock
-    params: LiveParams
-    protections: Protections
-    # the wall clock (monotonic seconds) that groups a slider's steps: not the market clock, which runs SIM_SPEED
-    # times faster and jumps over nights; tests set their own
-    wall_clock: Callable[[], float] = staticmethod(time.monotonic)
+    def __init__(self, settings: Settings, store: Store, protections: Protections, lock: threading.RLock,
+                 wall_clock: Callable[[], float] = time.monotonic) -> None:
+        self.s = settings
+        self.store = store
+        self.protections = protections
+        self.lock = lock
+        # the wall clock (monotonic seconds) that groups a slider's steps: not the market clock, which runs
+        # SIM_SPEED times faster and jumps over nights; tests set their own
+        self.wall_clock = wall_clock
+        self._slider_step_at: dict[int, float] = {}  # audit row id -> wall time of its last slider step
+        self.params = self._load_params()
+
+    @property
+    def params(self) -> LiveParams:
+        return self._params
+
+    @params.setter
+    def params(self, value: LiveParams) -> None:
+        self._params = value
+        self.p: list[float] = param_vector(self.s, value).tolist()  # what the rules read
 
     def _load_params(self) -> LiveParams:
         row = self.store.one("SELECT json FROM params WHERE id=1")
@@ -90,10 +106,7 @@ class LiveParameters:
 
     def _slider_steps(self) -> dict[int, float]:
         """Audit row id -> wall time of the last slider step it holds (in memory: a restart starts new rows)."""
-        steps = self.__dict__.get("_slider_step_at")
-        if steps is None:
-            steps = self.__dict__["_slider_step_at"] = {}
-        return steps
+        return self._slider_step_at
 
     def _coalesce_step(self, name: str, value: Any, who: str, now: datetime) -> bool:
         """Fold a slider step into the audit row of the same person's last step on ``name`` if that row is still
@@ -109,7 +122,7 @@ class LiveParameters:
         steps[row["id"]] = wall
         return True
 
-    def _expire_profile(self, now: datetime) -> None:
+    def expire_profile(self, now: datetime) -> None:
         """A relaxed profile reverts by itself at the first session boundary after its N sessions (rules §10)."""
         if self.params.profile != "relaxed" or not self.params.profile_sessions_left:
             return

@@ -1,87 +1,127 @@
 """Basket routing (rules §8): individual stocks are evidence, short exposure is a basket trade.
 
-``BasketRouter`` (``core.rules.baskets``) says whether a basket fires from its members' latest scores; this module
-checks what may still block the inverse ETF's entry (pause, protections, holdings, conflicts, a pending intent,
-risk, the ETF lock), sizes it and queues the intent, and records every evaluation with what blocked it.
+Each tick, every basket is evaluated over its members' latest scores (``core.rules.baskets``: the figures, the
+condition, the streak); a basket that fires goes through the same entry blocks as a long (``gates
+.check_entry_blocks``: pause, protections, a losing exit's cooldown, the ETF held, a conflicting holding, a pending
+intent), then risk and the ETF lock, and becomes an inverse-ETF intent. Every evaluation is recorded with what
+blocked it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from core.config import LiveParams, Settings
-from core.engine.intents import new_intent, price_increment
+import numpy as np
+
+from core.clock import trading_date
+from core.config import Settings
+from core.engine.account import Accounts, EntryRisk, RiskManager
+from core.engine.intents import new_intent
+from core.engine.memory import EngineState
+from core.engine.orders import OrderFlow
+from core.engine.params import LiveParameters
+from core.engine.report import TickReport
 from core.feed import MarketFeed
-from core.rules.baskets import BasketRouter
-from core.rules.protections import Protections
-from core.rules.risk import RiskManager
-from core.state.book import Book
-from core.state.kv import KVStore
-from core.universe import Universe
+from core.rules import baskets as rules
+from core.rules import gates
+from core.rules.bracket import bracket_prices
+from core.rules.params import (
+    P_BASKET_CONSECUTIVE_TICKS,
+    P_BASKET_MEAN_SCORE,
+    P_BASKET_MIN_SIGNALS,
+    P_BASKET_NEG_RATIO,
+    P_BASKET_SIGNAL_MAX_AGE_S,
+    P_BASKET_STREAK_GAP_S,
+    P_ETF_LOCK_S,
+    P_PAUSED,
+    P_STOP_LOSS_PCT,
+    P_TAKE_PROFIT_PCT,
+)
+from core.rules.reasons import CONFLICT, OK, PROTECTION, reason_text
+from core.state.baskets import BasketEvaluation
+from core.universe import Basket, Universe
 from core.venues.broker import Broker
 
-if TYPE_CHECKING:
-    from core.engine.tick import TickReport
+LEGACY = True
 
 
 class BasketRouting:
-    """Turn a firing basket into an inverse-ETF intent, or record what blocked it.
+    """Turn a firing basket into an inverse-ETF intent, or record what blocked it."""
 
-    Other parts it calls: ``_queue_intent``, ``_live_intent_for`` (orders); ``account_state`` (memory);
-    ``entry_risk_check`` (decide).
-    """
+    def __init__(self, settings: Settings, universe: Universe, feed: MarketFeed, broker: Broker, state: EngineState,
+                 live: LiveParameters, orders: OrderFlow, accounts: Accounts, risk: RiskManager,
+                 entry_risk: EntryRisk) -> None:
+        self.s = settings
+        self.universe = universe
+        self.feed = feed
+        self.broker = broker
+        self.state = state
+        self.live = live
+        self.orders = orders
+        self.accounts = accounts
+        self.risk = risk
+        self.entry_risk = entry_risk
 
-    s: Settings
-    universe: Universe
-    baskets: BasketRouter
-    book: Book
-    broker: Broker
-    feed: MarketFeed
-    kv: KVStore
-    params: LiveParams
-    protections: Protections
-    risk: RiskManager
-    latest_scores: dict[str, tuple[float, float]]
+    def evaluate(self, basket: Basket, now: datetime) -> BasketEvaluation:
+        """The basket's figures over its members' latest scores, its condition and its streak (kept in memory)."""
+        p, latest, t = self.live.p, self.state.latest_scores, now.timestamp()
+        members = basket.members
+        score_ts = np.array([latest[m][0] if m in latest else np.nan for m in members], dtype=np.float64)
+        scores = np.array([latest[m][1] if m in latest else np.nan for m in members], dtype=np.float64)
+        counted = rules.basket_members(score_ts, scores, t, p[P_BASKET_SIGNAL_MAX_AGE_S])
+        n, ratio, mean = rules.basket_figures(scores, counted)
+        cond = rules.basket_condition(n, ratio, mean, p[P_BASKET_MIN_SIGNALS], p[P_BASKET_NEG_RATIO],
+                                      p[P_BASKET_MEAN_SCORE])
+        streaks = self.state.baskets
+        prev, prev_t, prev_session = streaks.previous(basket.name)
+        session = trading_date(now).toordinal()
+        if LEGACY:
+            streak = prev + 1 if cond else 0
+        else:
+            streak = rules.basket_streak(prev, prev_t, prev_session, cond, t, session, p[P_BASKET_STREAK_GAP_S])
+        streaks.update(basket.name, streak, t, session)
+        used = {m: latest[m][1] for i, m in enumerate(members) if counted[i]}
+        return BasketEvaluation(basket.name, n, ratio, mean, cond, streak, used,
+                                rules.basket_fires(cond, streak, p[P_BASKET_CONSECUTIVE_TICKS]))
 
-    def _route_baskets(self, now: datetime, rep: TickReport) -> None:
+    def route(self, now: datetime, rep: TickReport) -> None:
+        p, locks = self.live.p, self.state.locks
         for basket in self.universe.baskets:
-            ev = self.baskets.evaluate(basket, self.latest_scores, now)
+            ev = self.evaluate(basket, now)
             blocked, intent_id = None, None
             if ev.fires:
-                held = self.book.holds()
-                held |= {p.symbol for p in self.broker.get_positions(now)}  # holdings made outside the app too
+                held = self.state.book.holds()
+                held |= {pos.symbol for pos in self.broker.get_positions(now)}  # holdings made outside the app too
                 etf = basket.inverse_etf
-                conflicts = self.baskets.conflicts_held(basket, held)
-                state = self.account_state(now)
+                conflicts = sorted(held & set(basket.conflicts))
+                account = self.accounts.account_state(now)
                 price = self.feed.price(etf, now)
-                if self.params.paused:
-                    blocked = "paused"
-                elif (rule := self.protections.entries_paused_by(now)) is not None:
-                    blocked = f"protection:{rule}"
-                elif etf in held:
-                    blocked = "etf_held"
-                elif conflicts:
-                    blocked = "conflict:" + ",".join(conflicts)
-                elif self._live_intent_for(etf):
-                    blocked = "intent_pending"
+                protection = self.state.protections.entries_paused_by(now)
+                symbol_cooldown = (not LEGACY) and gates.lock_holds(locks.symbol_cooldown_until(etf, now),
+                                                                    now.timestamp())
+                code = gates.check_entry_blocks(bool(p[P_PAUSED]), protection is not None, symbol_cooldown,
+                                                etf in held, True, bool(conflicts), self.orders.live_intent_for(etf))
+                if code != OK:
+                    blocked = reason_text(code, protection if code == PROTECTION else
+                                          ",".join(conflicts) if code == CONFLICT else "")
                 else:
-                    ok, reason = self.entry_risk_check(state, price, now)
+                    ok, reason = self.entry_risk.check(account, price, now)
                     if not ok:
                         blocked = reason
-                    elif not self.kv.set_nx(f"etf_lock:{etf}", basket.name, self.s.etf_lock_s, now):
-                        blocked = "etf_lock"
+                    elif (code := gates.check_etf_lock(locks.etf_lock_until(etf, now), now.timestamp())) != OK or \
+                            not locks.take_etf_lock(etf, basket.name, p[P_ETF_LOCK_S], now):
+                        blocked = reason_text(gates.ETF_LOCK)
                 if blocked is None and price is not None:
-                    size = self.risk.size_for(state, price)
+                    size = self.risk.size_for(account, price)
+                    stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
                     intent = new_intent(
                         "basket", etf, "buy", size.qty, price, now, self.s.intent_ttl_s,
                         reason=(f"{basket.name}: {ev.n_signals} members, {ev.negative_ratio:.0%} negative, "
                                 f"mean {ev.mean_score:+.3f}, {ev.consecutive} ticks; ETF score "
                                 f"{ev.inverted_score:+.3f}"),
-                        source=f"basket:{basket.name}", stop_price=price_increment(price * (1 - self.s.stop_loss_pct)),
-                        take_profit_price=price_increment(price * (1 + self.s.take_profit_pct)),
-                        risk_after=round(self.risk.risk_after_fill(state, size.qty, price), 6),
+                        source=f"basket:{basket.name}", stop_price=stop, take_profit_price=take_profit,
+                        risk_after=round(self.risk.risk_after_fill(account, size.qty, price), 6),
                     )
                     intent_id = intent.id
-                    self._queue_intent(intent, now, rep)
-            self.baskets.save(ev, now, blocked_by=blocked, intent_id=intent_id)
+                    self.orders.queue_intent(intent, now, rep)
+            self.state.baskets.save(ev, now, blocked_by=blocked, intent_id=intent_id)

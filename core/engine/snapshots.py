@@ -11,30 +11,37 @@ import json
 from datetime import datetime
 
 from core.clock import NY
-from core.config import LiveParams
-from core.rules.ratelimit import LocalTokenBuckets
+from core.engine.account import Accounts, RiskManager
+from core.engine.closing import PositionClosing
+from core.engine.memory import EngineState
+from core.engine.params import LiveParameters
 from core.state.store import Store, iso
 from core.venues.broker import Broker
 
 
 class Snapshots:
-    """Equity, gauges, token statistics and heartbeat, per tick or once per replay batch.
+    """Equity, gauges, token statistics and heartbeat, per tick or once per replay batch."""
 
-    Other parts it calls: ``portfolio_summary``, ``save_tick_state`` (memory); ``position_marks`` (closing).
-    """
+    def __init__(self, store: Store, broker: Broker, state: EngineState, live: LiveParameters, accounts: Accounts,
+                 risk: RiskManager, closing: PositionClosing) -> None:
+        self.store = store
+        self.broker = broker
+        self.state = state
+        self.live = live
+        self.accounts = accounts
+        self.risk = risk
+        self.closing = closing
+        self._summary_at: datetime | None = None  # batch mode: the last minute's gauges, written at the flush
+        self._tick_state_at: datetime | None = None  # batch mode: the last tick, whose state the flush writes
+        store.on_flush(self.write_batched_state)
 
-    store: Store
-    broker: Broker
-    buckets: LocalTokenBuckets
-    params: LiveParams
-    _last_equity_minute: int | None
-    _summary_at: datetime | None
-    _tick_state_at: datetime | None
+    def portfolio_summary(self, now: datetime) -> dict[str, object]:
+        return self.risk.portfolio_summary(self.accounts.account_state(now))
 
-    def _snapshots(self, now: datetime) -> None:
+    def take(self, now: datetime) -> None:
         minute = int(now.timestamp()) // 60
-        if minute != self._last_equity_minute:
-            self._last_equity_minute = minute
+        if minute != self.state.last_equity_minute:
+            self.state.last_equity_minute = minute
             acct = self.broker.get_account(now)
             self.store.upsert("equity", {"ts": iso(now), "equity": round(acct.equity, 4),
                                          "cash": round(acct.cash, 4),
@@ -43,7 +50,7 @@ class Snapshots:
                 self._summary_at = now
             else:
                 self._save_summary(now)
-        for m, tier, req, granted, borrowed in self.buckets.drain_stats(now):
+        for m, tier, req, granted, borrowed in self.state.buckets.drain_stats(now):
             self.store.upsert("token_stats", {
                 "minute": datetime.fromtimestamp(m * 60, NY).isoformat(), "tier": tier, "requested": req,
                 "granted": granted, "borrowed": borrowed,
@@ -58,14 +65,15 @@ class Snapshots:
         summary = self.portfolio_summary(now)
         summary["ts"] = iso(now)
         self.store.set_meta("portfolio_summary", json.dumps(summary))
-        self.store.set_meta("position_marks", json.dumps(self.position_marks(now)))  # the positions table's prices
+        # the positions table's prices
+        self.store.set_meta("position_marks", json.dumps(self.closing.position_marks(now)))
 
     def _save_heartbeat(self, now: datetime) -> None:
-        self.save_tick_state()
+        self.state.save_tick_state()
         self.store.put("heartbeat", {"name": "tick", "ts": iso(now), "info": json.dumps({
-            "paused": self.params.paused, "auto_mode": self.params.auto_mode})})
+            "paused": self.live.params.paused, "auto_mode": self.live.params.auto_mode})})
 
-    def _write_batched_state(self) -> None:
+    def write_batched_state(self) -> None:
         """At a replay batch's flush: the gauges, the tick state and the heartbeat of the batch's last tick."""
         if self._summary_at is not None:
             self._save_summary(self._summary_at)

@@ -21,32 +21,31 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from core.clock import ensure_utc, is_rth, trading_date
-from core.config import ConfigError, Settings
+from core.config import ConfigError, LiveParams, Settings
+from core.engine.account import Accounts, AccountState, EntryRisk, RiskManager
 from core.engine.closing import PositionClosing
 from core.engine.decide import DecisionChain
 from core.engine.ledger import FillLedger
-from core.engine.memory import MemoryState
+from core.engine.memory import EngineState
 from core.engine.orders import OrderFlow
 from core.engine.params import COMMAND_SOURCES, LiveParameters
 from core.engine.reconcile import Reconciliation
+from core.engine.report import TickReport
 from core.engine.routing import BasketRouting
 from core.engine.snapshots import Snapshots
 from core.feed import MarketFeed
-from core.rules import gates
-from core.rules.baskets import BasketRouter
-from core.rules.protections import Protections
+from core.rules.protections import RULES, ProtectionRule
 from core.rules.ratelimit import LocalTokenBuckets
-from core.rules.risk import AccountState, RiskManager
 from core.rules.scheduler import TierScheduler
 from core.services.llm import LLMGate
 from core.services.redis_stream import SignalStream
 from core.state.decisions import FULL, DecisionLog
 from core.state.kv import KVStore, SqliteKV
+from core.state.protections import Firing
 from core.state.store import Store
 from core.strategy import Strategy, load_strategy
 from core.venues.broker import Broker, BrokerError
@@ -55,24 +54,13 @@ from core.venues.sim.broker import SimBroker
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class TickReport:
-    now: datetime
-    processed: int = 0
-    actionable: int = 0
-    suppressed: dict[str, int] = field(default_factory=dict)
-    intents: list[str] = field(default_factory=list)
-    fills: int = 0
-    commands: int = 0
-    broker_error: str | None = None
-    storage_error: str | None = None  # the database refused a write: the tick traded nothing
+__all__ = ["Engine", "TickReport"]
 
 
-class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlow, FillLedger, Reconciliation,
-             Snapshots, PositionClosing):
-    """One account's engine: ``tick(now)`` runs the whole cycle; the parts it is built from are listed in this
-    module's docstring. ``lock`` serialises ticks, commands and approvals."""
+class Engine:
+    """One account's engine: ``tick(now)`` runs the whole cycle over the parts it is built from (this module's
+    docstring). Each part gets what it uses in its constructor; ``lock`` serialises ticks, commands and approvals.
+    The attributes below the parts are the engine's surface for the runtime, the pages' commands and the tests."""
 
     def __init__(
         self,
@@ -90,15 +78,13 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
         wall: Callable[[], float] | None = None,
     ) -> None:
         self.s = settings
-        # The live app's wall clock (POSIX seconds): a manual intent's approval window counts its seconds, because
-        # a human has those, not market seconds (SIM_SPEED). None (replays): every window is market time.
-        self.wall = wall
         self.store = store
-        self.decisions = DecisionLog(store, decisions)  # live: every row; research: bulk rows as counts
+        self.lock = threading.RLock()
         self.universe = settings.universe
         self.strategy = strategy or load_strategy(settings.strategy)
         # a sweep passes one scored feed to every cell (read-only during a replay)
         self.feed = feed or MarketFeed(market, self.strategy, self.universe.all_symbols)
+        self.decisions = DecisionLog(store, decisions)  # live: every row; research: bulk rows as counts
         self.kv: KVStore = kv or SqliteKV(store)
         self.buckets = buckets or LocalTokenBuckets(
             {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens},
@@ -110,28 +96,95 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
             fee_per_order=settings.sim_fee_per_order,
         )
         self.stream = stream  # Redis ``signals.raw`` (issue 8); None: decide in-process
-        self._published: list[dict[str, Any]] = []  # this tick's messages, until read back
+        # The live app's wall clock (POSIX seconds): a manual intent's approval window counts its seconds, because
+        # a human has those, not market seconds (SIM_SPEED). None (replays): every window is market time.
+        self.wall = wall
         self.risk = RiskManager(settings)
+        # --- the parts, bottom up
+        self.state = EngineState(store, self.kv, self.buckets, self.scheduler)
+        self.live = LiveParameters(settings, store, self.state.protections, self.lock)
         # rules §6: the gate reads the live LLM_MIN_SIGNAL_SCORE (0.7; relaxed 0.6; rollback 0.65)
-        self.llm = LLMGate(settings, store, lambda: self.params.llm_min_signal_score) if settings.llm_enabled else None
-        self.baskets = BasketRouter(self.universe, settings, store)
-        self.lock = threading.RLock()
-        self.book = store.book  # positions, live intents, open orders: read from memory, written through
-        self.protections = Protections(store)  # the protections table in memory, written through
-        self.cap_counters = gates.CapCounters(store)  # the RTH cap counters in memory, written through
-        self.params = self._load_params()
-        self.latest_scores: dict[str, tuple[float, float]] = {}
-        self._last_stop_check: float | None = None
-        self._cutoffs: dict[tuple[datetime, float, bool], float] = {}  # see _cutoff
-        self._account_memo: tuple[Any, AccountState] | None = None  # see _tick_account
-        self._last_equity_minute: int | None = None
-        self._restore_runtime_state()
-        self._tick_state_at: datetime | None = None  # batch mode: the last tick, whose state the flush writes
-        self._summary_at: datetime | None = None  # batch mode: the last minute's gauges, written at the flush
-        store.on_flush(self._write_batched_state)
-        self._reconciled = False
+        self.llm = LLMGate(settings, store, lambda: self.live.params.llm_min_signal_score) \
+            if settings.llm_enabled else None
+        self.accounts = Accounts(self.broker, self.feed, self.state.book)
+        self.entry_risk = EntryRisk(self.risk, self.state.protections, settings.daily_loss_limit)
+        self.orders = OrderFlow(store, self.broker, self.feed, self.state.book, self.live, self.accounts, self.risk,
+                                self.entry_risk, self.lock, wall)
+        self.decide = DecisionChain(settings, store, self.universe, self.feed, self.state, self.live, self.orders,
+                                    self.accounts, self.risk, self.entry_risk, self.decisions, self.llm, stream)
+        self.routing = BasketRouting(settings, self.universe, self.feed, self.broker, self.state, self.live,
+                                     self.orders, self.accounts, self.risk, self.entry_risk)
+        self.ledger = FillLedger(settings, store, self.broker, self.feed, self.state)
+        self.reconciliation = Reconciliation(settings, store, self.broker, self.state, self.live, self.orders,
+                                             self.ledger)
+        self.closing = PositionClosing(settings, store, self.broker, self.feed, self.state.book, self.live,
+                                       self.orders, self.lock)
+        self.snapshots = Snapshots(store, self.broker, self.state, self.live, self.accounts, self.risk,
+                                   self.closing)
         self._last_broker_warning: datetime | None = None
         self.storage_error: str | None = None  # set while the database refuses writes (trading stopped)
+
+    # ------------------------------------------------------------ the state, for the runtime, pages and tests
+    def _parts(self) -> tuple[Any, ...]:
+        return (self.live, self.accounts, self.entry_risk, self.orders, self.decide, self.routing, self.ledger,
+                self.reconciliation, self.closing, self.snapshots)
+
+    def _share(self, name: str, value: Any) -> None:
+        """Hand a replaced collaborator (a test's broker, the app's wall clock, new settings) to every part."""
+        for part in self._parts():
+            if hasattr(part, name):
+                setattr(part, name, value)
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
+
+    @broker.setter
+    def broker(self, value: Broker) -> None:
+        self._broker = value
+        if "snapshots" in self.__dict__:  # built: the parts hold it too
+            self._share("broker", value)
+
+    @property
+    def wall(self) -> Callable[[], float] | None:
+        return self._wall
+
+    @wall.setter
+    def wall(self, value: Callable[[], float] | None) -> None:
+        self._wall = value
+        if "snapshots" in self.__dict__:
+            self._share("wall", value)
+
+    @property
+    def s(self) -> Settings:
+        return self._settings
+
+    @s.setter
+    def s(self, value: Settings) -> None:
+        self._settings = value
+        if "snapshots" in self.__dict__:
+            self._share("s", value)
+            self.live.params = self.live.params  # the rules' vector from the new settings
+
+    @property
+    def params(self) -> LiveParams:
+        return self.live.params
+
+    @property
+    def book(self):  # noqa: ANN201  (core.state.book.Book)
+        return self.state.book
+
+    @property
+    def protections(self):  # noqa: ANN201  (core.state.protections.Protections)
+        return self.state.protections
+
+    @property
+    def cap_counters(self):  # noqa: ANN201  (core.state.caps.CapCounters)
+        return self.state.caps
+
+    @property
+    def latest_scores(self) -> dict[str, tuple[float, float]]:
+        return self.state.latest_scores
 
     def tick(self, now: datetime) -> TickReport:
         now = ensure_utc(now)
@@ -140,8 +193,8 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
             try:
                 with self.store.tick_scope():  # one transaction, committed here or at a barrier before a call out
                     self.feed.ensure(now)
-                    if not self._reconciled:
-                        self.reconcile(now)
+                    if not self.reconciliation.done:
+                        self.reconciliation.reconcile(now)
                     if not self.store.batched:  # a replay's database has no UI sending commands
                         rep.commands = self.apply_commands(now)
                     self._tick_body(now, rep)
@@ -151,7 +204,7 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
                     raise
                 # The broker is unreachable or answered nonsense: trade nothing this tick, say so, try again next.
                 self.store.rollback()
-                self._reload_after_rollback()
+                self.state.reload_after_rollback()
                 rep.broker_error = str(e)
                 log.warning("tick %s: broker problem, nothing traded: %s", now.isoformat(), e)
                 last = self._last_broker_warning
@@ -180,7 +233,7 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
         order needs its intent row first). Say so once; every tick tries again."""
         with contextlib.suppress(sqlite3.Error):
             self.store.rollback()
-            self._reload_after_rollback()
+            self.state.reload_after_rollback()
         rep.storage_error = f"{type(e).__name__}: {e}"
         if self.storage_error is None:
             log.error("tick %s: database not writable (%s): trading stopped until it is", now.isoformat(),
@@ -191,21 +244,21 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
     def _tick_body(self, now: datetime, rep: TickReport) -> None:
         self.roll_day(now)
         self.broker.sync(now)
-        rep.fills = self._ingest_fills(now)
+        rep.fills = self.ledger.ingest_fills(now)
         if rep.fills:
             self.run_protections(now)  # a fill can complete a stop-out streak or a drawdown
-        self._refresh_orders(now)
-        self.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
-        self._expire_intents(now)
+        self.orders.refresh_orders(now)
+        self.orders.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
+        self.orders.expire_intents(now)
         if is_rth(now):
-            self._detect_bench_events(now)
+            self.decide.detect_bench_events(now)
             for sym in self.scheduler.due_tickers(now):
-                self._process_ticker(sym, now, None, rep)
+                self.decide.process_ticker(sym, now, None, rep)
             if self.stream is not None:
-                self._consume_stream(now, rep)
-            self._route_baskets(now, rep)
-        self._maybe_check_stops(now)
-        self._snapshots(now)
+                self.decide.consume_stream(now, rep)
+            self.routing.route(now, rep)
+        self.ledger.maybe_check_stops(now)
+        self.snapshots.take(now)
 
     def apply_commands(self, now: datetime) -> int:
         """Apply the UI's commands in order, each exactly once."""
@@ -227,16 +280,16 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
             source = changes.pop("_source", "command")  # what sent it (slider, research, ...), for the audit
             if source not in COMMAND_SOURCES:
                 raise ValueError(f"unknown command source {source!r}")
-            self.set_params(changes, who=who, now=now, source=source)
+            self.live.set_params(changes, who=who, now=now, source=source)
             return "applied"
         if kind == "release_protection":
             return "released" if self.protections.release(int(p["id"]), who=who, now=now) else "not active"
         if kind in ("approve", "reject"):
-            return self.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
+            return self.orders.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
         if kind == "close_position":  # the positions table's Close button (core.engine.closing)
-            return self.close_position_by_hand(p.get("symbol"), who=who, now=now)
+            return self.closing.close_position_by_hand(p.get("symbol"), who=who, now=now)
         if kind == "flatten_all":  # Flatten all: close everything, cancel open orders, pause entries
-            return self.flatten_all(who=who, now=now)
+            return self.closing.flatten_all(who=who, now=now)
         raise ValueError(f"unknown command {kind!r}")
 
     def roll_day(self, now: datetime) -> None:
@@ -246,4 +299,38 @@ class Engine(MemoryState, LiveParameters, DecisionChain, BasketRouting, OrderFlo
             acct = self.broker.get_account(now)
             self.book.record_start_of_day(day, acct.equity, now)
             self.kv.purge_expired(now) if isinstance(self.kv, SqliteKV) else None
-            self._expire_profile(now)
+            self.live.expire_profile(now)
+
+    # ------------------------------------------------------------ what the runtime, the pages and tests call
+    def set_params(self, changes: dict[str, Any], *, who: str, now: datetime, source: str = "command") -> LiveParams:
+        return self.live.set_params(changes, who=who, now=now, source=source)
+
+    def run_protections(self, now: datetime, rules: tuple[ProtectionRule, ...] = RULES) -> list[Firing]:
+        return self.live.run_protections(now, rules)
+
+    def reconcile(self, now: datetime) -> list[str]:
+        return self.reconciliation.reconcile(now)
+
+    def decide_intent(self, intent_id: str, *, approve: bool, who: str, now: datetime) -> str:
+        return self.orders.decide_intent(intent_id, approve=approve, who=who, now=now)
+
+    def close_position_by_hand(self, symbol: Any, *, who: str, now: datetime) -> str:
+        return self.closing.close_position_by_hand(symbol, who=who, now=now)
+
+    def flatten_all(self, *, who: str, now: datetime) -> str:
+        return self.closing.flatten_all(who=who, now=now)
+
+    def check_stops(self, now: datetime) -> list[str]:
+        return self.ledger.check_stops(now)
+
+    def account_state(self, now: datetime) -> AccountState:
+        return self.accounts.account_state(now)
+
+    def portfolio_summary(self, now: datetime) -> dict[str, Any]:
+        return self.snapshots.portfolio_summary(now)
+
+    def position_marks(self, now: datetime) -> dict[str, Any]:
+        return self.closing.position_marks(now)
+
+    def mix_score(self, symbol: str, technical: float, now: datetime) -> float:
+        return self.decide.mix_score(symbol, technical, now)

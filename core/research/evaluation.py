@@ -16,8 +16,8 @@ from typing import Any
 from core.clock import UTC, session_bounds, sessions_between, trading_date
 from core.config import Settings
 from core.research import kpi
-from core.rules.protections import DAILY_LOSS
 from core.state.decisions import any_decision, first_decision_ts
+from core.state.protections import DAILY_LOSS
 from core.state.store import Store, iso
 
 READY_DEFAULT = "ready for the default profile"

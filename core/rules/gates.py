@@ -1,158 +1,131 @@
-"""Signal gates (rules §4), in order. Each returns None to pass or a reason string.
+"""Signal gates (rules §4), each once, as a plain function of numbers. Each returns a reason code (0 = pass).
 
-Order: market session -> dynamic cutoff -> mixer cooldown -> direction lock ->
-risk feasibility (core.rules.risk) -> RTH daily cap. The cap counts only signals that
-passed everything before it ("actionable"), and its increment is idempotent per
-``cap:{symbol}:{date}:{slot}`` for ``cap_idempotency_s``. The checks are pure; the
-cap's counts live in memory (``CapCounters``), written through to ``counters``.
+Order: market session -> dynamic cutoff -> mixer cooldown -> direction lock -> entry blocks (pause, protections,
+symbol cooldown, holdings, conflicts, a live intent) -> risk feasibility (``core.rules.risk``) -> RTH daily cap
+(stocks) or the ETF lock (baskets). Times are POSIX seconds; a lock or cooldown is the time it expires at
+(``-inf`` when there is none): it holds while ``now < until``. The state these read (the cooldowns, locks and cap
+counts) is kept by ``core.state.locks`` and ``core.state.caps``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from functools import lru_cache
+import math
 
-from core.clock import is_rth, minutes_since_open, minutes_to_close, trading_date
-from core.config import Settings
-from core.state.kv import KVStore
-from core.state.store import Store
+from core.rules.reasons import (
+    ALREADY_HELD,
+    BELOW_CUTOFF,
+    CONFLICT,
+    DIRECTION_LOCK,
+    ETF_HELD,
+    ETF_LOCK,
+    INTENT_PENDING,
+    MARKET_CLOSED,
+    MIXER_COOLDOWN,
+    OK,
+    PAUSED,
+    PROTECTION,
+    RTH_DAILY_CAP,
+    SYMBOL_COOLDOWN,
+)
 
-BELOW_CUTOFF = "below_cutoff"
-MARKET_CLOSED = "market_closed"
-MIXER_COOLDOWN = "mixer_cooldown"
-DIRECTION_LOCK = "direction_lock"
-RTH_DAILY_CAP = "rth_daily_cap"
-
-
-def check_market_session(now: datetime) -> str | None:
-    return None if is_rth(now) else MARKET_CLOSED
-
-
-@lru_cache(maxsize=256)  # every ticker of a tick asks with the same ``now``
-def session_segment(now: datetime, segment_min: int) -> str:
-    since = minutes_since_open(now)
-    left = minutes_to_close(now)
-    if since is not None and since < segment_min:
-        return "open"
-    if left is not None and left <= segment_min:
-        return "close"
-    return "midday"
+# session segments of the dynamic cutoff
+SEGMENT_OPEN, SEGMENT_MIDDAY, SEGMENT_CLOSE = 0, 1, 2
+# tiers as codes
+TIER_A, TIER_B, TIER_BENCH = 0, 1, 2
+TIER_CODES = {"A": TIER_A, "B": TIER_B, "Bench": TIER_BENCH}
 
 
-def dynamic_cutoff(now: datetime, vol_spike: float, settings: Settings, cutoff_delta: float) -> float:
-    """cutoff(session segment, volatility regime) + cutoff_delta.
+def check_market_session(in_regular_hours: bool) -> int:
+    return OK if in_regular_hours else MARKET_CLOSED
 
-    Noisier segments (open, close) and high-volatility bars need a stronger
-    score; the delta is the trader's live knob. Never below 0.01.
+
+def session_segment(minutes_since_open: float, minutes_to_close: float, segment_min: float) -> int:
+    """The first ``segment_min`` minutes are the open, the last ``segment_min`` the close (NaN: outside a session,
+    which counts as midday)."""
+    if minutes_since_open < segment_min:
+        return SEGMENT_OPEN
+    if minutes_to_close <= segment_min:
+        return SEGMENT_CLOSE
+    return SEGMENT_MIDDAY
+
+
+def dynamic_cutoff(segment: int, vol_spike: float, cutoff_open: float, cutoff_midday: float, cutoff_close: float,
+                   high_vol_spike: float, high_vol_add: float, cutoff_delta: float) -> float:
+    """cutoff(session segment, volatility regime) + cutoff_delta, never below 0.01.
+
+    Noisier segments (open, close) and high-volatility bars need a stronger score; the delta is the trader's knob.
     """
-    base = {"open": settings.cutoff_open, "midday": settings.cutoff_midday, "close": settings.cutoff_close}[
-        session_segment(now, settings.cutoff_segment_min)
-    ]
-    if vol_spike >= settings.cutoff_high_vol_spike:
-        base += settings.cutoff_high_vol_add
+    if segment == SEGMENT_OPEN:
+        base = cutoff_open
+    elif segment == SEGMENT_CLOSE:
+        base = cutoff_close
+    else:
+        base = cutoff_midday
+    if vol_spike >= high_vol_spike:
+        base += high_vol_add
     return max(0.01, round(base + cutoff_delta, 6))
 
 
-def check_cutoff(score: float, cutoff: float) -> str | None:
-    return None if abs(score) >= cutoff else BELOW_CUTOFF
+def check_cutoff(score: float, cutoff: float) -> int:
+    return OK if abs(score) >= cutoff else BELOW_CUTOFF
 
 
-def cooldown_key(symbol: str) -> str:
-    return f"cooldown:{symbol}"
+def lock_holds(until: float, now: float) -> bool:
+    """A cooldown or lock that expires at ``until`` still holds at ``now``."""
+    return now < until
 
 
-def direction_key(symbol: str) -> str:
-    return f"dirlock:{symbol}"
+def check_mixer_cooldown(cooldown_until: float, now: float) -> int:
+    return MIXER_COOLDOWN if lock_holds(cooldown_until, now) else OK
 
 
-def check_mixer_cooldown(kv: KVStore, symbol: str, now: datetime) -> str | None:
-    return MIXER_COOLDOWN if kv.get(cooldown_key(symbol), now) is not None else None
+def check_direction_lock(lock_sign: int, lock_until: float, sign: int, now: float) -> int:
+    """No signal of the opposite sign while the last intent's direction lock holds."""
+    return DIRECTION_LOCK if lock_holds(lock_until, now) and lock_sign != sign else OK
 
 
-def check_direction_lock(kv: KVStore, symbol: str, sign: int, now: datetime) -> str | None:
-    """No re-entry with the opposite sign within the lock window of the last strong signal."""
-    held = kv.get(direction_key(symbol), now)
-    if held is not None and int(held) != sign:
-        return DIRECTION_LOCK
-    return None
+def check_entry_blocks(paused: bool, protection_pause: bool, symbol_cooldown: bool, held: bool, etf: bool,
+                       conflict: bool, intent_pending: bool) -> int:
+    """What stops a new entry (a long, or a basket's inverse ETF) before risk is asked, in this one order. ``etf``:
+    the entry is a basket's inverse ETF (its holding is ``etf_held``)."""
+    if paused:
+        return PAUSED
+    if protection_pause:
+        return PROTECTION
+    if symbol_cooldown:
+        return SYMBOL_COOLDOWN
+    if held:
+        return ETF_HELD if etf else ALREADY_HELD
+    if conflict:
+        return CONFLICT
+    if intent_pending:
+        return INTENT_PENDING
+    return OK
 
 
-def record_strong_signal(kv: KVStore, symbol: str, sign: int, lock_s: int, now: datetime) -> None:
-    """A signal passed the cutoff: its sign holds the direction lock."""
-    if lock_s > 0:
-        kv.set(direction_key(symbol), str(sign), lock_s, now)
+def tier_cap(tier: int, tier_a_cap: float, tier_b_cap: float, bench_cap: float) -> float:
+    if tier == TIER_A:
+        return tier_a_cap
+    if tier == TIER_B:
+        return tier_b_cap
+    return bench_cap
 
 
-def start_cooldown(kv: KVStore, symbol: str, cooldown_s: int, now: datetime) -> None:
-    if cooldown_s > 0:
-        kv.set(cooldown_key(symbol), "1", cooldown_s, now)
+def check_rth_daily_cap(symbol_count: float, global_count: float, symbol_cap: float, global_cap: float) -> int:
+    """The per-ticker and global caps of actionable signals against the New York day's counts."""
+    return RTH_DAILY_CAP if symbol_count >= symbol_cap or global_count >= global_cap else OK
 
 
-def cap_keys(symbol: str, now: datetime) -> tuple[str, str]:
-    day = trading_date(now).isoformat()
-    return f"rth:{day}:{symbol}", f"rth:{day}:__global__"
+def cap_slot(now: float, slot_s: float) -> int:
+    """The slot a cap count belongs to: one count per ticker and slot (``cap:{symbol}:{date}:{slot}``)."""
+    return int(now) // max(1, int(slot_s))
 
 
-def tier_cap(settings: Settings, tier: str) -> int:
-    return {"A": settings.tier_a_daily_cap, "B": settings.tier_b_daily_cap}.get(tier, settings.bench_daily_cap)
+def check_etf_lock(lock_until: float, now: float) -> int:
+    """One intent per inverse ETF per ``ETF_LOCK_S``."""
+    return ETF_LOCK if lock_holds(lock_until, now) else OK
 
 
-class CapCounters:
-    """The RTH cap counters (the ``counters`` table) in memory: loaded at start (and after a rollback, which
-    leaves them stale until the next look-up), every increment written through to the table."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.counts: dict[str, int] = {}
-        self._stale = False
-        store.on_rollback(self._mark_stale)
-        self.load()
-
-    def load(self) -> None:
-        self.counts = {r["key"]: int(r["value"] or 0) for r in self.store.query("SELECT key, value FROM counters")}
-        self._stale = False
-
-    def _mark_stale(self) -> None:
-        self._stale = True
-
-    def view(self) -> Mapping[str, int]:
-        """The counts as they stand (reloaded first if a rollback left them stale)."""
-        if self._stale:
-            self.load()
-        return self.counts
-
-    def incr(self, key: str, by: int = 1) -> int:
-        counts = self.view()
-        self.store.execute(
-            "INSERT INTO counters(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=value+excluded.value",
-            (key, by),
-        )
-        counts[key] = counts.get(key, 0) + by
-        return counts[key]
-
-
-def check_rth_daily_cap(counts: Mapping[str, int], settings: Settings, symbol: str, tier: str,
-                        now: datetime) -> str | None:
-    """The per-ticker and global caps against the day's counts (pure; ``record_rth_signal`` counts)."""
-    sym_key, glob_key = cap_keys(symbol, now)
-    if counts.get(sym_key, 0) >= tier_cap(settings, tier) or counts.get(glob_key, 0) >= settings.rth_daily_cap:
-        return RTH_DAILY_CAP
-    return None
-
-
-def record_rth_signal(counters: CapCounters, kv: KVStore, settings: Settings, symbol: str, now: datetime,
-                      slot_s: int) -> bool:
-    """Count an actionable signal against the per-ticker and global caps, once per slot.
-
-    A repeat of the same ``cap:{symbol}:{date}:{slot}`` inside the idempotency
-    window (a retried job, a restart mid-tick) is not counted again (False).
-    """
-    sym_key, glob_key = cap_keys(symbol, now)
-    slot = int(now.timestamp()) // max(1, slot_s)
-    idem = f"cap:{symbol}:{trading_date(now).isoformat()}:{slot}"
-    if not kv.set_nx(idem, "1", settings.cap_idempotency_s, now):
-        return False
-    counters.incr(sym_key)
-    counters.incr(glob_key)
-    return True
+def no_lock() -> float:
+    """The ``until`` of a lock that is not set."""
+    return -math.inf

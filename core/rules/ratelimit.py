@@ -1,9 +1,7 @@
-"""Token buckets for external market-data calls (rules §5).
+"""The in-process token buckets (rules §5) and the sliding-window limits of outside APIs.
 
-10 calls a minute split by tier: A 6, B 3, Reserve 1. Buckets refill at each
-calendar minute (a fixed window, as the old Redis keys did), so a minute never
-grants more than its allocation. Tier A may borrow from Reserve only in
-seconds 0-10 of a minute, and only while the reserve fallback is on.
+``LocalTokenBuckets`` keeps the levels and the per-minute counts of the overflow KPI; which token a request gets is
+the rule of ``core.rules.tokens``.
 """
 
 from __future__ import annotations
@@ -16,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from core.rules.gates import TIER_BENCH, TIER_CODES
+from core.rules.tokens import GRANT_BORROWED, GRANT_OWN, minute_of, needs_refill, take_token
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,31 @@ def _granted(bucket: str) -> Grant:
 
 
 class TokenBuckets(Protocol):
-    def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant: ...
+    def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant:
+        m = self._roll(now)
+        bucket = RESERVE if tier == "Bench" else tier
+        st = self.stats[(m, tier)]
+        st[0] += 1
+        second = int(now.timestamp()) % 60
+        got = take_token(self._left.get(bucket, 0), self._left.get(RESERVE, 0), TIER_CODES.get(tier, TIER_BENCH),
+                         second, allow_borrow, self.borrow_window_s)
+        if got == GRANT_OWN:
+            self._left[bucket] -= 1
+            st[1] += 1
+            return _granted(bucket)
+        if got == GRANT_BORROWED:
+            self._left[RESERVE] -= 1
+            st[1] += 1
+            st[2] += 1
+            log.info("tier A borrowed a reserve token at second %d of the minute", second)
+            return Grant(True, RESERVE, borrowed=True)
+        return Grant(False, "")
+
     def remaining(self, now: datetime) -> dict[str, int]: ...
 
 
 def minute_key(now: datetime) -> int:
-    return int(now.timestamp()) // 60
+    return minute_of(now.timestamp())
 
 
 def dump_stats(stats: dict[tuple[int, str], list[int]]) -> list[list[object]]:
@@ -75,7 +95,7 @@ class LocalTokenBuckets:
 
     def _roll(self, now: datetime) -> int:
         m = minute_key(now)
-        if m != self._minute:
+        if self._minute is None or needs_refill(m, self._minute):
             self._minute = m
             self._left = dict(self.capacities)
         return m

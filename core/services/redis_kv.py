@@ -130,6 +130,15 @@ class RedisKV:
 
         return self.link.run(op, lambda: self.local.get(key, now))
 
+    def entry(self, key: str, now: datetime) -> tuple[str, float] | None:
+        def op(c: redis.Redis) -> tuple[str, float] | None:
+            item = decode(c.get(self._k(key)))
+            if item is None or item[0] <= now.timestamp():
+                return None
+            return item[1], item[0]
+
+        return self.link.run(op, lambda: self.local.entry(key, now))
+
     def ttl(self, key: str, now: datetime) -> float | None:
         def op(c: redis.Redis) -> float | None:
             item = decode(c.get(self._k(key)))

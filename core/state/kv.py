@@ -15,6 +15,7 @@ from core.state.store import Store
 
 class KVStore(Protocol):
     def get(self, key: str, now: datetime) -> str | None: ...
+    def entry(self, key: str, now: datetime) -> tuple[str, float] | None: ...
     def set(self, key: str, value: str, ttl_s: float, now: datetime) -> None: ...
     def set_nx(self, key: str, value: str, ttl_s: float, now: datetime) -> bool: ...
     def delete(self, key: str) -> None: ...
@@ -41,6 +42,13 @@ class SqliteKV:
         if item[1] <= now.timestamp():
             return None
         return item[0]
+
+    def entry(self, key: str, now: datetime) -> tuple[str, float] | None:
+        """(value, expires at in POSIX seconds) of a live key, or None."""
+        item = self._mem.get(key)
+        if item is None or item[1] <= now.timestamp():
+            return None
+        return item
 
     def ttl(self, key: str, now: datetime) -> float | None:
         item = self._mem.get(key)

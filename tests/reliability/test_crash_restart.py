@@ -732,7 +732,7 @@ def test_a_kill_between_a_polled_fill_and_its_ingestion_applies_it_once(tmp_path
     dying = Engine(s, Store(db), ReplayMarket(bars), strategy=strategy)
     dying.reconcile(t + timedelta(seconds=30))  # nothing filled yet
     assert dying.store.scalar("SELECT COUNT(*) FROM fills") == 0
-    dying._ingest_fills = _dies_once(dying._ingest_fills)  # type: ignore[method-assign]
+    dying.ledger.ingest_fills = _dies_once(dying.ledger.ingest_fills)  # type: ignore[method-assign]
     with pytest.raises(_Killed):  # the broker's sync committed the fill; the engine dies before taking it in
         dying.tick(t + timedelta(seconds=90))
     dying.store.conn.close()
