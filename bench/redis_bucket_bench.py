@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.rules.ratelimit import LocalTokenBuckets, TokenBuckets  # noqa: E402
+from core.services.buckets import LocalTokenBuckets, TokenBuckets  # noqa: E402
 from core.services.redis_buckets import RedisTokenBuckets  # noqa: E402
 from core.services.redis_link import RedisLink  # noqa: E402
 from tests.fakes.redis_server import RedisServer  # noqa: E402

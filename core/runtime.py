@@ -168,7 +168,7 @@ def build_shared_backends(settings: Settings, store: Store) -> tuple[Any, dict[s
     and signal stream, each falling back to its embedded twin while Redis is unreachable. Without: (None, {})."""
     if settings.redis_url is None or not settings.redis_url.get_secret_value().strip():
         return None, {}
-    from core.rules.ratelimit import LocalTokenBuckets
+    from core.services.buckets import LocalTokenBuckets
     from core.services.redis_buckets import RedisTokenBuckets
     from core.services.redis_kv import RedisKV
     from core.services.redis_link import RedisLink

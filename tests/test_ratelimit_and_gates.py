@@ -2,10 +2,10 @@ from datetime import datetime, timedelta
 
 from core.clock import NY, UTC, minutes_since_open, minutes_to_close, trading_date
 from core.config import load_settings
+from core.engine.scheduler import TierScheduler
 from core.rules import gates
-from core.rules.ratelimit import LocalTokenBuckets
 from core.rules.reasons import OK, reason_name
-from core.rules.scheduler import TierScheduler
+from core.services.buckets import LocalTokenBuckets
 from core.state.caps import CapCounters
 from core.state.kv import SqliteKV
 from core.state.locks import SymbolLocks

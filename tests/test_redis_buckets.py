@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from core.rules.ratelimit import LocalTokenBuckets, minute_key
+from core.services.buckets import LocalTokenBuckets, minute_key
 from core.services.redis_buckets import RedisTokenBuckets
 from core.services.redis_link import RedisLink
 from tests.fakes.redis_server import RedisServer, free_port

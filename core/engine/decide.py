@@ -63,9 +63,6 @@ def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None
             None if obs is None else obs.close)
 
 
-LEGACY = True
-
-
 def _minutes(value: float | None) -> float:
     return math.nan if value is None else value
 
@@ -238,15 +235,12 @@ class DecisionChain:
         held = account.holds(sym)
         if sign < 0 and held:
             # A strong negative signal on a held long closes it; exits skip entry gates (they reduce risk).
-            if LEGACY:
-                locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)
             if self.orders.live_intent_for(sym):
                 return suppress(gates.INTENT_PENDING)
             qty = next(pos.qty for pos in account.positions if pos.symbol == sym)
             intent = new_intent("exit", sym, "sell", qty, obs.close, now, self.s.intent_ttl_s,
                                 reason=f"signal exit: score {score:+.2f} <= -{cutoff:.2f}", source=f"signal:{sym}")
-            if not LEGACY:
-                locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)  # the exit is an intent of this sign
+            locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)  # the exit is an intent of this sign
             # the decision row first: it commits with the intent, so a crash during the submission cannot leave
             # an intent without its decision (a re-run tick would decide the ticker again, differently)
             self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "exit", rep)
@@ -258,8 +252,6 @@ class DecisionChain:
         lock_sign, lock_until = locks.direction(sym, now)
         if (code := gates.check_direction_lock(lock_sign, lock_until, sign, t)) != OK:
             return suppress(code)
-        if LEGACY:
-            locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)
         basket = None
         if sign > 0:
             protection = self.state.protections.entries_paused_by(now)
@@ -286,8 +278,9 @@ class DecisionChain:
         if locks.take_cap_slot(sym, day, gates.cap_slot(t, slot_s), p[P_CAP_IDEMPOTENCY_S], now):
             self.state.caps.count(day, sym)
         locks.start_cooldown(sym, p[P_COOLDOWN_S], now)
-        if not LEGACY:
-            locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)  # an actionable signal starts the lock
+        # the lock starts only here, where the signal becomes an intent (or a basket's evidence): a signal refused by
+        # the pause, risk or the cap locks nothing (rules §4.4)
+        locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)
         rep.actionable += 1
         if sign < 0:  # evidence for the basket router
             self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "evidence", rep)

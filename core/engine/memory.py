@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 
-from core.rules.ratelimit import LocalTokenBuckets
-from core.rules.scheduler import TierScheduler
+from core.engine.scheduler import TierScheduler
+from core.services.buckets import LocalTokenBuckets
 from core.state.baskets import BasketStreaks
 from core.state.book import Book
 from core.state.caps import CapCounters

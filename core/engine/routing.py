@@ -42,8 +42,6 @@ from core.state.baskets import BasketEvaluation
 from core.universe import Basket, Universe
 from core.venues.broker import Broker
 
-LEGACY = True
-
 
 class BasketRouting:
     """Turn a firing basket into an inverse-ETF intent, or record what blocked it."""
@@ -75,10 +73,7 @@ class BasketRouting:
         streaks = self.state.baskets
         prev, prev_t, prev_session = streaks.previous(basket.name)
         session = trading_date(now).toordinal()
-        if LEGACY:
-            streak = prev + 1 if cond else 0
-        else:
-            streak = rules.basket_streak(prev, prev_t, prev_session, cond, t, session, p[P_BASKET_STREAK_GAP_S])
+        streak = rules.basket_streak(prev, prev_t, prev_session, cond, t, session, p[P_BASKET_STREAK_GAP_S])
         streaks.update(basket.name, streak, t, session)
         used = {m: latest[m][1] for i, m in enumerate(members) if counted[i]}
         return BasketEvaluation(basket.name, n, ratio, mean, cond, streak, used,
@@ -97,8 +92,7 @@ class BasketRouting:
                 account = self.accounts.account_state(now)
                 price = self.feed.price(etf, now)
                 protection = self.state.protections.entries_paused_by(now)
-                symbol_cooldown = (not LEGACY) and gates.lock_holds(locks.symbol_cooldown_until(etf, now),
-                                                                    now.timestamp())
+                symbol_cooldown = gates.lock_holds(locks.symbol_cooldown_until(etf, now), now.timestamp())
                 code = gates.check_entry_blocks(bool(p[P_PAUSED]), protection is not None, symbol_cooldown,
                                                 etf in held, True, bool(conflicts), self.orders.live_intent_for(etf))
                 if code != OK:

@@ -36,11 +36,11 @@ from core.engine.params import COMMAND_SOURCES, LiveParameters
 from core.engine.reconcile import Reconciliation
 from core.engine.report import TickReport
 from core.engine.routing import BasketRouting
+from core.engine.scheduler import TierScheduler
 from core.engine.snapshots import Snapshots
 from core.feed import MarketFeed
 from core.rules.protections import RULES, ProtectionRule
-from core.rules.ratelimit import LocalTokenBuckets
-from core.rules.scheduler import TierScheduler
+from core.services.buckets import LocalTokenBuckets
 from core.services.llm import LLMGate
 from core.services.redis_stream import SignalStream
 from core.state.decisions import FULL, DecisionLog

@@ -35,6 +35,12 @@ TIER_A, TIER_B, TIER_BENCH = 0, 1, 2
 TIER_CODES = {"A": TIER_A, "B": TIER_B, "Bench": TIER_BENCH}
 
 
+def ticker_due(last_processed: float, now: float, interval_s: float, jitter_s: float) -> bool:
+    """A tier ticker is due once its interval has passed since it was last processed (never: NaN), less a little
+    jitter so a job that starts late does not skip a cycle."""
+    return not now - last_processed < interval_s - jitter_s
+
+
 def check_market_session(in_regular_hours: bool) -> int:
     return OK if in_regular_hours else MARKET_CLOSED
 

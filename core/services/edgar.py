@@ -27,8 +27,8 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from core.clock import NY, UTC, ensure_utc
-from core.rules.ratelimit import SlidingWindowLimit
 from core.state.store import Store, iso
+from core.venues.limits import SlidingWindowLimit
 
 log = logging.getLogger(__name__)
 

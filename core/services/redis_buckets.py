@@ -26,7 +26,7 @@ from datetime import datetime
 
 import redis
 
-from core.rules.ratelimit import RESERVE, Grant, LocalTokenBuckets, dump_stats, minute_key, restore_stats
+from core.services.buckets import RESERVE, Grant, LocalTokenBuckets, dump_stats, minute_key, restore_stats
 from core.services.redis_link import RedisLink
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,6 @@ from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus, TimeIn
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest, StopLossRequest, TakeProfitRequest
 
 from core.clock import UTC
-from core.rules.ratelimit import SlidingWindowLimit
 from core.state.store import Store
 from core.venues.broker import (
     Account,
@@ -45,6 +44,7 @@ from core.venues.broker import (
     OrderRequest,
     PositionClose,
 )
+from core.venues.limits import SlidingWindowLimit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from core.clock import UTC
 from core.feed import MarketFeed
+from core.rules.fills import LEG_STOP, LEG_TAKE_PROFIT, affordable, first_bracket_hit, market_fill_price
 from core.state.store import Store
 from core.venues.broker import Account, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest, PositionClose
 
@@ -233,7 +232,7 @@ class SimBroker:
             status, reason = "rejected", "qty must be a positive whole number"
         elif price is None:
             status, reason = "rejected", f"asset {req.symbol} is not tradable (no price)"
-        elif req.side == "buy" and req.qty * price * (1 + self.slippage) + self.fee > self._cash() + 1e-6:
+        elif req.side == "buy" and not affordable(req.qty * price * (1 + self.slippage), self.fee, self._cash()):
             status, reason = "rejected", "insufficient buying power"
         elif req.side == "sell" and req.qty > self._held(req.symbol) + 1e-9:
             status, reason = "rejected", "insufficient qty available for order"
@@ -380,8 +379,8 @@ class SimBroker:
         if nxt is None:
             return
         bar_ts, open_px = nxt
-        price = open_px * (1 + self.slippage) if o.side == "buy" else open_px * (1 - self.slippage)
-        if o.side == "buy" and o.qty * price + self.fee > self._cash() + 1e-6:
+        price = market_fill_price(open_px, o.side == "buy", self.slippage)
+        if o.side == "buy" and not affordable(o.qty * price, self.fee, self._cash()):
             self._reject(o, "insufficient buying power")
             return
         if o.side == "sell" and o.qty > self._held(o.symbol) + 1e-9:
@@ -451,18 +450,12 @@ class SimBroker:
                 continue
             stop = pair.get("stop_loss")
             tp = pair.get("take_profit")
-            hit_s = np.flatnonzero(lo <= stop.stop_price) if stop else np.empty(0, dtype=int)
-            hit_t = np.flatnonzero(hi >= tp.limit_price) if tp else np.empty(0, dtype=int)
-            i_s = int(hit_s[0]) if len(hit_s) else None
-            i_t = int(hit_t[0]) if len(hit_t) else None
-            if i_s is not None and (i_t is None or i_s <= i_t):
-                level = stop.stop_price
-                px = (op[i_s] if op[i_s] <= level else level) * (1 - self.slippage)
-                self._fill_leg(stop, pair, px, ts[i_s])
-            elif i_t is not None:
-                level = tp.limit_price
-                px = op[i_t] if op[i_t] >= level else level
-                self._fill_leg(tp, pair, px, ts[i_t])
+            i, leg, px = first_bracket_hit(op, hi, lo, stop.stop_price if stop else math.nan,
+                                           tp.limit_price if tp else math.nan, self.slippage)
+            if leg == LEG_STOP:
+                self._fill_leg(stop, pair, px, ts[i])
+            elif leg == LEG_TAKE_PROFIT:
+                self._fill_leg(tp, pair, px, ts[i])
             else:
                 for x in self._legs.get(parent_id, ()):
                     if x.status == "new":

@@ -1,15 +1,18 @@
-"""Which tickers to process now (rules §2, 5): tier cadence plus token buckets."""
+"""Which tickers to process now (rules §2, 5): each tier's last processed times and the Bench tickers' pending
+events, over the due rule ``core.rules.gates.ticker_due`` and the token buckets."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
-from core.rules.ratelimit import Grant, TokenBuckets
+from core.rules.gates import ticker_due
+from core.services.buckets import Grant, TokenBuckets
 from core.universe import Universe
 
 # Ticks are scheduled on 30 s boundaries; a job that starts a little late must
 # not skip a whole cycle, so "due" tolerates this much early arrival.
-_JITTER_S = 2.0
+JITTER_S = 2.0
 
 
 class TierScheduler:
@@ -28,9 +31,9 @@ class TierScheduler:
             return False
         if tier == "Bench":
             return symbol in self.pending_events
-        interval = self.universe.tier_intervals_s[tier]
         last = self.last_processed.get(symbol)
-        return last is None or now.timestamp() - last >= interval - _JITTER_S
+        return ticker_due(math.nan if last is None else last, now.timestamp(), self.universe.tier_intervals_s[tier],
+                          JITTER_S)
 
     def consume_api_token_for_ticker(self, symbol: str, now: datetime, *, allow_borrow: bool) -> Grant:
         tier = self.get_ticker_tier(symbol) or "Bench"
@@ -47,8 +50,7 @@ class TierScheduler:
                 if s in self.pending_events:
                     out.append(s)
                 continue
-            seen = last.get(s)
-            if tier is not None and (seen is None or t - seen >= intervals[tier] - _JITTER_S):
+            if tier is not None and ticker_due(last.get(s, math.nan), t, intervals[tier], JITTER_S):
                 out.append(s)
         return out
 
