@@ -16,7 +16,7 @@
 """
 
 from core.engine.decide import signal_row
-from core.engine.ledger import money
 from core.engine.tick import Engine, TickReport
+from core.metrics.display import money
 
 __all__ = ["Engine", "TickReport", "money", "signal_row"]

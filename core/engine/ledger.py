@@ -14,6 +14,7 @@ from core.clock import is_rth
 from core.config import Settings
 from core.engine.intents import PENDING, new_intent, save_intent, submit_intent
 from core.feed import MarketFeed
+from core.metrics.display import money
 from core.rules.protections import symbol_cooldown_key
 from core.state.book import Book
 from core.state.kv import KVStore
@@ -21,11 +22,6 @@ from core.state.store import Store, iso
 from core.venues.broker import Broker
 
 log = logging.getLogger(__name__)
-
-
-def money(x: float) -> str:
-    """Dollars with the sign in front: -$636.06."""
-    return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
 
 
 class FillLedger:

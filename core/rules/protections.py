@@ -20,7 +20,7 @@ from typing import Any
 
 from core.clock import NY, UTC, trading_date
 from core.config import LiveParams, Settings
-from core.research import kpi
+from core.metrics import kpi
 from core.state.store import Store, iso
 
 SYMBOL_COOLDOWN = "symbol_cooldown"  # suppression reason: re-entry too soon after a losing exit
