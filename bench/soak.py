@@ -33,7 +33,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MA
 from core import views  # noqa: E402
 from core.clock import is_rth  # noqa: E402
 from core.config import load_settings  # noqa: E402
-from core.research import kpi
+from core.metrics import kpi
 from core.runtime import Runtime  # noqa: E402
 from core.state.store import Store  # noqa: E402
 

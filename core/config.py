@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     protection_drawdown_pause_s: int = Field(7200, ge=60)
     protection_symbol_cooldown_s: int = Field(900, ge=0)  # no re-entry into a symbol this soon after a loss
 
-    # --- KPIs and the paper evaluation (rules §11; core/research/kpi.py, core/research/evaluation.py) ---
+    # --- KPIs and the paper evaluation (rules §11; core/metrics/kpi.py, core/research/evaluation.py) ---
     kpi_horizon_s: int = Field(1800, ge=60, le=86_400)  # MAE/MFE of an actionable signal over this long
     kpi_strong_margin: float = Field(0.2, ge=0, le=1)  # strong signal: |score| >= cutoff + this
     # the log's plan: 2 relaxed sessions, then 3 default ones; all passing sessions early -> cut over sooner

@@ -45,8 +45,9 @@ from core.clock import (
 )
 from core.clock import trading_sessions as _sessions_from
 from core.config import Settings
-from core.engine import Engine, TickReport, money
-from core.research import kpi
+from core.engine import Engine, TickReport
+from core.metrics import kpi
+from core.metrics.display import money
 from core.state.decisions import decision_counts
 from core.state.store import Store, iso
 from core.venues.broker import Broker

@@ -16,12 +16,11 @@ import pandas as pd
 
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
-from core.engine import money as money  # re-exported for the pages
-from core.research import kpi
-from core.research.metrics import NA
+from core.metrics import kpi, llm_usage
+from core.metrics.display import NA
+from core.metrics.display import money as money  # re-exported for the pages
 from core.rules.protections import RULES, setting_value
 from core.rules.risk import kelly_margin
-from core.services import llm
 from core.state.caps import GLOBAL, cap_key
 from core.state.decisions import decision_counts, whole_history_counts
 from core.state.protections import DAILY_LOSS, active_protections
@@ -196,12 +195,12 @@ def risk_gauges(store: Store, settings: Settings, now: datetime) -> dict[str, An
     caps = {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens}
     tokens = {t: {"left": int(left.get(t, cap)), "capacity": cap} for t, cap in caps.items()}
     day = trading_date(now).isoformat()
-    llm_calls = llm.calls_today(store, now)
+    llm_calls = llm_usage.calls_today(store, now)
     m = kpi.summary(store)
     kelly = kelly_margin(m["win_rate"] or 0.0, m["payoff_ratio"], settings.risk_per_trade)  # no trade: not measured
     cap_used = store.counter(cap_key(day, GLOBAL))
     return {"summary": summary, "tokens": tokens, "llm_calls": llm_calls, "llm_limit": settings.llm_daily_limit,
-            "llm_spend": llm.month_spend(store, now), "llm_budget": settings.llm_monthly_budget,
+            "llm_spend": llm_usage.month_spend(store, now), "llm_budget": settings.llm_monthly_budget,
             "kpi": m, "kelly": kelly, "rth_cap_used": cap_used, "rth_cap": settings.rth_daily_cap}
 
 
@@ -536,7 +535,7 @@ def trade_summary(store: Store) -> dict[str, Any]:
     dd = store.conn.execute(
         "SELECT MAX(CASE WHEN peak > 0 THEN (peak - equity) / peak ELSE 0 END) FROM (SELECT equity, "
         "MAX(equity) OVER (ORDER BY ts ROWS UNBOUNDED PRECEDING) AS peak FROM equity)").fetchone()[0]
-    # no trade: no win rate and no profit factor (None, shown "–"), as kpi.trade_metrics
+    # no trade: no win rate and no profit factor (None, shown "–"), as figures.trade_metrics
     pf = None if not n else gross_win / gross_loss if gross_loss > 0 else (float("inf") if wins else 0.0)
     return {"trades": int(n), "pnl_realized": float(pnl), "win_rate": wins / n if n else None, "profit_factor": pf,
             "max_drawdown": max(0.0, float(dd or 0.0))}

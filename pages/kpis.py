@@ -3,7 +3,8 @@
 import streamlit as st
 
 from core import views
-from core.research import evaluation, kpi
+from core.metrics import kpi
+from core.research import evaluation
 from ui import charts
 from ui.state import load_context
 

@@ -487,7 +487,7 @@ def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
 
 def test_kpi_page_shows_the_windows_figures_snapshots_and_the_verdict(app_env):
     rt, _ = app_env
-    from core.research import kpi
+    from core.metrics import kpi
 
     now = rt.clock.now()
     at = page(new_app(), "kpis")

@@ -10,7 +10,7 @@ import pytest
 
 from core.clock import session_bounds
 from core.feed import MarketFeed
-from core.research import metrics
+from core.metrics import figures
 from core.research.benchmark import benchmark_metrics, benchmarks, buy_and_hold
 from core.venues.sim.bar_files import ReplayMarket, validate_bars
 from tests.helpers import ScriptedStrategy
@@ -115,10 +115,10 @@ def test_benchmark_metrics_are_the_strategy_metrics_functions_on_the_same_curve(
     curve, m = line["curve"], line["metrics"]
     ts = [t.to_pydatetime() for t in curve["ts"]]
     eq = curve["equity"].tolist()
-    rets = metrics.daily_returns(ts, eq, CASH)
-    # two sessions: the annualised figures are n/a for the benchmark as for the strategy (core.research.metrics)
+    rets = figures.daily_returns(ts, eq, CASH)
+    # two sessions: the annualised figures are n/a for the benchmark as for the strategy (core.metrics.figures)
     assert m["sharpe"] is None and m["sortino"] is None and m["cagr"] is None
-    dd, dd_s = metrics.drawdown(ts, eq)
+    dd, dd_s = figures.drawdown(ts, eq)
     assert m["max_drawdown"] == pytest.approx(dd) and m["max_drawdown_duration_s"] == pytest.approx(dd_s)
     # and by hand: D1 ends at 1550, D2 at 1500; the worst fall is 1650 -> 1500
     assert rets == pytest.approx([1550 / CASH - 1, 1500 / 1550 - 1])
@@ -126,7 +126,7 @@ def test_benchmark_metrics_are_the_strategy_metrics_functions_on_the_same_curve(
     assert m["total_return"] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("n", [metrics.MIN_ANNUALISED_SESSIONS - 1, metrics.MIN_ANNUALISED_SESSIONS])
+@pytest.mark.parametrize("n", [figures.MIN_ANNUALISED_SESSIONS - 1, figures.MIN_ANNUALISED_SESSIONS])
 def test_benchmark_annualised_figures_follow_the_strategys_minimum(n):
     from core.clock import trading_sessions
 
@@ -135,12 +135,12 @@ def test_benchmark_annualised_figures_follow_the_strategys_minimum(n):
     ts = [session_bounds(d)[1].astimezone(UTC) for d in days]
     equity = [CASH * (1.01 if i % 2 else 0.995) ** (i + 1) for i in range(n)]
     m = benchmark_metrics(pd.DataFrame({"ts": pd.to_datetime(ts, utc=True), "equity": equity}), CASH, n)
-    rets = metrics.daily_returns(ts, equity, CASH)
-    if n < metrics.MIN_ANNUALISED_SESSIONS:
+    rets = figures.daily_returns(ts, equity, CASH)
+    if n < figures.MIN_ANNUALISED_SESSIONS:
         assert m["sharpe"] is None and m["sortino"] is None and m["cagr"] is None
     else:
-        assert m["sharpe"] == pytest.approx(metrics.sharpe(rets)) and m["sharpe"] != 0.0
-        assert m["sortino"] == pytest.approx(metrics.sortino(rets))
+        assert m["sharpe"] == pytest.approx(figures.sharpe(rets)) and m["sharpe"] != 0.0
+        assert m["sortino"] == pytest.approx(figures.sortino(rets))
         assert m["cagr"] == pytest.approx((equity[-1] / CASH) ** (252 / n) - 1)
     assert m["total_return"] == pytest.approx(equity[-1] / CASH - 1)
 

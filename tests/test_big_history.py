@@ -22,7 +22,7 @@ import pytest
 
 from core import views
 from core.clock import SimClock
-from core.research import kpi
+from core.metrics import kpi
 from core.runtime import Runtime
 from core.state.store import Store
 from tests.bigdb import YearDb, build_year_db, continue_market, free_symbol, live_settings

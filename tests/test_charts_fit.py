@@ -24,7 +24,8 @@ from core import views
 from core.clock import SimClock, session_bounds, trading_sessions
 from core.config import load_settings
 from core.feed import MarketFeed
-from core.research import kpi, record, run_bars, runs, sources
+from core.metrics import kpi
+from core.research import record, run_bars, runs, sources
 from core.research.replay import run_replay
 from core.runtime import shared_runtime, stop_all
 from core.state.store import Store

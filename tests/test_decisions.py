@@ -11,7 +11,7 @@ import pytest
 from core import views
 from core.clock import session_bounds
 from core.config import load_settings
-from core.research import kpi, metrics
+from core.metrics import kpi, performance
 from core.research.__main__ import main
 from core.research.evaluation import evaluate_sessions
 from core.research.replay import collect_stats, replay_days, run_replay
@@ -110,7 +110,8 @@ def test_full_and_summary_replays_give_every_reader_the_same_figures(seed, param
     sessions = replay_days(s, START, DAYS, None)  # type: ignore[arg-type]
     assert stats_without_time(collect_stats(f, full.engine, sessions, 0.0)) == \
         stats_without_time(collect_stats(m, summary.engine, sessions, 0.0))
-    assert metrics.research_metrics(f, s.sim_start_cash, DAYS) == metrics.research_metrics(m, s.sim_start_cash, DAYS)
+    assert performance.research_metrics(f, s.sim_start_cash, DAYS) == \
+        performance.research_metrics(m, s.sim_start_cash, DAYS)
     # KPIs over the replayed span, each session and windows cutting through the summary buckets
     for lo, hi in windows():
         a, b = kpi.kpi_report(f, s, lo, hi), kpi.kpi_report(m, s, lo, hi)
@@ -162,7 +163,7 @@ def test_the_forms_really_differ_and_the_readers_need_the_counts():
     sessions = replay_days(s, START, DAYS, None)  # type: ignore[arg-type]
     blind = collect_stats(m, summary.engine, sessions, 0.0)
     assert blind["signals"] < full.stats["signals"] and "below_cutoff" not in blind["suppressed"]
-    assert metrics.research_metrics(m, s.sim_start_cash, DAYS)["signals"] < full.stats["metrics"]["signals"]
+    assert performance.research_metrics(m, s.sim_start_cash, DAYS)["signals"] < full.stats["metrics"]["signals"]
     assert kpi.kpi_report(m, s, *span())["all"]["generated"] < want["generated"]
     assert views.signal_totals(m) != views.signal_totals(f)
 

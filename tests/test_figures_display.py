@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from core import views
-from core.research.metrics import MIN_ANNUALISED_SESSIONS, NA, NA_ANNUALISED
+from core.metrics.display import NA, NA_ANNUALISED
+from core.metrics.figures import MIN_ANNUALISED_SESSIONS
 from core.state.store import Store
 from ui import charts
 from ui.research_view import number_text, saved_list, sweep_table, text_table

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from core.clock import NY, UTC
-from core.research.kpi import compute_kpis, signal_excursion, token_overflow
+from core.metrics.figures import signal_excursion
+from core.metrics.kpi import compute_kpis, token_overflow
 from core.state.store import Store
 
 T0 = datetime(2025, 3, 10, 14, 0, tzinfo=UTC)  # 10:00 New York

@@ -6,17 +6,9 @@ from datetime import datetime
 import pytest
 
 from core.clock import NY, UTC
-from core.research.kpi import trade_kpis
-from core.research.metrics import (
-    MIN_ANNUALISED_SESSIONS,
-    daily_returns,
-    drawdown,
-    equity_metrics,
-    exposure,
-    research_metrics,
-    sharpe,
-    sortino,
-)
+from core.metrics.figures import MIN_ANNUALISED_SESSIONS, daily_returns, drawdown, exposure, sharpe, sortino
+from core.metrics.kpi import trade_kpis
+from core.metrics.performance import equity_metrics, research_metrics
 from core.state.store import Store
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from core.clock import UTC, sessions_touched
 from core.engine.protect import window_figures
-from core.research.kpi import flip_flops
-from core.research.kpi import max_drawdown as equity_drawdown  # the protections' drawdown, on account equity
+from core.metrics.figures import flip_flops
+from core.metrics.figures import max_drawdown as equity_drawdown  # the protections' drawdown, on account equity
 from core.rules.protections import RULES
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, gap_at, make_engine
 

@@ -171,7 +171,7 @@ def test_a_walk_forward_stopped_by_progress_says_so():
 
 
 def test_choosing_by_an_annualised_figure_on_a_short_in_sample_part_is_refused_before_any_run(monkeypatch):
-    # one in-sample session: every cell's Sharpe would be n/a (core.research.metrics.MIN_ANNUALISED_SESSIONS), so
+    # one in-sample session: every cell's Sharpe would be n/a (core.metrics.figures.MIN_ANNUALISED_SESSIONS), so
     # the choice would be on nothing; it is refused before the sweep runs a single cell
     import core.research.replay as replay
 

@@ -17,8 +17,9 @@ import streamlit as st
 import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
 from core.clock import NY
 from core.config import Settings, load_settings
+from core.metrics.display import NA, missing_text
+from core.metrics.figures import ANNUALISED
 from core.research import cluster, record, runs, sources, walkforward
-from core.research.metrics import ANNUALISED, NA, missing_text
 from core.state.store import Store
 from core.universe import Universe
 from core.venues.sim import bar_files
@@ -229,7 +230,7 @@ def saved_table(saved: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- figures without a value
 # A table cell without a value says why: an annualised figure (CAGR, Sharpe, Sortino) over fewer than
-# metrics.MIN_ANNUALISED_SESSIONS sessions "n/a (needs ≥ 20 sessions)", anything else "–" (metrics.missing_text).
+# figures.MIN_ANNUALISED_SESSIONS sessions "n/a (needs ≥ 20 sessions)", anything else "–" (display.missing_text).
 # The browser shows a null cell as "None" whatever a Styler says, so the text is the cell's value: a run's table
 # (rows of unlike figures: rates, counts, dollars) is shown as text; tables sorted by a figure (a sweep, the
 # saved runs) keep their numbers and get the text only in a column that has no number at all.

@@ -21,8 +21,8 @@
 """
 
 from core.engine.decide import signal_row
-from core.engine.ledger import money
 from core.engine.report import TickReport
 from core.engine.tick import Engine
+from core.metrics.display import money
 
 __all__ = ["Engine", "TickReport", "money", "signal_row"]

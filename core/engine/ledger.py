@@ -15,16 +15,12 @@ from core.config import Settings
 from core.engine.intents import PENDING, new_intent, save_intent, submit_intent
 from core.engine.memory import EngineState
 from core.feed import MarketFeed
+from core.metrics.display import money
 from core.rules.bracket import bracket_prices, stop_hit, take_profit_hit
 from core.state.store import Store, iso
 from core.venues.broker import Broker
 
 log = logging.getLogger(__name__)
-
-
-def money(x: float) -> str:
-    """Dollars with the sign in front: -$636.06."""
-    return f"{'-' if x < 0 else ''}${abs(x):,.2f}"
 
 
 class FillLedger:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from core.config import LiveParams, Settings
-from core.research import kpi
+from core.metrics import kpi
 from core.rules.protections import RULES, ProtectionRule, setting_value, tightened
 from core.state.protections import Firing, Protections
 from core.state.store import Store, iso

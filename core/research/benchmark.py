@@ -14,7 +14,7 @@ The curve has one sample per minute bar, timed at the bar's close (``ts`` = bar 
 UTC): a bar's close is known when its minute ends, which is when the engine's equity samples of the same
 minute are taken, so the two lines overlay minute for minute.
 
-``benchmark_metrics`` uses the strategy's own definitions (``core.research.metrics``) so the numbers compare.
+``benchmark_metrics`` uses the strategy's own definitions (``core.metrics.performance``) so the numbers compare.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import session_bounds
-from core.research import metrics
+from core.metrics import performance
 
 BAR_S = 60  # the feed's bars are 1-minute bars; a bar's close is known at open + BAR_S
 BENCHMARK_METRICS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "max_drawdown_duration_s")
@@ -92,14 +92,15 @@ def _finite(v: float) -> float | None:
 
 def benchmark_metrics(curve: pd.DataFrame, start_cash: float, sessions: int) -> dict[str, Any]:
     """total_return, cagr, sharpe, sortino, max_drawdown (and its duration) of a curve, by the definitions of
-    ``core.research.metrics`` (``equity_metrics``, called on the curve as ``research_metrics`` calls it on the
-    engine's equity), so the annualised three are None below ``metrics.MIN_ANNUALISED_SESSIONS`` sessions as the
-    strategy's are. Non-finite values are None; an empty curve has None for every metric."""
+    ``core.metrics.performance`` (``equity_metrics``, called on the curve as ``research_metrics`` calls it on the
+    engine's equity), so the annualised three are None below ``figures.MIN_ANNUALISED_SESSIONS`` sessions
+    (``core.metrics.figures``) as the strategy's are. Non-finite values are None; an empty curve has None for every
+    metric."""
     if curve.empty:
         return dict.fromkeys(BENCHMARK_METRICS)
     ts: list[datetime] = [t.to_pydatetime() for t in pd.to_datetime(curve["ts"], utc=True)]
     equity = [float(v) for v in curve["equity"]]
-    out = metrics.equity_metrics(ts, equity, start_cash, sessions)  # against the starting cash, as the run's
+    out = performance.equity_metrics(ts, equity, start_cash, sessions)  # against the starting cash, as the run's
     return {k: None if out[k] is None else _finite(float(out[k])) for k in BENCHMARK_METRICS}
 
 

@@ -39,6 +39,9 @@ from core.feed import MarketFeed
 CANCEL_CHECK_S = 1.0  # how often a running cell asks the scheduler whether its sweep was cancelled
 NOT_SHIPPED = ("alpaca_api_key", "alpaca_secret_key", "redis_url", "slack_webhook_url", "app_password")
 FEEDS_KEPT = 2  # scored synthetic feeds a worker keeps (one sweep at a time, in practice)
+# what a task runs, handed in by the replay (core.research.replay: replay_cell, shared_feed)
+CellFn = Callable[..., "dict[str, Any] | None"]
+FeedFn = Callable[..., MarketFeed]
 
 
 class ClusterError(RuntimeError):
@@ -128,13 +131,17 @@ def cluster_status(address: str, timeout_s: float) -> ClusterStatus:
 
 
 def run_cells(address: str, jobs: list[CellJob], *, feed: MarketFeed | None, timeout_s: float,
+              cell: CellFn, make_feed: FeedFn,
               progress: Callable[[int, int], bool | None] | None = None) -> tuple[dict[int, Any], bool, str]:
     """Run every job as a task of the cluster at ``address``: ({job index: row}, cancelled, where it ran).
 
-    ``feed``: bars scored here, sent to every worker once; None: each worker regenerates the synthetic market
-    of the jobs' seed. ``progress(done, total)`` is called when a cell ends and at least every
-    ``workers.HEARTBEAT_S``; returning False (or raising) cancels the rest. A cell that raises stops the sweep
-    with its error; a cell whose workers kept dying (Dask gives up after a few) is a ClusterError."""
+    ``cell`` replays one job's cell into its row (``core.research.replay.replay_cell``) and ``make_feed`` scores
+    a market (``core.research.replay.shared_feed``): the replay hands them in, so this module never imports it
+    (the workers import them by name). ``feed``: bars scored here, sent to every worker once; None: each worker
+    regenerates the synthetic market of the jobs' seed with ``make_feed``. ``progress(done, total)`` is called
+    when a cell ends and at least every ``workers.HEARTBEAT_S``; returning False (or raising) cancels the rest. A
+    cell that raises stops the sweep with its error; a cell whose workers kept dying (Dask gives up after a few)
+    is a ClusterError."""
     from distributed import Event, KilledWorker, wait
 
     from core.research.workers import HEARTBEAT_S
@@ -152,7 +159,8 @@ def run_cells(address: str, jobs: list[CellJob], *, feed: MarketFeed | None, tim
         where = f"on the Dask cluster at {address} ({_plural(n, 'worker')}, {_plural(threads, 'thread')})"
         data = client.scatter(feed, broadcast=True, hash=False) if feed is not None else None
         for i, job in enumerate(jobs):
-            futures[client.submit(_cell_task, job, data, cancel, key=f"sweep-{tag}-cell-{i}", pure=False)] = i
+            futures[client.submit(_cell_task, job, data, cancel, cell, make_feed, key=f"sweep-{tag}-cell-{i}",
+                                  pure=False)] = i
         pending = set(futures)
         while pending:
             try:
@@ -206,11 +214,9 @@ _FEEDS: OrderedDict[tuple[Any, ...], MarketFeed] = OrderedDict()
 _FEEDS_LOCK = threading.Lock()
 
 
-def _worker_feed(job: CellJob) -> MarketFeed:
+def _worker_feed(job: CellJob, shared_feed: FeedFn) -> MarketFeed:
     """The synthetic market of the job's seed, scored once per worker process and kept for the sweep's other
-    cells (the same function the local sweep scores its feed with, so the bars are the same)."""
-    from core.research.replay import shared_feed
-
+    cells (``shared_feed``: the same function the local sweep scores its feed with, so the bars are the same)."""
     s = job.settings
     key = (job.seed, job.start_s, job.end_s, job.days, s.strategy, s.tier_a_tickers, s.tier_b_tickers,
            s.bench_tickers, s.baskets_json)
@@ -251,9 +257,9 @@ class _CancelCheck:
             return True
 
 
-def _cell_task(job: CellJob, feed: MarketFeed | None, cancel: str) -> dict[str, Any] | None:
+def _cell_task(job: CellJob, feed: MarketFeed | None, cancel: str, replay_cell: CellFn,
+               shared_feed: FeedFn) -> dict[str, Any] | None:
     """A Dask task: one cell's row (None when its sweep was cancelled while it ran)."""
-    from core.research.replay import replay_cell
-
     return replay_cell(job.settings, job.cell, days=job.days, seed=job.seed, start_s=job.start_s, end_s=job.end_s,
-                       feed=feed if feed is not None else _worker_feed(job), progress=_CancelCheck(cancel))
+                       feed=feed if feed is not None else _worker_feed(job, shared_feed),
+                       progress=_CancelCheck(cancel))

@@ -2,7 +2,7 @@
 
 The old bot's plan (seed log, 2025-08-18): two sessions on the relaxed profile, then three on the default
 profile, cutting over early when the KPIs pass. Each New York session the engine ran in is judged on its
-own KPIs (``core.research.kpi``) against configurable acceptance thresholds (``EVAL_*`` settings); the verdict is one
+own KPIs (``core.metrics.kpi``) against configurable acceptance thresholds (``EVAL_*`` settings); the verdict is one
 plain sentence: "ready for the default profile", "ready for live" or "not yet, because ...".
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from core.clock import UTC, session_bounds, sessions_between, trading_date
 from core.config import Settings
-from core.research import kpi
+from core.metrics import kpi
 from core.state.decisions import any_decision, first_decision_ts
 from core.state.protections import DAILY_LOSS
 from core.state.store import Store, iso

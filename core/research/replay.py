@@ -20,7 +20,7 @@ from core.clock import UTC, SimClock, session_bounds, sessions_between, trading_
 from core.config import Settings
 from core.engine import Engine
 from core.feed import MarketFeed
-from core.research import kpi, metrics
+from core.metrics import kpi, performance
 from core.state.decisions import SUMMARY, decision_counts, decision_total
 from core.state.store import Store
 from core.venues.marketdata import MarketData
@@ -232,7 +232,7 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
         "sessions": len(sessions),
         "first_session": sessions[0].isoformat() if sessions else None,
         "last_session": sessions[-1].isoformat() if sessions else None,
-        "metrics": _finite(metrics.research_metrics(store, start_equity, len(sessions))),
+        "metrics": _finite(performance.research_metrics(store, start_equity, len(sessions))),
         "elapsed_s": round(elapsed, 3),
     }
 
@@ -463,6 +463,7 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
                 for c, st in ok]
         results, out.cancelled, out.where = dask_cluster.run_cells(
             cluster, jobs, feed=feed, timeout_s=connect_timeout_s or first.dask_connect_timeout_s,
+            cell=replay_cell, make_feed=shared_feed,
             progress=cells_progress if progress is not None else None)
         out.extend(results[i] for i in sorted(results))
         return out

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import NY, UTC
-from core.research.metrics import ANNUALISED, MIN_ANNUALISED_SESSIONS, enough_sessions
+from core.metrics.figures import ANNUALISED, MIN_ANNUALISED_SESSIONS, enough_sessions
 from core.venues.marketdata import MarketData, empty_bars
 from core.venues.sim.bar_files import ReplayMarket
 
@@ -108,7 +108,7 @@ def cut_market(market: MarketData, last: date) -> MarketData:
 # ---------------------------------------------------------------- choosing the best cell
 def metric_names() -> list[str]:
     """The figures of a sweep row a walk-forward can choose by (the research metrics and ``orders``)."""
-    from core.research.metrics import research_metrics
+    from core.metrics.performance import research_metrics
     from core.state.store import Store
 
     store = Store(":memory:")  # an empty run: every key, no value that matters
@@ -208,7 +208,7 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
         }
         if best is None:
             why = ""
-            if metric in ANNUALISED and not enough_sessions(len(ins)):  # the n/a rule of core.research.metrics
+            if metric in ANNUALISED and not enough_sessions(len(ins)):  # the n/a rule of core.metrics.figures
                 why = (f" ({metric} is annualised: it needs ≥ {MIN_ANNUALISED_SESSIONS} sessions, the in-sample "
                        f"part has {len(ins)}; choose by total_return or take a longer range)")
             part["warnings"].append(f"no cell has a {metric} value in-sample{why}: nothing to test out-of-sample")

@@ -24,14 +24,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.clock import NY, trading_date
+from core.clock import trading_date
 from core.config import Settings
+from core.metrics.llm_usage import QUEUED, calls_today, month_spend
+from core.metrics.llm_usage import month_key as _month  # what the daily limit and the budget count: core.metrics
 from core.state.store import Store, iso
 
 log = logging.getLogger(__name__)
 
-QUEUED = "queued"
-CALLED_STATUSES = ("ok", "invalid", "error", "timeout")  # the request reached the model's server
 ANSWER_KEYS = ("sentiment", "confidence", "rationale")
 SYSTEM_PROMPT = (
     "You rate how an event affects a US stock over the next hours. The user message holds facts and, between "
@@ -237,19 +237,3 @@ class LLMGate:
             (symbol, iso(now - timedelta(minutes=self.s.llm_cache_min)), iso(now)))
         return None if row is None else (row["sentiment"], row["confidence"])
 
-
-def month_spend(store: Store, now: datetime) -> float:
-    """LLM spend in the New York calendar month of ``now`` (budget currency)."""
-    return float(store.scalar("SELECT COALESCE(SUM(cost), 0) FROM llm_calls WHERE month=?", (_month(now),)) or 0.0)
-
-
-def calls_today(store: Store, now: datetime) -> int:
-    """Calls made or queued on the New York date of ``now`` (what the daily limit counts)."""
-    statuses = (QUEUED, *CALLED_STATUSES)
-    marks = ",".join("?" * len(statuses))
-    return int(store.scalar(f"SELECT COUNT(*) FROM llm_calls WHERE day=? AND status IN ({marks})",
-                            (trading_date(now).isoformat(), *statuses)) or 0)
-
-
-def _month(now: datetime) -> str:
-    return now.astimezone(NY).strftime("%Y-%m")

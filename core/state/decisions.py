@@ -9,7 +9,7 @@ Two forms, one writer:
   (symbol, minute, decision, reason) in ``signal_counts``; everything that passed the
   cutoff (actionable, or suppressed by a later gate) keeps its full row. Those bulk
   rows are 90 % of a replay's decisions and say nothing a KPI needs beyond their
-  count, their price and the last score (see ``core.research.kpi``).
+  count, their price and the last score (see ``core.metrics.kpi``).
 
 In batch mode (a replay) rows wait in memory and are written by ``Store.flush`` in
 the batch's transaction; an actionable row writes the waiting rows first, in order,

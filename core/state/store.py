@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlite_utils
 
@@ -124,6 +124,10 @@ def iso(ts: datetime | None) -> str | None:
 class Store:
     """The engine's SQLite database."""
 
+    # what ``book`` builds over a store: core.state.book's Book, set by the package (core/state/__init__.py) so the
+    # store never imports the book that writes through it
+    book_type: ClassVar[Callable[[Store], Any] | None] = None
+
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = str(path)
         self._book: Any = None
@@ -154,9 +158,9 @@ class Store:
     def book(self) -> Any:
         """The engine's in-memory book over this connection (core.state.book), built on first use."""
         if self._book is None:
-            from core.state.book import Book  # the book writes through this store
-
-            self._book = Book(self)
+            if self.book_type is None:
+                raise RuntimeError("Store.book_type is not set: core/state/__init__.py sets it to core.state.book.Book")
+            self._book = self.book_type(self)
         return self._book
 
     # ---------------------------------------------------------------- schema

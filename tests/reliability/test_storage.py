@@ -15,7 +15,7 @@ import pytest
 
 from core import views
 from core.config import load_settings
-from core.research import kpi
+from core.metrics import kpi
 from core.state.store import Store
 from tests.test_alpaca import drive, fake, ny, runtime, settings_for  # noqa: F401  (fake is a fixture)
 

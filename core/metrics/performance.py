@@ -1,4 +1,5 @@
-"""Research metrics of a run (rules §11, issue 5), computed from what the engine stored.
+"""Research metrics of a run (rules §11, issue 5), computed from what the engine stored (the figures of plain
+series they use are ``core.metrics.figures``; how a missing one is shown, ``core.metrics.display``).
 
 Definitions (all documented here so a number on screen can be checked by hand):
 * total return = last equity / first equity - 1; CAGR = (1 + total return) ** (252 / sessions) - 1.
@@ -11,7 +12,7 @@ Definitions (all documented here so a number on screen can be checked by hand):
   stop-out rate (exits by the stop-loss leg / trades).
 * exposure: time-weighted mean of (market value held / equity) over the equity samples.
 * flip-flop: an actionable signal whose sign is the opposite of the same symbol's previous
-  actionable signal at most 10 minutes earlier (``kpi.flip_flops``); the rate is flip-flops / actionable.
+  actionable signal at most 10 minutes earlier (``figures.flip_flops``); the rate is flip-flops / actionable.
 * P&L: ``pnl_total`` = last equity - starting equity (what the account gained, open positions marked at
   the last price); ``pnl_realized`` = the sum of closed trades' P&L. A trade's own ``pnl`` is its P&L.
 
@@ -24,85 +25,22 @@ Too small a sample gives no figure (None, shown "n/a" or "–"), never a number 
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
-from core.clock import trading_date
-from core.research import kpi
+from core.metrics import kpi
+from core.metrics.figures import (
+    PERIODS_PER_YEAR,
+    daily_returns,
+    drawdown,
+    enough_sessions,
+    exposure,
+    flip_flops,
+    sharpe,
+    sortino,
+)
 from core.state.decisions import decision_counts, decision_total
 from core.state.store import Store
-
-PERIODS_PER_YEAR = 252
-# annualised figures (CAGR, Sharpe, Sortino) need at least this many sessions of daily returns: about a month,
-# below which one good or bad day decides the figure and annualising it says nothing about a year
-MIN_ANNUALISED_SESSIONS = 20
-ANNUALISED = ("cagr", "sharpe", "sortino")
-NA_ANNUALISED = f"n/a (needs ≥ {MIN_ANNUALISED_SESSIONS} sessions)"  # how a page shows one of them below the minimum
-NA = "–"  # how a page shows any other figure without a value (no trade: no win rate, no profit factor)
-
-
-def drawdown(ts: list[datetime], equity: list[float]) -> tuple[float, float]:
-    """(max drawdown fraction, its duration in seconds from the peak to recovery or the last sample)."""
-    worst, worst_peak_i, worst_i = 0.0, 0, 0
-    peak_i = 0
-    for i, v in enumerate(equity):
-        if v > equity[peak_i]:
-            peak_i = i
-        elif equity[peak_i] > 0:
-            dd = (equity[peak_i] - v) / equity[peak_i]
-            if dd > worst:
-                worst, worst_peak_i, worst_i = dd, peak_i, i
-    if worst == 0.0:
-        return 0.0, 0.0
-    peak = equity[worst_peak_i]
-    end = next((j for j in range(worst_i, len(equity)) if equity[j] >= peak), len(equity) - 1)
-    return worst, (ts[end] - ts[worst_peak_i]).total_seconds()
-
-
-def sharpe(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
-    return kpi.sharpe(returns, periods)
-
-
-def sortino(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
-    n = len(returns)
-    if n < 2:
-        return 0.0
-    mean = sum(returns) / n
-    down = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / n)
-    if down == 0:
-        return math.inf if mean > 0 else 0.0
-    return mean / down * math.sqrt(periods)
-
-
-def daily_returns(ts: list[datetime], equity: list[float], start_equity: float) -> list[float]:
-    last_by_day: dict[Any, float] = {}
-    for t, v in zip(ts, equity, strict=True):
-        last_by_day[trading_date(t)] = v
-    out, prev = [], start_equity
-    for day in sorted(last_by_day):
-        v = last_by_day[day]
-        out.append(v / prev - 1.0 if prev else 0.0)
-        prev = v
-    return out
-
-
-def exposure(values: list[float], equity: list[float]) -> float:
-    pairs = [(v, e) for v, e in zip(values, equity, strict=True) if e > 0]
-    return sum(v / e for v, e in pairs) / len(pairs) if pairs else 0.0
-
-
-def enough_sessions(sessions: int) -> bool:
-    """Whether ``sessions`` sessions of daily returns are enough for an annualised figure."""
-    return sessions >= MIN_ANNUALISED_SESSIONS
-
-
-def missing_text(metric: str, sessions: int | None = None) -> str:
-    """What a page shows for ``metric`` without a value, over a run of ``sessions`` sessions (None: unknown):
-    the n/a rule for an annualised figure below the minimum, else "–"."""
-    if metric in ANNUALISED and (sessions is None or not enough_sessions(sessions)):
-        return NA_ANNUALISED
-    return NA
 
 
 def equity_metrics(ts: list[datetime], equity: list[float], start_equity: float, sessions: int) -> dict[str, Any]:
@@ -134,7 +72,7 @@ def research_metrics(store: Store, start_equity: float, sessions: int) -> dict[s
     # actionable decisions keep their full row in both forms of the log (core.state.decisions)
     act = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND score IS NOT NULL "
                       "ORDER BY ts, id")
-    flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"]) for r in act])
+    flips = flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"]) for r in act])
     suppressed = decision_counts(store, "reason", "decision='suppressed'")  # both forms of the decision log
     return {
         **equity_metrics(ts, equity, start_equity, sessions),

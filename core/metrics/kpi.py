@@ -9,16 +9,16 @@ overflow per tier per minute. LLM: calls and spend. Equity: max drawdown (on acc
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from core.clock import NY
+from core.metrics.figures import enough_sessions, flip_flops, max_drawdown, sharpe, signal_excursion, trade_metrics
 from core.state.decisions import rows_sql
 from core.state.store import Store, iso
 
@@ -27,66 +27,8 @@ if TYPE_CHECKING:
     from core.universe import Universe
 
 STRONG_MARGIN = 0.2  # a strong signal clears its cutoff by this much
-FLIP_FLOP_WINDOW_S = 600  # two actionable signals of opposite sign this close together are a flip-flop
 DEFAULT_HORIZON_S = 1800  # how far after an actionable signal its MAE/MFE is measured
 TIERS = ("A", "B", "Bench")
-
-
-def max_drawdown(equity: list[float]) -> float:
-    """Largest peak-to-trough fall of the equity curve, as a fraction of the peak (0.0 when flat)."""
-    peak, worst = -math.inf, 0.0
-    for v in equity:
-        peak = max(peak, v)
-        if peak > 0:
-            worst = max(worst, (peak - v) / peak)
-    return worst
-
-
-def trade_metrics(pnls: list[float]) -> dict[str, float | None]:
-    """Trades, win rate, profit factor, payoff ratio and expectancy of closed trades' P&L. With no trade the win
-    rate and the profit factor are None (no figure), not 0 (which would read as "every trade lost")."""
-    wins = [p for p in pnls if p > 0]
-    losses = [p for p in pnls if p < 0]
-    n = len(pnls)
-    gross_loss = -sum(losses)
-    return {
-        "trades": n,
-        "win_rate": len(wins) / n if n else None,
-        "profit_factor": None if not n else (sum(wins) / gross_loss) if gross_loss > 0 else (
-            math.inf if wins else 0.0),
-        "payoff_ratio": ((sum(wins) / len(wins)) / (gross_loss / len(losses))) if wins and losses else 0.0,
-        "expectancy": sum(pnls) / n if n else 0.0,
-    }
-
-
-def sharpe(returns: list[float], periods_per_year: float) -> float:
-    """Annualised Sharpe of periodic returns (risk-free 0); 0.0 with fewer than 2 returns or no variance."""
-    n = len(returns)
-    if n < 2:
-        return 0.0
-    mean = sum(returns) / n
-    var = sum((r - mean) ** 2 for r in returns) / (n - 1)
-    return 0.0 if var <= 0 else mean / math.sqrt(var) * math.sqrt(periods_per_year)
-
-
-def flip_flops(signals: Iterable[tuple[str, float, float]], window_s: int = FLIP_FLOP_WINDOW_S) -> int:
-    """Sign reversals between consecutive actionable signals of one symbol at most ``window_s`` apart.
-    ``signals``: (symbol, epoch seconds, score) in time order."""
-    last: dict[str, tuple[float, float]] = {}
-    n = 0
-    for sym, t, score in signals:
-        prev = last.get(sym)
-        if prev is not None and t - prev[0] <= window_s and (prev[1] > 0) != (score > 0):
-            n += 1
-        last[sym] = (t, score)
-    return n
-
-
-def signal_excursion(price: float, path: Iterable[float], sign: int) -> tuple[float, float]:
-    """(MAE, MFE) of a signal at ``price`` along the later prices ``path``, in the signal's direction: a
-    negative score profits when the price falls. MAE <= 0 <= MFE, as fractions of ``price``."""
-    moves = [sign * (p / price - 1.0) for p in path]
-    return min([0.0, *moves]), max([0.0, *moves])
 
 
 def _median(xs: list[float]) -> float:
@@ -183,9 +125,7 @@ def _bounds(start: datetime | None, end: datetime | None) -> tuple[str, str]:
 def equity_kpis(store: Store, start: datetime | None = None,
                 end: datetime | None = None) -> dict[str, float | None]:
     """Max drawdown on account equity and the Sharpe of daily closes inside the window; the Sharpe is None with
-    fewer sessions than ``metrics.MIN_ANNUALISED_SESSIONS`` (annualising a few days says nothing)."""
-    from core.research.metrics import enough_sessions  # metrics imports this module
-
+    fewer sessions than ``figures.MIN_ANNUALISED_SESSIONS`` (annualising a few days says nothing)."""
     rows = store.query("SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", _bounds(start, end))
     closes: dict[str, float] = {}
     for r in rows:  # the last snapshot of each New York date
