@@ -104,7 +104,7 @@ def test_the_table_is_the_only_source_of_every_range(live, monkeypatch):
     assert LIVE_PARAM_LIMITS.keys() == BY_PARAM.keys()
 
     monkeypatch.setattr("ui.research_view.today", lambda: date(2026, 6, 1))
-    live()
+    live(CUTOFF_DELTA="0.3")  # outside the old sliders' ±0.10: the Research page's slider raised on it
     at = new_app(timeout=240)
     for key, param in (("w_cutoff_delta", "cutoff_delta"), ("w_cooldown_s", "cooldown_s")):
         b, s = BY_PARAM[param], slider_proto(at, key)
@@ -115,6 +115,8 @@ def test_the_table_is_the_only_source_of_every_range(live, monkeypatch):
     for key, setting in (("r_delta", "cutoff_delta"), ("r_cooldown", "mixer_cooldown_s"), ("s_delta", "cutoff_delta")):
         b, s = BY_SETTING[setting], slider_proto(at, key)
         assert (s.min, s.max, s.step) == (pytest.approx(b.lo), pytest.approx(b.hi), pytest.approx(b.step)), key
+    assert at.slider(key="r_delta").value == pytest.approx(0.3)  # the replay starts from the live value
+    assert not at.warning
     cooldowns = at.multiselect(key="s_cooldowns")
     assert list(cooldowns.options) == [str(v) for v in BY_SETTING["mixer_cooldown_s"].sweep_values]
 
