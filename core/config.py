@@ -9,6 +9,7 @@ naming the variable and the value.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.bounds import BY_PARAM, BY_SETTING
 from core.universe import Basket, Universe
 
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
@@ -70,15 +72,15 @@ class Settings(BaseSettings):
     reserve_fallback: bool = True
 
     # --- gates (rules §4) ---
-    cutoff_delta: float = Field(0.0, ge=-0.5, le=0.5)
+    cutoff_delta: float = BY_SETTING["cutoff_delta"].field(0.0)  # bounds: core/bounds.py, the one table
     cutoff_open: float = Field(0.35, gt=0, lt=1)
     cutoff_midday: float = Field(0.28, gt=0, lt=1)
     cutoff_close: float = Field(0.32, gt=0, lt=1)
     cutoff_segment_min: int = Field(30, ge=1, le=195)
     cutoff_high_vol_add: float = Field(0.05, ge=0, lt=1)
     cutoff_high_vol_spike: float = Field(0.5, ge=0, le=1)
-    mixer_cooldown_s: int = Field(180, ge=0, le=86_400)
-    direction_lock_s: int = Field(90, ge=0, le=86_400)
+    mixer_cooldown_s: int = BY_SETTING["mixer_cooldown_s"].field(180)
+    direction_lock_s: int = BY_SETTING["direction_lock_s"].field(90)
     rth_daily_cap: int = Field(100, ge=0)
     tier_a_daily_cap: int = Field(40, ge=0)
     tier_b_daily_cap: int = Field(25, ge=0)
@@ -125,7 +127,7 @@ class Settings(BaseSettings):
 
     # --- LLM and events (rules §6) ---
     llm_enabled: bool = False
-    llm_min_signal_score: float = Field(0.7, ge=0, le=1)
+    llm_min_signal_score: float = BY_SETTING["llm_min_signal_score"].field(0.7)
     llm_daily_limit: int = Field(120, ge=0)
     llm_cache_min: int = Field(30, ge=0)
     llm_monthly_budget: float = Field(80_000.0, ge=0)
@@ -469,12 +471,8 @@ class LiveParams:
         return replace(self, **validate_param_changes(changes))
 
 
-LIVE_PARAM_LIMITS: dict[str, tuple[float, float]] = {
-    "cutoff_delta": (-0.10, 0.10),
-    "cooldown_s": (0, 86_400),
-    "direction_lock_s": (0, 86_400),
-    "llm_min_signal_score": (0.0, 1.0),
-}
+# the numeric live parameters' ranges: core/bounds.py's table, the same ranges as their Settings fields
+LIVE_PARAM_LIMITS: dict[str, tuple[float, float]] = {name: (b.lo, b.hi) for name, b in BY_PARAM.items()}
 
 
 def validate_param_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -501,10 +499,13 @@ def validate_param_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 num = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{name}={value!r}: not a number") from None
-            lo, hi = LIVE_PARAM_LIMITS[name]
-            if not lo <= num <= hi:
-                raise ConfigError(f"{name}={value!r}: outside [{lo}, {hi}]")
-            out[name] = int(num) if name.endswith("_s") else round(num, 6)
+            b = BY_PARAM[name]
+            if math.isfinite(num):
+                num = round(num, 6)  # as stored: a slider's 0.30000000000000004 is 0.3, inside a range ending there
+            if not b.contains(num):
+                raise ConfigError(f"{name}={value!r}: outside {b.label.lower()}'s range {b.range_text()} "
+                                  f"(the same as {b.env}'s)")
+            out[name] = int(num) if b.is_int else num
     return out
 
 

@@ -12,11 +12,13 @@ from datetime import date, timedelta
 import streamlit as st
 
 from core import views
+from core.bounds import BY_SETTING
 from core.clock import previous_session, sessions_between
 from core.config import ConfigError, load_settings
 from core.research import ranges, runs, sources
 from core.research.replay import grid_cells
 from core.venues.marketdata import BarDataError
+from ui import bounded
 from ui import research_view as rv
 from ui.state import load_context
 
@@ -128,8 +130,11 @@ if run_settings is not None:
 st.subheader("4. Replay")
 with st.form("research_form"):
     c = st.columns(2)
-    delta = c[0].slider("Cutoff delta", -0.10, 0.10, float(live.get("cutoff_delta", 0.0)), 0.01, key="r_delta")
-    cooldown = c[1].slider("Cooldown (s)", 30, 600, int(live.get("cooldown_s", 180)), 10, key="r_cooldown")
+    # ranges and steps: core/bounds.py, the sidebar's and the engine's own
+    delta = bounded.slider(c[0], BY_SETTING["cutoff_delta"], live.get("cutoff_delta", settings.cutoff_delta),
+                           key="r_delta")
+    cooldown = bounded.slider(c[1], BY_SETTING["mixer_cooldown_s"], live.get("cooldown_s", settings.mixer_cooldown_s),
+                              key="r_cooldown")
     name = st.text_input("Name of this run (optional)", key="r_name", max_chars=80,
                          placeholder=f"e.g. cutoff {delta:+.2f}, cooldown {cooldown} s")
     full_rows = st.checkbox(
@@ -199,10 +204,12 @@ else:
     run_on = settings.dask_scheduler if where == "cluster" else None
 with st.form("sweep_form"):
     c = st.columns(3)
-    d_lo, d_hi = c[0].slider("Cutoff delta range", -0.10, 0.10, (-0.04, 0.04), 0.01, key="s_delta")
-    d_step = c[1].selectbox("Delta step", [0.01, 0.02, 0.05], index=1, key="s_step")
-    cooldowns = c[2].multiselect("Cooldowns (s)", [30, 60, 120, 180, 300, 600], default=[60, 180, 300],
-                                 key="s_cooldowns")
+    b_delta = BY_SETTING["cutoff_delta"]
+    d_lo, d_hi = c[0].slider("Cutoff delta range", b_delta.lo, b_delta.hi, (-0.04, 0.04), b_delta.step,
+                             format=b_delta.fmt, key="s_delta")
+    d_step = c[1].selectbox("Delta step", [round(b_delta.step * k, 10) for k in (1, 2, 5)], index=1, key="s_step")
+    cooldowns = c[2].multiselect("Cooldowns (s)", list(BY_SETTING["mixer_cooldown_s"].sweep_values),
+                                 default=[60, 180, 300], key="s_cooldowns")
     c = st.columns(3)
     workers = c[0].selectbox("Processes (run here)", [1, 2, 3, 4], index=1, key="s_workers")
     split = c[1].selectbox("Out-of-sample split", ["70 / 30", "walk-forward, 2 folds", "walk-forward, 3 folds",

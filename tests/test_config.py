@@ -1,5 +1,6 @@
 import pytest
 
+from core.bounds import BOUNDS
 from core.config import ConfigError, LiveParams, apply_profile, load_settings, validate_param_changes
 
 
@@ -48,7 +49,9 @@ def test_secrets_are_masked_in_errors_and_redacted_dumps(monkeypatch):
 def test_live_param_changes_are_range_checked():
     assert validate_param_changes({"cutoff_delta": "-0.03", "cooldown_s": "120"}) == {
         "cutoff_delta": -0.03, "cooldown_s": 120}
-    for bad in ({"cutoff_delta": 0.5}, {"cooldown_s": -1}, {"nope": 1}, {"paused": "perhaps"}):
+    # just past each end of the one table (core/bounds.py), unknown names and non-booleans
+    past = [{b.param: b.hi + b.step} for b in BOUNDS] + [{b.param: b.lo - b.step} for b in BOUNDS]
+    for bad in (*past, {"cutoff_delta": float("nan")}, {"nope": 1}, {"paused": "perhaps"}):
         with pytest.raises(ConfigError):
             validate_param_changes(bad)
 

@@ -13,12 +13,15 @@ import pandas as pd
 import streamlit as st
 
 from core import views
+from core.bounds import BY_PARAM
 from core.clock import NY
-from core.config import ConfigError, validate_param_changes
+from core.config import ConfigError, LiveParams, validate_param_changes
+from ui import bounded
 from ui.state import AppContext, send_command
 
-CUTOFF_RANGE = (-0.10, 0.10)
-COOLDOWN_RANGE = (30, 600)
+# the live sliders: each one's range, step and format come from core/bounds.py, as the engine's check does
+SLIDERS = (("cutoff_delta", "Added to every segment cutoff: higher = fewer, stronger signals."),
+           ("cooldown_s", "Seconds after an actionable signal before the same ticker may signal again."))
 
 
 def _changed(ctx: AppContext, key: str, name: str, source: str = "command") -> None:
@@ -46,9 +49,10 @@ def render_sidebar(ctx: AppContext) -> None:
     # copy the engine's values into the widgets (another tab or a restart may have changed them)
     st.session_state["w_auto_mode"] = bool(params.get("auto_mode", ctx.settings.auto_mode))
     st.session_state["w_paused"] = bool(params.get("paused", False))
-    st.session_state["w_cutoff_delta"] = float(min(max(params.get("cutoff_delta", 0.0), -0.10), 0.10))
-    st.session_state["w_cooldown_s"] = int(min(max(params.get("cooldown_s", 180), 30), 600))
     st.session_state["w_profile"] = params.get("profile", "default")
+    # the value the engine uses, as it is: never clamped to the slider (CUTOFF_DELTA=0.3 once showed +0.10)
+    configured = LiveParams.from_settings(ctx.settings)
+    shown = {name: params.get(name, getattr(configured, name)) for name, _ in SLIDERS}
 
     sb = st.sidebar
     sb.markdown("### Trading engine")
@@ -64,12 +68,10 @@ def render_sidebar(ctx: AppContext) -> None:
               args=(ctx, "w_auto_mode", "auto_mode", "switch"))
     sb.toggle("Pause trading", key="w_paused", on_change=_changed, args=(ctx, "w_paused", "paused", "switch"),
               help="No new entries or basket trades while paused; exits and stops still run.")
-    sb.slider("Cutoff delta", min_value=CUTOFF_RANGE[0], max_value=CUTOFF_RANGE[1], step=0.01, format="%+.2f",
-              key="w_cutoff_delta", on_change=_changed, args=(ctx, "w_cutoff_delta", "cutoff_delta", "slider"),
-              help="Added to every segment cutoff: higher = fewer, stronger signals.")
-    sb.slider("Cooldown (s)", min_value=COOLDOWN_RANGE[0], max_value=COOLDOWN_RANGE[1], step=10,
-              key="w_cooldown_s", on_change=_changed, args=(ctx, "w_cooldown_s", "cooldown_s", "slider"),
-              help="Seconds after an actionable signal before the same ticker may signal again.")
+    for name, help_text in SLIDERS:
+        key = f"w_{name}"
+        bounded.state_slider(sb, BY_PARAM[name], shown[name], key=key, on_change=_changed,
+                             args=(ctx, key, name, "slider"), help=help_text)
     sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
                  args=(ctx, "w_profile", "profile", "profile"))
     last = st.session_state.pop("_last_command", None)
