@@ -153,3 +153,24 @@ def test_a_value_set_from_env_survives_the_default_profile_and_a_restart(live):
     again = Runtime(settings)
     assert again.engine.params.cutoff_delta == pytest.approx(0.3)
     again.stop()
+
+
+def test_a_stored_parameter_outside_the_table_is_dropped_alone_and_the_row_rewritten(tmp_path):
+    """A database from before the table (cooldown 3600 s) keeps its pause and mode; only the bad value goes back
+    to the setting, and the row the pages read says so."""
+    from core.engine import Engine
+    from core.state.store import Store
+    from core.venues.sim.synthetic import SyntheticMarket
+
+    s = load_settings(mixer_cooldown_s=240)
+    db = str(tmp_path / "old.db")
+    store = Store(db)
+    saved = {"cutoff_delta": -0.05, "cooldown_s": 3600, "direction_lock_s": 90, "llm_min_signal_score": 0.7,
+             "reserve_fallback": True, "auto_mode": True, "paused": True, "profile": "default",
+             "profile_sessions_left": None}
+    store.upsert("params", {"id": 1, "json": json.dumps(saved), "updated_at": None})
+    store.commit()
+    e = Engine(s, store, SyntheticMarket(seed=1, universe=s.universe, anchor=date(2025, 3, 3)))
+    assert (e.params.paused, e.params.auto_mode, e.params.cutoff_delta) == (True, True, -0.05)
+    assert e.params.cooldown_s == 240  # the setting's, not 3600
+    assert json.loads(store.one("SELECT json FROM params WHERE id=1")["json"])["cooldown_s"] == 240

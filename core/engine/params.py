@@ -69,11 +69,26 @@ class LiveParameters:
             return base
         try:
             saved = json.loads(row["json"])
-            return LiveParams(**{**base.as_dict(), **validate_param_changes(
-                {k: v for k, v in saved.items() if k in base.as_dict()})})
-        except (ConfigError, TypeError, ValueError) as e:
-            log.error("stored live parameters unusable (%s); using settings", e)
-            return base
+        except (TypeError, ValueError) as e:
+            saved = None
+            log.error("stored live parameters unreadable (%s); using settings", e)
+        if not isinstance(saved, dict):
+            saved = {}
+        kept: dict[str, Any] = {}
+        dropped = []
+        for name, value in saved.items():  # each on its own: one bad value does not drop the pause or the mode
+            if name not in base.as_dict():
+                continue
+            try:
+                kept.update(validate_param_changes({name: value}))
+            except (ConfigError, TypeError, ValueError) as e:
+                dropped.append(name)
+                log.error("stored live parameter refused (%s); using the setting's value", e)
+        params = LiveParams(**{**base.as_dict(), **kept})
+        if dropped or set(saved) != set(base.as_dict()):  # what the pages read is what the engine uses
+            self.store.upsert("params", {"id": 1, "json": json.dumps(params.as_dict()), "updated_at": None})
+            self.store.commit()
+        return params
 
     def set_params(self, changes: dict[str, Any], *, who: str, now: datetime, source: str = "command") -> LiveParams:
         """Apply, persist and audit a parameter change (old -> new per name)."""
