@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     basket_mean_score: float = Field(-0.12, ge=-1, le=0)
     basket_consecutive_ticks: int = Field(2, ge=1)
     basket_signal_max_age_s: int = Field(300, ge=1)
-    # two evaluations further apart than this are not "in a row" (an engine that was stopped); ticks come every 30 s
-    basket_streak_gap_s: int = Field(90, ge=1, le=3600)
+    # two evaluations further apart than this are not "in a row" (an engine that was stopped): as long as a
+    # member's score counts (BASKET_SIGNAL_MAX_AGE_S); ticks come every 30 s
+    basket_streak_gap_s: int = Field(300, ge=1, le=3600)
     etf_lock_s: int = Field(90, ge=0)
 
     # --- risk (rules §7) ---

@@ -34,7 +34,9 @@ LARGE = frozenset({"signals", "signal_counts", "equity", "trades", "token_stats"
                    "sim_fills"})
 TICK_S = 5  # the runtime's tick job: every 5 s of market time
 TICKS = 96  # eight market minutes: two stop checks, eight session-event runs
-QUIET_MAX_STATEMENTS = 48
+# 10 of them mark the bracket legs of the five positions the year's database holds (one per open leg, whatever the
+# history: the shapes compared below count a run of them once)
+QUIET_MAX_STATEMENTS = 52
 
 
 @dataclass
@@ -158,6 +160,17 @@ def _shape(sql: str) -> str:
     return re.sub(r"'(?:[^']|'')*'|-?\b\d+(?:\.\d+)?(?:e-?\d+)?\b", "?", sql)
 
 
+def _shapes(sql: list[str]) -> list[str]:
+    """The shapes of a tick's statements, a run of the same shape counted once: the simulated broker marks each open
+    bracket leg (one UPDATE per leg), and how many positions are open differs between the databases, not with the
+    length of their history."""
+    out: list[str] = []
+    for shape in map(_shape, sql):
+        if not out or out[-1] != shape:
+            out.append(shape)
+    return out
+
+
 def scanning(path: str, statements: list[str]) -> dict[str, list[str]]:
     """Distinct statements (by shape) whose plan scans a large table -> the scanning plan steps."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -247,7 +260,7 @@ def test_a_quiet_tick_runs_the_same_few_statements_on_an_empty_and_a_year_databa
     assert len(quiet) >= TICKS // 2
     for empty, year in quiet:
         assert len(year.sql) <= QUIET_MAX_STATEMENTS, year.now
-        assert [_shape(s) for s in year.sql] == [_shape(s) for s in empty.sql], year.now
+        assert _shapes(year.sql) == _shapes(empty.sql), year.now
 
 
 def test_a_year_of_history_adds_no_work_to_a_quiet_tick(runs: Runs):
@@ -256,7 +269,7 @@ def test_a_year_of_history_adds_no_work_to_a_quiet_tick(runs: Runs):
     quiet = _quiet_in_all(runs.weeks, runs.year)
     assert len(quiet) >= TICKS // 2
     for weeks, year in quiet:
-        assert [_shape(s) for s in year.sql] == [_shape(s) for s in weeks.sql], year.now
+        assert _shapes(year.sql) == _shapes(weeks.sql), year.now
         assert year.steps <= weeks.steps * 1.01 + 20, (year.now, weeks.steps, year.steps, [
             (w, y, sql[:200]) for w, y, sql in zip(weeks.per, year.per, year.sql, strict=True) if w != y])
     # and every other job of those minutes, busy ticks included

@@ -134,8 +134,9 @@ def test_cooldown_and_direction_lock_in_the_pipeline():
             return 0.0
         minute = (ts - at(DAY, 10, 0)).total_seconds() // 60
         return 0.6 if minute < 2 else -0.6
-    # cooldown shorter than the lock so the lock can speak
-    e = make_engine(flat_bars([DAY]), ScriptedStrategy(score), mixer_cooldown_s=30, direction_lock_s=90,
+    # cooldown shorter than the lock so the lock can speak; the lock runs from the one intent (10:01: the later
+    # +0.6 signals are refused as intent_pending and start none), so it must reach past the first -0.6 at 10:03
+    e = make_engine(flat_bars([DAY]), ScriptedStrategy(score), mixer_cooldown_s=30, direction_lock_s=150,
                     auto_mode=False)
     run_ticks(e, at(DAY, 10, 1), at(DAY, 10, 6))
     rows = e.store.query("SELECT ts, score, decision, reason FROM signals WHERE symbol='TSLA' ORDER BY id")

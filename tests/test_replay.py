@@ -98,7 +98,7 @@ def test_bars_file_replay_and_bad_file(tmp_path, capsys):
     assert code == 2 and "bad.csv line 6" in err and "open" in err
 
 
-@pytest.mark.parametrize("stop_after", [100, 400])
+@pytest.mark.parametrize("stop_after", [150, 400])  # each stops with live locks (150: a losing exit's)
 def test_restart_mid_day_duplicates_nothing(tmp_path, stop_after):
     s = load_settings(auto_mode=True)
     ref = run_replay(s, days=2, seed=21, start=START, db_path=str(tmp_path / "ref.db"))

@@ -38,26 +38,7 @@ def _granted(bucket: str) -> Grant:
 
 
 class TokenBuckets(Protocol):
-    def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant:
-        m = self._roll(now)
-        bucket = RESERVE if tier == "Bench" else tier
-        st = self.stats[(m, tier)]
-        st[0] += 1
-        second = int(now.timestamp()) % 60
-        got = take_token(self._left.get(bucket, 0), self._left.get(RESERVE, 0), TIER_CODES.get(tier, TIER_BENCH),
-                         second, allow_borrow, self.borrow_window_s)
-        if got == GRANT_OWN:
-            self._left[bucket] -= 1
-            st[1] += 1
-            return _granted(bucket)
-        if got == GRANT_BORROWED:
-            self._left[RESERVE] -= 1
-            st[1] += 1
-            st[2] += 1
-            log.info("tier A borrowed a reserve token at second %d of the minute", second)
-            return Grant(True, RESERVE, borrowed=True)
-        return Grant(False, "")
-
+    def try_consume(self, tier: str, now: datetime, *, allow_borrow: bool) -> Grant: ...
     def remaining(self, now: datetime) -> dict[str, int]: ...
 
 
@@ -101,12 +82,14 @@ class LocalTokenBuckets:
         bucket = RESERVE if tier == "Bench" else tier
         st = self.stats[(m, tier)]
         st[0] += 1
-        if self._left.get(bucket, 0) > 0:
+        second = int(now.timestamp()) % 60
+        got = take_token(self._left.get(bucket, 0), self._left.get(RESERVE, 0), TIER_CODES.get(tier, TIER_BENCH),
+                         second, allow_borrow, self.borrow_window_s)
+        if got == GRANT_OWN:
             self._left[bucket] -= 1
             st[1] += 1
             return _granted(bucket)
-        second = int(now.timestamp()) % 60
-        if tier == "A" and allow_borrow and second < self.borrow_window_s and self._left.get(RESERVE, 0) > 0:
+        if got == GRANT_BORROWED:
             self._left[RESERVE] -= 1
             st[1] += 1
             st[2] += 1

@@ -1,0 +1,195 @@
+"""Small changes to the rules and the untrusted-input checks, each of which some test must notice.
+
+    python bench/mutations.py [--only SUBSTRING] [--jobs 1]
+
+Each mutation edits one line of a copy of the repository (a threshold, ``<`` for ``<=``, a removed check, a
+dropped fee), runs the tests that guard it and reports whether they failed ("killed") or not ("SURVIVED"). The
+working tree is never touched. Not part of ``make test``: it runs the selected tests once per mutation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BOUNDARY = ["tests/test_rule_boundaries.py", "tests/test_rule_boundaries_baskets.py",
+            "tests/test_rule_boundaries_risk.py", "tests/test_rule_decisions.py"]
+RISK = ["tests/test_rule_boundaries_risk.py", "tests/test_risk.py"]
+BASKETS = ["tests/test_rule_boundaries_baskets.py", "tests/test_rule_decisions.py"]
+GATES = ["tests/test_rule_boundaries.py", "tests/test_ratelimit_and_gates.py", "tests/test_rule_decisions.py"]
+TOKENS = ["tests/test_ratelimit_and_gates.py", "tests/test_redis_buckets.py"]
+PROTECT = ["tests/test_rule_boundaries_protections.py", "tests/test_protections.py"]
+FILLS = ["tests/test_sim_broker.py"]
+SECURITY = ["tests/security/test_poison_commands.py", "tests/security/test_forged_stream.py"]
+
+# (name, file, old text, new text, tests)
+MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
+    ("cutoff >= becomes >", "core/rules/gates.py", "return OK if abs(score) >= cutoff else BELOW_CUTOFF",
+     "return OK if abs(score) > cutoff else BELOW_CUTOFF", GATES),
+    ("cutoff floor 0.01 dropped", "core/rules/gates.py", "return max(0.01, round(base + cutoff_delta, 6))",
+     "return round(base + cutoff_delta, 6)", GATES),
+    ("high-vol regime >= becomes >", "core/rules/gates.py", "if vol_spike >= high_vol_spike:",
+     "if vol_spike > high_vol_spike:", GATES),
+    ("open segment < becomes <=", "core/rules/gates.py", "if minutes_since_open < segment_min:",
+     "if minutes_since_open <= segment_min:", GATES),
+    ("close segment <= becomes <", "core/rules/gates.py", "if minutes_to_close <= segment_min:",
+     "if minutes_to_close < segment_min:", GATES),
+    ("locks hold through their expiry", "core/rules/gates.py", "    return now < until",
+     "    return now <= until", GATES),
+    ("direction lock on any sign", "core/rules/gates.py",
+     "return DIRECTION_LOCK if lock_holds(lock_until, now) and lock_sign != sign else OK",
+     "return DIRECTION_LOCK if lock_holds(lock_until, now) else OK", GATES),
+    ("pause check removed", "core/rules/gates.py", "    if paused:\n        return PAUSED\n", "", BOUNDARY),
+    ("symbol cooldown before protection", "core/rules/gates.py",
+     "    if protection_pause:\n        return PROTECTION\n    if symbol_cooldown:\n        return SYMBOL_COOLDOWN\n",
+     "    if symbol_cooldown:\n        return SYMBOL_COOLDOWN\n    if protection_pause:\n        return PROTECTION\n",
+     BOUNDARY + PROTECT),
+    ("held check removed", "core/rules/gates.py", "    if held:\n        return ETF_HELD if etf else ALREADY_HELD\n",
+     "", BOUNDARY),
+    ("RTH cap >= becomes >", "core/rules/gates.py", "if symbol_count >= symbol_cap or global_count >= global_cap",
+     "if symbol_count > symbol_cap or global_count >= global_cap", GATES),
+    ("global cap ignored", "core/rules/gates.py", "if symbol_count >= symbol_cap or global_count >= global_cap",
+     "if symbol_count >= symbol_cap", GATES),
+    ("tier due without jitter", "core/rules/gates.py", "return not now - last_processed < interval_s - jitter_s",
+     "return not now - last_processed < interval_s", GATES),
+    ("direction lock starts before the entry blocks again", "core/engine/decide.py",
+     "        basket = None\n",
+     "        basket = None\n        locks.lock_direction(sym, sign, p[P_DIRECTION_LOCK_S], now)\n", GATES),
+    ("daily loss >= becomes >", "core/rules/risk.py", "return loss >= limit - EPS", "return loss > limit + EPS", RISK),
+    ("max positions >= becomes >", "core/rules/risk.py", "return n_positions + n_pending >= max_positions",
+     "return n_positions + n_pending > max_positions", RISK),
+    ("pending entries not counted", "core/rules/risk.py", "return n_positions + n_pending >= max_positions",
+     "return n_positions >= max_positions", RISK),
+    ("min position fraction < becomes <=", "core/rules/risk.py",
+     "if qty < p[P_MIN_POSITION_FRACTION] * full_position_size(p, equity, price) - EPS:",
+     "if qty <= p[P_MIN_POSITION_FRACTION] * full_position_size(p, equity, price):", RISK),
+    ("concurrent risk > becomes >=", "core/rules/risk.py",
+     "if current_risk + qty * price * p[P_STOP_LOSS_PCT] / equity > p[P_MAX_CONCURRENT_RISK] + EPS:",
+     "if current_risk + qty * price * p[P_STOP_LOSS_PCT] / equity >= p[P_MAX_CONCURRENT_RISK] - EPS:", RISK),
+    ("slot cap dropped", "core/rules/risk.py",
+     "    for code, notional in ((CAPPED_SLOT, max_exposure * equity / min_slots),\n",
+     "    for code, notional in ((CAPPED_SLOT, float('inf')),\n", RISK),
+    ("sizing without its epsilon", "core/rules/risk.py",
+     "raw = math.floor((risk_per_trade * equity) / (price * stop_loss_pct) + EPS)",
+     "raw = math.floor((risk_per_trade * equity) / (price * stop_loss_pct))", RISK),
+    ("final check: slot tolerance dropped", "core/rules/risk.py",
+     "if notional > p[P_MAX_EXPOSURE] * equity / p[P_MIN_SLOTS] + price:",
+     "if notional > p[P_MAX_EXPOSURE] * equity / p[P_MIN_SLOTS]:", RISK),
+    ("price increment at 1.00 goes to 4 places", "core/rules/bracket.py", "if price >= 1.0 else round(price, 4)",
+     "if price > 1.0 else round(price, 4)", ["tests/test_engine.py", "tests/test_alpaca.py"] + RISK),
+    ("stop above the entry", "core/rules/bracket.py", "return price_increment(entry * (1 - stop_loss_pct))",
+     "return price_increment(entry * (1 + stop_loss_pct))", BOUNDARY + FILLS),
+    ("basket ratio >= becomes >", "core/rules/baskets.py", "negative_ratio >= neg_ratio",
+     "negative_ratio > neg_ratio", BASKETS),
+    ("basket mean <= becomes <", "core/rules/baskets.py", "mean_score <= mean_max", "mean_score < mean_max",
+     BASKETS),
+    ("basket members >= becomes >", "core/rules/baskets.py", "return n >= min_signals and",
+     "return n > min_signals and", BASKETS),
+    ("a zero score counts as negative", "core/rules/baskets.py", "            if scores[i] < 0:",
+     "            if scores[i] <= 0:", BASKETS),
+    ("member age <= becomes <", "core/rules/baskets.py", "return now - score_ts <= max_age_s",
+     "return now - score_ts < max_age_s", BASKETS),
+    ("streak survives the session change", "core/rules/baskets.py",
+     "if previous_session != session or not now - previous_ts <= gap_s:", "if not now - previous_ts <= gap_s:",
+     BASKETS),
+    ("streak gap <= becomes <", "core/rules/baskets.py",
+     "if previous_session != session or not now - previous_ts <= gap_s:",
+     "if previous_session != session or not now - previous_ts < gap_s:", BASKETS),
+    ("basket fires one tick early", "core/rules/baskets.py", "return condition and streak >= needed",
+     "return condition and streak >= needed - 1", BASKETS),
+    ("ETF skips the losing-exit cooldown", "core/engine/routing.py",
+     "symbol_cooldown = gates.lock_holds(locks.symbol_cooldown_until(etf, now), now.timestamp())",
+     "symbol_cooldown = False", BASKETS),
+    ("borrow window < becomes <=", "core/rules/tokens.py", "and second < borrow_window_s and",
+     "and second <= borrow_window_s and", TOKENS),
+    ("tier B borrows too", "core/rules/tokens.py", "if tier == TIER_A and allow_borrow", "if allow_borrow", TOKENS),
+    ("borrow ignores the fallback switch", "core/rules/tokens.py", "if tier == TIER_A and allow_borrow and",
+     "if tier == TIER_A and", TOKENS),
+    ("protection sample >= becomes >", "core/rules/protections.py", "return sample >= min_sample and",
+     "return sample > min_sample and", PROTECT),
+    ("toward zero passes zero", "core/rules/protections.py",
+     "return min(0.0, round(old + value, 6)) if old < 0 else old", "return round(old + value, 6) if old < 0 else old",
+     PROTECT),
+    ("stop loses the tie to take-profit", "core/rules/fills.py",
+     "        if lows[i] <= stop:", "        if lows[i] <= stop and not highs[i] >= take_profit:", FILLS),
+    ("stop fills without slippage", "core/rules/fills.py", "return i, LEG_STOP, px * (1 - slippage)",
+     "return i, LEG_STOP, px", FILLS),
+    ("buy fills without slippage", "core/rules/fills.py",
+     "return open_price * (1 + slippage) if is_buy else open_price * (1 - slippage)",
+     "return open_price if is_buy else open_price * (1 - slippage)", FILLS),
+    ("fee dropped from the cash check", "core/rules/fills.py", "return not cost + fee > cash + CASH_TOLERANCE",
+     "return not cost > cash + CASH_TOLERANCE", FILLS),
+    ("command size limit off by one", "core/engine/commands.py", "if len(raw) > MAX_PAYLOAD:",
+     "if len(raw) >= MAX_PAYLOAD:", SECURITY),
+    ("NaN allowed in commands", "core/engine/commands.py",
+     "value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)", "value = json.loads(raw)",
+     SECURITY),
+    ("any command source accepted", "core/engine/commands.py", "        if source not in COMMAND_SOURCES:\n",
+     "        if False:\n", SECURITY),
+    ("a command failing inside is not caught", "core/engine/tick.py",
+     "            except Exception as e:  # a command must never stop the engine",
+     "            except ZeroDivisionError as e:  # a command must never stop the engine", SECURITY),
+    ("stream price tolerance <= becomes <", "core/engine/decide.py",
+     "abs(close - own.close) <= tolerance * own.close", "abs(close - own.close) < tolerance * own.close", SECURITY),
+    ("stream signature not checked", "core/engine/decide.py",
+     "m = raw if not mid else self.stream.verified(raw)", "m = {k: v for k, v in raw.items() if k != 'sig'}",
+     SECURITY),
+    ("stream price from the message", "core/engine/decide.py",
+     "        return at, sym, own, score\n",
+     "        return at, sym, own._replace(close=close), score\n", SECURITY),
+]
+
+
+def copy_tree(dest: Path) -> None:
+    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.db*",
+                                    "artifacts", "cache")
+    shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
+
+
+def run(name: str, file: str, old: str, new: str, tests: list[str], work: Path) -> tuple[str, float]:
+    path = work / file
+    original = path.read_text()
+    if original.count(old) != 1:
+        return f"NOT APPLIED ({original.count(old)} matches)", 0.0
+    path.write_text(original.replace(old, new))
+    t0 = time.time()
+    try:
+        res = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                              *[t for t in tests if (work / t).exists()]], cwd=work, capture_output=True, text=True,
+                             timeout=900)
+        verdict = "killed" if res.returncode not in (0, 5) else "SURVIVED"
+    except subprocess.TimeoutExpired:
+        verdict = "killed (timeout)"
+    finally:
+        path.write_text(original)
+    return verdict, time.time() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    survivors = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "repo"
+        copy_tree(work)
+        for name, file, old, new, tests in MUTATIONS:
+            if args.only and args.only not in name:
+                continue
+            verdict, took = run(name, file, old, new, tests, work)
+            print(f"{verdict:>22}  {took:6.1f} s  {name}  ({file})", flush=True)
+            if verdict != "killed" and not verdict.startswith("killed"):
+                survivors.append(name)
+    print(f"\n{len(survivors)} survivor(s)" + (": " + "; ".join(survivors) if survivors else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
