@@ -76,7 +76,8 @@ default_end = data_sessions[-1] if data_sessions else previous_session(TODAY)
 # the last five sessions (a file's own span when it is that short): a first run that takes a few seconds
 default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 else sessions_between(
     default_end - timedelta(days=14), default_end)[-5]
-data_key = (source.file_name, tuple(data_sessions[::len(data_sessions) - 1])) if frame is not None else "market"
+# a one-session file too (a slice step of len - 1 was 0 there)
+data_key = (source.file_name, data_sessions[0], data_sessions[-1]) if frame is not None else "market"
 if st.session_state.get("_r_data_key") != data_key:  # new data: start from its own span, not the last one's
     st.session_state["_r_data_key"] = data_key
     st.session_state.pop("r_done", None)  # the last run's note belongs to the last data

@@ -81,7 +81,7 @@ def summarize(frame: pd.DataFrame) -> dict[str, Any]:
 
 def file_caption(label: str, summary: dict[str, Any]) -> str:
     """A loaded file in one line, as plain text: its name and symbols escaped, the first ``SYMBOLS_SHOWN`` symbols."""
-    return (f"{plain(label)}: {summary['rows']:,} bars, {len(summary['symbols'])} symbols "
+    return (f"{plain(label)}: {summary['rows']:,} bars, {len(summary['symbols']):,} symbols "
             f"({plain_list(summary['symbols'], SYMBOLS_SHOWN)}), {summary['sessions']} sessions "
             f"{summary['first']} … {summary['last']}")
 
