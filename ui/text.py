@@ -9,9 +9,10 @@ import re
 from collections.abc import Sequence
 
 # CommonMark lets a backslash escape any ASCII punctuation; these are the ones that make structure in Streamlit's
-# Markdown (links, images, emphasis, code, HTML, headings, tables, strikethrough, LaTeX, :directives:, @ and
-# autolinks); ":", "." and "-" only where they would (before //, after www, at the start)
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#!|~$@])")
+# Markdown (links and images need "[", emphasis, code, HTML and <autolinks>, headings, tables, strikethrough, LaTeX,
+# :directives[…], e-mail autolinks); ":", "." and "-" only where they would (before //, after www, at the start).
+# "(" and ")" stay: without "[" they make nothing, and "Alpaca history (iex feed)" reads as it did.
+_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$@])")
 _WWW = re.compile(r"(?i)\bwww\.")
 _SCHEME = re.compile(r":(?=//)")  # http://… : an autolink without it
 _START = re.compile(r"^([-+]|\d+[.)])")
