@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import Settings
+from core.exports import to_csv_bytes
 from core.metrics import kpi, llm_usage
 from core.metrics.display import NA
 from core.metrics.display import money as money  # re-exported for the pages
@@ -347,7 +348,7 @@ def trades_csv(store: Store) -> bytes:
     df = trades(store, local_times=False)
     if df.empty:
         df = pd.DataFrame(columns=TRADE_COLUMNS)
-    return with_ny_times(df, ("entry_ts", "exit_ts")).to_csv(index=False).encode()
+    return to_csv_bytes(with_ny_times(df, ("entry_ts", "exit_ts")))  # a symbol like =cmd() is written as text
 
 
 def notifications(store: Store, limit: int = 20) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from core.venues.marketdata import BarDataError
 from ui import bounded
 from ui import research_view as rv
 from ui.state import load_context
+from ui.text import plain
 
 ctx = load_context()
 st.title("Research")
@@ -50,28 +51,25 @@ elif kind == "alpaca":
                         "are enough) or to `.env`, then reload the page. Cached days need no keys for display only.")
 else:
     seed = 0
+    file_name = file_label = None
     uploaded = st.file_uploader("Upload bars (CSV or Parquet: timestamp, symbol, open, high, low, close, volume)",
                                 type=["csv", "parquet", "pq"], key="r_upload")
     local = rv.data_files()
     picked = st.selectbox("…or choose a file under data/", ["(none)", *local], key="r_file")
     try:
-        if uploaded is not None:
-            frame = rv.load_upload(uploaded.getvalue(), uploaded.name)
-            file_name = uploaded.name
+        if uploaded is not None:  # kept as data/uploads/<hash>: the browser's name for it is only shown
+            file_name, file_label, frame = rv.load_upload(uploaded.getvalue(), uploaded.name)
         elif picked != "(none)":
-            frame = rv.load_path(picked)
-            file_name = picked
+            frame = rv.load_path(picked)  # resolved inside data/, else refused unread
+            file_name = file_label = picked
         else:
             problems.append("Upload a bar file or choose one under data/.")
     except BarDataError as e:
-        problems.append(f"The file was refused: {e}")
-        st.error(f"The file was refused: {e}")
-    source = sources.DataSource("file", file_name=file_name) if frame is not None else None
+        problems.append(f"The file was refused: {plain(e)}")
+        st.error(f"The file was refused: {plain(e)}")
+    source = sources.DataSource("file", file_name=file_name, label=file_label) if frame is not None else None
     if frame is not None:
-        summary = rv.summarize(frame)
-        st.caption(f"{file_name}: {summary['rows']:,} bars, {len(summary['symbols'])} symbols "
-                   f"({', '.join(summary['symbols'])}), {summary['sessions']} sessions "
-                   f"{summary['first']} … {summary['last']}")
+        st.caption(rv.file_caption(file_label, rv.summarize(frame)))
 
 # ---------------------------------------------------------------- 2. dates
 st.subheader("2. Dates")
@@ -80,7 +78,8 @@ default_end = data_sessions[-1] if data_sessions else previous_session(TODAY)
 # the last five sessions (a file's own span when it is that short): a first run that takes a few seconds
 default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 else sessions_between(
     default_end - timedelta(days=14), default_end)[-5]
-data_key = (source.file_name, tuple(data_sessions[::len(data_sessions) - 1])) if frame is not None else "market"
+# a one-session file too (a slice step of len - 1 was 0 there)
+data_key = (source.file_name, data_sessions[0], data_sessions[-1]) if frame is not None else "market"
 if st.session_state.get("_r_data_key") != data_key:  # new data: start from its own span, not the last one's
     st.session_state["_r_data_key"] = data_key
     st.session_state.pop("r_done", None)  # the last run's note belongs to the last data
@@ -116,10 +115,10 @@ try:
     if frame is not None:
         unused = sources.check_universe(run_settings.universe, rv.frame_symbols(frame))
         if unused:
-            st.caption(f"In the file but in no tier or basket of this run (not replayed): {', '.join(unused)}")
+            st.caption(f"In the file but in no tier or basket of this run (not replayed): {rv.symbols_text(unused)}")
 except (ConfigError, sources.UniverseError) as e:
-    problems.append(f"Universe: {e}")
-    st.error(f"Universe: {e}")
+    problems.append(f"Universe: {plain(e)}")
+    st.error(f"Universe: {plain(e)}")
 if run_settings is not None:
     st.caption(rv.universe_line(run_settings.universe))
     if kind == "alpaca" and sessions and rv.has_alpaca_keys(run_settings):
@@ -157,9 +156,9 @@ if run and not problems and source is not None and run_settings is not None:
                                           decisions="full" if full_rows else "summary")
         opened = [run_id] + [i for i in st.session_state.get("r_open", []) if i != run_id][:1]
         st.session_state["r_open"] = opened
-        st.session_state["r_done"] = f"Saved run #{run_id} “{label}”: {used}"
+        st.session_state["r_done"] = f"Saved run #{run_id} “{plain(label)}”: {used}"
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
-        st.error(f"Cannot run: {e}")
+        st.error(f"Cannot run: {plain(e)}")
     bar.empty()
     cancel.empty()
 elif run:
@@ -243,7 +242,7 @@ elif go_sweep or go_oos:
                                                                  sessions, market, int(workers), folds, pick, bar,
                                                                  cluster=run_on)
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
-        st.error(f"Cannot run: {e}")
+        st.error(f"Cannot run: {plain(e)}")
     bar.empty()
     cancel.empty()
 

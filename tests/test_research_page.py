@@ -210,7 +210,7 @@ def test_a_bar_file_replays_with_its_own_universe_and_benchmark(app, tmp_path, m
     monkeypatch.setattr(research_view, "DATA_DIR", data)
     at = app
     at.radio(key="r_source").set_value("file").run()
-    at.selectbox(key="r_file").set_value(str(data / "mine.csv")).run()
+    at.selectbox(key="r_file").set_value("mine.csv").run()  # by its name inside data/
     # the default universe needs MSFT and others the file lacks: refused, naming them
     assert any("no bars for MSFT" in t for t in texts(at, "error")), texts(at, "error")
     at.text_input(key="r_tier_b").set_value("")
@@ -246,7 +246,7 @@ def test_a_malformed_file_shows_its_line_and_runs_nothing(app, tmp_path, monkeyp
     monkeypatch.setattr(research_view, "DATA_DIR", data)
     at = app
     at.radio(key="r_source").set_value("file").run()
-    at.selectbox(key="r_file").set_value(str(data / "bad.csv")).run()
+    at.selectbox(key="r_file").set_value("bad.csv").run()
     assert not at.exception
     msgs = texts(at, "warning")
     assert any("line 10" in m and "open" in m for m in msgs), msgs

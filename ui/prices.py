@@ -18,6 +18,7 @@ from core.clock import NY
 from core.research import run_bars
 from ui import charts
 from ui.state import AppContext
+from ui.text import plain
 
 
 def live_price_chart(ctx: AppContext) -> None:
@@ -50,20 +51,24 @@ def live_price_chart(ctx: AppContext) -> None:
 def _run_bars(run_id: int, fingerprint: str | None, loaded_key: tuple[Any, ...] | None,
               _run: dict[str, Any], _loaded: tuple[str, pd.DataFrame] | None) -> run_bars.RunBars | str:
     # keyed by the run and its fingerprint (and the file the page holds): the check scores the run's sessions once
+    from ui import research_view as rv
+
     try:
-        return run_bars.load_run_bars(_run, loaded=_loaded)
+        return run_bars.load_run_bars(_run, loaded=_loaded, data_dir=rv.DATA_DIR)
     except run_bars.RunBarsUnavailable as e:
         return str(e)
 
 
 def _page_file() -> tuple[str, pd.DataFrame] | None:
-    """The bar file the Research page holds now (an upload or a file under data/), if any."""
+    """The bar file the Research page holds now (an upload or a file under data/), if any: its name inside data/
+    (an upload's stored name, as its saved runs record it) and its bars."""
     from ui import research_view as rv
 
     up = st.session_state.get("r_upload")
     try:
         if up is not None:
-            return up.name, rv.load_upload(up.getvalue(), up.name)
+            stored, _label, frame = rv.load_upload(up.getvalue(), up.name)
+            return stored, frame
         picked = st.session_state.get("r_file")
         if picked and picked != "(none)":
             return picked, rv.load_path(picked)
@@ -82,7 +87,7 @@ def run_price_chart(run: dict[str, Any]) -> None:
     loaded_key = (loaded[0], len(loaded[1])) if loaded is not None else None
     got = _run_bars(int(run["id"]), src.get("fingerprint"), loaded_key, run, loaded)
     if isinstance(got, str):
-        st.info(f"No price chart: {got}")
+        st.info(f"No price chart: {plain(got)}")
         return
     traded = list(dict.fromkeys(trades["symbol"])) if "symbol" in trades else []
     symbols = traded + [s for s in got.symbols if s not in traded]
@@ -95,7 +100,7 @@ def run_price_chart(run: dict[str, Any]) -> None:
     bars = run_bars.session_candles(got.market, symbol, day)
     fills = run_bars.trade_fills(trades, symbol, day)
     how = {"synthetic": f"the synthetic market of seed {src.get('seed')} rebuilt",
-           "file": f"the file {src.get('file')} read again",
+           "file": f"the file {plain(src.get('label') or src.get('file'))} read again",
            "alpaca": "the local Alpaca cache"}.get(src.get("kind"), "the run's source")
     check = "they match the run's data fingerprint" if got.verified else \
         "the run has no data fingerprint, so they are not checked against it"

@@ -8,7 +8,6 @@ import math
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,19 +16,22 @@ import streamlit as st
 import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
 from core.clock import NY
 from core.config import Settings, load_settings
+from core.exports import csv_safe, to_csv_bytes
 from core.metrics.display import NA, missing_text
 from core.metrics.figures import ANNUALISED
-from core.research import cluster, record, runs, sources, walkforward
+from core.research import cluster, files, record, runs, sources, walkforward
 from core.state.store import Store
 from core.universe import Universe
 from core.venues.sim import bar_files
 from ui import charts
 from ui.state import AppContext, secret_overrides, send_command
+from ui.text import plain, plain_list
 
 SOURCE_LABELS = {"synthetic": "Synthetic market", "alpaca": "Alpaca history", "file": "Your file"}
 METRICS = ["total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "profit_factor", "expectancy",
            "trades", "exposure", "stop_out_rate", "flip_flop_rate", "cagr", "pnl_total", "pnl_realized"]
-DATA_DIR = Path("data")
+DATA_DIR = files.DATA_DIR  # uploads are kept in it (uploads/), files are picked from it; nothing is read outside it
+SYMBOLS_SHOWN = 20  # a caption lists this many of a file's symbols, then "… and K more"
 
 
 # ---------------------------------------------------------------- data
@@ -46,17 +48,21 @@ def has_alpaca_keys(settings: Settings) -> bool:
 
 
 def data_files() -> list[str]:
-    """Bar files a user keeps under data/ (the Alpaca download cache excluded)."""
-    if not DATA_DIR.is_dir():
-        return []
-    out = [str(p) for p in DATA_DIR.rglob("*") if p.suffix.lower() in (".csv", ".parquet", ".pq")
-           and "cache" not in p.relative_to(DATA_DIR).parts]
-    return sorted(out)
+    """Bar files a user keeps under data/, by their names inside it (Alpaca's cache and stored uploads excluded)."""
+    return files.list_data_files(DATA_DIR)
 
 
 @st.cache_data(max_entries=4, show_spinner="Checking the file…")
-def load_upload(data: bytes, name: str) -> pd.DataFrame:
-    return bar_files.load_bars_bytes(data, name)
+def _load_bytes(data: bytes, label: str) -> pd.DataFrame:
+    return bar_files.load_bars_bytes(data, label)
+
+
+def load_upload(data: bytes, client_name: str) -> tuple[str, str, pd.DataFrame]:
+    """An upload checked, then kept under a name the server chose (``core.research.files.store_upload``):
+    (stored name inside data/, the upload's own name for display, bars). The client's name is never a path."""
+    label = files.display_name(client_name)
+    frame = _load_bytes(data, label)  # refused before anything is written
+    return files.store_upload(data, label, DATA_DIR), label, frame
 
 
 @st.cache_data(max_entries=4, show_spinner="Checking the file…")
@@ -64,12 +70,25 @@ def _load_path(path: str, mtime: float) -> pd.DataFrame:  # keyed by the file's 
     return bar_files.load_bars(path)
 
 
-def load_path(path: str) -> pd.DataFrame:
-    return _load_path(path, Path(path).stat().st_mtime)
+def load_path(name: str) -> pd.DataFrame:
+    """A file picked from data/ by its name inside it; a name leading out of data/ is refused before it is read."""
+    path = files.resolve_data_file(name, DATA_DIR)
+    return _load_path(str(path), path.stat().st_mtime)
 
 
 def summarize(frame: pd.DataFrame) -> dict[str, Any]:
     return bar_files.bars_summary(frame)
+
+
+def file_caption(label: str, summary: dict[str, Any]) -> str:
+    """A loaded file in one line, as plain text: its name and symbols escaped, the first ``SYMBOLS_SHOWN`` symbols."""
+    return (f"{plain(label)}: {summary['rows']:,} bars, {len(summary['symbols']):,} symbols "
+            f"({plain_list(summary['symbols'], SYMBOLS_SHOWN)}), {summary['sessions']} sessions "
+            f"{summary['first']} … {summary['last']}")
+
+
+def symbols_text(symbols: list[str]) -> str:
+    return plain_list(symbols, SYMBOLS_SHOWN)
 
 
 def frame_sessions(frame: pd.DataFrame) -> list[date]:
@@ -149,7 +168,7 @@ def replay_and_save(db_path: str, label: str, source: sources.DataSource, params
     finally:
         res.store.close()
     run_id = _save(db_path, lambda w: record.save_replay(w, label, rec, created_at=datetime.now(UTC)))
-    text = (f"{source.describe()}, {used[0]} … {used[-1]} ({plural(len(used), 'session')}), cutoff delta "
+    text = (f"{plain(source.describe())}, {used[0]} … {used[-1]} ({plural(len(used), 'session')}), cutoff delta "
             f"{params['cutoff_delta']:+.2f}, cooldown {params['mixer_cooldown_s']} s: "
             f"{rec['metrics'].get('trades', 0)} trades, total P&L {rec['metrics']['pnl_total']:+,.2f} "
             f"(realised {rec['metrics']['pnl_realized']:+,.2f})")
@@ -192,7 +211,7 @@ def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[
                                                             "where": rows.where},
                                                     created_at=datetime.now(UTC)))
     return {"id": run_id, "grid": grid, "rows": rows, "sessions": len(sessions),
-            "used": f"{source.describe()}, {sessions[0]} … {sessions[-1]} ({len(sessions)} sessions)",
+            "used": f"{plain(source.describe())}, {sessions[0]} … {sessions[-1]} ({len(sessions)} sessions)",
             "params": list(grid), "refused": rows.refused, "where": rows.where}
 
 
@@ -273,12 +292,13 @@ def sweep_table(df: pd.DataFrame, sessions: int | None) -> pd.DataFrame:
 
 def saved_list(table: pd.DataFrame) -> pd.DataFrame:
     """The saved-runs list for display: a replay without a Sharpe is under the n/a rule; a sweep or an
-    out-of-sample check has no run-wide figures at all ("–")."""
+    out-of-sample check has no run-wide figures at all ("–"). Text cells are ``csv_safe``: the browser's CSV
+    download of the table writes them as shown."""
     out = table.copy()
     for col in [c for c in table.columns if c in ANNUALISED]:
         out[col] = [number_text(v) if not _missing(v) else missing_text(col) if kind == "replay" else NA
                     for v, kind in zip(table[col], table.get("kind", [None] * len(table)), strict=True)]
-    return out
+    return csv_safe(out)  # the table's own CSV download: a run named =HYPERLINK(…) is text in a spreadsheet
 
 
 def _missing(v: Any) -> bool:
@@ -300,11 +320,16 @@ def _curves(run: dict[str, Any], *, with_benchmark: bool) -> list[tuple[str, pd.
     out = []
     eq = run.get("equity")
     if isinstance(eq, pd.DataFrame) and not eq.empty:
-        out.append((f"#{run['id']} {run['name']}", eq, None))
+        out.append((f"#{run['id']} {_svg_text(run['name'])}", eq, None))
     if with_benchmark:
         for b in (run.get("benchmark") or {}).values():
             out.append((b["label"], b["curve"], "dot"))
     return out
+
+
+def _svg_text(text: str) -> str:
+    """A run's name in a plotly legend: plotly reads <a href>, <b> and entities in text; shown as typed instead."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _sessions(run: dict[str, Any]) -> int | None:
@@ -327,15 +352,15 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
         return
     for r in opened:
         src = r["source"]
-        st.caption(f"#{r['id']} “{r['name']}” ({r['kind']}, saved {r['created_at']:%Y-%m-%d %H:%M} UTC): "
-                   f"{src.get('description', src.get('kind'))}, {src.get('first')} … {src.get('last')} "
-                   f"({src.get('sessions')} sessions), data fingerprint {src.get('fingerprint', '–')}; "
-                   f"parameters {_params_text(r['params'])}")
+        st.caption(f"#{r['id']} “{plain(r['name'])}” ({r['kind']}, saved {r['created_at']:%Y-%m-%d %H:%M} UTC): "
+                   f"{plain(src.get('description', src.get('kind')))}, {src.get('first')} … {src.get('last')} "
+                   f"({src.get('sessions')} sessions), data fingerprint {plain(src.get('fingerprint', '–'))}; "
+                   f"parameters {plain(_params_text(r['params']))}")
     if len(opened) == 1:
         one = opened[0]
         table = _metrics_table(one)
-        st.dataframe(text_table(table, dict.fromkeys(table.columns, _sessions(one))), hide_index=True,
-                     key="r_metrics")
+        st.dataframe(csv_safe(text_table(table, dict.fromkeys(table.columns, _sessions(one)))), hide_index=True,
+                     key="r_metrics")  # csv_safe: the table's own CSV download (a column is the run's name)
         curves = _curves(one, with_benchmark=True)
     else:
         a, b = opened[1], opened[0]  # the older first: delta = newer - older
@@ -344,7 +369,7 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
             table[bench["label"]] = [bench["metrics"].get(m) for m in table["metric"]]
         # compare_runs names the two columns after the runs (with their ids when the names are equal)
         covered = {**dict.fromkeys(table.columns, _sessions(b)), table.columns[1]: _sessions(a)}  # benchmarks: b's
-        st.dataframe(text_table(table, covered), hide_index=True, key="r_compare")
+        st.dataframe(csv_safe(text_table(table, covered)), hide_index=True, key="r_compare")
         same_data = a["source"].get("fingerprint") == b["source"].get("fingerprint")
         curves = _curves(a, with_benchmark=same_data) + _curves(b, with_benchmark=True)
         if not same_data:
@@ -357,12 +382,12 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
     trades = opened[0].get("trades")
     if isinstance(trades, pd.DataFrame) and not trades.empty:
         st.caption(f"Trades of #{opened[0]['id']} ({len(trades)})")
-        st.dataframe(trades, hide_index=True, key="r_trades")
+        st.dataframe(csv_safe(trades), hide_index=True, key="r_trades")
 
 
 def _source_text(r: dict[str, Any]) -> str:
     src = r["source"]
-    return (f"{src.get('description', src.get('kind'))}, {src.get('first')} … {src.get('last')} "
+    return (f"{plain(src.get('description', src.get('kind')))}, {src.get('first')} … {src.get('last')} "
             f"({plural(src.get('sessions') or 0, 'session')})")
 
 
@@ -451,7 +476,7 @@ def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
     else:
         sweep_heatmap(df, sweep_params(sweep, df), metric, key=key)
     st.dataframe(sweep_table(df, n), hide_index=True, key=f"{key}_table", placeholder=NA)
-    st.download_button("Download sweep (CSV)", df.to_csv(index=False).encode(), f"sweep_{sweep['id']}.csv",
+    st.download_button("Download sweep (CSV)", to_csv_bytes(df), f"sweep_{sweep['id']}.csv",
                        "text/csv", key=f"{key}_dl")
 
 

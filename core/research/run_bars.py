@@ -6,7 +6,9 @@ file's name, the Alpaca feed), its sessions and a fingerprint of exactly the bar
 (``runs.feed_fingerprint``). So the bars are read again from the same source, never downloaded:
 
 * synthetic: the market of the run's seed and universe, anchored on its first session as the replay anchors it;
-* file: the file, when it is still there (a path under data/) or is the one loaded on the page now;
+* file: the file, when it is still in the data folder (its name resolved inside it by ``core.research.files``:
+  a run recording a path outside it, an old or a tampered row, is refused without the file being opened) or is
+  the one loaded on the page now;
 * Alpaca: the local Parquet cache (``data/cache/alpaca/<feed>/<symbol>/<day>.parquet``), when it holds every
   session of the run; nothing is downloaded for a chart.
 
@@ -29,7 +31,7 @@ import pandas as pd
 from core.clock import UTC, session_bounds, sessions_between
 from core.config import Settings, load_settings
 from core.feed import MarketFeed
-from core.research import runs
+from core.research import files, runs
 from core.venues.marketdata import empty_bars
 from core.venues.sim.bar_files import ReplayMarket, load_bars
 from core.venues.sim.synthetic import SyntheticMarket
@@ -82,9 +84,11 @@ def _alpaca_cache(settings: Settings, feed: str, symbols: tuple[str, ...], days:
     return pd.concat(frames, ignore_index=True) if frames else empty_bars()
 
 
-def run_market(run: dict[str, Any], settings: Settings, *, loaded: tuple[str, pd.DataFrame] | None = None) -> Any:
+def run_market(run: dict[str, Any], settings: Settings, *, loaded: tuple[str, pd.DataFrame] | None = None,
+               data_dir: Path = files.DATA_DIR) -> Any:
     """The run's market from its source (see the module docstring). ``loaded``: (file name, bars) of the file
-    the page holds now, used for a file run of that name whose path is not on disk (an upload)."""
+    the page holds now, used for a file run of that name (no second read). A file run's name is resolved inside
+    ``data_dir``."""
     src = run.get("source") or {}
     kind = src.get("kind")
     days = run_sessions(run)
@@ -94,17 +98,22 @@ def run_market(run: dict[str, Any], settings: Settings, *, loaded: tuple[str, pd
         name = str(src.get("file") or "")
         if loaded is not None and loaded[0] == name:
             return ReplayMarket(loaded[1])
-        if name and Path(name).is_file():
-            return ReplayMarket(load_bars(name))
-        raise RunBarsUnavailable(f"the run's file {name!r} is not on disk here: upload it (or choose it) in "
-                                 f"“1. Data” to see its candles")
+        try:
+            path = files.resolve_data_file(name, data_dir)
+        except files.FileRefused as e:
+            raise RunBarsUnavailable(f"the run's file is not read: {e}") from None
+        except files.DataFileMissing:
+            raise RunBarsUnavailable(f"the run's file {files.display_name(name)!r} is not in the data folder here: "
+                                     f"upload it (or choose it) in “1. Data” to see its candles") from None
+        return ReplayMarket(load_bars(path))
     if kind == "alpaca":
         return ReplayMarket(_alpaca_cache(settings, str(src.get("feed", "iex")), settings.universe.all_symbols,
                                           days))
     raise RunBarsUnavailable(f"run #{run.get('id')}: unknown data source {kind!r}")
 
 
-def load_run_bars(run: dict[str, Any], *, loaded: tuple[str, pd.DataFrame] | None = None) -> RunBars:
+def load_run_bars(run: dict[str, Any], *, loaded: tuple[str, pd.DataFrame] | None = None,
+                  data_dir: Path = files.DATA_DIR) -> RunBars:
     """The run's bars, checked against its fingerprint (RunBarsUnavailable when they differ or cannot be read).
     Checking scores the run's sessions once, as the replay did (about a second for a year)."""
     from core.strategy import load_strategy
@@ -112,7 +121,7 @@ def load_run_bars(run: dict[str, Any], *, loaded: tuple[str, pd.DataFrame] | Non
     settings = run_settings(run)
     days = run_sessions(run)
     try:
-        market = run_market(run, settings, loaded=loaded)
+        market = run_market(run, settings, loaded=loaded, data_dir=data_dir)
     except (OSError, ValueError) as e:
         if isinstance(e, RunBarsUnavailable):
             raise

@@ -6,8 +6,9 @@ NaN and +/-Infinity are stored as null (a ratio with no losing trade has no fini
 
 ``source`` describes the bars the run used; the keys read here (others are kept as given):
 
-* ``kind``: ``synthetic`` | ``file`` | ``alpaca``; with ``seed`` (synthetic), ``file`` (a file name) or ``feed``
-  (Alpaca's ``iex``/``sip``);
+* ``kind``: ``synthetic`` | ``file`` | ``alpaca``; with ``seed`` (synthetic), ``file`` (its name inside the data
+  folder, ``core.research.files``; an upload's ``label`` is its own name, shown only) or ``feed`` (Alpaca's
+  ``iex``/``sip``);
 * ``first``/``last``: the first and last session (``YYYY-MM-DD``); ``symbols``: the symbols;
 * ``fingerprint``: ``feed_fingerprint`` of the bars, equal for two runs on the same data.
 
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import session_bounds
+from core.exports import to_csv_bytes
 from core.state.store import Store
 from core.views import with_ny_times
 
@@ -210,7 +212,7 @@ def source_summary(source: dict[str, Any]) -> str:
         seed = source.get("seed")
         return "synthetic" if seed is None else f"synthetic seed {seed}"
     if kind == "file":
-        f = source.get("file")
+        f = source.get("label") or source.get("file")  # an upload's own name, else the stored one
         return f"file {PurePath(str(f)).name}" if f else "file"
     if kind == "alpaca":
         feed = source.get("feed")
@@ -302,17 +304,17 @@ def _frame(value: pd.DataFrame | list | None) -> pd.DataFrame:
 
 
 def run_trades_csv(run: dict) -> bytes:
-    """The run's trades as CSV (UTF-8), one row per trade, the columns as saved; entry_ts and exit_ts in UTC, each
-    followed by the New York time the page's chart uses (``entry_ts_ny``, ``exit_ts_ny``)."""
+    """The run's trades as CSV (UTF-8, escaped by ``core.exports``), one row per trade, the columns as saved;
+    entry_ts and exit_ts in UTC, each followed by the New York time the page's chart uses (``entry_ts_ny``,
+    ``exit_ts_ny``)."""
     frame = _frame(run.get("trades"))
-    return with_ny_times(frame, ("entry_ts", "exit_ts")).to_csv(index=False).encode("utf-8") \
-        if len(frame.columns) else b""
+    return to_csv_bytes(with_ny_times(frame, ("entry_ts", "exit_ts"))) if len(frame.columns) else b""
 
 
 def run_equity_csv(run: dict) -> bytes:
     """The run's equity curve as CSV (UTF-8): ts (ISO 8601 UTC), ts_ny (New York time, as the chart), equity."""
     pairs = _curve_pairs(run.get("equity"))
-    return with_ny_times(pd.DataFrame(pairs, columns=["ts", "equity"]), ("ts",)).to_csv(index=False).encode("utf-8")
+    return to_csv_bytes(with_ny_times(pd.DataFrame(pairs, columns=["ts", "equity"]), ("ts",)))
 
 
 # ------------------------------------------------------------------ fingerprints

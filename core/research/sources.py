@@ -25,8 +25,9 @@ class UniverseError(ValueError):
 class DataSource:
     kind: str  # one of KINDS
     seed: int = 7  # synthetic
-    file_name: str | None = None  # file: what the user chose or uploaded (shown, stored with the run)
+    file_name: str | None = None  # file: its name inside the data folder (core.research.files), stored with the run
     feed: str = "iex"  # alpaca
+    label: str | None = None  # file: what is shown (an upload's own name, sanitised); the file name without one
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -41,11 +42,12 @@ class DataSource:
             return f"synthetic market, seed {self.seed}"
         if self.kind == "alpaca":
             return f"Alpaca history ({self.feed} feed)"
-        return f"file {self.file_name}"
+        return f"file {self.label or self.file_name}"
 
     def as_dict(self) -> dict[str, Any]:
         """The keys ``core.research.runs`` stores: kind and its seed, file or feed."""
-        extra = {"synthetic": {"seed": self.seed}, "file": {"file": self.file_name},
+        shown = {"label": self.label} if self.label and self.label != self.file_name else {}
+        extra = {"synthetic": {"seed": self.seed}, "file": {"file": self.file_name, **shown},
                  "alpaca": {"feed": self.feed}}[self.kind]
         return {"kind": self.kind, **extra}
 

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +42,12 @@ SYSTEM_PROMPT = (
     '"rationale": one short sentence}.'
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_LT = r"(?:<|&lt;?|&#0*60;?|&#x0*3c;?)"
+_GT = r"(?:>|&gt;?|&#0*62;?|&#x0*3e;?)"
+# an opening or closing fence, however spelt: the tag's name alone after "<" and any slashes or spaces
+_FENCE = re.compile(_LT + r"[\s/\\]*filing\b[^<>]{0,80}?" + _GT + "|" + _LT + r"[\s/\\]*filing\b",
+                    re.IGNORECASE)
 
 
 class Answer(BaseModel):
@@ -62,9 +69,15 @@ class LLMEvent:
 
 
 def clean_filing_text(text: str, max_chars: int) -> str:
-    """Untrusted filing text, made safe to quote: no control characters, no fence look-alikes, cut short."""
-    text = _CONTROL.sub(" ", text or "")
-    text = re.sub(r"</?\s*filing\s*>", "[tag removed]", text, flags=re.IGNORECASE)
+    """Untrusted filing text, made safe to quote: no control characters, no fence look-alikes, cut short.
+
+    A look-alike is anything a reader could take for the <filing> fence: spaces or a slash or backslash anywhere
+    in it (``< /filing >``, ``</ FILING>``, ``<\\/filing>``), attributes, a missing ``>``, full-width or other
+    compatibility forms (NFKC), invisible characters inside the word, and the HTML entities for < and >."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = _INVISIBLE.sub("", text)
+    text = _CONTROL.sub(" ", text)
+    text = _FENCE.sub("[tag removed]", text)
     text = re.sub(r"\s+", " ", text).strip()
     return text[:max_chars]
 

@@ -8,6 +8,9 @@ A row's error names the file, where and the column: ``bars.csv line 7, column cl
 CSV: the file's real line (the header's line is 1 unless blank lines precede it; blank and
 whitespace-only lines, which pandas skips, are counted); Parquet: the 1-based row.
 A file on disk (``load_bars``) and the same bytes uploaded (``load_bars_bytes``) give the same text.
+
+A file holds at most ``MAX_ROWS`` rows and ``MAX_SYMBOLS`` symbols (checked before the rows are: a CSV's lines are
+counted and a Parquet file's footer read before either is parsed), so one file cannot take the server's memory.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ _MAX_EPOCH_S = 9.2e9  # pandas' nanosecond range ends in 2262; beyond it to_date
 _CSV_SUFFIXES = (".csv",)
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # the line ends pandas' C parser and csv(newline="") both split on
+# A year of 1-minute bars is 260 sessions x 390 = 101,400 rows a symbol: 2,000,000 rows is a year of about 20
+# symbols (a replay's universe is a few tiers of three), some 250 MB while the rows are checked; a 150 MB file
+# took the server to 1.28 GB. 200 symbols is far more than a run trades and keeps the page's lists readable.
+MAX_ROWS = 2_000_000
+MAX_SYMBOLS = 200
 
 
 class _BadRow(Exception):
@@ -70,11 +78,25 @@ def load_bars_bytes(data: bytes, name: str) -> pd.DataFrame:
     kind = _kind(name)
     try:
         if kind == "csv":
+            # counted before pandas parses (and holds) them; the line breaks are a cheap upper bound of the rows
+            if data.count(b"\n") + data.count(b"\r") >= MAX_ROWS and (n := _csv_rows(data)) > MAX_ROWS:
+                _too_many(source, "rows", n, MAX_ROWS)
             raw = pd.read_csv(io.BytesIO(data), dtype={"symbol": str}, keep_default_na=True)
         else:
+            import pyarrow.parquet as pq
+
+            rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+            if rows > MAX_ROWS:
+                _too_many(source, "rows", rows, MAX_ROWS)
             raw = pd.read_parquet(io.BytesIO(data))
+    except BarDataError:
+        raise
     except Exception as e:  # pandas/pyarrow parse errors: say which file, on one line
         raise BarDataError(f"{source}: cannot read ({' '.join(str(e).split())[:300]})") from None
+    if len(raw) > MAX_ROWS:
+        _too_many(source, "rows", len(raw), MAX_ROWS)
+    if "symbol" in raw.columns and (n := raw["symbol"].astype(str).str.strip().nunique()) > MAX_SYMBOLS:
+        _too_many(source, "symbols", n, MAX_SYMBOLS)
     try:
         return _validated(raw, source)
     except _BadRow as e:
@@ -86,6 +108,21 @@ def load_bars_bytes(data: bytes, name: str) -> pd.DataFrame:
             ok = lines is not None and len(lines) == len(raw)
             where = f"line {lines[e.index]}" if ok and lines else f"record {e.index + 1}"
         raise BarDataError(f"{source} {where}, column {e.column}: {e.what}") from None
+
+
+def _too_many(source: str, what: str, n: int, limit: int) -> None:
+    raise BarDataError(f"{source}: {n:,} {what}; a bar file may hold at most {limit:,} {what} (split it by symbol "
+                       f"or by date, or keep fewer)")
+
+
+def _csv_rows(data: bytes) -> int:
+    """The CSV's data records as pandas counts them: non-blank records after the header."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
+    try:
+        n = sum(1 for rec in reader if any(f.strip(" \t") for f in rec))
+    except csv.Error:
+        return 0  # pandas says what is wrong with it
+    return max(n - 1, 0)
 
 
 def _csv_record_lines(data: bytes) -> list[int] | None:
