@@ -74,7 +74,7 @@ def fresh_sign_in_guard():
 
     def reset() -> None:
         auth = sys.modules.get("ui.auth")
-        if auth is not None:
+        if auth is not None and hasattr(auth, "GUARD"):
             auth.GUARD.reset()
 
     reset()
