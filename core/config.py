@@ -213,31 +213,19 @@ class Settings(BaseSettings):
     def _no_inline_comments(cls, data: Any) -> Any:
         # A '#' inside a plain value is almost always an inline comment that a .env parser kept (a quoted
         # "6  # Tier A", an environment file that does not strip comments). A secret may hold a '#' (a generated
-        # password, a key): there only the comment's form, whitespace then '#', is refused, and not in the
-        # app password, where a passphrase may have both.
+        # password, a key): there only the comment's form, whitespace then '#', is refused.
         if isinstance(data, dict):
             secret = secret_fields()
             for key, value in data.items():
                 if not isinstance(value, str) or "#" not in value or key.lower() in {"baskets_json"}:
                     continue
                 if key.lower() in secret:
-                    if key.lower() != "app_password" and _COMMENT.search(value):
+                    if _COMMENT.search(value):
                         raise ValueError(f"__field__{key}__inline comment (whitespace then '#') in the value: "
                                          f"keep only the secret (a '#' inside it is fine)")
                     continue
                 raise ValueError(f"__field__{key}__inline comment ('#') in the value")
         return data
-
-    @model_validator(mode="after")
-    def _secure_network(self) -> Settings:
-        # Redis and Dask beyond this machine carry orders' state and research code: encrypted and authenticated,
-        # or explicitly accepted as insecure (then the sidebar says so on every page)
-        if self.allow_insecure_network:
-            return self
-        for name, problem, fix in network_problems(self):
-            raise ValueError(f"__field__{name}__{problem}: {fix}, or set ALLOW_INSECURE_NETWORK=1 to accept it "
-                             f"(a private network you trust)")
-        return self
 
     @field_validator("db_path", "strategy", "alpaca_cache_dir", "llm_model", "edgar_base_url", "edgar_archives_url",
                      "edgar_user_agent")
@@ -306,6 +294,11 @@ class Settings(BaseSettings):
         if self.broker == "alpaca" and not self.alpaca_paper and self.alpaca_live_trading != LIVE_TRADING_ACK:
             raise ValueError(f"__field__alpaca_live_trading__ALPACA_PAPER=0 trades real money: also set "
                              f"ALPACA_LIVE_TRADING={LIVE_TRADING_ACK}")
+        # Redis and Dask beyond this machine carry orders' state and research code: encrypted and authenticated,
+        # or explicitly accepted as insecure (then the sidebar says so on every page)
+        for name, problem, fix in [] if self.allow_insecure_network else network_problems(self):
+            raise ValueError(f"__field__{name}__{problem}: {fix}, or set ALLOW_INSECURE_NETWORK=1 to accept it "
+                             f"(a private network you trust)")
         return self
 
     @property
@@ -365,7 +358,7 @@ def network_problems(s: Settings) -> list[tuple[str, str, str]]:
             password = u.password or parse_qs(u.query).get("password", [""])[0]
         except ValueError:
             host, scheme, password = None, "", ""
-        if scheme != "unix" and not _loopback_host(host):
+        if scheme in ("redis", "rediss") and not _loopback_host(host):  # unix://: a local socket
             missing = [w for w, bad in (("TLS (rediss://)", scheme != "rediss"), ("password", not password)) if bad]
             if missing:
                 out.append(("redis_url", f"Redis at {host or '?'} is not this machine and has no "

@@ -21,9 +21,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 MASK = "***"
 # query parameters whose value is a credential (compared lower-case, as a substring of the name)
 SECRET_PARAMS = ("password", "passwd", "pwd", "pass", "token", "key", "secret", "auth", "sig", "credential")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>)\]}]+")
+# bounded scheme: an unbounded one made every position of a long run of letters scan to its end (quadratic)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s'\"<>)\]}]+")
 _OPENAI_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{3,}")
-_STARRED = re.compile(r"\S*\*{4,}\S*")  # a provider's masked echo of a key: 'sk-abcd************6677'
+_STARS = re.compile(r"\*{4,}")  # a provider's masked echo of a key: 'sk-abcd************6677'
 _WORD = re.compile(r"[^\s'\",;:()\[\]{}<>]+")
 TAIL = 4  # a secret's last characters that a provider echoes
 HEAD = 6  # and its first ones
@@ -96,6 +97,25 @@ def secret_values(settings: Any) -> list[str]:
     return [s for s in dict.fromkeys(out) if s]
 
 
+def _mask_starred(text: str) -> str:
+    """Every word holding four stars or more becomes ``***`` (in linear time: a regex with ``\\S*`` on both sides
+    of the stars went quadratic on a long error message)."""
+    out: list[str] = []
+    last = 0
+    for m in _STARS.finditer(text):
+        start, end = m.start(), m.end()
+        if start < last:
+            continue
+        while start > last and not text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        out += [text[last:start], MASK]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
 def mask_secrets(text: Any, settings: Any = None, extra: Iterable[str] = ()) -> str:
     """``text`` (anything; str() of it) safe to show, store or log: see the module docstring."""
     out = str(text)
@@ -104,7 +124,7 @@ def mask_secrets(text: Any, settings: Any = None, extra: Iterable[str] = ()) -> 
         out = out.replace(s, MASK)
     out = _URL.sub(lambda m: redact_url(m.group(0)), out)
     out = _OPENAI_KEY.sub(f"sk-{MASK}", out)
-    out = _STARRED.sub(MASK, out)
+    out = _mask_starred(out)
     # what is left of a secret a provider echoed in part: a word with its first or last characters (a URL's
     # own head and tail are not secret: its password and tokens are among ``secrets`` on their own)
     parts = {p for s in secrets if len(s) >= 8 and "://" not in s for p in (s[:HEAD], s[-TAIL:])}

@@ -61,7 +61,7 @@ def test_the_redis_status_and_its_log_lines_mask_a_password_in_the_query(caplog)
 
 
 ENV = """\
-APP_PASSWORD="pa#ss phrase # with hashes"
+APP_PASSWORD="pa#ss phrase#with hashes#"
 OPENAI_API_KEY="sk-ab#cd#QzXw"
 REDIS_URL='redis://127.0.0.1:6379/0?password=p%23w#frag'
 ALPACA_SECRET_KEY=abc#def
@@ -74,6 +74,7 @@ REFUSED = [
     ('LLM_MODEL="gpt#4"', "LLM_MODEL='gpt#4'"),
     ('OPENAI_API_KEY="sk-canary-hash-QzXw  # my key"', "OPENAI_API_KEY=********"),  # a key has no spaces
     ('REDIS_URL="redis://127.0.0.1:6379/0 # local"', "REDIS_URL=********"),
+    ('APP_PASSWORD="canary-hash-pw  # the password"', "APP_PASSWORD=********"),
 ]
 
 
@@ -81,7 +82,7 @@ def test_secrets_may_hold_a_hash_but_the_inline_comment_form_is_refused(tmp_path
     env = tmp_path / ".env"
     env.write_text(ENV)
     s = load_settings(_env_file=str(env))
-    assert s.app_password.get_secret_value() == "pa#ss phrase # with hashes"
+    assert s.app_password.get_secret_value() == "pa#ss phrase#with hashes#"
     assert s.openai_api_key.get_secret_value() == "sk-ab#cd#QzXw"
     assert s.alpaca_secret_key.get_secret_value() == "abc#def"
     assert s.redis_url.get_secret_value().endswith("#frag") and s.tier_b_tokens == 4
