@@ -189,6 +189,8 @@ class Settings(BaseSettings):
     alpaca_live_trading: str | None = None
     # the app's own password gate (ui/auth.py): required before Streamlit listens beyond loopback
     app_password: SecretStr | None = None
+    # the first lockout after APP_LOGIN_MAX_TRIES wrong passwords from one address; it doubles with each further one
+    app_login_lockout_s: float = Field(30.0, ge=1, le=3600)
     alpaca_base_url: str | None = None  # url_override of the trading API (tests point it at 127.0.0.1)
     alpaca_data_url: str | None = None  # url_override of the market-data API
     alpaca_feed: Literal["iex", "sip"] = "iex"

@@ -9,10 +9,10 @@ an order button on the network.
 Wrong passwords are counted in this server process, not in the browser session (a reload or a new tab starts
 a new session, and used to start the count again): per client address (``st.context.ip_address``; a local
 browser has none and counts as ``local``) and for the whole process, so an attacker changing addresses is slowed
-too. After ``MAX_TRIES`` failures the address is locked out for ``LOCKOUT_S``, doubling with each further failure
-up to ``LOCKOUT_MAX_S``; ``GLOBAL_MAX_TRIES`` failures from all addresses lock every address the same way.
-While locked out no password is checked, the right one included. Each failure is logged (address and count,
-never what was typed).
+too. After ``MAX_TRIES`` failures the address is locked out for ``APP_LOGIN_LOCKOUT_S`` (30 s), doubling with
+each further failure up to ``LOCKOUT_MAX_S``; ``GLOBAL_MAX_TRIES`` failures from all addresses lock every
+address the same way. While locked out no password is checked, the right one included. Each failure is logged
+(address and count, never what was typed).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_TRIES = 5  # per address: then a lockout, so the password cannot be guessed quickly
 GLOBAL_MAX_TRIES = 20  # from all addresses together (an attacker with many addresses)
-LOCKOUT_S = 30.0  # the first lockout; each later failure doubles it
+LOCKOUT_S = 30.0  # the first lockout (APP_LOGIN_LOCKOUT_S); each later failure doubles it
 LOCKOUT_MAX_S = 3600.0
 ADDRESSES_KEPT = 10_000  # the store forgets the oldest addresses past this (memory stays bounded)
 GLOBAL = "*"  # the whole process's entry in the store
@@ -77,8 +77,9 @@ class LoginGuard:
             waits = [f.locked_until - now for key in (address, GLOBAL) if (f := self._by_address.get(key))]
         return max([0.0, *waits])
 
-    def failed(self, address: str) -> tuple[int, float]:
-        """Record a wrong password from ``address``: (its failures so far, the lockout it now has in seconds)."""
+    def failed(self, address: str, lockout_s: float = LOCKOUT_S) -> tuple[int, float]:
+        """Record a wrong password from ``address``: (its failures so far, the lockout it now has in seconds).
+        ``lockout_s`` is the first lockout (APP_LOGIN_LOCKOUT_S); each further failure doubles it."""
         now = self.clock()
         with self._lock:
             out = []
@@ -86,7 +87,7 @@ class LoginGuard:
                 f = self._by_address.pop(key, None) or _Failures()
                 f.count += 1
                 if f.count >= limit:
-                    f.locked_until = now + min(LOCKOUT_MAX_S, LOCKOUT_S * 2.0 ** (f.count - limit))
+                    f.locked_until = now + min(LOCKOUT_MAX_S, lockout_s * 2.0 ** (f.count - limit))
                 self._by_address[key] = f  # most recent last
                 out.append(f)
             while len(self._by_address) > ADDRESSES_KEPT:
@@ -151,7 +152,7 @@ def require_login(settings: Settings) -> None:
             st.session_state.pop("login_password", None)
             log.info("sign-in from %s", address)
             st.rerun()
-        count, wait = GUARD.failed(address)
+        count, wait = GUARD.failed(address, settings.app_login_lockout_s)
         log.warning("sign-in failed from %s: wrong password (%d failures from this address%s)", address, count,
                     f"; locked out for {wait:.0f} s" if wait > 0 else "")
         if wait <= 0:
