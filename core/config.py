@@ -8,12 +8,13 @@ naming the variable and the value.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,6 +194,8 @@ class Settings(BaseSettings):
     alpaca_live_trading: str | None = None
     # the app's own password gate (ui/auth.py): required before Streamlit listens beyond loopback
     app_password: SecretStr | None = None
+    # the first lockout after APP_LOGIN_MAX_TRIES wrong passwords from one address; it doubles with each further one
+    app_login_lockout_s: float = Field(30.0, ge=1, le=3600)
     alpaca_base_url: str | None = None  # url_override of the trading API (tests point it at 127.0.0.1)
     alpaca_data_url: str | None = None  # url_override of the market-data API
     alpaca_feed: Literal["iex", "sip"] = "iex"
@@ -208,15 +211,27 @@ class Settings(BaseSettings):
     # set: research sweeps run as tasks on this Dask scheduler (core/research/cluster.py); unset: local processes
     dask_scheduler: str | None = None
     dask_connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    # 1: a Redis or Dask address beyond this machine without TLS (or Redis without a password) is accepted,
+    # with a warning on every page; 0: refused at start-up (issue 30)
+    allow_insecure_network: bool = False
 
     @model_validator(mode="before")
     @classmethod
     def _no_inline_comments(cls, data: Any) -> Any:
-        # A '#' inside a value is almost always an inline comment that .env parsers kept.
+        # A '#' inside a plain value is almost always an inline comment that a .env parser kept (a quoted
+        # "6  # Tier A", an environment file that does not strip comments). A secret may hold a '#' (a generated
+        # password, a key): there only the comment's form, whitespace then '#', is refused.
         if isinstance(data, dict):
+            secret = secret_fields()
             for key, value in data.items():
-                if isinstance(value, str) and "#" in value and key.lower() not in {"baskets_json"}:
-                    raise ValueError(f"__field__{key}__inline comment ('#') in the value")
+                if not isinstance(value, str) or "#" not in value or key.lower() in {"baskets_json"}:
+                    continue
+                if key.lower() in secret:
+                    if _COMMENT.search(value):
+                        raise ValueError(f"__field__{key}__inline comment (whitespace then '#') in the value: "
+                                         f"keep only the secret (a '#' inside it is fine)")
+                    continue
+                raise ValueError(f"__field__{key}__inline comment ('#') in the value")
         return data
 
     @field_validator("db_path", "strategy", "alpaca_cache_dir", "llm_model", "edgar_base_url", "edgar_archives_url",
@@ -286,6 +301,11 @@ class Settings(BaseSettings):
         if self.broker == "alpaca" and not self.alpaca_paper and self.alpaca_live_trading != LIVE_TRADING_ACK:
             raise ValueError(f"__field__alpaca_live_trading__ALPACA_PAPER=0 trades real money: also set "
                              f"ALPACA_LIVE_TRADING={LIVE_TRADING_ACK}")
+        # Redis and Dask beyond this machine carry orders' state and research code: encrypted and authenticated,
+        # or explicitly accepted as insecure (then the sidebar says so on every page)
+        for name, problem, fix in [] if self.allow_insecure_network else network_problems(self):
+            raise ValueError(f"__field__{name}__{problem}: {fix}, or set ALLOW_INSECURE_NETWORK=1 to accept it "
+                             f"(a private network you trust)")
         return self
 
     @property
@@ -310,6 +330,61 @@ class Settings(BaseSettings):
             else:
                 out[name] = value
         return out
+
+
+_COMMENT = re.compile(r"\s#")
+
+
+def secret_fields() -> frozenset[str]:
+    """The names of the settings that hold a secret (typed SecretStr)."""
+    return frozenset(name for name, f in Settings.model_fields.items()
+                     if f.annotation is SecretStr or SecretStr in get_args(f.annotation))
+
+
+def _loopback_host(host: str | None) -> bool:
+    h = (host or "").strip().strip("[]").lower()
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def network_problems(s: Settings) -> list[tuple[str, str, str]]:
+    """(setting, what is wrong, how to fix it) for each network link that leaves this machine unencrypted or
+    unauthenticated (a Redis or Dask address that is not loopback)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    out: list[tuple[str, str, str]] = []
+    raw = s.redis_url.get_secret_value().strip() if s.redis_url is not None else ""
+    if raw:
+        try:
+            u = urlsplit(raw)
+            host, scheme = u.hostname, u.scheme.lower()
+            password = u.password or parse_qs(u.query).get("password", [""])[0]
+        except ValueError:
+            host, scheme, password = None, "", ""
+        if scheme in ("redis", "rediss") and not _loopback_host(host):  # unix://: a local socket
+            missing = [w for w, bad in (("TLS (rediss://)", scheme != "rediss"), ("password", not password)) if bad]
+            if missing:
+                out.append(("redis_url", f"Redis at {host or '?'} is not this machine and has no "
+                                         f"{' and no '.join(missing)}",
+                            f"use rediss://:PASSWORD@{host or 'HOST'}:6380/0"))
+    if s.dask_scheduler:
+        m = _SCHEDULER.match(s.dask_scheduler)
+        if m and m.group(1) != "tls" and not _loopback_host(m.group(2)):
+            out.append(("dask_scheduler", f"the Dask scheduler at {m.group(2)} is not this machine and tcp:// is "
+                                          f"neither encrypted nor authenticated",
+                        "use tls:// with Dask's TLS settings"))
+    return out
+
+
+def insecure_network_warnings(s: Settings) -> list[str]:
+    """What the sidebar warns about when ALLOW_INSECURE_NETWORK=1 let an insecure link through."""
+    if not s.allow_insecure_network:
+        return []
+    return [f"{name.upper()}: {why} (accepted by ALLOW_INSECURE_NETWORK=1)" for name, why, _fix in network_problems(s)]
 
 
 _SCHEDULER = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")

@@ -48,6 +48,7 @@ from core.config import Settings
 from core.engine import Engine, TickReport
 from core.metrics import kpi
 from core.metrics.display import money
+from core.secrets import mask_secrets
 from core.state.decisions import decision_counts
 from core.state.store import Store, iso
 from core.venues.broker import Broker
@@ -344,11 +345,11 @@ class Runtime:
         except BaseException as e:  # CancelledError, SystemExit, GeneratorExit are a job's failures too
             st.errors += 1
             st.consecutive_errors += 1
-            st.last_error = _describe(e)
+            st.last_error = mask_secrets(_describe(e), self.s)  # shown in the sidebar and stored
             # back off 2, 4, ... 60 s so a persistent fault cannot spin the CPU or flood the log
             st.skip_until = time.monotonic() + min(60.0, 2.0 ** st.consecutive_errors)
             log.error("job %s failed (%d in a row): %s\n%s", name, st.consecutive_errors, st.last_error,
-                      traceback.format_exc())
+                      mask_secrets(traceback.format_exc(), self.s))
             self._record_job_error(name, st.last_error)
             if isinstance(e, KeyboardInterrupt):
                 raise  # recorded, but Ctrl-C while a job runs on the caller's thread still stops the program

@@ -64,3 +64,19 @@ def keep_the_real_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+
+@pytest.fixture(autouse=True)
+def fresh_sign_in_guard():
+    """ui.auth counts wrong passwords for the whole process (issue 30): each test starts and ends with none."""
+    import sys
+
+    def reset() -> None:
+        auth = sys.modules.get("ui.auth")
+        if auth is not None and hasattr(auth, "GUARD"):
+            auth.GUARD.reset()
+
+    reset()
+    yield
+    reset()

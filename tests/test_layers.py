@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("rules", ("core.rules",)),  # trading rules as plain functions
     ("metrics", ("core.metrics",)),  # pure figures: KPIs, returns, drawdown, Sharpe, ...
     ("state", ("core.state",)),  # the Store journal, the book, decision logs, kv
-    ("base", ("core.config", "core.bounds", "core.exports", "core.universe", "core.clock", "core.feed",
+    ("base", ("core.config", "core.bounds", "core.exports", "core.secrets", "core.universe", "core.clock", "core.feed",
               "core.strategy")),
     ("package", ("core",)),  # core/__init__.py (a docstring)
 )

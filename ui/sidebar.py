@@ -15,7 +15,8 @@ import streamlit as st
 from core import views
 from core.bounds import BY_PARAM
 from core.clock import NY
-from core.config import ConfigError, LiveParams, validate_param_changes
+from core.config import ConfigError, LiveParams, insecure_network_warnings, validate_param_changes
+from core.secrets import mask_secrets, redact_url
 from ui import bounded
 from ui.state import AppContext, send_command
 
@@ -83,6 +84,8 @@ def render_sidebar(ctx: AppContext) -> None:
             sb.info(f"{name} → {value}: queued for the engine's next tick")
     if ctx.note:
         sb.warning(ctx.note)
+    for problem in insecure_network_warnings(ctx.settings):  # ALLOW_INSECURE_NETWORK=1 let it through
+        sb.warning(f"Insecure network link: {problem}", icon=":material/lock_open:")
     with sb:
         heartbeat(ctx)
 
@@ -156,7 +159,10 @@ def redis_status(r: dict | None) -> None:
     """Shared backends: Redis, or the local fallback while Redis is unreachable."""
     if not r:
         return
+    # the status is masked where it is made (core/services/redis_link.py); a heartbeat row written by an older
+    # version may not be: mask again here
     if r["up"]:
-        st.caption(f"Shared state: Redis {r['url']}")
+        st.caption(f"Shared state: Redis {redact_url(str(r['url']))}")
     else:
-        st.caption(f":orange[Redis unreachable: local token bucket and locks in use, retrying ({r['last_error']})]")
+        st.caption(f":orange[Redis unreachable: local token bucket and locks in use, retrying "
+                   f"({mask_secrets(r['last_error'])})]")

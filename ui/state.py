@@ -5,6 +5,7 @@ Streamlit-specific glue lives here (and in ``ui/``), never in ``core/``.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from core import views
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import EngineLockedError, Runtime, shared_runtime
 from core.state.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,16 +93,51 @@ def load_context() -> AppContext:
     try:
         settings = app_settings()
     except ConfigError as e:
-        st.error(f"Configuration error: {e}")
-        st.caption("Fix the value in your environment or .env file and reload the page.")
-        st.stop()
-        raise  # unreachable; keeps type checkers honest
+        config_error_page(e)
+        raise  # unreachable (st.stop); keeps type checkers honest
     runtime, note = _runtime(settings.db_path)
     store = st.session_state.get("_ro_store")
     if store is None or store.path != settings.db_path:
         store = Store(settings.db_path, readonly=True)
         st.session_state["_ro_store"] = store
     return AppContext(settings, runtime, store, note)
+
+
+_LOGGED_CONFIG_ERRORS: set[str] = set()
+
+
+def password_configured() -> bool:
+    """Whether an APP_PASSWORD is set anywhere (environment, .env, secrets.toml), read without Settings (which
+    may be what failed to load)."""
+    import os
+
+    if os.environ.get("APP_PASSWORD", "").strip() or secret_overrides().get("app_password", "").strip():
+        return True
+    try:
+        from dotenv import dotenv_values
+
+        return bool((dotenv_values(".env").get("APP_PASSWORD") or "").strip())
+    except Exception:  # noqa: BLE001 - an unreadable .env: assume a password, show less
+        return True
+
+
+def config_error_page(e: ConfigError) -> None:
+    """Refused settings: the details (variables and values, secrets already masked) go to the server log, and to
+    the page only where nobody has to sign in (loopback and no APP_PASSWORD) or this session already has.
+    Anyone else sees that the app cannot start, nothing of how it is configured."""
+    from ui.auth import bound_to_loopback
+
+    text = str(e)
+    if text not in _LOGGED_CONFIG_ERRORS:
+        _LOGGED_CONFIG_ERRORS.add(text)
+        log.error("configuration error: %s", text)
+    details = st.session_state.get("_authenticated") or (bound_to_loopback() and not password_configured())
+    if details:
+        st.error(f"Configuration error: {text}")
+        st.caption("Fix the value in your environment or .env file and reload the page.")
+    else:
+        st.error("The app cannot start: its configuration was refused. The server's log says which setting.")
+    st.stop()
 
 
 def who() -> str:

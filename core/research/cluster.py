@@ -11,7 +11,7 @@ and the local processes of ``core.research.workers`` sweep as before. We do not 
   for the sweep's other cells, ``_worker_feed``); a file's or Alpaca's bars are scored here and sent with
   ``Client.scatter(feed, broadcast=True)``, so each task carries only the key of that copy, never the bars;
 * a cell gets its settings resolved here, whole (``shipped_settings``): a worker's own environment and ``.env``
-  cannot change a result, and secrets a replay does not use (broker keys, Redis, Slack) do not leave this machine;
+  cannot change a result, and no secret (broker keys, Redis, Slack, the OpenAI key) leaves this machine;
 * cancelling (``progress`` returns False or raises) cancels the tasks not finished and sets a Dask ``Event`` that
   running cells poll every ``CANCEL_CHECK_S``, so workers stop within about a second instead of finishing
   minutes-long cells nobody waits for; the client is closed in every case.
@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from core.config import Settings, check_scheduler_address
+from core.config import Settings, check_scheduler_address, secret_fields
 from core.feed import MarketFeed
 
 CANCEL_CHECK_S = 1.0  # how often a running cell asks the scheduler whether its sweep was cancelled
-NOT_SHIPPED = ("alpaca_api_key", "alpaca_secret_key", "redis_url", "slack_webhook_url", "app_password")
+NOT_SHIPPED = tuple(sorted(secret_fields()))  # every secret setting (core.config.secret_fields)
 FEEDS_KEPT = 2  # scored synthetic feeds a worker keeps (one sweep at a time, in practice)
 # what a task runs, handed in by the replay (core.research.replay: replay_cell, shared_feed)
 CellFn = Callable[..., "dict[str, Any] | None"]
@@ -79,12 +79,10 @@ def _plural(n: int, word: str) -> str:
 
 
 def shipped_settings(s: Settings) -> Settings:
-    """A cell's settings as sent to a worker: every value resolved here, without the secrets a replay never
-    uses (the OpenAI key stays only when the LLM gate is on: the replay then calls it)."""
-    drop: dict[str, Any] = dict.fromkeys(NOT_SHIPPED)
-    if not s.llm_enabled:
-        drop["openai_api_key"] = None
-    return s.model_copy(update=drop)
+    """A cell's settings as sent to a worker: every value resolved here, and no secret at all (every SecretStr
+    setting is None: a replay never calls a broker, Redis, Slack or the model, even with LLM_ENABLED=1, where its
+    gate only queues the calls). Pickled tasks cross the network and sit in the workers' memory."""
+    return s.model_copy(update=dict.fromkeys(NOT_SHIPPED))
 
 
 def connect(address: str, timeout_s: float) -> Any:

@@ -29,6 +29,7 @@ from core.clock import trading_date
 from core.config import Settings
 from core.metrics.llm_usage import QUEUED, calls_today, month_spend
 from core.metrics.llm_usage import month_key as _month  # what the daily limit and the budget count: core.metrics
+from core.secrets import mask_secrets
 from core.state.store import Store, iso
 
 log = logging.getLogger(__name__)
@@ -218,10 +219,10 @@ class LLMGate:
             update.update(status="ok", sentiment=answer.sentiment, confidence=answer.confidence,
                           rationale=answer.rationale)
         except ValueError as e:
-            update.update(status="invalid", error=str(e)[:300])
+            update.update(status="invalid", error=mask_secrets(e, self.s)[:300])
         except Exception as e:  # the SDK's errors: timeout, connection, HTTP status
             update.update(status="timeout" if "Timeout" in type(e).__name__ else "error",
-                          error=f"{type(e).__name__}: {str(e)[:250]}")
+                          error=mask_secrets(f"{type(e).__name__}: {e}", self.s)[:250])
         update["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         update["done_at"] = iso(now())
         if update["status"] != "ok":

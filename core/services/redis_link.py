@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import redis
 
+from core.secrets import mask_secrets, redact_url, url_secrets
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -23,11 +25,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, red
 
 
 def redacted_url(url: str) -> str:
-    """The URL without a password (redis://:secret@host -> redis://***@host)."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    """The URL without its password or credential query values (core.secrets.redact_url)."""
+    return redact_url(url)
 
 
 class RedisLink:
@@ -50,7 +49,7 @@ class RedisLink:
     # ------------------------------------------------------------ state
     def failed(self, exc: BaseException) -> None:
         with self._lock:
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = mask_secrets(f"{type(exc).__name__}: {exc}", extra=url_secrets(self.url))
             if self.up:  # log the switch once, not every call
                 self.up = False
                 self.down_since = self._clock()

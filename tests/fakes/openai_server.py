@@ -2,7 +2,8 @@
 
 Each request takes the next scripted behaviour (or the default): ``("json", {...})`` answers that object as
 the message content, ``("text", "...")`` answers raw text, ``("refusal", "...")`` a refusal, ``("status",
-429)`` an HTTP error, ``("hang", seconds)`` waits before answering. Every request body is recorded.
+429)`` an HTTP error, ``("bad_key", None)`` OpenAI's 401 for a wrong key (with the key's first 8 and last 4
+characters, as OpenAI writes them), ``("hang", seconds)`` waits before answering. Every request body is recorded.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ class FakeOpenAI:
                 if kind == "hang":
                     fake.release.wait(arg)
                     kind, arg = fake.default
+                if kind == "bad_key":  # OpenAI's answer to a wrong key: 401, echoing the key's ends
+                    key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    self._send(401, {"error": {
+                        "message": f"Incorrect API key provided: {key[:8]}{'*' * max(4, len(key) - 12)}{key[-4:]}. "
+                                   f"You can find your API key at https://platform.openai.com/account/api-keys.",
+                        "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+                    return
                 if kind == "status":
                     self._send(arg, {"error": {"message": f"scripted {arg}", "type": "server_error"}})
                     return

@@ -1,6 +1,9 @@
 """Canary secrets: every secret the app holds (Alpaca keys, OpenAI key, Slack webhook, Redis password, app
 password) is set to a recognisable value; after a run with faults on every outside service, no log line,
-no database row and no rendered page contains any of them."""
+no database row (saved research runs included) and no rendered page contains any of them, nor the last
+characters of any (OpenAI echoes a wrong key's first 8 and last 4: ``sk-canar****QzXw``). The Redis password
+travels in the URL's query (``?password=``), which the old masking of ``:pw@`` missed. Every canary ends in
+letters no hex id, number or timestamp holds, so its tail is searched for too."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.clock import NY, UTC, SimClock
 from core.config import ConfigError, load_settings
+from core.research.__main__ import main as cli
 from core.runtime import _RUNTIMES, Runtime, _key, stop_all
 from core.venues.sim.synthetic import SyntheticMarket
 from tests.fakes.alpaca_server import FakeAlpaca
@@ -24,13 +28,14 @@ from tests.test_app import APP
 DAY = date(2025, 3, 4)
 ANCHOR = date(2025, 3, 3)
 CANARIES = {
-    "ALPACA_API_KEY": "PKCANARYA1B2C3D4E5",
-    "ALPACA_SECRET_KEY": "canarysecret9x8y7z6w5v",
-    "OPENAI_API_KEY": "sk-canaryopenai556677",
-    "APP_PASSWORD": "canary-app-pass-4411",
+    "ALPACA_API_KEY": "PKCANARYA1B2C3QZXW",
+    "ALPACA_SECRET_KEY": "canarysecret9x8y7zVwXy",
+    "OPENAI_API_KEY": "sk-canaryopenai55QzXq",
+    "APP_PASSWORD": "canary-app-pass-WqZx",
 }
-HOOK_TOKEN = "canaryhooktoken8899"
-REDIS_PW = "canary-redis-pw-2233"
+HOOK_TOKEN = "canaryhooktokenZqWv"
+REDIS_PW = "canary-redis-pw-XqZw"
+TAIL = 4  # what a provider echoes of a secret
 PAGES = ["live_signals", "approvals", "baskets", "risk", "history", "kpis", "research"]
 
 
@@ -72,7 +77,8 @@ def canaries(tmp_path, monkeypatch):
                "ALPACA_TIMEOUT_S": "0.5", "ALPACA_BAR_GRACE_S": "0", "AUTO_MODE": "1", "LLM_ENABLED": "1",
                "LLM_BASE_URL": llm.base_url, "LLM_MIN_SIGNAL_SCORE": "0", "LLM_MAX_RETRIES": "0",
                "VOL_SPIKE_EVENT": "0", "SLACK_WEBHOOK_URL": hook_url, "SLACK_RETRIES": "0",
-               "REDIS_URL": redis_srv.url}
+               # the password as a query parameter (redis-py reads it there too): not the ':pw@' form
+               "REDIS_URL": f"redis://127.0.0.1:{redis_srv.port}/0?password={REDIS_PW}"}
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         st.cache_resource.clear()
@@ -95,7 +101,8 @@ def test_no_secret_reaches_a_log_a_row_or_a_page(canaries, caplog, capfd):
     rt.redis._retry_initial = 0.01
     alpaca.inject("500", times=2)
     alpaca.inject("reject_buying_power", path="/v2/orders", method="POST")
-    llm.script.extend([("status", 401), ("text", "not json"), ("status", 500)])
+    # a wrong key: OpenAI's 401 echoes its first 8 and last 4 characters
+    llm.script.extend([("bad_key", None), ("status", 401), ("text", "not json"), ("status", 500)])
     for k in range(40):
         if k == 20:
             redis_srv.stop()  # Redis goes away mid-run: its URL (with the password) is logged redacted
@@ -110,6 +117,8 @@ def test_no_secret_reaches_a_log_a_row_or_a_page(canaries, caplog, capfd):
     with pytest.raises(ConfigError) as bad:  # a refused setting names the variable, never its secret value
         load_settings(alpaca_api_key=CANARIES["ALPACA_API_KEY"] + "  # key", broker="alpaca")
     assert "ALPACA_API_KEY" in str(bad.value)
+    cli(["--days", "1", "--start", "2025-03-03", "--auto", "--save", "canary run"])  # a saved research run
+    assert rt.store.scalar("SELECT COUNT(*) FROM research_runs") == 1
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     at.text_input[0].input(CANARIES["APP_PASSWORD"])
@@ -125,9 +134,11 @@ def test_no_secret_reaches_a_log_a_row_or_a_page(canaries, caplog, capfd):
     haystacks = {"logs": caplog.text + out + err, "database": db, "pages": "\n".join(screens),
                  "status": str(rt.status()) + repr(rt.s) + str(rt.s.redacted()) + str(bad.value)}
     # the run did exercise what it claims: orders, LLM calls, failovers, Slack attempts, pages with data
-    assert alpaca.order_posts > 0 and len(llm.requests) >= 3 and rt.redis.failovers >= 1
+    assert alpaca.order_posts > 0 and len(llm.requests) >= 4 and rt.redis.failovers >= 1
+    assert "Incorrect API key provided: sk-" in db  # the echo was stored (masked)
     assert "Actionable" in haystacks["pages"] and len(db) > 10_000
     secrets = [*CANARIES.values(), HOOK_TOKEN, REDIS_PW]
+    secrets += [s[-TAIL:] for s in secrets]
     found = {(where, s) for where, text in haystacks.items() for s in secrets if s in text}
     assert not found, found
 
