@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     redis_group: str = Field("engine", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # one consumer group per account engine
     redis_claim_idle_s: float = Field(30.0, ge=1, le=3600)  # a consumer silent this long loses its pending signals
     redis_timeout_s: float = Field(0.5, gt=0, le=30)
+    # the shared secret that signs every signal-stream message (HMAC-SHA256): unsigned or mis-signed ones are dropped;
+    # without it the engine shares buckets and locks through Redis but decides its own signals in-process
+    redis_signing_key: SecretStr | None = None
+    # a stream message whose close differs from this engine's own bar by more than this fraction is refused
+    redis_price_tolerance: float = Field(0.005, gt=0, le=0.5)
     # set: research sweeps run as tasks on this Dask scheduler (core/research/cluster.py); unset: local processes
     dask_scheduler: str | None = None
     dask_connect_timeout_s: float = Field(5.0, gt=0, le=300)
