@@ -27,6 +27,7 @@ _TICKER = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 
 
 LIVE_TRADING_ACK = "I_UNDERSTAND_REAL_MONEY"
+MAX_RELAXED_SESSIONS = 100  # RELAXED_SESSIONS and a command's profile_sessions_left
 
 
 class ConfigError(ValueError):
@@ -161,7 +162,7 @@ class Settings(BaseSettings):
     slack_retries: int = Field(3, ge=0, le=10)
 
     # --- profiles and protections (rules §10; core/rules/protections.py) ---
-    relaxed_sessions: int = Field(2, ge=1, le=100)
+    relaxed_sessions: int = Field(2, ge=1, le=MAX_RELAXED_SESSIONS)
     protection_cutoff_step: float = Field(0.01, gt=0, le=0.5)  # how far one firing moves the delta toward 0
     protection_llm_surge_per_hour: float = Field(30.0, gt=0)
     protection_stoploss_count: int = Field(3, ge=1)
@@ -208,6 +209,11 @@ class Settings(BaseSettings):
     redis_group: str = Field("engine", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # one consumer group per account engine
     redis_claim_idle_s: float = Field(30.0, ge=1, le=3600)  # a consumer silent this long loses its pending signals
     redis_timeout_s: float = Field(0.5, gt=0, le=30)
+    # the shared secret that signs every signal-stream message (HMAC-SHA256): unsigned or mis-signed ones are dropped;
+    # without it the engine shares buckets and locks through Redis but decides its own signals in-process
+    redis_signing_key: SecretStr | None = None
+    # a stream message whose close differs from this engine's own bar by more than this fraction is refused
+    redis_price_tolerance: float = Field(0.005, gt=0, le=0.5)
     # set: research sweeps run as tasks on this Dask scheduler (core/research/cluster.py); unset: local processes
     dask_scheduler: str | None = None
     dask_connect_timeout_s: float = Field(5.0, gt=0, le=300)
@@ -559,22 +565,30 @@ def validate_param_changes(changes: dict[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise ConfigError(f"{name}: not a live parameter")
         if name in ("reserve_fallback", "auto_mode", "paused"):
-            if isinstance(value, str):
-                if value.lower() not in ("0", "1", "true", "false"):
-                    raise ConfigError(f"{name}={value!r}: not a boolean")
+            if isinstance(value, str) and value.lower() in ("0", "1", "true", "false"):
                 value = value.lower() in ("1", "true")
-            out[name] = bool(value)
+            elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+                value = bool(value)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}={_shown(value)[:40]}: not a boolean (true/false)")
+            out[name] = value
         elif name == "profile":
-            if value not in ("default", "relaxed"):
-                raise ConfigError(f"profile={value!r}: must be default or relaxed")
+            if not isinstance(value, str) or value not in ("default", "relaxed"):
+                raise ConfigError(f"profile={_shown(value)[:40]}: must be default or relaxed")
             out[name] = value
         elif name == "profile_sessions_left":
-            out[name] = None if value is None else int(value)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= MAX_RELAXED_SESSIONS):
+                raise ConfigError(f"profile_sessions_left={_shown(value)[:40]}: a whole number of sessions from 0 "
+                                  f"to {MAX_RELAXED_SESSIONS}, or null")
+            out[name] = value
         else:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ConfigError(f"{name}={_shown(value)[:40]}: not a number")
             try:
                 num = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{name}={value!r}: not a number") from None
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"{name}={_shown(value)[:40]}: not a number") from None
             b = BY_PARAM[name]
             if math.isfinite(num):
                 num = round(num, 6)  # as stored: a slider's 0.30000000000000004 is 0.3, inside a range ending there

@@ -180,11 +180,16 @@ def build_shared_backends(settings: Settings, store: Store) -> tuple[Any, dict[s
     link = RedisLink(settings.redis_url.get_secret_value().strip(), socket_timeout_s=settings.redis_timeout_s)
     caps = {"A": settings.tier_a_tokens, "B": settings.tier_b_tokens, "Reserve": settings.reserve_tokens}
     local = LocalTokenBuckets(caps, borrow_window_s=settings.reserve_borrow_window_s)
-    return link, {
+    shared: dict[str, Any] = {
         "buckets": RedisTokenBuckets(link, caps, settings.reserve_borrow_window_s, local=local),
         "kv": RedisKV(link, SqliteKV(store)),
-        "stream": SignalStream(link, settings.redis_group),
     }
+    key = _secret(settings.redis_signing_key).strip()
+    if key:  # the stream only with signed messages: anyone who reaches Redis could otherwise feed the engine
+        shared["stream"] = SignalStream(link, settings.redis_group, signing_key=key.encode())
+    else:
+        log.warning("REDIS_SIGNING_KEY is not set: signals are decided in this process, not shared on the stream")
+    return link, shared
 
 
 def _secret(value: Any) -> str:

@@ -375,6 +375,28 @@ def changes(store: Store, limit: int = 100) -> pd.DataFrame:
     return pd.DataFrame(out, columns=CHANGE_COLUMNS)
 
 
+REFUSED_COLUMNS = ["when (ET)", "who", "command", "payload", "why"]
+
+
+def refused_commands(store: Store, limit: int = 20) -> pd.DataFrame:
+    """Commands the engine refused (malformed, out of range, unknown), newest first: what was sent and why it was
+    not applied. The payload is shown as text, cut short (it is whatever the sender wrote)."""
+    rows = store.query("SELECT created_at, applied_at, who, kind, payload, result FROM commands WHERE status='failed' "
+                       "ORDER BY id DESC LIMIT ?", (int(limit),))
+    out = []
+    for r in rows:
+        ts = r["applied_at"] or r["created_at"]
+        try:
+            when = ny_text(datetime.fromisoformat(ts), "%Y-%m-%d %H:%M:%S") if ts else "–"
+        except (TypeError, ValueError):
+            when = str(ts)[:32]
+        payload = str(r["payload"] or "")
+        out.append({"when (ET)": when, "who": str(r["who"] or "–")[:64], "command": str(r["kind"])[:40],
+                    "payload": payload[:120] + ("…" if len(payload) > 120 else ""),
+                    "why": str(r["result"] or "").removeprefix("refused: ")})
+    return pd.DataFrame(out, columns=REFUSED_COLUMNS)
+
+
 def _audit_value(name: str, raw: str | None) -> str:
     """An audited value (JSON text) as shown: signed cutoffs, on/off switches, whole seconds."""
     try:

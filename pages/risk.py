@@ -77,13 +77,19 @@ def protections_panel() -> None:
 def changes_panel() -> None:
     st.subheader("Changes")
     df = views.changes(ctx.store)
-    if df.empty:
+    if df.empty and views.refused_commands(ctx.store, 1).empty:
         st.caption("No setting has changed yet. Every change of a slider, switch or profile, a research run applied "
                    "to live, a protection and its release is listed here.")
         return
     st.caption("Newest first, New York time. A slider move counts once, from where it started to where it was "
                "let go.")
     st.dataframe(df, hide_index=True, key="changes")
+    refused = views.refused_commands(ctx.store)
+    if not refused.empty:
+        st.markdown("**Refused commands**")
+        st.caption("Commands the engine did not apply (malformed, outside a setting's range, or unknown), newest "
+                   "first. Nothing else was held up by them.")
+        st.dataframe(refused, hide_index=True, key="refused_commands")
 
 
 gauges()

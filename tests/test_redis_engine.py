@@ -19,6 +19,7 @@ from core.state.store import Store
 from core.venues.sim.bar_files import ReplayMarket
 from tests.helpers import DAY, ScriptedStrategy, at, flat_bars
 
+KEY = b"test-signing-key"  # REDIS_SIGNING_KEY of the engines of one account
 TABLES = ("signals", "intents", "orders", "fills", "trades", "positions")
 
 
@@ -50,7 +51,7 @@ def run(e: Engine, minutes: int, start=None) -> None:
 
 def test_the_stream_path_decides_exactly_like_the_in_process_path(tmp_path, redis_url):
     plain = engine(str(tmp_path / "plain.db"))
-    streamed = engine(str(tmp_path / "stream.db"), SignalStream(RedisLink(redis_url), "acct1", "c1"))
+    streamed = engine(str(tmp_path / "stream.db"), SignalStream(RedisLink(redis_url), "acct1", "c1", signing_key=KEY))
     run(plain, 45)
     run(streamed, 45)
     a, b = dump(plain), dump(streamed)
@@ -65,7 +66,7 @@ def test_a_crashed_consumers_signals_are_claimed_and_none_is_decided_twice(tmp_p
     db = str(tmp_path / "acct.db")
     link = RedisLink(redis_url)
     # consumer c1 published and read three observations, stored the decision of the first, then died
-    first = engine(db, SignalStream(link, "acct1", "c1"))
+    first = engine(db, SignalStream(link, "acct1", "c1", signing_key=KEY))
     first.tick(at(DAY, 9, 59))  # warm-up and reconcile before the market opens
     now = at(DAY, 10, 0)
     msgs = []
@@ -80,7 +81,7 @@ def test_a_crashed_consumers_signals_are_claimed_and_none_is_decided_twice(tmp_p
     first.store.close()
     assert first.stream.pending_count() == 3
     # c2 takes over the same account after the claim delay
-    second = engine(db, SignalStream(RedisLink(redis_url), "acct1", "c2"), redis_claim_idle_s=1)
+    second = engine(db, SignalStream(RedisLink(redis_url), "acct1", "c2", signing_key=KEY), redis_claim_idle_s=1)
     time.sleep(1.05)  # XAUTOCLAIM's idle time is Redis wall time
     assert second.decide.consume_stream(now + timedelta(seconds=1), _report(now)) == 3
     rows = second.store.query("SELECT symbol, decision, reason FROM signals WHERE ts=? ORDER BY symbol",
@@ -108,7 +109,7 @@ def _report(now):
 
 def test_redis_dying_mid_run_falls_back_and_comes_back(tmp_path, redis_server, redis_url):
     s = load_settings(db_path=str(tmp_path / "fault.db"), engine_jobs=False, redis_url=redis_url, auto_mode=True,
-                      redis_group="fault")
+                      redis_group="fault", redis_signing_key=KEY.decode())
     rt = Runtime(s, today=DAY + timedelta(days=1))
     try:
         rt.redis._retry_initial = 0.05  # reconnect quickly in the test
@@ -158,7 +159,7 @@ def test_observations_published_just_before_redis_dies_are_decided_in_process(tm
             return super().read(count)
 
     plain = engine(str(tmp_path / "plain.db"))
-    dying = engine(str(tmp_path / "dying.db"), DiesOnRead(RedisLink(redis_url), "acct9", "c1"))
+    dying = engine(str(tmp_path / "dying.db"), DiesOnRead(RedisLink(redis_url), "acct9", "c1", signing_key=KEY))
     try:
         for e in (plain, dying):
             e.tick(at(DAY, 10, 0))

@@ -11,6 +11,7 @@ tickers join the chain on events (a filing, a volume spike).
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +53,8 @@ from core.services.redis_stream import SignalStream
 from core.state.decisions import COUNTED, SUMMARY, DecisionLog
 from core.state.store import Store, iso
 from core.universe import Universe
+
+log = logging.getLogger(__name__)
 
 
 def signal_row(now: datetime, sym: str, tier: str, obs: Any, score: float | None, cutoff: float | None,
@@ -193,26 +196,65 @@ class DecisionChain:
     # ------------------------------------------------------------ the Redis stream
     def consume_stream(self, now: datetime, rep: TickReport) -> int:
         """Decide the stream's messages: first those a crashed consumer left pending, then new ones. Each is
-        acknowledged after its decision row is stored; one already stored is only acknowledged."""
+        acknowledged after its decision row is stored; one already stored is only acknowledged. A message is
+        only a note that a ticker was scored at a minute: it must be signed with the shared key, name a stock of
+        the universe at a past minute and carry the close of this engine's own bar; the price, the tier and the
+        cutoff the decision uses are this engine's own (a message naming another price is refused and logged)."""
         assert self.stream is not None
+        self.feed.ensure(now)  # the own bars every message is checked against (a no-op inside a tick)
         msgs = self.stream.claim_stale(int(self.s.redis_claim_idle_s * 1000)) + self.stream.read()
         if not self.stream.link.up:  # Redis went away after this tick published: decide those here
             msgs += [("", m) for m in self.published]
         self.published = []
         account = self.accounts.account_state(now)
-        for mid, m in msgs:
-            at = datetime.fromisoformat(m["ts"])
-            if self.store.scalar("SELECT 1 FROM signals WHERE symbol=? AND ts=?", (m["symbol"], m["ts"])) is None:
-                obs = Observation(m["symbol"], datetime.fromisoformat(m["bar_ts"]), float(m["raw_score"]),
-                                  float(m["vol_spike"]), float(m["close"]))
+        for mid, raw in msgs:
+            m = raw if not mid else self.stream.verified(raw)  # our own unpublished messages need no signature
+            if m is None:
+                self._refuse_message(mid, raw, "unsigned or mis-signed")
+                continue
+            try:
+                at, sym, obs, score = self._checked_message(m, now)
+            except (KeyError, TypeError, ValueError) as e:
+                self._refuse_message(mid, m, str(e))
+                continue
+            if self.store.scalar("SELECT 1 FROM signals WHERE symbol=? AND ts=?", (sym, iso(at))) is None:
                 before = len(rep.intents)
-                self.decide_ticker(at, m["symbol"], m["tier"], obs, float(m["score"]), float(m["cutoff"]), account,
-                                   rep)
+                tier = self.universe.get_ticker_tier(sym) or "Bench"
+                spike = 0.0 if math.isnan(obs.vol_spike) else obs.vol_spike
+                self.decide_ticker(at, sym, tier, obs, score, self.cutoff(at, spike), account, rep)
                 self.store.barrier()  # the decision is stored before the acknowledgement
                 account = self.accounts.account_state(now) if len(rep.intents) > before else account
             if mid:
                 self.stream.ack([mid])
         return len(msgs)
+
+    def _checked_message(self, m: dict[str, Any], now: datetime) -> tuple[datetime, str, Observation, float]:
+        """(time, symbol, this engine's own observation, the mixed score) of a stream message; ValueError names
+        what is wrong with it."""
+        sym = str(m["symbol"])
+        if sym not in self.universe.stocks:
+            raise ValueError(f"symbol {sym[:12]!r} is not a stock of the universe")
+        at = datetime.fromisoformat(str(m["ts"]))
+        if at.tzinfo is None or at > now:
+            raise ValueError(f"time {str(m['ts'])[:40]!r} is not a past moment with its offset")
+        score, close = float(m["score"]), float(m["close"])
+        if not (math.isfinite(score) and -1.0 <= score <= 1.0):
+            raise ValueError(f"score {str(m['score'])[:20]} outside [-1, 1]")
+        own = self.feed.observe(sym, at)
+        if own is None or math.isnan(own.score):
+            raise ValueError(f"no bar of {sym} at {at.isoformat()} in this engine's own feed")
+        tolerance = self.s.redis_price_tolerance
+        if not (math.isfinite(close) and abs(close - own.close) <= tolerance * own.close):
+            raise ValueError(f"close {str(m['close'])[:20]} of {sym} is not this engine's {own.close:.4f} "
+                             f"(tolerance {tolerance:.2%})")
+        return at, sym, own, score
+
+    def _refuse_message(self, mid: str, fields: dict[str, Any], why: str) -> None:
+        """A stream message the engine will not decide: logged, acknowledged and kept in ``signals.dead``."""
+        assert self.stream is not None
+        log.warning("signal stream: message %s refused: %s", mid or "(local)", why)
+        if mid:
+            self.stream.dead_letter(mid, fields, why)
 
     # ------------------------------------------------------------ the gates after the cutoff
     def decide_ticker(self, now: datetime, sym: str, tier: str, obs: Observation, score: float, cutoff: float,

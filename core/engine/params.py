@@ -25,11 +25,7 @@ from core.state.store import Store, iso
 
 log = logging.getLogger(__name__)
 
-# What a change came from, as param_audit's ``source``: the sidebar's sliders, switches and profile box, a research
-# run applied to live, a plain command (the API, another tool); the engine writes "protection", "profile_expiry"
-# and (core.rules.protections) "release" itself.
-SLIDER = "slider"
-COMMAND_SOURCES = ("command", SLIDER, "switch", "profile", "research")
+SLIDER = "slider"  # a slider's steps are folded into one audit row (COMMAND_SOURCES: core.engine.commands)
 # A slider sends a value per arrow-key step (16 for one move): the steps of one person on one setting that follow
 # each other within this many wall-clock seconds are one change, one audit row (first old value, last new one).
 SLIDER_COALESCE_S = 5.0

@@ -28,11 +28,12 @@ from core.clock import ensure_utc, is_rth, trading_date
 from core.config import ConfigError, LiveParams, Settings
 from core.engine.account import Accounts, AccountState, EntryRisk, RiskManager
 from core.engine.closing import PositionClosing
+from core.engine.commands import CommandRefused, command_who, parse_command
 from core.engine.decide import DecisionChain
 from core.engine.ledger import FillLedger
 from core.engine.memory import EngineState
 from core.engine.orders import OrderFlow
-from core.engine.params import COMMAND_SOURCES, LiveParameters
+from core.engine.params import LiveParameters
 from core.engine.reconcile import Reconciliation
 from core.engine.report import TickReport
 from core.engine.routing import BasketRouting
@@ -261,36 +262,43 @@ class Engine:
         self.snapshots.take(now)
 
     def apply_commands(self, now: datetime) -> int:
-        """Apply the UI's commands in order, each exactly once."""
+        """Apply the UI's commands in order, each exactly once. Each row is checked and applied inside its own
+        guard (core.engine.commands): one that is malformed or refused is marked ``failed`` with its reason and
+        never stops the rows after it or the tick. Only a broker or database failure leaves a row for the next
+        tick (the tick's own handling of those)."""
         cmds = self.store.pending_commands()
         for c in cmds:
             try:
-                result = self._apply_command(c, now)
+                cmd = parse_command(c["kind"], c["payload"])
+                result = self._apply_command(cmd, command_who(c["who"]), now)
                 status = "done"
-            except (ConfigError, ValueError, KeyError) as e:
+            except (BrokerError, sqlite3.Error):
+                raise
+            except (CommandRefused, ConfigError, ValueError, KeyError) as e:
                 result, status = f"refused: {e}", "failed"
-            self.store.finish_command(c["id"], status, result, now)
+            except Exception as e:  # a command must never stop the engine: refuse it, keep the trace in the log
+                log.exception("command %s (%s) failed", c["id"], str(c["kind"])[:40])
+                result, status = f"refused: {type(e).__name__}: {e}", "failed"
+            if status == "failed":
+                log.warning("command %s (%s) refused: %s", c["id"], str(c["kind"])[:40], result)
+            self.store.finish_command(c["id"], status, result[:500], now)
             self.store.commit()
         return len(cmds)
 
-    def _apply_command(self, c: dict[str, Any], now: datetime) -> str:
-        kind, p, who = c["kind"], c["payload"], c["who"] or "ui"
+    def _apply_command(self, cmd: dict[str, Any], who: str, now: datetime) -> str:
+        kind = cmd["kind"]
         if kind == "set_params":
-            changes = dict(p)
-            source = changes.pop("_source", "command")  # what sent it (slider, research, ...), for the audit
-            if source not in COMMAND_SOURCES:
-                raise ValueError(f"unknown command source {source!r}")
-            self.live.set_params(changes, who=who, now=now, source=source)
+            self.live.set_params(cmd["changes"], who=who, now=now, source=cmd["source"])
             return "applied"
         if kind == "release_protection":
-            return "released" if self.protections.release(int(p["id"]), who=who, now=now) else "not active"
+            return "released" if self.state.protections.release(cmd["id"], who=who, now=now) else "not active"
         if kind in ("approve", "reject"):
-            return self.orders.decide_intent(str(p["intent_id"]), approve=kind == "approve", who=who, now=now)
+            return self.orders.decide_intent(cmd["intent_id"], approve=kind == "approve", who=who, now=now)
         if kind == "close_position":  # the positions table's Close button (core.engine.closing)
-            return self.closing.close_position_by_hand(p.get("symbol"), who=who, now=now)
+            return self.closing.close_position_by_hand(cmd["symbol"], who=who, now=now)
         if kind == "flatten_all":  # Flatten all: close everything, cancel open orders, pause entries
             return self.closing.flatten_all(who=who, now=now)
-        raise ValueError(f"unknown command {kind!r}")
+        raise CommandRefused(f"unknown command {kind!r}")
 
     def roll_day(self, now: datetime) -> None:
         """Record the start-of-day equity once per NY trading date (the daily-loss baseline)."""

@@ -374,10 +374,8 @@ class Store:
             return int(cur.lastrowid or 0)
 
     def pending_commands(self) -> list[dict[str, Any]]:
-        rows = self.query("SELECT * FROM commands WHERE status='new' ORDER BY id")
-        for r in rows:
-            r["payload"] = json.loads(r["payload"] or "{}")
-        return rows
+        """The commands not applied yet, oldest first, their payloads as written (text: the engine checks each)."""
+        return self.query("SELECT * FROM commands WHERE status='new' ORDER BY id")
 
     def finish_command(self, cid: int, status: str, result: str, now: datetime) -> None:
         self.conn.execute(
