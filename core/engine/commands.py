@@ -13,9 +13,10 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.config import ConfigError, validate_param_changes
+from core.engine.closing import close_symbol
 
 MAX_PAYLOAD = 4096  # characters: the largest real command (a set_params of every parameter) is under 300
 MAX_WHO = 64
@@ -43,7 +44,12 @@ class ReleaseCommand(_Strict):
 
 
 class CloseCommand(_Strict):
-    symbol: str = Field(min_length=1, max_length=12)
+    symbol: Any  # checked (and upper-cased) by the closing part's own rule, with its message
+
+    @field_validator("symbol", mode="before")
+    @classmethod
+    def _ticker(cls, value: Any) -> str:
+        return close_symbol(value)
 
 
 class FlattenCommand(_Strict):
@@ -108,7 +114,8 @@ def parse_command(kind: Any, raw: Any) -> dict[str, Any]:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ())) or "payload"
-        raise CommandRefused(f"{kind}: {where}: {first.get('msg')}") from None
+        msg = str(first.get("msg", "")).removeprefix("Value error, ")
+        raise CommandRefused(f"{kind}: {where}: {msg}") from None
     return {"kind": kind, **fields}
 
 
