@@ -280,7 +280,7 @@ class Engine:
                 log.exception("command %s (%s) failed", c["id"], str(c["kind"])[:40])
                 result, status = f"refused: {type(e).__name__}: {e}", "failed"
             if status == "failed":
-                log.warning("command %s (%s) refused: %s", c["id"], str(c["kind"])[:40], result)
+                log.warning("command %s (%s) %s", c["id"], str(c["kind"])[:40], result)
             self.store.finish_command(c["id"], status, result[:500], now)
             self.store.commit()
         return len(cmds)
