@@ -20,13 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 BOUNDARY = ["tests/test_rule_boundaries.py", "tests/test_rule_boundaries_baskets.py",
-            "tests/test_rule_boundaries_risk.py", "tests/test_rule_decisions.py"]
+            "tests/test_rule_boundaries_risk.py", "tests/test_rule_decisions.py", "tests/test_rules_plain.py"]
 RISK = ["tests/test_rule_boundaries_risk.py", "tests/test_risk.py"]
-BASKETS = ["tests/test_rule_boundaries_baskets.py", "tests/test_rule_decisions.py"]
-GATES = ["tests/test_rule_boundaries.py", "tests/test_ratelimit_and_gates.py", "tests/test_rule_decisions.py"]
-TOKENS = ["tests/test_ratelimit_and_gates.py", "tests/test_redis_buckets.py"]
+BASKETS = ["tests/test_rule_boundaries_baskets.py", "tests/test_rule_decisions.py", "tests/test_rules_plain.py"]
+GATES = ["tests/test_rules_plain.py", "tests/test_rule_boundaries.py", "tests/test_ratelimit_and_gates.py",
+         "tests/test_rule_decisions.py"]
+TOKENS = ["tests/test_rules_plain.py", "tests/test_ratelimit_and_gates.py", "tests/test_redis_buckets.py"]
 PROTECT = ["tests/test_rule_boundaries_protections.py", "tests/test_protections.py"]
-FILLS = ["tests/test_sim_broker.py"]
+FILLS = ["tests/test_rules_plain.py", "tests/test_sim_broker.py"]
 SECURITY = ["tests/security/test_poison_commands.py", "tests/security/test_forged_stream.py"]
 
 # (name, file, old text, new text, tests)
