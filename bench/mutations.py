@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BOUNDARY = ["tests/test_rule_boundaries.py", "tests/test_rule_boundaries_baskets.py",
             "tests/test_rule_boundaries_risk.py", "tests/test_rule_decisions.py", "tests/test_rules_plain.py"]
-RISK = ["tests/test_rule_boundaries_risk.py", "tests/test_risk.py"]
+RISK = ["tests/test_rules_plain.py", "tests/test_rule_boundaries_risk.py", "tests/test_risk.py"]
 BASKETS = ["tests/test_rule_boundaries_baskets.py", "tests/test_rule_decisions.py", "tests/test_rules_plain.py"]
 GATES = ["tests/test_rules_plain.py", "tests/test_rule_boundaries.py", "tests/test_ratelimit_and_gates.py",
          "tests/test_rule_decisions.py"]
@@ -83,8 +83,8 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("final check: slot tolerance dropped", "core/rules/risk.py",
      "if notional > p[P_MAX_EXPOSURE] * equity / p[P_MIN_SLOTS] + price:",
      "if notional > p[P_MAX_EXPOSURE] * equity / p[P_MIN_SLOTS]:", RISK),
-    ("price increment at 1.00 goes to 4 places", "core/rules/bracket.py", "if price >= 1.0 else round(price, 4)",
-     "if price > 1.0 else round(price, 4)", ["tests/test_engine.py", "tests/test_alpaca.py"] + RISK),
+    ("sub-dollar prices rounded to cents", "core/rules/bracket.py", "if price >= 1.0 else round(price, 4)",
+     "if price >= 1.0 else round(price, 2)", ["tests/test_rules_plain.py"]),
     ("stop above the entry", "core/rules/bracket.py", "return price_increment(entry * (1 - stop_loss_pct))",
      "return price_increment(entry * (1 + stop_loss_pct))", BOUNDARY + FILLS),
     ("basket ratio >= becomes >", "core/rules/baskets.py", "negative_ratio >= neg_ratio",

@@ -13,7 +13,9 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from core.rules import baskets, fills, gates, tokens
+from core.config import load_settings
+from core.rules import baskets, bracket, fills, gates, risk, tokens
+from core.rules.params import param_vector
 from core.rules.reasons import (
     ALREADY_HELD,
     CONFLICT,
@@ -26,6 +28,7 @@ from core.rules.reasons import (
     PAUSED,
     PROTECTION,
     REASONS,
+    RISK_SLOT,
     SYMBOL_COOLDOWN,
     reason_code,
     reason_name,
@@ -146,3 +149,23 @@ def test_every_reason_has_one_name_and_words_and_reads_back():
         assert reason_code(reason_name(code)) == code
     assert reason_text(PROTECTION, "stoploss_guard") == "protection:stoploss_guard"
     assert reason_code("risk_max_positions (2 pending approvals)") == reason_code("risk_max_positions")
+
+
+# ------------------------------------------------------------------ the bracket and the final check
+
+@pytest.mark.parametrize("price, expected", [(0.123456, 0.1235), (0.99994, 0.9999), (1.0, 1.0), (12.3456, 12.35)])
+def test_price_increment_cents_from_a_dollar_and_hundredths_of_a_cent_below(price, expected):
+    assert bracket.price_increment(price) == expected
+
+
+def test_bracket_prices_from_the_entry():
+    assert bracket.bracket_prices(100.0, 0.015, 0.03) == (98.5, 103.0)
+    assert bracket.bracket_prices(0.5, 0.015, 0.03) == (0.4925, 0.515)
+
+
+@pytest.mark.parametrize("qty, allowed", [(27, True), (28, False)])
+def test_the_final_check_allows_one_share_over_the_slot_and_no_more(qty, allowed):
+    # $10,000 equity: one slot is $2,666.67; whole shares may pass it by less than one share's price ($100)
+    p = param_vector(load_settings(max_concurrent_risk=0.05)).tolist()
+    code = risk.should_allow_trade(p, False, qty, 100.0, False, 10_000.0, 10_000.0, 0, 0, 0.0, 1e9, 0.0)
+    assert code == (OK if allowed else RISK_SLOT)
