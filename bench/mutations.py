@@ -26,7 +26,7 @@ BASKETS = ["tests/test_rule_boundaries_baskets.py", "tests/test_rule_decisions.p
 GATES = ["tests/test_rules_plain.py", "tests/test_rule_boundaries.py", "tests/test_ratelimit_and_gates.py",
          "tests/test_rule_decisions.py"]
 TOKENS = ["tests/test_rules_plain.py", "tests/test_ratelimit_and_gates.py", "tests/test_redis_buckets.py"]
-PROTECT = ["tests/test_rule_boundaries_protections.py", "tests/test_protections.py"]
+PROTECT = ["tests/test_rules_plain.py", "tests/test_rule_boundaries_protections.py", "tests/test_protections.py"]
 FILLS = ["tests/test_rules_plain.py", "tests/test_sim_broker.py"]
 SECURITY = ["tests/security/test_poison_commands.py", "tests/security/test_forged_stream.py"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core.config import load_settings
-from core.rules import baskets, bracket, fills, gates, risk, tokens
+from core.rules import baskets, bracket, fills, gates, protections, risk, tokens
 from core.rules.params import param_vector
 from core.rules.reasons import (
     ALREADY_HELD,
@@ -169,3 +169,21 @@ def test_the_final_check_allows_one_share_over_the_slot_and_no_more(qty, allowed
     p = param_vector(load_settings(max_concurrent_risk=0.05)).tolist()
     code = risk.should_allow_trade(p, False, qty, 100.0, False, 10_000.0, 10_000.0, 0, 0, 0.0, 1e9, 0.0)
     assert code == (OK if allowed else RISK_SLOT)
+
+
+def test_market_fills_move_against_the_trader():
+    assert fills.market_fill_price(100.0, True, 0.0002) == pytest.approx(100.02)
+    assert fills.market_fill_price(100.0, False, 0.0002) == pytest.approx(99.98)
+    assert fills.affordable(9_999.0, 1.0, 10_000.0) and not fills.affordable(9_999.0, 1.01, 10_000.0)
+
+
+@pytest.mark.parametrize("old, step, new", [(-0.03, 0.01, -0.02), (-0.005, 0.01, 0.0), (0.02, 0.01, 0.02)])
+def test_toward_zero_moves_a_negative_delta_up_and_never_past_zero(old, step, new):
+    assert protections.tighten(protections.TOWARD_ZERO, old, step) == new
+
+
+def test_at_least_and_at_most_only_tighten():
+    assert protections.tighten(protections.AT_LEAST, 90, 120) == 120
+    assert protections.tighten(protections.AT_LEAST, 150, 120) == 150
+    assert protections.tighten(protections.AT_MOST, 0.7, 0.65) == 0.65
+    assert protections.tighten(protections.AT_MOST, 0.6, 0.65) == 0.6
