@@ -175,14 +175,14 @@ def run(name: str, file: str, old: str, new: str, tests: list[str], work: Path) 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="run the mutations whose names contain one of these (';'-separated)")
     args = ap.parse_args()
     survivors = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "repo"
         copy_tree(work)
         for name, file, old, new, tests in MUTATIONS:
-            if args.only and args.only not in name:
+            if args.only and not any(part.strip() and part.strip() in name for part in args.only.split(";")):
                 continue
             verdict, took = run(name, file, old, new, tests, work)
             print(f"{verdict:>22}  {took:6.1f} s  {name}  ({file})", flush=True)

@@ -26,6 +26,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def without_disconnect_races(log: str) -> str:
+    """``log`` without the logged tracebacks that end in ``starlette.websockets.WebSocketDisconnected``."""
+    kept, block = [], []
+    for line in log.splitlines(keepends=True):
+        if block:
+            block.append(line)
+            if line and not line[0].isspace() and not line.startswith(("Traceback", "During handling")) \
+                    and line.strip():
+                if "WebSocketDisconnected" not in line:
+                    kept.extend(block)
+                block = []
+            continue
+        if line.startswith("Traceback (most recent call last)"):
+            block = [line]
+        else:
+            kept.append(line)
+    kept.extend(block)
+    return "".join(kept)
+
+
 class AppServer:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
@@ -58,6 +78,12 @@ class AppServer:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def app_log(self) -> str:
+        """The server log less the tracebacks of a browser tab that closed while its websocket was being opened:
+        Streamlit's web server logs that race (``starlette.websockets.WebSocketDisconnected``) with a traceback,
+        though nothing of the app ran or failed. Every other traceback stays."""
+        return without_disconnect_races(self.log())
 
     def rss_kb(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:

@@ -86,7 +86,7 @@ def test_browser_signals_approve_and_history(tmp_path):
             assert page.locator(".st-key-w_cooldown_s").count() == 1
             browser.close()
             con.close()
-        log = server.log()
+        log = server.app_log()
         assert "Traceback" not in log, log[-3000:]
     finally:
         server.stop()
@@ -147,7 +147,7 @@ def test_browser_alpaca_paper_mode_against_the_local_server(tmp_path):
                 assert fake.orders_created == 1 and fake.order_posts == 1
                 html = page.content()
                 browser.close()
-            log = server.log()
+            log = server.app_log()
             assert "Traceback" not in log, log[-3000:]
             for text in (log, html):
                 assert key not in text and secret not in text

@@ -43,6 +43,6 @@ def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
                 assert nav_names(page) == SEVEN, (path, nav_names(page))
                 page.close()
             browser.close()
-        assert "Traceback" not in server.log()
+        assert "Traceback" not in server.app_log()
     finally:
         server.stop()

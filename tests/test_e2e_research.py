@@ -110,7 +110,7 @@ def test_browser_research_on_an_uploaded_file(tmp_path):
         kinds = [r[0] for r in con.execute("SELECT kind FROM research_runs ORDER BY id")]
         con.close()
         assert kinds == ["replay", "replay", "walk_forward"]
-        log = server.log()
+        log = server.app_log()
         assert "Traceback" not in log, log[-3000:]
     finally:
         server.stop()

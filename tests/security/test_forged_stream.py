@@ -79,12 +79,20 @@ def test_a_signed_message_with_another_price_is_refused_and_logged(victim, caplo
     assert any("refused" in rec.getMessage() for rec in caplog.records)
 
 
-@pytest.mark.parametrize("close, decided", [(PRICE * 1.005, True), (PRICE * 1.0051, False)])
-def test_the_price_tolerance_boundary(victim, close, decided):
-    e, r = victim
+@pytest.mark.parametrize("close, decided", [(170.0, True), (170.0000001, False), (150.0, True), (149.999999, False)])
+def test_the_price_tolerance_boundary(tmp_path, redis_url, close, decided):
+    # tolerance 1/16 of a $160 close: exactly $10 either side (numbers a float holds exactly)
+    s = load_settings(auto_mode=True, redis_price_tolerance=0.0625)
+    stream = SignalStream(RedisLink(redis_url), "acct", "victim", signing_key=KEY)
+    e = Engine(s, Store(str(tmp_path / "t.db")), ReplayMarket(flat_bars([DAY], prices={"AMZN": 160.0})),
+               strategy=ScriptedStrategy(lambda sym, ts: 0.0), stream=stream)
+    e.tick(T0)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
     send(r, forged(T0 + timedelta(seconds=20), close=repr(close)), KEY)
     _, amzn, dead = after(e, r)
     assert bool(amzn) is decided and len(dead) == (0 if decided else 1)
+    if decided:  # priced from the engine's own bar, never from the message
+        assert amzn[0]["price"] == 160.0
 
 
 def test_a_signed_message_with_the_right_price_is_sized_and_bracketed_from_the_engines_own_feed(victim):
