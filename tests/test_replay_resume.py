@@ -20,6 +20,7 @@ import pytest
 
 from core.config import load_settings
 from core.research.replay import FLUSH_EVERY, run_replay
+from tests.golden_replays import tables  # every table, rows sorted (the replay cursor is one of them)
 
 ROOT = Path(__file__).resolve().parents[1]
 START = date(2025, 3, 3)
@@ -53,15 +54,6 @@ run_replay(load_settings(auto_mode=True), days=days, seed=seed, start=date.fromi
 """
 
 
-def tables(db: str) -> dict[str, list[tuple]]:
-    con = sqlite3.connect(db)
-    try:
-        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-        # the replay cursor moves with each run; the rest must be equal row for row
-        return {n: sorted(con.execute(f"SELECT * FROM {n}").fetchall(), key=repr) for n in names
-                if n != "sqlite_sequence"}
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize(("how", "at", "decisions"), [

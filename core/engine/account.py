@@ -81,8 +81,15 @@ class RiskManager:
     """``core.rules.risk`` over an ``AccountState``: the settings' parameter vector is built once."""
 
     def __init__(self, settings: Settings) -> None:
-        self.s = settings
-        self.p = param_vector(settings).tolist()
+        self.s = settings  # the engine hands every part new settings by this attribute
+        self._p: tuple[Settings, list[float]] | None = None
+
+    @property
+    def p(self) -> list[float]:
+        """The rules' vector of ``s``, built once per settings object."""
+        if self._p is None or self._p[0] is not self.s:
+            self._p = (self.s, param_vector(self.s).tolist())
+        return self._p[1]
 
     # ------------------------------------------------------------ figures
     def current_risk(self, state: AccountState) -> float:
@@ -158,10 +165,9 @@ class EntryRisk:
     """``check_signal_risk_feasibility`` for a new entry, recording the day's first daily-loss refusal as the
     ``daily_loss`` protection (whichever path meets the halt first: a decision, a basket, an approval)."""
 
-    def __init__(self, risk: RiskManager, protections: Protections, daily_loss_limit: float) -> None:
+    def __init__(self, risk: RiskManager, protections: Protections) -> None:
         self.risk = risk
         self.protections = protections
-        self.daily_loss_limit = daily_loss_limit
 
     def check(self, state: AccountState, price: float | None, now: datetime) -> tuple[bool, str]:
         ok, reason = self.risk.check_signal_risk_feasibility(state, price)
@@ -170,7 +176,7 @@ class EntryRisk:
 
     def note_halt(self, reason: str, state: AccountState, now: datetime) -> None:
         if reason == DAILY_LOSS_REASON:
-            self.protections.record_daily_loss_halt(now, self.risk.daily_loss(state), self.daily_loss_limit)
+            self.protections.record_daily_loss_halt(now, self.risk.daily_loss(state), self.risk.s.daily_loss_limit)
 
 
 class Accounts:

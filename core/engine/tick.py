@@ -108,7 +108,7 @@ class Engine:
         self.llm = LLMGate(settings, store, lambda: self.live.params.llm_min_signal_score) \
             if settings.llm_enabled else None
         self.accounts = Accounts(self.broker, self.feed, self.state.book)
-        self.entry_risk = EntryRisk(self.risk, self.state.protections, settings.daily_loss_limit)
+        self.entry_risk = EntryRisk(self.risk, self.state.protections)
         self.orders = OrderFlow(store, self.broker, self.feed, self.state.book, self.live, self.accounts, self.risk,
                                 self.entry_risk, self.lock, wall)
         self.decide = DecisionChain(settings, store, self.universe, self.feed, self.state, self.live, self.orders,
@@ -127,8 +127,8 @@ class Engine:
 
     # ------------------------------------------------------------ the state, for the runtime, pages and tests
     def _parts(self) -> tuple[Any, ...]:
-        return (self.live, self.accounts, self.entry_risk, self.orders, self.decide, self.routing, self.ledger,
-                self.reconciliation, self.closing, self.snapshots)
+        return (self.risk, self.live, self.accounts, self.entry_risk, self.orders, self.decide, self.routing,
+                self.ledger, self.reconciliation, self.closing, self.snapshots)
 
     def _share(self, name: str, value: Any) -> None:
         """Hand a replaced collaborator (a test's broker, the app's wall clock, new settings) to every part."""
