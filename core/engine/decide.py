@@ -47,7 +47,7 @@ from core.rules.params import (
     P_TIER_A_DAILY_CAP,
     P_TIER_B_DAILY_CAP,
 )
-from core.rules.reasons import NO_DATA, OK, PROTECTION, RATE_LIMITED, reason_text
+from core.rules.reasons import INTENT_PENDING, NO_DATA, OK, PROTECTION, RATE_LIMITED, reason_text
 from core.services.llm import LLMEvent, LLMGate, blend
 from core.services.redis_stream import SignalStream
 from core.state.decisions import COUNTED, SUMMARY, DecisionLog
@@ -278,7 +278,7 @@ class DecisionChain:
         if sign < 0 and held:
             # A strong negative signal on a held long closes it; exits skip entry gates (they reduce risk).
             if self.orders.live_intent_for(sym):
-                return suppress(gates.INTENT_PENDING)
+                return suppress(INTENT_PENDING)
             qty = next(pos.qty for pos in account.positions if pos.symbol == sym)
             intent = new_intent("exit", sym, "sell", qty, obs.close, now, self.s.intent_ttl_s,
                                 reason=f"signal exit: score {score:+.2f} <= -{cutoff:.2f}", source=f"signal:{sym}")

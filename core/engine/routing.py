@@ -37,7 +37,7 @@ from core.rules.params import (
     P_STOP_LOSS_PCT,
     P_TAKE_PROFIT_PCT,
 )
-from core.rules.reasons import CONFLICT, OK, PROTECTION, reason_text
+from core.rules.reasons import CONFLICT, ETF_LOCK, OK, PROTECTION, reason_text
 from core.state.baskets import BasketEvaluation
 from core.universe import Basket, Universe
 from core.venues.broker import Broker
@@ -104,7 +104,7 @@ class BasketRouting:
                         blocked = reason
                     elif (code := gates.check_etf_lock(locks.etf_lock_until(etf, now), now.timestamp())) != OK or \
                             not locks.take_etf_lock(etf, basket.name, p[P_ETF_LOCK_S], now):
-                        blocked = reason_text(gates.ETF_LOCK)
+                        blocked = reason_text(ETF_LOCK)
                 if blocked is None and price is not None:
                     size = self.risk.size_for(account, price)
                     stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
