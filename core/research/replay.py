@@ -30,6 +30,7 @@ from core.venues.sim.synthetic import SyntheticMarket
 TICK_S = 30
 PROGRESS_EVERY = 100  # ticks between progress callbacks
 FLUSH_EVERY = 500  # ticks per journal transaction: a killed replay resumes from the last flushed cursor
+PATHS = ("kernel", "reference")
 
 
 @dataclass
@@ -134,6 +135,7 @@ def run_replay(
     progress: Callable[[int, int], bool | None] | None = None,
     feed: MarketFeed | None = None,
     decisions: str = SUMMARY,
+    path: str = "kernel",
 ) -> ReplayResult:
     """Replay the sessions of [start, end] (or ``days`` sessions from ``start`` when ``end`` is None).
 
@@ -143,7 +145,11 @@ def run_replay(
     range actually replayed. ``progress(done, total)`` is called every ``PROGRESS_EVERY`` ticks; returning False
     cancels the run (the result then has ``stats["cancelled"] = True``). ``decisions``: the form of the decision log
     (``core.state.decisions``): ``summary`` counts what never passed the cutoff, ``full`` keeps every row as live
-    trading does; the stats are the same either way."""
+    trading does; the stats are the same either way. ``path``: ``kernel`` runs the quiet ticks compiled and the
+    rest through ``Engine.tick`` (``core.research.fast``); ``reference`` runs every tick through ``Engine.tick``.
+    Both write the same tables (``tests/test_kernel_parity.py``)."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
     t0 = time.perf_counter()
     if feed is not None:
         market = feed.market
@@ -162,6 +168,17 @@ def run_replay(
     ticks = 0
     clock: SimClock | None = None
     total = sum(len(session_ticks(d)) for d in sessions) if progress else 0
+    if path == "kernel":
+        from core.research.fast import replay_ticks
+
+        todo = [now for day in sessions for now in session_ticks(day) if done_until is None or now > done_until]
+        _, cancelled, handbacks = replay_ticks(engine, todo, progress=progress, total=total,
+                                               stop_after_ticks=stop_after_ticks)
+        stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
+        stats["handbacks"] = handbacks
+        if cancelled:
+            stats["cancelled"] = True
+        return ReplayResult(stats, store, engine)
     for day in sessions:
         for now in session_ticks(day):
             if progress is not None and ticks % PROGRESS_EVERY == 0 and progress(ticks, total) is False:

@@ -1,0 +1,483 @@
+"""A research replay through the compiled kernel (``core.research.kernel``), with ``Engine.tick`` for the rest.
+
+``KernelDriver`` holds the engine of a replay and the kernel's arrays. It runs ticks in the kernel until one must
+go through the engine (an order or intent is open, a ticker becomes actionable, a basket fires, a leg is touched,
+a session starts), then:
+
+1. ``push``: what the kernel's ticks journalled goes into the engine's own journal objects (the decision log, the
+   equity and token tables, the Bench events' keys, the legs' checked marks, the excursions of the stop checks),
+   and the kernel's working state (buckets, scheduler, latest scores, basket streaks, cadences) into the engine's;
+2. ``Engine.tick(now)`` runs that tick, as live trading would;
+3. ``pull``: the engine's state (book, broker, locks, caps, protections, parameters) back into the arrays.
+
+Each rule is defined once in ``core.rules``; the kernel calls them compiled, the engine calls them as Python. The
+parity tests (``tests/test_kernel_parity.py``) compare every table of a kernel replay with a replay that runs every
+tick through ``Engine.tick`` (``engine="reference"`` in ``run_replay``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from core.clock import NY, UTC, session_bounds, trading_date
+from core.engine import Engine
+from core.engine.decide import signal_row
+from core.feed import Observation
+from core.research import kernel as kn
+from core.rules import gates
+from core.rules.bracket import stop_price
+from core.rules.params import (
+    P_BASKET_SIGNAL_MAX_AGE_S,
+    P_CUTOFF_CLOSE,
+    P_CUTOFF_DELTA,
+    P_CUTOFF_HIGH_VOL_ADD,
+    P_CUTOFF_HIGH_VOL_SPIKE,
+    P_CUTOFF_MIDDAY,
+    P_CUTOFF_OPEN,
+    P_CUTOFF_SEGMENT_MIN,
+    P_STOP_LOSS_PCT,
+)
+from core.rules.reasons import NO_DATA, PROTECTION, RATE_LIMITED, reason_text
+from core.state.baskets import BasketEvaluation
+from core.state.store import iso
+
+TIER_NAMES = ("A", "B", "Bench")
+ROWS_CAP = 65_536
+COUNTS_CAP = 65_536
+
+
+def _f(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _posix(ts: str | None) -> float:
+    return -math.inf if not ts else datetime.fromisoformat(ts).timestamp()
+
+
+class KernelDriver:
+    """The kernel's arrays for one replay's engine, and the hand-over between them (module docstring)."""
+
+    def __init__(self, engine: Engine, ticks: list[datetime]) -> None:
+        self.e = engine
+        feed = engine.feed
+        uni = engine.universe
+        self.ticks = ticks
+        self.feed = feed
+        t = np.array([int(x.timestamp()) for x in ticks], dtype=np.int64)
+        self.tick_t = t
+        days = [trading_date(x) for x in ticks]
+        self.tick_day = np.array([d.toordinal() for d in days], dtype=np.int64)
+        # RTH and the cutoff's session segment, once per session (every tick of a session shares its bounds)
+        self.tick_rth = np.zeros(len(ticks), dtype=np.bool_)
+        self.tick_seg = np.zeros(len(ticks), dtype=np.int64)
+        self._segment_min: float | None = None
+        self._since = np.full(len(ticks), np.nan)  # minutes since the open, to the close (core.clock's)
+        self._left = np.full(len(ticks), np.nan)
+        bounds: dict[int, tuple[float, float] | None] = {}
+        for n, d in enumerate(days):
+            o = d.toordinal()
+            if o not in bounds:
+                sb = session_bounds(d)
+                bounds[o] = None if sb is None else (sb[0].timestamp(), sb[1].timestamp())
+            b = bounds[o]
+            if b is not None:
+                x = float(t[n])
+                self._since[n] = (x - b[0]) / 60.0
+                self._left[n] = (b[1] - x) / 60.0
+                self.tick_rth[n] = b[0] <= x < b[1]
+        self.tick_bar = (np.searchsorted(feed.ts, t - kn.BAR_S, side="right") - 1).astype(np.int64)
+        self.ts = np.ascontiguousarray(feed.ts, dtype=np.int64)
+        self.high = np.ascontiguousarray(feed.high)
+        self.low = np.ascontiguousarray(feed.low)
+        self.close = np.ascontiguousarray(feed.close)
+        self.score = np.ascontiguousarray(feed.score)
+        self.spike = np.ascontiguousarray(feed.vol_spike)
+        self.lv = np.ascontiguousarray(feed._last_valid(), dtype=np.int64)
+        self.col = feed.col
+        self.stocks = list(uni.stocks)
+        self.k_of = {s: k for k, s in enumerate(self.stocks)}
+        self.tiers = [uni.get_ticker_tier(s) or "Bench" for s in self.stocks]
+        K = np.full((len(self.stocks), kn.N_K), np.nan)
+        for k, s in enumerate(self.stocks):
+            K[k, kn.K_COL] = self.col[s]
+            K[k, kn.K_TIER] = gates.TIER_CODES[self.tiers[k]]
+            K[k, kn.K_INTERVAL] = uni.tier_intervals_s.get(self.tiers[k], 60)
+            b = uni.basket_of(s)
+            K[k, kn.K_ETF] = self.col.get(b.inverse_etf, -1) if b else -1
+        self.K = K
+        self.C = np.zeros((len(feed.symbols), kn.N_C))
+        self.baskets = list(uni.baskets)
+        self.B = np.zeros((len(self.baskets), kn.N_B))
+        width = max([len(b.members) for b in self.baskets] + [1])
+        self.BM = np.full((len(self.baskets), width), -1, dtype=np.int64)
+        for b, bk in enumerate(self.baskets):
+            for q, m in enumerate(bk.members):
+                self.BM[b, q] = self.k_of[m]
+        self.S = np.full(kn.N_S, np.nan)
+        self.POS = np.zeros((len(feed.symbols) + 8, 4))
+        self.BPOS = np.zeros((len(feed.symbols) + 8, 3))
+        self.LEG = np.zeros((len(feed.symbols) + 8, 5))
+        self.TS = np.zeros((3, 4))
+        self.BK = np.zeros((len(self.stocks), 3, kn.N_BK))
+        self.REC_ROW = np.zeros((ROWS_CAP, kn.N_ROW))
+        self.REC_CNT = np.zeros((COUNTS_CAP, kn.N_CNT))
+        self.REC_EQ = np.zeros((8192, kn.N_EQ))
+        self.REC_TOK = np.zeros((16384, kn.N_TOK))
+        self.REC_EV = np.zeros((8192, kn.N_EV))
+        self.N = np.zeros(5, dtype=np.int64)
+        self.WHY = np.zeros(1, dtype=np.int64)
+        self.p = np.zeros(1)
+        self.cutoffs = np.zeros((3, 2))
+        self.pause_rule = ""
+        self.leg_ids: list[list[Any]] = []
+        self.handbacks: dict[int, int] = {}
+        self._dt: dict[int, datetime] = {}
+
+    # ------------------------------------------------------------ time
+    def dt(self, i: int) -> datetime:
+        got = self._dt.get(i)
+        if got is None:
+            got = self._dt[i] = self.ticks[i]
+        return got
+
+    def _segments(self) -> None:
+        seg_min = self.p[P_CUTOFF_SEGMENT_MIN]
+        if seg_min == self._segment_min:
+            return
+        self._segment_min = seg_min
+        segment = gates.session_segment
+        self.tick_seg[:] = [segment(a, b, seg_min) for a, b in zip(self._since.tolist(), self._left.tolist(),
+                                                                    strict=True)]
+
+    # ------------------------------------------------------------ engine -> arrays
+    def pull(self, day: int) -> None:
+        """The engine's state into the arrays, after it ran a tick of New York date ``day`` (an ordinal)."""
+        e, st = self.e, self.e.state
+        S, K, C = self.S, self.K, self.C
+        self.p = np.asarray(e.live.p, dtype=np.float64)
+        self._segments()
+        for seg in range(3):
+            for high in (0, 1):
+                spike = self.p[P_CUTOFF_HIGH_VOL_SPIKE] if high else -math.inf
+                self.cutoffs[seg, high] = gates.dynamic_cutoff(
+                    seg, spike, *(self.p[i] for i in _CUTOFF_PARAMS))
+        b = e.buckets
+        S[kn.S_TOK_MIN] = math.nan if b._minute is None else float(b._minute)
+        S[kn.S_LEFT_A] = b._left.get("A", 0)
+        S[kn.S_LEFT_B] = b._left.get("B", 0)
+        S[kn.S_LEFT_R] = b._left.get("Reserve", 0)
+        S[kn.S_CAP_A] = b.capacities.get("A", 0)
+        S[kn.S_CAP_B] = b.capacities.get("B", 0)
+        S[kn.S_CAP_R] = b.capacities.get("Reserve", 0)
+        S[kn.S_BORROW_S] = b.borrow_window_s
+        self.TS[:] = 0.0
+        S[kn.S_STATS_MIN] = math.nan
+        for key in sorted(b.stats):
+            m, tier = key
+            v = b.stats.pop(key)
+            if not math.isnan(S[kn.S_STATS_MIN]) and S[kn.S_STATS_MIN] != m:
+                raise RuntimeError("token counts of two minutes in the engine after its tick")
+            S[kn.S_STATS_MIN] = m
+            tc = gates.TIER_CODES.get(tier, gates.TIER_BENCH)
+            self.TS[tc] = (v[0], v[1], v[2], 1.0)
+        sched = st.scheduler
+        day_iso = datetime.fromordinal(day).date().isoformat()
+        kv = e.kv._mem if hasattr(e.kv, "_mem") else {}
+        for k, s in enumerate(self.stocks):
+            K[k, kn.K_LAST] = sched.last_processed.get(s, math.nan)
+            lat = st.latest_scores.get(s)
+            K[k, kn.K_LAT_T], K[k, kn.K_LAT_S] = (math.nan, math.nan) if lat is None else lat
+            ev = sched.pending_events.get(s)
+            K[k, kn.K_EVENT] = -1.0 if ev is None else self._event_bar(ev)
+            K[k, kn.K_CAP] = st.caps.day_counts(day_iso, s)[0]
+            cool = kv.get(f"cooldown:{s}")
+            K[k, kn.K_COOL] = -math.inf if cool is None else cool[1]
+            lock = kv.get(f"dirlock:{s}")
+            K[k, kn.K_DIR_SIGN], K[k, kn.K_DIR_UNTIL] = (0, -math.inf) if lock is None else (int(lock[0]), lock[1])
+        S[kn.S_CAP_GLOBAL] = st.caps.day_counts(day_iso, "__global__")[1]
+        book = st.book
+        C[:] = 0.0
+        for s, j in self.col.items():
+            prot = kv.get(f"protect:{s}")
+            C[j, kn.C_PROTECT] = -math.inf if prot is None else prot[1]
+        need = bool(book.intents) or bool(book.orders)
+        n = 0
+        pct = self.p[P_STOP_LOSS_PCT]
+        for r in book.positions.values():
+            j = self.col.get(r["symbol"])
+            if j is None or r.get("kind") == "adopted":
+                need = True  # a holding the feed has no bars for, or stops checked by the engine
+                continue
+            C[j, kn.C_HELD] = 1.0 if r["qty"] > 0 else 0.0
+            self.POS[n] = (j, r["qty"], r["stop_price"] or stop_price(r["avg_price"], pct), r["avg_price"])
+            n += 1
+        S[kn.S_N_POS] = n
+        for r in book.intents.values():
+            j = self.col.get(r["symbol"])
+            if j is not None:
+                C[j, kn.C_LIVE_INTENT] = 1.0
+        live = book.pending_buys()
+        S[kn.S_PEND_N] = len(live)
+        S[kn.S_PEND_NOTIONAL] = sum(q * p for q, p in live)
+        broker = e.broker
+        S[kn.S_CASH] = broker._cash_v
+        n = 0
+        for sym, (qty, avg) in sorted(broker._pos.items()):
+            if qty > 0:
+                self.BPOS[n] = (self.col.get(sym, -1), qty, avg)
+                n += 1
+        S[kn.S_N_BPOS] = n
+        pairs: dict[str, dict[str, Any]] = {}
+        for o in broker._open.values():
+            if o.parent_id is None or o.status != "new":
+                need = True  # an order to fill, or legs held back until their entry fills
+                continue
+            pairs.setdefault(o.parent_id, {})[o.leg] = o
+        self.leg_ids = []
+        n = 0
+        for parent in sorted(pairs):
+            pair = pairs[parent]
+            one = next(iter(pair.values()))
+            j = self.col.get(one.symbol)
+            if j is None:
+                need = True
+                continue
+            stop, tp = pair.get("stop_loss"), pair.get("take_profit")
+            self.LEG[n] = (j, stop.stop_price if stop else math.nan, tp.limit_price if tp else math.nan,
+                           one.active_from, one.checked_until)
+            self.leg_ids.append(list(pair.values()))
+            n += 1
+        S[kn.S_N_LEGS] = n
+        S[kn.S_NEED_PY] = 1.0 if need else 0.0
+        S[kn.S_SOD_DAY] = day
+        S[kn.S_SOD_EQ] = _f(book.start_of_day(day_iso))
+        prot = st.protections
+        prot._fresh()
+        top = prot._pause_top
+        S[kn.S_PAUSE_UNTIL] = _posix(top["pause_until"]) if top is not None else -math.inf
+        self.pause_rule = top["rule"] if top is not None else ""
+        S[kn.S_HALT_UNTIL] = _posix(prot._halt_until)
+        S[kn.S_STOP_INTERVAL] = e.s.stop_check_interval_s
+        S[kn.S_LAST_STOP] = _f(st.last_stop_check)
+        S[kn.S_EQ_MIN] = _f(st.last_equity_minute)
+        S[kn.S_STOP_TICK] = -1.0
+        S[kn.S_EQ_TICK] = -1.0
+        S[kn.S_LAST_TICK] = -1.0
+        streaks = st.baskets
+        for b_, bk in enumerate(self.baskets):
+            prev = streaks.previous(bk.name)
+            self.B[b_] = (prev[0], prev[1], prev[2], -1, 0, 0, 0, 0)
+
+    def _event_bar(self, event_id: str) -> float:
+        """The bar of a Bench spike event (``spike:SYM:bar time``); any other event is the engine's to run."""
+        parts = event_id.split(":", 2)
+        if len(parts) != 3 or parts[0] != "spike":
+            self.S[kn.S_NEED_PY] = 1.0
+            return -1.0
+        t = int(datetime.fromisoformat(parts[2]).timestamp())
+        return float(np.searchsorted(self.ts, t))
+
+    # ------------------------------------------------------------ arrays -> engine
+    def push(self) -> None:
+        """What the kernel's ticks journalled, and its working state, into the engine's objects."""
+        e, st, store = self.e, self.e.state, self.e.store
+        S, K, N = self.S, self.K, self.N
+        kn.drain_buckets(self.BK, self.REC_CNT, N)
+        log_ = e.decisions
+        stocks, tiers, dt = self.stocks, self.tiers, self.dt
+        # decision rows (the full log, and every decision past the cutoff), in order
+        R = self.REC_ROW
+        for n in range(int(N[kn.R_ROWS])):
+            i, k, decision, code, bar = (int(x) for x in R[n, :5])
+            sym = stocks[k]
+            j = self.col[sym]
+            obs = None if bar < 0 else Observation(sym, self._bar_dt(bar), float(self.score[bar, j]),
+                                                    float(self.spike[bar, j]), float(self.close[bar, j]))
+            if code in (RATE_LIMITED, NO_DATA):
+                score = cutoff = None
+            else:
+                score, cutoff = float(R[n, kn.ROW_SCORE]), float(R[n, kn.ROW_CUTOFF])
+            detail = self.pause_rule if code == PROTECTION else ""
+            log_.add(signal_row(dt(i), sym, tiers[k], obs, score, cutoff, "skipped" if decision else "suppressed",
+                                reason_text(code, detail), None))
+        # summary buckets, in the order they closed
+        R = self.REC_CNT
+        for n in range(int(N[kn.R_COUNTS])):
+            k, slot = int(R[n, 0]), int(R[n, 1])
+            f = R[n, 2:]
+            code = kn.COUNTED_CODES[slot]
+            bar = int(f[kn.BK_BAR])
+            first, last = int(f[kn.BK_FIRST]), int(f[kn.BK_LAST])
+            log_.count(stocks[k], tiers[k], "skipped" if code == NO_DATA else "suppressed", reason_text(code),
+                       iso(dt(first)), None if bar < 0 else iso(self._bar_dt(bar)),
+                       float(f[kn.BK_PRICE]) if f[kn.BK_HAS_PRICE] else None,
+                       round(float(f[kn.BK_SCORE]), 6) if f[kn.BK_HAS_SCORE] else None, int(f[kn.BK_N]),
+                       last_ts=iso(dt(last)), minute=datetime.fromtimestamp(f[kn.BK_MINUTE] * 60, UTC).isoformat())
+        # equity once a minute, token counts of ended minutes
+        R = self.REC_EQ
+        for n in range(int(N[kn.R_EQUITY])):
+            i = int(R[n, 0])
+            eq, cash = float(R[n, 1]), float(R[n, 2])
+            store.upsert("equity", {"ts": iso(dt(i)), "equity": round(eq, 4), "cash": round(cash, 4),
+                                    "exposure": round(eq - cash, 4)})
+        R = self.REC_TOK
+        for n in range(int(N[kn.R_TOKENS])):
+            m, tier, req, granted, borrowed = (int(x) for x in R[n])
+            store.upsert("token_stats", {"minute": datetime.fromtimestamp(m * 60, NY).isoformat(),
+                                         "tier": TIER_NAMES[tier], "requested": req, "granted": granted,
+                                         "borrowed": borrowed})
+        # Bench events: their keys, noted and cleared in order
+        R = self.REC_EV
+        locks = st.locks
+        for n in range(int(N[kn.R_EVENTS])):
+            i, op, k = (int(x) for x in R[n])
+            sym = stocks[k]
+            if op == kn.EV_NOTE:
+                locks.note_event(sym, self._event_id(sym, int(self.tick_bar[i])), kn.EVENT_TTL_S, dt(i))
+            else:
+                locks.clear_event(sym)
+        N[:] = 0
+        b = e.buckets
+        for tier in range(3):  # the current minute's token counts are held by one side at a time
+            if self.TS[tier, kn.TS_PRESENT]:
+                b.stats[(int(S[kn.S_STATS_MIN]), TIER_NAMES[tier])] = [int(x) for x in self.TS[tier, :3]]
+        self.TS[:] = 0.0
+        last = int(S[kn.S_LAST_TICK])
+        if last < 0:
+            return  # no tick ran in the kernel since the last pull: the engine's state is the arrays'
+        # the kernel's working state
+        b._minute = None if math.isnan(S[kn.S_TOK_MIN]) else int(S[kn.S_TOK_MIN])
+        if b._minute is not None:
+            b._left = {"A": int(S[kn.S_LEFT_A]), "B": int(S[kn.S_LEFT_B]), "Reserve": int(S[kn.S_LEFT_R])}
+            b._left = {k_: v for k_, v in b._left.items() if k_ in b.capacities}
+        sched = st.scheduler
+        for k, s in enumerate(stocks):
+            if not math.isnan(K[k, kn.K_LAST]):
+                sched.last_processed[s] = float(K[k, kn.K_LAST])
+            if not math.isnan(K[k, kn.K_LAT_T]):
+                st.latest_scores[s] = (float(K[k, kn.K_LAT_T]), float(K[k, kn.K_LAT_S]))
+            if K[k, kn.K_EVENT] >= 0:
+                sched.pending_events.setdefault(s, self._event_id(s, int(K[k, kn.K_EVENT])))
+            else:
+                sched.pending_events.pop(s, None)
+        for n, legs in enumerate(self.leg_ids):
+            checked = float(self.LEG[n, kn.L_CHECKED])
+            for o in legs:
+                if o.status == "new" and o.checked_until != checked:
+                    o.checked_until = checked
+                    e.broker._checked_dirty[o.id] = checked
+        if S[kn.S_STOP_TICK] >= 0:
+            at = dt(int(S[kn.S_STOP_TICK]))
+            for pos in list(st.book.positions.values()):
+                e.ledger.update_excursions(pos["symbol"], at)
+            S[kn.S_STOP_TICK] = -1.0
+        st.last_stop_check = None if math.isnan(S[kn.S_LAST_STOP]) else float(S[kn.S_LAST_STOP])
+        st.last_equity_minute = None if math.isnan(S[kn.S_EQ_MIN]) else int(S[kn.S_EQ_MIN])
+        if S[kn.S_EQ_TICK] >= 0:
+            e.snapshots._summary_at = dt(int(S[kn.S_EQ_TICK]))
+            S[kn.S_EQ_TICK] = -1.0
+        streaks = st.baskets
+        for b_, bk in enumerate(self.baskets):
+            row = self.B[b_]
+            if math.isinf(row[kn.B_AT]):
+                continue
+            streaks.update(bk.name, int(row[kn.B_STREAK]), float(row[kn.B_AT]), int(row[kn.B_SESSION]))
+            if row[kn.B_EVAL_TICK] >= 0:
+                i = int(row[kn.B_EVAL_TICK])
+                t = float(self.tick_t[i])
+                age = self.p[P_BASKET_SIGNAL_MAX_AGE_S]
+                used = {m: float(K[self.k_of[m], kn.K_LAT_S]) for m in bk.members
+                        if t - K[self.k_of[m], kn.K_LAT_T] <= age}
+                ev = BasketEvaluation(bk.name, int(row[kn.B_N]), float(row[kn.B_RATIO]), float(row[kn.B_MEAN]),
+                                      bool(row[kn.B_COND]), int(row[kn.B_STREAK]), used, False)
+                streaks.save(ev, dt(i), blocked_by=None, intent_id=None)
+                row[kn.B_EVAL_TICK] = -1
+        now = dt(last)
+        e.snapshots._tick_state_at = now
+        store.set_meta("replay_cursor", now.isoformat())
+        S[kn.S_LAST_TICK] = -1.0
+
+    def _bar_dt(self, bar: int) -> datetime:
+        return datetime.fromtimestamp(int(self.ts[bar]), UTC)
+
+    def _event_id(self, sym: str, bar: int) -> str:
+        return f"spike:{sym}:{self._bar_dt(bar).isoformat()}"
+
+    # ------------------------------------------------------------ running
+    def run(self, i0: int, i1: int) -> tuple[int, int]:
+        """Kernel ticks from ``i0`` up to ``i1`` (excluded): (status, the tick it stopped at)."""
+        status, at = kn.run_ticks(
+            i0, i1, self.tick_t, self.tick_day, self.tick_rth, self.tick_bar, self.tick_seg,
+            self.e.decisions.mode == "summary", self.ts, self.high, self.low, self.close, self.score, self.spike,
+            self.lv, self.p, self.cutoffs, self.S, self.K, self.C, self.B, self.BM, self.POS, self.BPOS, self.LEG,
+            self.TS, self.BK, self.REC_ROW, self.REC_CNT, self.REC_EQ, self.REC_TOK, self.REC_EV, self.N, self.WHY)
+        if status == kn.HANDBACK:
+            why = int(self.WHY[0])
+            self.handbacks[why] = self.handbacks.get(why, 0) + 1
+        return int(status), int(at)
+
+
+_CUTOFF_PARAMS = (P_CUTOFF_OPEN, P_CUTOFF_MIDDAY, P_CUTOFF_CLOSE, P_CUTOFF_HIGH_VOL_SPIKE, P_CUTOFF_HIGH_VOL_ADD,
+                  P_CUTOFF_DELTA)
+
+
+KERNEL_FLUSH_EVERY = 5_000  # ticks per journal transaction (about 6.4 sessions): a killed run resumes from there
+PROGRESS_EVERY = 2_000  # ticks between progress calls (and cancel checks)
+
+
+def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None, total: int = 0,
+                 stop_after_ticks: int | None = None, flush_every: int = KERNEL_FLUSH_EVERY) -> tuple[int, bool, dict]:
+    """Run ``ticks`` (a replay's, after its resume cursor) through the kernel and the engine: (ticks run,
+    cancelled, hand-backs by cause). ``progress(done, total)`` as ``run_replay``'s; False cancels."""
+    store = engine.store
+    drv = KernelDriver(engine, ticks)
+    n = len(ticks) if stop_after_ticks is None else min(len(ticks), stop_after_ticks)
+    done = 0
+    i = 0
+    since_flush = 0
+    next_progress = 0
+
+    def engine_tick(at: int) -> None:
+        engine.tick(ticks[at])
+        store.set_meta("replay_cursor", ticks[at].isoformat())  # in the same transaction as the tick
+        drv.pull(int(drv.tick_day[at]))
+
+    while i < n:
+        if progress is not None and i >= next_progress:
+            next_progress = i + PROGRESS_EVERY
+            if progress(done, total) is False:
+                drv.push()
+                store.flush()
+                return done, True, drv.handbacks
+        if i == 0:
+            engine_tick(i)  # the first tick: reconciliation and the day's start
+            i += 1
+            done += 1
+            since_flush += 1
+            continue
+        limit = min(n, i + flush_every - since_flush, next_progress if progress is not None else n)
+        status, at = drv.run(i, limit)
+        done += at - i
+        since_flush += at - i
+        i = at
+        if status == kn.HANDBACK:
+            drv.push()
+            engine_tick(at)
+            i += 1
+            done += 1
+            since_flush += 1
+        elif status == kn.FULL_RECORDS:
+            drv.push()
+            drv.pull(int(drv.tick_day[at - 1]))
+        if since_flush >= flush_every:
+            drv.push()
+            store.flush()
+            drv.pull(int(drv.tick_day[i - 1]))
+            since_flush = 0
+    drv.push()
+    store.flush()
+    return done, False, drv.handbacks

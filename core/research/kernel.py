@@ -1,0 +1,556 @@
+"""The compiled research kernel: the ticks of a replay over array state, with the rules of ``core.rules`` compiled.
+
+A research replay is mostly quiet ticks: the tier scheduler and the token buckets pick the due tickers, each is
+scored and stopped by a gate, the baskets' streaks move, the equity is marked once a minute, the bracket legs of
+the positions are checked against the new bars. ``run_ticks`` does exactly that for a range of ticks, calling the
+same rule functions the live engine calls (``numba.njit(gates.check_entry_blocks)`` ...: the definitions stay
+single), and appends what a tick journals to preallocated record arrays that ``core.research.fast`` writes to
+SQLite.
+
+A tick that does more than that (a ticker gets past every gate and becomes actionable, a basket fires, a bracket
+leg is touched, an order or a live intent is open, a New York date starts, the daily-loss halt is met for the
+first time that day) is handed back: the kernel restores the state it had at the start of that tick, returns
+its index, and ``core.research.fast`` runs it through ``Engine.tick`` (the live path), then hands the state back.
+
+Rounding (``round(x, n)``) is left to Python: numba's ``round`` with digits is not CPython's correctly rounded
+one, so the dynamic cutoff comes in as a table the driver builds with ``gates.dynamic_cutoff`` and a position's
+stop level comes in already priced.
+
+Compiled code is cached on disk in ``data/numba-cache/<hash>``, where the hash covers every source file the kernel
+compiles from: numba's own cache does not notice a changed rule in another module (numba issue 1833), a new hash
+folder does. ``NUMBA_DISABLE_JIT=1`` runs the same source as plain Python (the debugging path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import types
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from core.rules import baskets as basket_rules
+from core.rules import gates, risk, tokens
+from core.rules.params import (
+    P_BASKET_CONSECUTIVE_TICKS,
+    P_BASKET_MEAN_SCORE,
+    P_BASKET_MIN_SIGNALS,
+    P_BASKET_NEG_RATIO,
+    P_BASKET_SIGNAL_MAX_AGE_S,
+    P_BASKET_STREAK_GAP_S,
+    P_BENCH_DAILY_CAP,
+    P_CUTOFF_HIGH_VOL_SPIKE,
+    P_PAUSED,
+    P_RESERVE_FALLBACK,
+    P_RTH_DAILY_CAP,
+    P_TIER_A_DAILY_CAP,
+    P_TIER_B_DAILY_CAP,
+    P_VOL_SPIKE_EVENT,
+)
+from core.rules.reasons import (
+    BELOW_CUTOFF,
+    INTENT_PENDING,
+    NO_DATA,
+    OK,
+    RATE_LIMITED,
+    RISK_DAILY_LOSS,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+# every file whose code the kernel compiles (a change to any of them must never run an old kernel)
+SOURCES = tuple(ROOT / "core" / p for p in (
+    "research/kernel.py", "rules/gates.py", "rules/risk.py", "rules/tokens.py", "rules/baskets.py",
+    "rules/reasons.py", "rules/params.py", "rules/bracket.py"))
+
+
+def source_hash(files: tuple[Path, ...] = SOURCES) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where this source's compiled kernel is cached (``KERNEL_CACHE_DIR`` overrides the parent folder)."""
+    parent = Path(os.environ.get("KERNEL_CACHE_DIR") or ROOT / "data" / "numba-cache")
+    return parent / source_hash()
+
+
+CACHE_DIR = cache_dir()
+numba.config.CACHE_DIR = str(CACHE_DIR)  # read when a cached function is defined: before the first njit below
+
+
+_JITTED: dict[object, object] = {}
+
+
+def _jit(fn):  # noqa: ANN001, ANN202
+    """``fn`` compiled, with the rule functions it calls compiled too: a copy of the function whose globals name the
+    compiled callees (the rules stay plain Python for the live engine; numba needs every callee compiled)."""
+    got = _JITTED.get(fn)
+    if got is not None:
+        return got
+    names = set(fn.__code__.co_names)
+    glb = dict(fn.__globals__)
+    for name in names:
+        val = glb.get(name)
+        if isinstance(val, types.FunctionType) and val.__module__.startswith("core.rules"):
+            glb[name] = _jit(val)
+    copy = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    got = _JITTED[fn] = numba.njit(cache=True, nogil=True)(copy)
+    return got
+
+
+# the rules, compiled from their one definition
+ticker_due = _jit(gates.ticker_due)
+check_cutoff = _jit(gates.check_cutoff)
+lock_holds = _jit(gates.lock_holds)
+check_mixer_cooldown = _jit(gates.check_mixer_cooldown)
+check_direction_lock = _jit(gates.check_direction_lock)
+check_entry_blocks = _jit(gates.check_entry_blocks)
+tier_cap = _jit(gates.tier_cap)
+check_rth_daily_cap = _jit(gates.check_rth_daily_cap)
+take_token = _jit(tokens.take_token)
+needs_refill = _jit(tokens.needs_refill)
+minute_of = _jit(tokens.minute_of)
+bucket_of_tier = _jit(tokens.bucket_of_tier)
+position_stop_risk = _jit(risk.position_stop_risk)
+concurrent_risk = _jit(risk.concurrent_risk)
+check_signal_risk_feasibility = _jit(risk.check_signal_risk_feasibility)
+basket_members = _jit(basket_rules.basket_members)
+basket_figures = _jit(basket_rules.basket_figures)
+basket_condition = _jit(basket_rules.basket_condition)
+basket_streak = _jit(basket_rules.basket_streak)
+basket_fires = _jit(basket_rules.basket_fires)
+
+JITTER_S = 2.0  # core.engine.scheduler.JITTER_S (a test checks they agree)
+BAR_S = 60
+MAX_OBS_AGE_S = 600  # core.feed.MarketFeed.observe's default
+PRICE_LOOKBACK = 500  # core.feed.PRICE_LOOKBACK
+EVENT_TTL_S = 300  # a Bench spike event's key (core.engine.decide.detect_bench_events)
+
+# ---- the scalar state S
+(S_TOK_MIN, S_LEFT_A, S_LEFT_B, S_LEFT_R, S_STATS_MIN, S_EQ_MIN, S_LAST_STOP, S_CASH, S_SOD_DAY, S_SOD_EQ,
+ S_PAUSE_UNTIL, S_CAP_GLOBAL, S_PEND_N, S_PEND_NOTIONAL, S_NEED_PY, S_N_POS, S_N_BPOS, S_N_LEGS, S_CAP_A, S_CAP_B,
+ S_CAP_R, S_BORROW_S, S_STOP_TICK, S_EQ_TICK, S_LAST_TICK, S_HALT_UNTIL, S_STOP_INTERVAL) = range(27)
+N_S = 27
+# ---- per stock K[k, ...] (universe.stocks order)
+K_COL, K_TIER, K_INTERVAL, K_ETF, K_LAST, K_LAT_T, K_LAT_S, K_CAP, K_EVENT, K_COOL, K_DIR_SIGN, K_DIR_UNTIL = range(12)
+N_K = 12
+# ---- per feed column C[j, ...]
+C_PROTECT, C_HELD, C_LIVE_INTENT = range(3)
+N_C = 3
+# ---- per basket B[b, ...]; members in BM[b, :] (stock indexes, -1 padding)
+B_STREAK, B_AT, B_SESSION, B_EVAL_TICK, B_N, B_RATIO, B_MEAN, B_COND = range(8)
+N_B = 8
+# ---- book positions (risk order) POS[n, ...]; broker positions (symbol order) BPOS[n, ...]; bracket legs LEG[n, ...]
+P_COL, P_QTY, P_STOP_LEVEL, P_AVG = range(4)
+BP_COL, BP_QTY, BP_AVG = range(3)
+L_COL, L_STOP, L_TP, L_ACTIVE, L_CHECKED = range(5)
+# ---- summary buckets BK[k, r, ...] for the counted reasons (r: 0 rate_limited, 1 no_data, 2 below_cutoff)
+COUNTED_CODES = (RATE_LIMITED, NO_DATA, BELOW_CUTOFF)
+BK_N, BK_MINUTE, BK_FIRST, BK_LAST, BK_BAR, BK_PRICE, BK_HAS_PRICE, BK_SCORE, BK_HAS_SCORE = range(9)
+N_BK = 9
+# ---- record arrays and their counters N[...]
+R_ROWS, R_COUNTS, R_EQUITY, R_TOKENS, R_EVENTS = range(5)
+# a decision row: tick, stock, decision (0 suppressed, 1 skipped), reason, bar (-1: none), score, cutoff
+ROW_TICK, ROW_STOCK, ROW_DECISION, ROW_REASON, ROW_BAR, ROW_SCORE, ROW_CUTOFF = range(7)
+N_ROW = 7
+# a summary bucket: stock, reason slot, then the BK fields
+CNT_STOCK, CNT_SLOT = 0, 1
+N_CNT = 2 + N_BK
+# equity: tick, equity, cash; token stats: minute, tier, requested, granted, borrowed; events: tick, op, stock
+N_EQ, N_TOK, N_EV = 3, 5, 3
+EV_NOTE, EV_CLEAR = 1, 2
+# token stats TS[tier, ...]
+TS_REQ, TS_GRANTED, TS_BORROWED, TS_PRESENT = range(4)
+
+# what ``run_ticks`` returns (with the tick index it stopped at)
+DONE, HANDBACK, FULL_RECORDS = 0, 1, 2
+# why a tick was handed back (for the bench's profile)
+WHY_PYTHON, WHY_DAY, WHY_LEG, WHY_ACTIONABLE, WHY_BASKET, WHY_DAILY_LOSS = 1, 2, 3, 4, 5, 6
+WHY_NAMES = ("", "order or intent open", "new session", "bracket leg touched", "actionable signal",
+             "basket fires", "daily-loss halt")
+
+
+@numba.njit(cache=True, nogil=True)
+def _price(close, lv, bar, j):  # noqa: ANN001, ANN202
+    """``MarketFeed.price``: the last close at or before ``bar`` within the look-back; NaN for none."""
+    if bar < 0 or j < 0:
+        return np.nan
+    k = lv[bar, j]
+    if k >= 0 and bar - k < PRICE_LOOKBACK:
+        return close[k, j]
+    return np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def _emit_bucket(BK, k, r, REC_CNT, N):  # noqa: ANN001, ANN202
+    n = N[R_COUNTS]
+    REC_CNT[n, CNT_STOCK] = k
+    REC_CNT[n, CNT_SLOT] = r
+    for f in range(N_BK):
+        REC_CNT[n, 2 + f] = BK[k, r, f]
+    N[R_COUNTS] = n + 1
+    BK[k, r, BK_N] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _count(BK, k, r, i, minute, bar, price, has_price, score, has_score, REC_CNT, N):  # noqa: ANN001, ANN202
+    """``DecisionLog.count`` of one decision, kept per (stock, reason) for the current minute."""
+    if BK[k, r, BK_N] > 0 and BK[k, r, BK_MINUTE] != minute:
+        _emit_bucket(BK, k, r, REC_CNT, N)
+    if BK[k, r, BK_N] == 0:
+        BK[k, r, BK_MINUTE] = minute
+        BK[k, r, BK_FIRST] = i
+        BK[k, r, BK_HAS_PRICE] = 0.0
+        BK[k, r, BK_HAS_SCORE] = 0.0
+        BK[k, r, BK_PRICE] = np.nan
+        BK[k, r, BK_SCORE] = np.nan
+    BK[k, r, BK_N] += 1
+    BK[k, r, BK_LAST] = i
+    BK[k, r, BK_BAR] = bar
+    if has_price:
+        BK[k, r, BK_PRICE] = price
+        BK[k, r, BK_HAS_PRICE] = 1.0
+    if has_score:
+        BK[k, r, BK_SCORE] = score
+        BK[k, r, BK_HAS_SCORE] = 1.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _decide(k, bar, score, raw_close, S, K, C, p, t, close, lv, day_start_equity, equity, exposure,  # noqa: ANN001, ANN202
+            current_risk):
+    """``DecisionChain.decide_ticker`` after the cutoff passed: the code of the gate that stops the ticker, or a
+    hand-back (-1: actionable, -2: the day's first daily-loss halt)."""
+    j = int(K[k, K_COL])
+    sign = 1 if score > 0 else -1
+    held = C[j, C_HELD] > 0
+    if sign < 0 and held:
+        if C[j, C_LIVE_INTENT] > 0:
+            return INTENT_PENDING
+        return -1
+    code = check_mixer_cooldown(K[k, K_COOL], t)
+    if code != OK:
+        return code
+    code = check_direction_lock(int(K[k, K_DIR_SIGN]), K[k, K_DIR_UNTIL], sign, t)
+    if code != OK:
+        return code
+    if sign > 0:
+        code = check_entry_blocks(p[P_PAUSED] != 0.0, t < S[S_PAUSE_UNTIL], lock_holds(C[j, C_PROTECT], t), held,
+                                  False, False, C[j, C_LIVE_INTENT] > 0)
+        if code != OK:
+            return code
+        price = raw_close
+    else:
+        etf = int(K[k, K_ETF])
+        price = _price(close, lv, bar, etf) if etf >= 0 else raw_close
+    code = check_signal_risk_feasibility(p, equity, day_start_equity, int(S[S_N_POS]), int(S[S_PEND_N]), price,
+                                         exposure, S[S_CASH], current_risk)
+    if code == RISK_DAILY_LOSS and not t < S[S_HALT_UNTIL]:
+        return -2  # the halt's protection row is written by the engine, once a day
+    if code != OK:
+        return code
+    tier = int(K[k, K_TIER])
+    cap = tier_cap(tier, p[P_TIER_A_DAILY_CAP], p[P_TIER_B_DAILY_CAP], p[P_BENCH_DAILY_CAP])
+    code = check_rth_daily_cap(K[k, K_CAP], S[S_CAP_GLOBAL], cap, p[P_RTH_DAILY_CAP])
+    if code != OK:
+        return code
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
+              ts, high, low, close, score_a, spike_a, lv,
+              p, cutoffs, S, K, C, B, BM, POS, BPOS, LEG, TS, BK,
+              REC_ROW, REC_CNT, REC_EQ, REC_TOK, REC_EV, N, WHY):
+    """Run ticks ``i0 .. i1-1``; returns (status, tick index): DONE at ``i1``, HANDBACK at a tick the engine must
+    run (state as it was before that tick; ``WHY[0]`` says why), FULL_RECORDS when a record array is nearly full
+    (at a tick boundary)."""
+    n_stocks = K.shape[0]
+    n_baskets = B.shape[0]
+    cap_rows = REC_ROW.shape[0] - 4 * n_stocks - 8
+    cap_cnt = REC_CNT.shape[0] - 8 * n_stocks - 8
+    # the state a handed-back tick must find untouched
+    S0 = S.copy()
+    K0 = K.copy()
+    B0 = B.copy()
+    TS0 = TS.copy()
+    BK0 = BK.copy()
+    LEG0 = LEG.copy()
+    N0 = N.copy()
+    due = np.zeros(n_stocks, dtype=np.bool_)
+    for i in range(i0, i1):
+        if N[R_ROWS] >= cap_rows or N[R_COUNTS] >= cap_cnt or N[R_EQUITY] >= REC_EQ.shape[0] - 2 or \
+                N[R_TOKENS] >= REC_TOK.shape[0] - 8 or N[R_EVENTS] >= REC_EV.shape[0] - 2 * n_stocks:
+            return FULL_RECORDS, i
+        S0[:] = S
+        K0[:, :] = K
+        B0[:, :] = B
+        TS0[:, :] = TS
+        BK0[:, :, :] = BK
+        LEG0[:, :] = LEG
+        N0[:] = N
+        why = 0
+        t = float(tick_t[i])
+        bar = tick_bar[i]
+        minute = float(tick_t[i] // 60)
+        # ---- the engine has work only it does: an open order or live intent, a new New York date
+        if S[S_NEED_PY] != 0.0:
+            why = WHY_PYTHON
+        elif tick_day[i] != S[S_SOD_DAY]:
+            why = WHY_DAY
+        # ---- broker sync: the bracket legs against the bars that closed since they were last checked
+        if why == 0:
+            for q in range(int(S[S_N_LEGS])):
+                start = max(LEG[q, L_ACTIVE], LEG[q, L_CHECKED] + 1)
+                lo = np.searchsorted(ts, int(start))
+                hi = bar + 1
+                if hi <= lo:
+                    continue
+                j = int(LEG[q, L_COL])
+                stop = LEG[q, L_STOP]
+                tp = LEG[q, L_TP]
+                for b in range(lo, hi):
+                    if low[b, j] <= stop or high[b, j] >= tp:
+                        why = WHY_LEG
+                        break
+                if why != 0:
+                    break
+                LEG[q, L_CHECKED] = float(ts[hi - 1])
+        if why == 0 and tick_rth[i]:
+            fresh = bar >= 0 and t - (ts[bar] + BAR_S) <= MAX_OBS_AGE_S
+            # ---- Bench events: a volume spike on the last bar
+            if fresh:
+                for k in range(n_stocks):
+                    if K[k, K_TIER] != gates.TIER_BENCH:
+                        continue
+                    sp = spike_a[bar, int(K[k, K_COL])]
+                    if not sp >= p[P_VOL_SPIKE_EVENT]:
+                        continue
+                    if K[k, K_EVENT] < 0:
+                        e = N[R_EVENTS]
+                        REC_EV[e, 0] = i
+                        REC_EV[e, 1] = EV_NOTE
+                        REC_EV[e, 2] = k
+                        N[R_EVENTS] = e + 1
+                        K[k, K_EVENT] = bar
+            for k in range(n_stocks):
+                if K[k, K_TIER] == gates.TIER_BENCH:
+                    due[k] = K[k, K_EVENT] >= 0
+                else:
+                    due[k] = ticker_due(K[k, K_LAST], t, K[k, K_INTERVAL], JITTER_S)
+            # the account, as the first ticker past its cutoff builds it (constant in a tick nothing trades in)
+            have_account = False
+            equity = 0.0
+            exposure = 0.0
+            current_risk = 0.0
+            sod = 0.0
+            for k in range(n_stocks):
+                if not due[k]:
+                    continue
+                tier = int(K[k, K_TIER])
+                j = int(K[k, K_COL])
+                # ---- the token bucket of the ticker's tier
+                m = minute_of(t)
+                if S[S_TOK_MIN] != S[S_TOK_MIN] or needs_refill(m, int(S[S_TOK_MIN])):
+                    S[S_TOK_MIN] = m
+                    S[S_LEFT_A] = S[S_CAP_A]
+                    S[S_LEFT_B] = S[S_CAP_B]
+                    S[S_LEFT_R] = S[S_CAP_R]
+                if TS[0, TS_PRESENT] + TS[1, TS_PRESENT] + TS[2, TS_PRESENT] > 0 and S[S_STATS_MIN] != m:
+                    _emit_tokens(S, TS, REC_TOK, N)
+                S[S_STATS_MIN] = m
+                TS[tier, TS_PRESENT] = 1.0
+                TS[tier, TS_REQ] += 1
+                bucket = bucket_of_tier(tier)
+                own = S[S_LEFT_A + bucket]
+                second = int(t) % 60
+                got = take_token(own, S[S_LEFT_R], tier, second, p[P_RESERVE_FALLBACK] != 0.0, S[S_BORROW_S])
+                if got == tokens.GRANT_OWN:
+                    S[S_LEFT_A + bucket] -= 1
+                    TS[tier, TS_GRANTED] += 1
+                elif got == tokens.GRANT_BORROWED:
+                    S[S_LEFT_R] -= 1
+                    TS[tier, TS_GRANTED] += 1
+                    TS[tier, TS_BORROWED] += 1
+                else:
+                    _record(summary, 0, k, 0, RATE_LIMITED, -1, np.nan, False, np.nan, False, np.nan, i, minute,
+                            BK, REC_ROW, REC_CNT, N)
+                    continue
+                if K[k, K_EVENT] >= 0:
+                    e = N[R_EVENTS]
+                    REC_EV[e, 0] = i
+                    REC_EV[e, 1] = EV_CLEAR
+                    REC_EV[e, 2] = k
+                    N[R_EVENTS] = e + 1
+                K[k, K_LAST] = t
+                K[k, K_EVENT] = -1.0
+                raw = score_a[bar, j] if fresh else np.nan
+                if not fresh or raw != raw:
+                    pr = close[bar, j] if fresh else np.nan
+                    _record(summary, 1, k, 1, NO_DATA, bar if fresh else -1, pr, fresh, np.nan, False, np.nan, i,
+                            minute, BK, REC_ROW, REC_CNT, N)
+                    continue
+                sp = spike_a[bar, j]
+                if sp != sp:
+                    sp = 0.0
+                score = max(-1.0, min(1.0, raw))
+                K[k, K_LAT_T] = t
+                K[k, K_LAT_S] = score
+                cutoff = cutoffs[int(tick_seg[i]), 1 if sp >= p[P_CUTOFF_HIGH_VOL_SPIKE] else 0]
+                if check_cutoff(score, cutoff) != OK:
+                    _record(summary, 2, k, 0, BELOW_CUTOFF, bar, close[bar, j], True, score, True, cutoff, i,
+                            minute, BK, REC_ROW, REC_CNT, N)
+                    continue
+                if not have_account:
+                    have_account = True
+                    total = 0.0
+                    for q in range(int(S[S_N_BPOS])):
+                        px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
+                        if not px == px or px == 0.0:
+                            px = BPOS[q, BP_AVG]
+                        total += BPOS[q, BP_QTY] * px
+                    equity = S[S_CASH] + total
+                    sod = S[S_SOD_EQ] if S[S_SOD_EQ] == S[S_SOD_EQ] else equity
+                    value = 0.0
+                    stop_total = 0.0
+                    for q in range(int(S[S_N_POS])):
+                        px = _price(close, lv, bar, int(POS[q, P_COL]))
+                        if not px == px or px == 0.0:
+                            px = POS[q, P_AVG]
+                        value += POS[q, P_QTY] * px
+                        stop_total += position_stop_risk(POS[q, P_QTY], px, POS[q, P_STOP_LEVEL], POS[q, P_AVG], 0.0)
+                    exposure = value + S[S_PEND_NOTIONAL]
+                    current_risk = concurrent_risk(equity, stop_total)
+                code = _decide(k, bar, score, close[bar, j], S, K, C, p, t, close, lv, sod, equity, exposure,
+                               current_risk)
+                if code == -1:
+                    why = WHY_ACTIONABLE
+                    break
+                if code == -2:
+                    why = WHY_DAILY_LOSS
+                    break
+                _row(REC_ROW, N, i, k, 0, code, bar, score, cutoff)
+            # ---- the baskets: streaks over the members' latest scores
+            if why == 0:
+                for b in range(n_baskets):
+                    m_count = 0
+                    while m_count < BM.shape[1] and BM[b, m_count] >= 0:
+                        m_count += 1
+                    score_ts = np.empty(m_count)
+                    scores = np.empty(m_count)
+                    for q in range(m_count):
+                        score_ts[q] = K[BM[b, q], K_LAT_T]
+                        scores[q] = K[BM[b, q], K_LAT_S]
+                    counted = basket_members(score_ts, scores, t, p[P_BASKET_SIGNAL_MAX_AGE_S])
+                    n, ratio, mean = basket_figures(scores, counted)
+                    cond = basket_condition(n, ratio, mean, p[P_BASKET_MIN_SIGNALS], p[P_BASKET_NEG_RATIO],
+                                            p[P_BASKET_MEAN_SCORE])
+                    streak = basket_streak(int(B[b, B_STREAK]), B[b, B_AT], int(B[b, B_SESSION]), cond, t,
+                                           int(tick_day[i]), p[P_BASKET_STREAK_GAP_S])
+                    B[b, B_STREAK] = streak
+                    B[b, B_AT] = t
+                    B[b, B_SESSION] = tick_day[i]
+                    if basket_fires(cond, streak, p[P_BASKET_CONSECUTIVE_TICKS]):
+                        why = WHY_BASKET
+                        break
+                    B[b, B_EVAL_TICK] = i
+                    B[b, B_N] = n
+                    B[b, B_RATIO] = ratio
+                    B[b, B_MEAN] = mean
+                    B[b, B_COND] = 1.0 if cond else 0.0
+        if why != 0:
+            S[:] = S0
+            K[:, :] = K0
+            B[:, :] = B0
+            TS[:, :] = TS0
+            BK[:, :, :] = BK0
+            LEG[:, :] = LEG0
+            N[:] = N0
+            WHY[0] = why
+            return HANDBACK, i
+        # ---- stop checks (the excursions of the positions; the driver reads them from the bars)
+        if S[S_LAST_STOP] != S[S_LAST_STOP] or not t - S[S_LAST_STOP] < S[S_STOP_INTERVAL]:
+            S[S_LAST_STOP] = t
+            S[S_STOP_TICK] = i
+        # ---- snapshots: the equity once a minute, the token counts of the minutes that ended
+        if S[S_EQ_MIN] != minute:
+            S[S_EQ_MIN] = minute
+            total = 0.0
+            for q in range(int(S[S_N_BPOS])):
+                px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
+                if not px == px or px == 0.0:
+                    px = BPOS[q, BP_AVG]
+                total += BPOS[q, BP_QTY] * px
+            e = N[R_EQUITY]
+            REC_EQ[e, 0] = i
+            REC_EQ[e, 1] = S[S_CASH] + total
+            REC_EQ[e, 2] = S[S_CASH]
+            N[R_EQUITY] = e + 1
+            S[S_EQ_TICK] = i
+        if TS[0, TS_PRESENT] + TS[1, TS_PRESENT] + TS[2, TS_PRESENT] > 0 and S[S_STATS_MIN] < minute:
+            _emit_tokens(S, TS, REC_TOK, N)
+        S[S_LAST_TICK] = i
+    return DONE, i1
+
+
+@numba.njit(cache=True, nogil=True)
+def _emit_tokens(S, TS, REC_TOK, N):  # noqa: ANN001, ANN202
+    for tier in range(3):
+        if TS[tier, TS_PRESENT] == 0:
+            continue
+        e = N[R_TOKENS]
+        REC_TOK[e, 0] = S[S_STATS_MIN]
+        REC_TOK[e, 1] = tier
+        REC_TOK[e, 2] = TS[tier, TS_REQ]
+        REC_TOK[e, 3] = TS[tier, TS_GRANTED]
+        REC_TOK[e, 4] = TS[tier, TS_BORROWED]
+        N[R_TOKENS] = e + 1
+        TS[tier, TS_REQ] = 0
+        TS[tier, TS_GRANTED] = 0
+        TS[tier, TS_BORROWED] = 0
+        TS[tier, TS_PRESENT] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _row(REC_ROW, N, i, k, decision, reason, bar, score, cutoff):  # noqa: ANN001, ANN202
+    n = N[R_ROWS]
+    REC_ROW[n, ROW_TICK] = i
+    REC_ROW[n, ROW_STOCK] = k
+    REC_ROW[n, ROW_DECISION] = decision
+    REC_ROW[n, ROW_REASON] = reason
+    REC_ROW[n, ROW_BAR] = bar
+    REC_ROW[n, ROW_SCORE] = score
+    REC_ROW[n, ROW_CUTOFF] = cutoff
+    N[R_ROWS] = n + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _record(summary, slot, k, decision, reason, bar, price, has_price, score, has_score, cutoff, i, minute,  # noqa: ANN001, ANN202
+            BK, REC_ROW, REC_CNT, N):
+    """A decision that never passed the cutoff: a summary bucket, or (full log) its own row."""
+    if summary:
+        _count(BK, k, slot, i, minute, bar, price, has_price, score, has_score, REC_CNT, N)
+    else:
+        _row(REC_ROW, N, i, k, decision, reason, bar, score, cutoff)
+
+
+def drain_buckets(BK: np.ndarray, REC_CNT: np.ndarray, N: np.ndarray) -> None:
+    """Every open summary bucket into the records (before the engine runs a tick, and at a flush)."""
+    for k in range(BK.shape[0]):
+        for r in range(BK.shape[1]):
+            if BK[k, r, BK_N] > 0:
+                _emit_bucket_py(BK, k, r, REC_CNT, N)
+
+
+def _emit_bucket_py(BK: np.ndarray, k: int, r: int, REC_CNT: np.ndarray, N: np.ndarray) -> None:
+    n = N[R_COUNTS]
+    REC_CNT[n, CNT_STOCK] = k
+    REC_CNT[n, CNT_SLOT] = r
+    REC_CNT[n, 2:] = BK[k, r, :]
+    N[R_COUNTS] = n + 1
+    BK[k, r, BK_N] = 0.0
