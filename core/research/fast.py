@@ -1,3 +1,4 @@
+# ruff: noqa: N803, N806  (state arrays are named in capitals, as numba kernels in the field write them)
 """A research replay through the compiled kernel (``core.research.kernel``), with ``Engine.tick`` for the rest.
 
 ``KernelDriver`` holds the engine of a replay and the kernel's arrays. It runs ticks in the kernel until one must

@@ -1,3 +1,4 @@
+# ruff: noqa: N803, N806  (state arrays are named in capitals, as numba kernels in the field write them)
 """The compiled research kernel: the ticks of a replay over array state, with the rules of ``core.rules`` compiled.
 
 A research replay is mostly quiet ticks: the tier scheduler and the token buckets pick the due tickers, each is
@@ -411,7 +412,7 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                     total = 0.0
                     for q in range(int(S[S_N_BPOS])):
                         px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
-                        if not px == px or px == 0.0:
+                        if px != px or px == 0.0:
                             px = BPOS[q, BP_AVG]
                         total += BPOS[q, BP_QTY] * px
                     equity = S[S_CASH] + total
@@ -420,7 +421,7 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                     stop_total = 0.0
                     for q in range(int(S[S_N_POS])):
                         px = _price(close, lv, bar, int(POS[q, P_COL]))
-                        if not px == px or px == 0.0:
+                        if px != px or px == 0.0:
                             px = POS[q, P_AVG]
                         value += POS[q, P_QTY] * px
                         stop_total += position_stop_risk(POS[q, P_QTY], px, POS[q, P_STOP_LEVEL], POS[q, P_AVG], 0.0)
@@ -483,7 +484,7 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
             total = 0.0
             for q in range(int(S[S_N_BPOS])):
                 px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
-                if not px == px or px == 0.0:
+                if px != px or px == 0.0:
                     px = BPOS[q, BP_AVG]
                 total += BPOS[q, BP_QTY] * px
             e = N[R_EQUITY]
