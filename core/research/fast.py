@@ -33,6 +33,8 @@ from core.rules import gates
 from core.rules.bracket import stop_price
 from core.rules.params import (
     P_BASKET_SIGNAL_MAX_AGE_S,
+    P_CAP_IDEMPOTENCY_S,
+    P_COOLDOWN_S,
     P_CUTOFF_CLOSE,
     P_CUTOFF_DELTA,
     P_CUTOFF_HIGH_VOL_ADD,
@@ -40,9 +42,10 @@ from core.rules.params import (
     P_CUTOFF_MIDDAY,
     P_CUTOFF_OPEN,
     P_CUTOFF_SEGMENT_MIN,
+    P_DIRECTION_LOCK_S,
     P_STOP_LOSS_PCT,
 )
-from core.rules.reasons import NO_DATA, PROTECTION, RATE_LIMITED, reason_text
+from core.rules.reasons import CONFLICT, NO_DATA, PROTECTION, RATE_LIMITED, reason_text
 from core.state.baskets import BasketEvaluation
 from core.state.store import iso
 
@@ -115,9 +118,14 @@ class KernelDriver:
         self.B = np.zeros((len(self.baskets), kn.N_B))
         width = max([len(b.members) for b in self.baskets] + [1])
         self.BM = np.full((len(self.baskets), width), -1, dtype=np.int64)
+        self.BC = np.full((len(self.baskets), max([len(b.conflicts) for b in self.baskets] + [1])), -1,
+                          dtype=np.int64)
         for b, bk in enumerate(self.baskets):
             for q, m in enumerate(bk.members):
                 self.BM[b, q] = self.k_of[m]
+            for q, c in enumerate(bk.conflicts):
+                self.BC[b, q] = self.col.get(c, -1)
+            self.B[b, kn.B_ETF] = self.col[bk.inverse_etf]
         self.S = np.full(kn.N_S, np.nan)
         self.POS = np.zeros((len(feed.symbols) + 8, 4))
         self.BPOS = np.zeros((len(feed.symbols) + 8, 3))
@@ -155,9 +163,11 @@ class KernelDriver:
                                                                     strict=True)]
 
     # ------------------------------------------------------------ engine -> arrays
-    def pull(self, day: int) -> None:
-        """The engine's state into the arrays, after it ran a tick of New York date ``day`` (an ordinal)."""
+    def pull(self, at: int) -> None:
+        """The engine's state into the arrays, as it stands after tick ``at`` (the engine's or the kernel's)."""
         e, st = self.e, self.e.state
+        day = int(self.tick_day[at])
+        t_at = float(self.tick_t[at])
         S, K, C = self.S, self.K, self.C
         self.p = np.asarray(e.live.p, dtype=np.float64)
         self._segments()
@@ -199,12 +209,18 @@ class KernelDriver:
             K[k, kn.K_COOL] = -math.inf if cool is None else cool[1]
             lock = kv.get(f"dirlock:{s}")
             K[k, kn.K_DIR_SIGN], K[k, kn.K_DIR_UNTIL] = (0, -math.inf) if lock is None else (int(lock[0]), lock[1])
+            # the cap's slot key of that tick (a later tick's slot is new, or this one)
+            slot = gates.cap_slot(t_at, K[k, kn.K_INTERVAL])
+            key = kv.get(f"cap:{s}:{day_iso}:{slot}")
+            K[k, kn.K_SLOT], K[k, kn.K_SLOT_EXP] = (slot, key[1]) if key is not None else (-1, -math.inf)
         S[kn.S_CAP_GLOBAL] = st.caps.day_counts(day_iso, "__global__")[1]
         book = st.book
         C[:] = 0.0
         for s, j in self.col.items():
             prot = kv.get(f"protect:{s}")
             C[j, kn.C_PROTECT] = -math.inf if prot is None else prot[1]
+            lock = kv.get(f"etf_lock:{s}")
+            C[j, kn.C_ETF_LOCK] = -math.inf if lock is None else lock[1]
         need = bool(book.intents) or bool(book.orders)
         n = 0
         pct = self.p[P_STOP_LOSS_PCT]
@@ -230,6 +246,8 @@ class KernelDriver:
         for sym, (qty, avg) in sorted(broker._pos.items()):
             if qty > 0:
                 self.BPOS[n] = (self.col.get(sym, -1), qty, avg)
+                if sym in self.col:
+                    C[self.col[sym], kn.C_BROKER_HELD] = 1.0
                 n += 1
         S[kn.S_N_BPOS] = n
         pairs: dict[str, dict[str, Any]] = {}
@@ -271,7 +289,8 @@ class KernelDriver:
         streaks = st.baskets
         for b_, bk in enumerate(self.baskets):
             prev = streaks.previous(bk.name)
-            self.B[b_] = (prev[0], prev[1], prev[2], -1, 0, 0, 0, 0)
+            self.B[b_, kn.B_STREAK], self.B[b_, kn.B_AT], self.B[b_, kn.B_SESSION] = prev
+            self.B[b_, kn.B_EVAL_TICK] = -1
 
     def _event_bar(self, event_id: str) -> float:
         """The bar of a Bench spike event (``spike:SYM:bar time``); any other event is the engine's to run."""
@@ -302,6 +321,9 @@ class KernelDriver:
                 score = cutoff = None
             else:
                 score, cutoff = float(R[n, kn.ROW_SCORE]), float(R[n, kn.ROW_CUTOFF])
+            if decision == kn.DECISION_EVIDENCE:
+                log_.add(signal_row(dt(i), sym, tiers[k], obs, score, cutoff, "actionable", None, "evidence"))
+                continue
             detail = self.pause_rule if code == PROTECTION else ""
             log_.add(signal_row(dt(i), sym, tiers[k], obs, score, cutoff, "skipped" if decision else "suppressed",
                                 reason_text(code, detail), None))
@@ -339,8 +361,18 @@ class KernelDriver:
             sym = stocks[k]
             if op == kn.EV_NOTE:
                 locks.note_event(sym, self._event_id(sym, int(self.tick_bar[i])), kn.EVENT_TTL_S, dt(i))
-            else:
+            elif op == kn.EV_CLEAR:
                 locks.clear_event(sym)
+            elif op == kn.EV_CAP_SLOT:
+                now = dt(i)
+                day = trading_date(now).isoformat()
+                slot = gates.cap_slot(float(self.tick_t[i]), self.K[k, kn.K_INTERVAL])
+                if locks.take_cap_slot(sym, day, slot, self.p[P_CAP_IDEMPOTENCY_S], now):
+                    st.caps.count(day, sym)
+            elif op == kn.EV_COOLDOWN:
+                locks.start_cooldown(sym, self.p[P_COOLDOWN_S], dt(i))
+            else:
+                locks.lock_direction(sym, -1, self.p[P_DIRECTION_LOCK_S], dt(i))
         N[:] = 0
         b = e.buckets
         for tier in range(3):  # the current minute's token counts are held by one side at a time
@@ -393,14 +425,25 @@ class KernelDriver:
                 age = self.p[P_BASKET_SIGNAL_MAX_AGE_S]
                 used = {m: float(K[self.k_of[m], kn.K_LAT_S]) for m in bk.members
                         if t - K[self.k_of[m], kn.K_LAT_T] <= age}
+                blocked = int(row[kn.B_BLOCKED])
                 ev = BasketEvaluation(bk.name, int(row[kn.B_N]), float(row[kn.B_RATIO]), float(row[kn.B_MEAN]),
-                                      bool(row[kn.B_COND]), int(row[kn.B_STREAK]), used, False)
-                streaks.save(ev, dt(i), blocked_by=None, intent_id=None)
+                                      bool(row[kn.B_COND]), int(row[kn.B_STREAK]), used, blocked != 0)
+                streaks.save(ev, dt(i), blocked_by=self._blocked_text(bk, blocked) if blocked else None,
+                             intent_id=None)
                 row[kn.B_EVAL_TICK] = -1
         now = dt(last)
         e.snapshots._tick_state_at = now
         store.set_meta("replay_cursor", now.isoformat())
         S[kn.S_LAST_TICK] = -1.0
+
+    def _blocked_text(self, basket: Any, code: int) -> str:
+        """What stopped a firing basket, as ``BasketRouting.route`` stores it."""
+        if code == PROTECTION:
+            return reason_text(code, self.pause_rule)
+        if code == CONFLICT:
+            held = set(self.e.state.book.holds()) | {s for s, (q, _) in self.e.broker._pos.items() if q > 0}
+            return reason_text(code, ",".join(sorted(held & set(basket.conflicts))))
+        return reason_text(code)
 
     def _bar_dt(self, bar: int) -> datetime:
         return datetime.fromtimestamp(int(self.ts[bar]), UTC)
@@ -414,8 +457,9 @@ class KernelDriver:
         status, at = kn.run_ticks(
             i0, i1, self.tick_t, self.tick_day, self.tick_rth, self.tick_bar, self.tick_seg,
             self.e.decisions.mode == "summary", self.ts, self.high, self.low, self.close, self.score, self.spike,
-            self.lv, self.p, self.cutoffs, self.S, self.K, self.C, self.B, self.BM, self.POS, self.BPOS, self.LEG,
-            self.TS, self.BK, self.REC_ROW, self.REC_CNT, self.REC_EQ, self.REC_TOK, self.REC_EV, self.N, self.WHY)
+            self.lv, self.p, self.cutoffs, self.S, self.K, self.C, self.B, self.BM, self.BC, self.POS, self.BPOS,
+            self.LEG, self.TS, self.BK, self.REC_ROW, self.REC_CNT, self.REC_EQ, self.REC_TOK, self.REC_EV, self.N,
+            self.WHY)
         if status == kn.HANDBACK:
             why = int(self.WHY[0])
             self.handbacks[why] = self.handbacks.get(why, 0) + 1
@@ -445,7 +489,7 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
     def engine_tick(at: int) -> None:
         engine.tick(ticks[at])
         store.set_meta("replay_cursor", ticks[at].isoformat())  # in the same transaction as the tick
-        drv.pull(int(drv.tick_day[at]))
+        drv.pull(at)
 
     while i < n:
         if progress is not None and i >= next_progress:
@@ -473,11 +517,11 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
             since_flush += 1
         elif status == kn.FULL_RECORDS:
             drv.push()
-            drv.pull(int(drv.tick_day[at - 1]))
+            drv.pull(at - 1)
         if since_flush >= flush_every:
             drv.push()
             store.flush()
-            drv.pull(int(drv.tick_day[i - 1]))
+            drv.pull(i - 1)
             since_flush = 0
     drv.push()
     store.flush()

@@ -42,7 +42,10 @@ from core.rules.params import (
     P_BASKET_SIGNAL_MAX_AGE_S,
     P_BASKET_STREAK_GAP_S,
     P_BENCH_DAILY_CAP,
+    P_CAP_IDEMPOTENCY_S,
+    P_COOLDOWN_S,
     P_CUTOFF_HIGH_VOL_SPIKE,
+    P_DIRECTION_LOCK_S,
     P_PAUSED,
     P_RESERVE_FALLBACK,
     P_RTH_DAILY_CAP,
@@ -52,6 +55,7 @@ from core.rules.params import (
 )
 from core.rules.reasons import (
     BELOW_CUTOFF,
+    ETF_LOCK,
     INTENT_PENDING,
     NO_DATA,
     OK,
@@ -114,6 +118,8 @@ check_direction_lock = _jit(gates.check_direction_lock)
 check_entry_blocks = _jit(gates.check_entry_blocks)
 tier_cap = _jit(gates.tier_cap)
 check_rth_daily_cap = _jit(gates.check_rth_daily_cap)
+cap_slot = _jit(gates.cap_slot)
+check_etf_lock = _jit(gates.check_etf_lock)
 take_token = _jit(tokens.take_token)
 needs_refill = _jit(tokens.needs_refill)
 minute_of = _jit(tokens.minute_of)
@@ -139,14 +145,15 @@ EVENT_TTL_S = 300  # a Bench spike event's key (core.engine.decide.detect_bench_
  S_CAP_R, S_BORROW_S, S_STOP_TICK, S_EQ_TICK, S_LAST_TICK, S_HALT_UNTIL, S_STOP_INTERVAL) = range(27)
 N_S = 27
 # ---- per stock K[k, ...] (universe.stocks order)
-K_COL, K_TIER, K_INTERVAL, K_ETF, K_LAST, K_LAT_T, K_LAT_S, K_CAP, K_EVENT, K_COOL, K_DIR_SIGN, K_DIR_UNTIL = range(12)
-N_K = 12
+(K_COL, K_TIER, K_INTERVAL, K_ETF, K_LAST, K_LAT_T, K_LAT_S, K_CAP, K_EVENT, K_COOL, K_DIR_SIGN, K_DIR_UNTIL,
+ K_SLOT, K_SLOT_EXP) = range(14)
+N_K = 14
 # ---- per feed column C[j, ...]
-C_PROTECT, C_HELD, C_LIVE_INTENT = range(3)
-N_C = 3
-# ---- per basket B[b, ...]; members in BM[b, :] (stock indexes, -1 padding)
-B_STREAK, B_AT, B_SESSION, B_EVAL_TICK, B_N, B_RATIO, B_MEAN, B_COND = range(8)
-N_B = 8
+C_PROTECT, C_HELD, C_LIVE_INTENT, C_BROKER_HELD, C_ETF_LOCK = range(5)
+N_C = 5
+# ---- per basket B[b, ...]; members in BM[b, :] (stock indexes, -1 padding), conflicts in BC[b, :] (columns)
+B_STREAK, B_AT, B_SESSION, B_EVAL_TICK, B_N, B_RATIO, B_MEAN, B_COND, B_ETF, B_BLOCKED = range(10)
+N_B = 10
 # ---- book positions (risk order) POS[n, ...]; broker positions (symbol order) BPOS[n, ...]; bracket legs LEG[n, ...]
 P_COL, P_QTY, P_STOP_LEVEL, P_AVG = range(4)
 BP_COL, BP_QTY, BP_AVG = range(3)
@@ -165,7 +172,10 @@ CNT_STOCK, CNT_SLOT = 0, 1
 N_CNT = 2 + N_BK
 # equity: tick, equity, cash; token stats: minute, tier, requested, granted, borrowed; events: tick, op, stock
 N_EQ, N_TOK, N_EV = 3, 5, 3
-EV_NOTE, EV_CLEAR = 1, 2
+# a key the engine keeps (core.state.locks) or a cap count: tick, op, stock
+EV_NOTE, EV_CLEAR, EV_CAP_SLOT, EV_COOLDOWN, EV_DIRLOCK_DOWN = 1, 2, 3, 4, 5
+# the decisions of a row
+DECISION_SUPPRESSED, DECISION_SKIPPED, DECISION_EVIDENCE = 0, 1, 2
 # token stats TS[tier, ...]
 TS_REQ, TS_GRANTED, TS_BORROWED, TS_PRESENT = range(4)
 
@@ -260,13 +270,42 @@ def _decide(k, bar, score, raw_close, S, K, C, p, t, close, lv, day_start_equity
     code = check_rth_daily_cap(K[k, K_CAP], S[S_CAP_GLOBAL], cap, p[P_RTH_DAILY_CAP])
     if code != OK:
         return code
-    return -1
+    return -1 if sign > 0 else -3  # a long becomes an intent (the engine's); a negative one, basket evidence
+
+
+@numba.njit(cache=True, nogil=True)
+def _event(REC_EV, N, i, op, k):  # noqa: ANN001, ANN202
+    e = N[R_EVENTS]
+    REC_EV[e, 0] = i
+    REC_EV[e, 1] = op
+    REC_EV[e, 2] = k
+    N[R_EVENTS] = e + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _evidence(i, k, t, S, K, p, REC_EV, N):  # noqa: ANN001, ANN202
+    """A negative signal that passed every gate: the cap's count (once per slot), the cooldown and the direction
+    lock, as ``DecisionChain.decide_ticker`` sets them; the driver writes the same keys."""
+    slot = cap_slot(t, K[k, K_INTERVAL])
+    if K[k, K_SLOT] != slot or not t < K[k, K_SLOT_EXP]:
+        K[k, K_SLOT] = slot
+        K[k, K_SLOT_EXP] = t + p[P_CAP_IDEMPOTENCY_S]
+        K[k, K_CAP] += 1
+        S[S_CAP_GLOBAL] += 1
+        _event(REC_EV, N, i, EV_CAP_SLOT, k)
+    if p[P_COOLDOWN_S] > 0:
+        K[k, K_COOL] = t + p[P_COOLDOWN_S]
+        _event(REC_EV, N, i, EV_COOLDOWN, k)
+    if p[P_DIRECTION_LOCK_S] > 0:
+        K[k, K_DIR_SIGN] = -1
+        K[k, K_DIR_UNTIL] = t + p[P_DIRECTION_LOCK_S]
+        _event(REC_EV, N, i, EV_DIRLOCK_DOWN, k)
 
 
 @numba.njit(cache=True, nogil=True)
 def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
               ts, high, low, close, score_a, spike_a, lv,
-              p, cutoffs, S, K, C, B, BM, POS, BPOS, LEG, TS, BK,
+              p, cutoffs, S, K, C, B, BM, BC, POS, BPOS, LEG, TS, BK,
               REC_ROW, REC_CNT, REC_EQ, REC_TOK, REC_EV, N, WHY):
     """Run ticks ``i0 .. i1-1``; returns (status, tick index): DONE at ``i1``, HANDBACK at a tick the engine must
     run (state as it was before that tick; ``WHY[0]`` says why), FULL_RECORDS when a record array is nearly full
@@ -333,11 +372,7 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                     if not sp >= p[P_VOL_SPIKE_EVENT]:
                         continue
                     if K[k, K_EVENT] < 0:
-                        e = N[R_EVENTS]
-                        REC_EV[e, 0] = i
-                        REC_EV[e, 1] = EV_NOTE
-                        REC_EV[e, 2] = k
-                        N[R_EVENTS] = e + 1
+                        _event(REC_EV, N, i, EV_NOTE, k)
                         K[k, K_EVENT] = bar
             for k in range(n_stocks):
                 if K[k, K_TIER] == gates.TIER_BENCH:
@@ -383,11 +418,7 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                             BK, REC_ROW, REC_CNT, N)
                     continue
                 if K[k, K_EVENT] >= 0:
-                    e = N[R_EVENTS]
-                    REC_EV[e, 0] = i
-                    REC_EV[e, 1] = EV_CLEAR
-                    REC_EV[e, 2] = k
-                    N[R_EVENTS] = e + 1
+                    _event(REC_EV, N, i, EV_CLEAR, k)
                 K[k, K_LAST] = t
                 K[k, K_EVENT] = -1.0
                 raw = score_a[bar, j] if fresh else np.nan
@@ -409,24 +440,7 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                     continue
                 if not have_account:
                     have_account = True
-                    total = 0.0
-                    for q in range(int(S[S_N_BPOS])):
-                        px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
-                        if px != px or px == 0.0:
-                            px = BPOS[q, BP_AVG]
-                        total += BPOS[q, BP_QTY] * px
-                    equity = S[S_CASH] + total
-                    sod = S[S_SOD_EQ] if S[S_SOD_EQ] == S[S_SOD_EQ] else equity
-                    value = 0.0
-                    stop_total = 0.0
-                    for q in range(int(S[S_N_POS])):
-                        px = _price(close, lv, bar, int(POS[q, P_COL]))
-                        if px != px or px == 0.0:
-                            px = POS[q, P_AVG]
-                        value += POS[q, P_QTY] * px
-                        stop_total += position_stop_risk(POS[q, P_QTY], px, POS[q, P_STOP_LEVEL], POS[q, P_AVG], 0.0)
-                    exposure = value + S[S_PEND_NOTIONAL]
-                    current_risk = concurrent_risk(equity, stop_total)
+                    equity, sod, exposure, current_risk = _account(S, POS, BPOS, close, lv, bar)
                 code = _decide(k, bar, score, close[bar, j], S, K, C, p, t, close, lv, sod, equity, exposure,
                                current_risk)
                 if code == -1:
@@ -435,7 +449,11 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                 if code == -2:
                     why = WHY_DAILY_LOSS
                     break
-                _row(REC_ROW, N, i, k, 0, code, bar, score, cutoff)
+                if code == -3:
+                    _evidence(i, k, t, S, K, p, REC_EV, N)
+                    _row(REC_ROW, N, i, k, DECISION_EVIDENCE, OK, bar, score, cutoff)
+                    continue
+                _row(REC_ROW, N, i, k, DECISION_SUPPRESSED, code, bar, score, cutoff)
             # ---- the baskets: streaks over the members' latest scores
             if why == 0:
                 for b in range(n_baskets):
@@ -456,9 +474,35 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                     B[b, B_STREAK] = streak
                     B[b, B_AT] = t
                     B[b, B_SESSION] = tick_day[i]
+                    blocked = 0
                     if basket_fires(cond, streak, p[P_BASKET_CONSECUTIVE_TICKS]):
-                        why = WHY_BASKET
-                        break
+                        # BasketRouting.route: what stops the inverse ETF's intent, else the intent (the engine's)
+                        etf = int(B[b, B_ETF])
+                        conflict = False
+                        for q in range(BC.shape[1]):
+                            c = BC[b, q]
+                            if c >= 0 and (C[c, C_HELD] > 0 or C[c, C_BROKER_HELD] > 0):
+                                conflict = True
+                        blocked = check_entry_blocks(p[P_PAUSED] != 0.0, t < S[S_PAUSE_UNTIL],
+                                                     lock_holds(C[etf, C_PROTECT], t),
+                                                     C[etf, C_HELD] > 0 or C[etf, C_BROKER_HELD] > 0, True, conflict,
+                                                     C[etf, C_LIVE_INTENT] > 0)
+                        if blocked == OK:
+                            if not have_account:
+                                have_account = True
+                                equity, sod, exposure, current_risk = _account(S, POS, BPOS, close, lv, bar)
+                            blocked = check_signal_risk_feasibility(
+                                p, equity, sod, int(S[S_N_POS]), int(S[S_PEND_N]), _price(close, lv, bar, etf),
+                                exposure, S[S_CASH], current_risk)
+                            if blocked == RISK_DAILY_LOSS and not t < S[S_HALT_UNTIL]:
+                                why = WHY_DAILY_LOSS
+                                break
+                        if blocked == OK and check_etf_lock(C[etf, C_ETF_LOCK], t) != OK:
+                            blocked = ETF_LOCK
+                        if blocked == OK:
+                            why = WHY_BASKET
+                            break
+                    B[b, B_BLOCKED] = blocked
                     B[b, B_EVAL_TICK] = i
                     B[b, B_N] = n
                     B[b, B_RATIO] = ratio
@@ -497,6 +541,30 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
             _emit_tokens(S, TS, REC_TOK, N)
         S[S_LAST_TICK] = i
     return DONE, i1
+
+
+@numba.njit(cache=True, nogil=True)
+def _account(S, POS, BPOS, close, lv, bar):  # noqa: ANN001, ANN202
+    """``Accounts.account_state`` as the risk rules read it: (equity, start-of-day equity, exposure, concurrent
+    risk). Equity sums the broker's positions in symbol order, exposure and risk the book's in its order, as the
+    engine's sums do (a float sum depends on its order)."""
+    total = 0.0
+    for q in range(int(S[S_N_BPOS])):
+        px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
+        if px != px or px == 0.0:
+            px = BPOS[q, BP_AVG]
+        total += BPOS[q, BP_QTY] * px
+    equity = S[S_CASH] + total
+    sod = S[S_SOD_EQ] if S[S_SOD_EQ] == S[S_SOD_EQ] else equity
+    value = 0.0
+    stop_total = 0.0
+    for q in range(int(S[S_N_POS])):
+        px = _price(close, lv, bar, int(POS[q, P_COL]))
+        if px != px or px == 0.0:
+            px = POS[q, P_AVG]
+        value += POS[q, P_QTY] * px
+        stop_total += position_stop_risk(POS[q, P_QTY], px, POS[q, P_STOP_LEVEL], POS[q, P_AVG], 0.0)
+    return equity, sod, value + S[S_PEND_NOTIONAL], concurrent_risk(equity, stop_total)
 
 
 @numba.njit(cache=True, nogil=True)
