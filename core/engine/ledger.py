@@ -10,6 +10,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from core.clock import is_rth
 from core.config import Settings
 from core.engine.intents import PENDING, new_intent, save_intent, submit_intent
@@ -119,9 +121,11 @@ class FillLedger:
             return
         start = int(datetime.fromisoformat(pos["opened_at"]).timestamp())
         _, _, hi, lo, _ = self.feed.bars_between(symbol, start, now)
-        if len(hi):
-            self.book.update_position(symbol, high=max(pos["high"], float(hi.max())),
-                                      low=min(pos["low"], float(lo.min())))
+        # a missing bar (NaN) says nothing about the excursion: it must not hide the bars around it
+        hi, lo = hi[~np.isnan(hi)], lo[~np.isnan(lo)]
+        if len(hi) or len(lo):
+            self.book.update_position(symbol, high=max(pos["high"], float(hi.max())) if len(hi) else pos["high"],
+                                      low=min(pos["low"], float(lo.min())) if len(lo) else pos["low"])
 
     def maybe_check_stops(self, now: datetime) -> None:
         t = now.timestamp()

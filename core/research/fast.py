@@ -470,12 +470,11 @@ _CUTOFF_PARAMS = (P_CUTOFF_OPEN, P_CUTOFF_MIDDAY, P_CUTOFF_CLOSE, P_CUTOFF_HIGH_
                   P_CUTOFF_DELTA)
 
 
-KERNEL_FLUSH_EVERY = 5_000  # ticks per journal transaction (about 6.4 sessions): a killed run resumes from there
-PROGRESS_EVERY = 2_000  # ticks between progress calls (and cancel checks)
+PROGRESS_EVERY = 100  # ticks between progress calls (and cancel checks), as the reference loop's
 
 
 def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None, total: int = 0,
-                 stop_after_ticks: int | None = None, flush_every: int = KERNEL_FLUSH_EVERY) -> tuple[int, bool, dict]:
+                 stop_after_ticks: int | None = None, flush_every: int = 500) -> tuple[int, bool, dict]:
     """Run ``ticks`` (a replay's, after its resume cursor) through the kernel and the engine: (ticks run,
     cancelled, hand-backs by cause). ``progress(done, total)`` as ``run_replay``'s; False cancels."""
     store = engine.store

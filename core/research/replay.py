@@ -173,7 +173,7 @@ def run_replay(
 
         todo = [now for day in sessions for now in session_ticks(day) if done_until is None or now > done_until]
         _, cancelled, handbacks = replay_ticks(engine, todo, progress=progress, total=total,
-                                               stop_after_ticks=stop_after_ticks)
+                                               stop_after_ticks=stop_after_ticks, flush_every=FLUSH_EVERY)
         stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
         stats["handbacks"] = handbacks
         if cancelled:
