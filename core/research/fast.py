@@ -26,8 +26,6 @@ import numpy as np
 
 from core.clock import NY, UTC, session_bounds, trading_date
 from core.engine import Engine
-from core.engine.decide import signal_row
-from core.feed import Observation
 from core.research import kernel as kn
 from core.rules import gates
 from core.rules.bracket import stop_price
@@ -47,15 +45,32 @@ from core.rules.params import (
 )
 from core.rules.reasons import CONFLICT, NO_DATA, PROTECTION, RATE_LIMITED, reason_text
 from core.state.baskets import BasketEvaluation
-from core.state.store import iso
 
 TIER_NAMES = ("A", "B", "Bench")
+_REASON_TEXT = tuple(reason_text(c) for c in kn.COUNTED_CODES)
+_NY_MINUTES: dict[int, str] = {}
+
+
+def _ny_minute(m: int) -> str:
+    """A token-count minute as the engine names it: its New York ISO time."""
+    got = _NY_MINUTES.get(m)
+    if got is None:
+        if len(_NY_MINUTES) > 100_000:
+            _NY_MINUTES.clear()
+        got = _NY_MINUTES[m] = datetime.fromtimestamp(m * 60, NY).isoformat()
+    return got
 ROWS_CAP = 65_536
 COUNTS_CAP = 65_536
 
 
 def _f(v: float | None) -> float:
     return math.nan if v is None else float(v)
+
+
+def _utc_iso(seconds: np.ndarray) -> list[str]:
+    """``datetime.fromtimestamp(s, UTC).isoformat()`` of whole seconds, for many at once."""
+    text = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
+    return [x + "+00:00" for x in text.tolist()]
 
 
 def _posix(ts: str | None) -> float:
@@ -94,6 +109,10 @@ class KernelDriver:
                 self._left[n] = (b[1] - x) / 60.0
                 self.tick_rth[n] = b[0] <= x < b[1]
         self.tick_bar = (np.searchsorted(feed.ts, t - kn.BAR_S, side="right") - 1).astype(np.int64)
+        # the ISO strings every row of a tick and bar carries (``datetime.isoformat`` of UTC times), made once
+        self.tick_iso = _utc_iso(t)
+        self.tick_minute_iso = [x[:17] + "00+00:00" for x in self.tick_iso]
+        self._bar_iso: list[str] | None = None
         self.ts = np.ascontiguousarray(feed.ts, dtype=np.int64)
         self.high = np.ascontiguousarray(feed.high)
         self.low = np.ascontiguousarray(feed.low)
@@ -309,50 +328,57 @@ class KernelDriver:
         kn.drain_buckets(self.BK, self.REC_CNT, N)
         log_ = e.decisions
         stocks, tiers, dt = self.stocks, self.tiers, self.dt
-        # decision rows (the full log, and every decision past the cutoff), in order
+        # decision rows (the full log, and every decision past the cutoff), in order: ``signal_row``'s tuples
+        tick_iso, bar_iso = self.tick_iso, self.bar_iso
+        score_a, spike_a, close_a, col = self.score, self.spike, self.close, self.col
         R = self.REC_ROW
+        rows = log_.rows
         for n in range(int(N[kn.R_ROWS])):
             i, k, decision, code, bar = (int(x) for x in R[n, :5])
             sym = stocks[k]
-            j = self.col[sym]
-            obs = None if bar < 0 else Observation(sym, self._bar_dt(bar), float(self.score[bar, j]),
-                                                    float(self.spike[bar, j]), float(self.close[bar, j]))
+            j = col[sym]
+            if bar < 0:
+                bar_ts = raw = spike = price = None
+            else:
+                bar_ts = bar_iso[bar]
+                raw, spike, price = round(float(score_a[bar, j]), 6), round(float(spike_a[bar, j]), 6), \
+                    float(close_a[bar, j])
             if code in (RATE_LIMITED, NO_DATA):
                 score = cutoff = None
             else:
-                score, cutoff = float(R[n, kn.ROW_SCORE]), float(R[n, kn.ROW_CUTOFF])
-            if decision == kn.DECISION_EVIDENCE:
-                log_.add(signal_row(dt(i), sym, tiers[k], obs, score, cutoff, "actionable", None, "evidence"))
+                score, cutoff = round(float(R[n, kn.ROW_SCORE]), 6), float(R[n, kn.ROW_CUTOFF])
+            if decision == kn.DECISION_EVIDENCE:  # actionable: written at once (the protections read them back)
+                log_.add((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff, "actionable", None,
+                          "evidence", price))
+                rows = log_.rows
                 continue
-            detail = self.pause_rule if code == PROTECTION else ""
-            log_.add(signal_row(dt(i), sym, tiers[k], obs, score, cutoff, "skipped" if decision else "suppressed",
-                                reason_text(code, detail), None))
+            reason = reason_text(code, self.pause_rule if code == PROTECTION else "")
+            rows.append((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff,
+                         "skipped" if decision else "suppressed", reason, None, price))
         # summary buckets, in the order they closed
         R = self.REC_CNT
+        count = log_.count
+        minute_iso = self.tick_minute_iso
         for n in range(int(N[kn.R_COUNTS])):
             k, slot = int(R[n, 0]), int(R[n, 1])
-            f = R[n, 2:]
+            f = R[n, 2:].tolist()
             code = kn.COUNTED_CODES[slot]
             bar = int(f[kn.BK_BAR])
-            first, last = int(f[kn.BK_FIRST]), int(f[kn.BK_LAST])
-            log_.count(stocks[k], tiers[k], "skipped" if code == NO_DATA else "suppressed", reason_text(code),
-                       iso(dt(first)), None if bar < 0 else iso(self._bar_dt(bar)),
-                       float(f[kn.BK_PRICE]) if f[kn.BK_HAS_PRICE] else None,
-                       round(float(f[kn.BK_SCORE]), 6) if f[kn.BK_HAS_SCORE] else None, int(f[kn.BK_N]),
-                       last_ts=iso(dt(last)), minute=datetime.fromtimestamp(f[kn.BK_MINUTE] * 60, UTC).isoformat())
+            first = int(f[kn.BK_FIRST])
+            count(stocks[k], tiers[k], "skipped" if code == NO_DATA else "suppressed", _REASON_TEXT[slot],
+                  tick_iso[first], None if bar < 0 else bar_iso[bar],
+                  f[kn.BK_PRICE] if f[kn.BK_HAS_PRICE] else None,
+                  round(f[kn.BK_SCORE], 6) if f[kn.BK_HAS_SCORE] else None, int(f[kn.BK_N]),
+                  last_ts=tick_iso[int(f[kn.BK_LAST])], minute=minute_iso[first])
         # equity once a minute, token counts of ended minutes
         R = self.REC_EQ
-        for n in range(int(N[kn.R_EQUITY])):
-            i = int(R[n, 0])
-            eq, cash = float(R[n, 1]), float(R[n, 2])
-            store.upsert("equity", {"ts": iso(dt(i)), "equity": round(eq, 4), "cash": round(cash, 4),
-                                    "exposure": round(eq - cash, 4)})
+        store.upsert_many("equity", ("ts", "equity", "cash", "exposure"), [
+            (tick_iso[int(i)], round(eq, 4), round(cash, 4), round(eq - cash, 4))
+            for i, eq, cash in R[:int(N[kn.R_EQUITY])].tolist()])
         R = self.REC_TOK
-        for n in range(int(N[kn.R_TOKENS])):
-            m, tier, req, granted, borrowed = (int(x) for x in R[n])
-            store.upsert("token_stats", {"minute": datetime.fromtimestamp(m * 60, NY).isoformat(),
-                                         "tier": TIER_NAMES[tier], "requested": req, "granted": granted,
-                                         "borrowed": borrowed})
+        store.upsert_many("token_stats", ("minute", "tier", "requested", "granted", "borrowed"), [
+            (_ny_minute(int(m)), TIER_NAMES[int(tier)], int(req), int(granted), int(borrowed))
+            for m, tier, req, granted, borrowed in R[:int(N[kn.R_TOKENS])].tolist()])
         # Bench events: their keys, noted and cleared in order
         R = self.REC_EV
         locks = st.locks
@@ -444,6 +470,12 @@ class KernelDriver:
             held = set(self.e.state.book.holds()) | {s for s, (q, _) in self.e.broker._pos.items() if q > 0}
             return reason_text(code, ",".join(sorted(held & set(basket.conflicts))))
         return reason_text(code)
+
+    @property
+    def bar_iso(self) -> list[str]:
+        if self._bar_iso is None:
+            self._bar_iso = _utc_iso(self.ts)
+        return self._bar_iso
 
     def _bar_dt(self, bar: int) -> datetime:
         return datetime.fromtimestamp(int(self.ts[bar]), UTC)

@@ -106,6 +106,18 @@ _UPSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}  # (table, columns) -> 
 _iso_memo: dict[int, tuple[datetime, str]] = {}  # see ``iso``
 
 
+def _upsert_sql(table: str, cols: tuple[str, ...]) -> str:
+    sql = _UPSERT_SQL.get((table, cols))
+    if sql is None:
+        pk = _TABLES[table][1]
+        pks = [pk] if isinstance(pk, str) else list(pk or ())
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in pks) or f"{pks[0]}=excluded.{pks[0]}"
+        sql = _UPSERT_SQL[(table, cols)] = (
+            f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+            f"ON CONFLICT({', '.join(pks)}) DO UPDATE SET {updates}")
+    return sql
+
+
 def iso(ts: datetime | None) -> str | None:
     if ts is None:
         return None
@@ -314,16 +326,12 @@ class Store:
         return None if row is None else row[0]
 
     def upsert(self, table: str, row: dict[str, Any]) -> None:
-        cols = tuple(row)
-        sql = _UPSERT_SQL.get((table, cols))
-        if sql is None:
-            pk = _TABLES[table][1]
-            pks = [pk] if isinstance(pk, str) else list(pk or ())
-            updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in pks) or f"{pks[0]}=excluded.{pks[0]}"
-            sql = _UPSERT_SQL[(table, cols)] = (
-                f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-                f"ON CONFLICT({', '.join(pks)}) DO UPDATE SET {updates}")
-        self.conn.execute(sql, list(row.values()))
+        self.conn.execute(_upsert_sql(table, tuple(row)), list(row.values()))
+
+    def upsert_many(self, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """``upsert`` of many rows of the same columns, in order (a later row of a key wins, as with one by one)."""
+        if rows:
+            self.conn.executemany(_upsert_sql(table, cols), rows)
 
     def insert(self, table: str, row: dict[str, Any], *, ignore: bool = False) -> int:
         cols = list(row)
