@@ -55,8 +55,9 @@ def window_figures(store: Store, now: datetime, window_s: int, after: datetime |
         out.update(llm_calls=float(calls),
                    llm_calls_per_hour=calls * 3600.0 / max(60.0, (now - start).total_seconds()))
     if "equity" in want:  # on account equity, not summed trade returns
-        equity = [r["equity"] for r in store.query("SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts",
-                                                   (since, until))]
+        # plain tuples: this runs after every fill, over up to a day of minutes
+        equity = [r[0] for r in store.conn.execute("SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts",
+                                                   (since, until)).fetchall()]
         out.update(equity_drawdown=kpi.max_drawdown(equity), equity_samples=float(len(equity)))
     return out
 

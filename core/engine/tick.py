@@ -243,14 +243,7 @@ class Engine:
         return rep
 
     def _tick_body(self, now: datetime, rep: TickReport) -> None:
-        self.roll_day(now)
-        self.broker.sync(now)
-        rep.fills = self.ledger.ingest_fills(now)
-        if rep.fills:
-            self.run_protections(now)  # a fill can complete a stop-out streak or a drawdown
-        self.orders.refresh_orders(now)
-        self.orders.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
-        self.orders.expire_intents(now)
+        self.settle(now, rep)
         if is_rth(now):
             self.decide.detect_bench_events(now)
             for sym in self.scheduler.due_tickers(now):
@@ -260,6 +253,19 @@ class Engine:
             self.routing.route(now, rep)
         self.ledger.maybe_check_stops(now)
         self.snapshots.take(now)
+
+    def settle(self, now: datetime, rep: TickReport) -> None:
+        """The part of a tick before its decisions: the day roll, the broker's fills (and the protections they can
+        fire), the orders' states, expired intents. Running it twice at one ``now`` changes nothing the second time
+        (the research kernel runs it alone on a tick whose decisions it makes itself)."""
+        self.roll_day(now)
+        self.broker.sync(now)
+        rep.fills = self.ledger.ingest_fills(now)
+        if rep.fills:
+            self.run_protections(now)  # a fill can complete a stop-out streak or a drawdown
+        self.orders.refresh_orders(now)
+        self.orders.resolve_submitting(now, min_age_s=self.s.alpaca_timeout_s)
+        self.orders.expire_intents(now)
 
     def apply_commands(self, now: datetime) -> int:
         """Apply the UI's commands in order, each exactly once. Each row is checked and applied inside its own

@@ -26,6 +26,7 @@ import numpy as np
 
 from core.clock import NY, UTC, session_bounds, trading_date
 from core.engine import Engine
+from core.engine.report import TickReport
 from core.research import kernel as kn
 from core.rules import gates
 from core.rules.bracket import stop_price
@@ -43,7 +44,7 @@ from core.rules.params import (
     P_DIRECTION_LOCK_S,
     P_STOP_LOSS_PCT,
 )
-from core.rules.reasons import CONFLICT, NO_DATA, PROTECTION, RATE_LIMITED, reason_text
+from core.rules.reasons import CONFLICT, NO_DATA, PROTECTION, RATE_LIMITED, RISK_MAX_POSITIONS, reason_text
 from core.state.baskets import BasketEvaluation
 
 TIER_NAMES = ("A", "B", "Bench")
@@ -161,6 +162,9 @@ class KernelDriver:
         self.p = np.zeros(1)
         self.cutoffs = np.zeros((3, 2))
         self.pause_rule = ""
+        self.pending_approvals = 0
+        self._odd_event = False
+        self.settles: dict[int, int] = {}
         self.leg_ids: list[list[Any]] = []
         self.handbacks: dict[int, int] = {}
         self._dt: dict[int, datetime] = {}
@@ -223,6 +227,8 @@ class KernelDriver:
             K[k, kn.K_LAT_T], K[k, kn.K_LAT_S] = (math.nan, math.nan) if lat is None else lat
             ev = sched.pending_events.get(s)
             K[k, kn.K_EVENT] = -1.0 if ev is None else self._event_bar(ev)
+        self._odd_event = any(not ev.startswith("spike:") for ev in sched.pending_events.values())
+        for k, s in enumerate(self.stocks):
             K[k, kn.K_CAP] = st.caps.day_counts(day_iso, s)[0]
             cool = kv.get(f"cooldown:{s}")
             K[k, kn.K_COOL] = -math.inf if cool is None else cool[1]
@@ -241,12 +247,13 @@ class KernelDriver:
             lock = kv.get(f"etf_lock:{s}")
             C[j, kn.C_ETF_LOCK] = -math.inf if lock is None else lock[1]
         need = bool(book.intents) or bool(book.orders)
+        full = False
         n = 0
         pct = self.p[P_STOP_LOSS_PCT]
         for r in book.positions.values():
             j = self.col.get(r["symbol"])
             if j is None or r.get("kind") == "adopted":
-                need = True  # a holding the feed has no bars for, or stops checked by the engine
+                full = True  # a holding the feed has no bars for, or stops checked by the engine
                 continue
             C[j, kn.C_HELD] = 1.0 if r["qty"] > 0 else 0.0
             self.POS[n] = (j, r["qty"], r["stop_price"] or stop_price(r["avg_price"], pct), r["avg_price"])
@@ -282,7 +289,7 @@ class KernelDriver:
             one = next(iter(pair.values()))
             j = self.col.get(one.symbol)
             if j is None:
-                need = True
+                full = True
                 continue
             stop, tp = pair.get("stop_loss"), pair.get("take_profit")
             self.LEG[n] = (j, stop.stop_price if stop else math.nan, tp.limit_price if tp else math.nan,
@@ -291,6 +298,8 @@ class KernelDriver:
             n += 1
         S[kn.S_N_LEGS] = n
         S[kn.S_NEED_PY] = 1.0 if need else 0.0
+        S[kn.S_NEED_FULL] = 1.0 if full or self._odd_event else 0.0
+        self.pending_approvals = sum(1 for r in book.intents_with_status("pending") if r["side"] == "buy")
         S[kn.S_SOD_DAY] = day
         S[kn.S_SOD_EQ] = _f(book.start_of_day(day_iso))
         prot = st.protections
@@ -315,7 +324,6 @@ class KernelDriver:
         """The bar of a Bench spike event (``spike:SYM:bar time``); any other event is the engine's to run."""
         parts = event_id.split(":", 2)
         if len(parts) != 3 or parts[0] != "spike":
-            self.S[kn.S_NEED_PY] = 1.0
             return -1.0
         t = int(datetime.fromisoformat(parts[2]).timestamp())
         return float(np.searchsorted(self.ts, t))
@@ -352,7 +360,7 @@ class KernelDriver:
                           "evidence", price))
                 rows = log_.rows
                 continue
-            reason = reason_text(code, self.pause_rule if code == PROTECTION else "")
+            reason = reason_text(code, self.pause_rule if code == PROTECTION else self._approvals(code))
             rows.append((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff,
                          "skipped" if decision else "suppressed", reason, None, price))
         # summary buckets, in the order they closed
@@ -462,6 +470,11 @@ class KernelDriver:
         store.set_meta("replay_cursor", now.isoformat())
         S[kn.S_LAST_TICK] = -1.0
 
+    def _approvals(self, code: int) -> str:
+        """``RiskManager.reason``'s detail: the approvals that hold position slots."""
+        n = self.pending_approvals
+        return f"{n} pending approval{'' if n == 1 else 's'}" if code == RISK_MAX_POSITIONS and n > 0 else ""
+
     def _blocked_text(self, basket: Any, code: int) -> str:
         """What stopped a firing basket, as ``BasketRouting.route`` stores it."""
         if code == PROTECTION:
@@ -469,7 +482,7 @@ class KernelDriver:
         if code == CONFLICT:
             held = set(self.e.state.book.holds()) | {s for s, (q, _) in self.e.broker._pos.items() if q > 0}
             return reason_text(code, ",".join(sorted(held & set(basket.conflicts))))
-        return reason_text(code)
+        return reason_text(code, self._approvals(code))
 
     @property
     def bar_iso(self) -> list[str]:
@@ -484,15 +497,16 @@ class KernelDriver:
         return f"spike:{sym}:{self._bar_dt(bar).isoformat()}"
 
     # ------------------------------------------------------------ running
-    def run(self, i0: int, i1: int) -> tuple[int, int]:
-        """Kernel ticks from ``i0`` up to ``i1`` (excluded): (status, the tick it stopped at)."""
+    def run(self, i0: int, i1: int, settled: int = -1) -> tuple[int, int]:
+        """Kernel ticks from ``i0`` up to ``i1`` (excluded), tick ``settled``'s first part done by the engine:
+        (status, the tick it stopped at)."""
         status, at = kn.run_ticks(
-            i0, i1, self.tick_t, self.tick_day, self.tick_rth, self.tick_bar, self.tick_seg,
+            i0, i1, settled, self.tick_t, self.tick_day, self.tick_rth, self.tick_bar, self.tick_seg,
             self.e.decisions.mode == "summary", self.ts, self.high, self.low, self.close, self.score, self.spike,
             self.lv, self.p, self.cutoffs, self.S, self.K, self.C, self.B, self.BM, self.BC, self.POS, self.BPOS,
             self.LEG, self.TS, self.BK, self.REC_ROW, self.REC_CNT, self.REC_EQ, self.REC_TOK, self.REC_EV, self.N,
             self.WHY)
-        if status == kn.HANDBACK:
+        if status in (kn.HANDBACK, kn.SETTLE):
             why = int(self.WHY[0])
             self.handbacks[why] = self.handbacks.get(why, 0) + 1
         return int(status), int(at)
@@ -522,6 +536,15 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
         store.set_meta("replay_cursor", ticks[at].isoformat())  # in the same transaction as the tick
         drv.pull(at)
 
+    def engine_settle(at: int) -> None:
+        now = ticks[at]
+        with store.tick_scope():
+            engine.feed.ensure(now)
+            engine.settle(now, TickReport(now=now))
+        drv.pull(at)
+
+    settled = -1
+
     while i < n:
         if progress is not None and i >= next_progress:
             next_progress = i + PROGRESS_EVERY
@@ -536,11 +559,15 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
             since_flush += 1
             continue
         limit = min(n, i + flush_every - since_flush, next_progress if progress is not None else n)
-        status, at = drv.run(i, limit)
+        status, at = drv.run(i, limit, settled)
         done += at - i
         since_flush += at - i
         i = at
-        if status == kn.HANDBACK:
+        if status == kn.SETTLE:
+            drv.push()
+            engine_settle(at)
+            settled = at
+        elif status == kn.HANDBACK:
             drv.push()
             engine_tick(at)
             i += 1

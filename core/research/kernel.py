@@ -142,8 +142,8 @@ EVENT_TTL_S = 300  # a Bench spike event's key (core.engine.decide.detect_bench_
 # ---- the scalar state S
 (S_TOK_MIN, S_LEFT_A, S_LEFT_B, S_LEFT_R, S_STATS_MIN, S_EQ_MIN, S_LAST_STOP, S_CASH, S_SOD_DAY, S_SOD_EQ,
  S_PAUSE_UNTIL, S_CAP_GLOBAL, S_PEND_N, S_PEND_NOTIONAL, S_NEED_PY, S_N_POS, S_N_BPOS, S_N_LEGS, S_CAP_A, S_CAP_B,
- S_CAP_R, S_BORROW_S, S_STOP_TICK, S_EQ_TICK, S_LAST_TICK, S_HALT_UNTIL, S_STOP_INTERVAL) = range(27)
-N_S = 27
+ S_CAP_R, S_BORROW_S, S_STOP_TICK, S_EQ_TICK, S_LAST_TICK, S_HALT_UNTIL, S_STOP_INTERVAL, S_NEED_FULL) = range(28)
+N_S = 28
 # ---- per stock K[k, ...] (universe.stocks order)
 (K_COL, K_TIER, K_INTERVAL, K_ETF, K_LAST, K_LAT_T, K_LAT_S, K_CAP, K_EVENT, K_COOL, K_DIR_SIGN, K_DIR_UNTIL,
  K_SLOT, K_SLOT_EXP) = range(14)
@@ -179,12 +179,14 @@ DECISION_SUPPRESSED, DECISION_SKIPPED, DECISION_EVIDENCE = 0, 1, 2
 # token stats TS[tier, ...]
 TS_REQ, TS_GRANTED, TS_BORROWED, TS_PRESENT = range(4)
 
-# what ``run_ticks`` returns (with the tick index it stopped at)
-DONE, HANDBACK, FULL_RECORDS = 0, 1, 2
+# what ``run_ticks`` returns (with the tick index it stopped at): DONE, HANDBACK (the engine runs the whole
+# tick), FULL_RECORDS, SETTLE (the engine runs the tick's first part, ``Engine.settle``; the kernel the rest)
+DONE, HANDBACK, FULL_RECORDS, SETTLE = 0, 1, 2, 3
 # why a tick was handed back (for the bench's profile)
-WHY_PYTHON, WHY_DAY, WHY_LEG, WHY_ACTIONABLE, WHY_BASKET, WHY_DAILY_LOSS = 1, 2, 3, 4, 5, 6
-WHY_NAMES = ("", "order or intent open", "new session", "bracket leg touched", "actionable signal",
-             "basket fires", "daily-loss halt")
+WHY_PYTHON, WHY_DAY, WHY_LEG, WHY_ACTIONABLE, WHY_BASKET, WHY_DAILY_LOSS, WHY_FULL = 1, 2, 3, 4, 5, 6, 7
+WHY_NAMES = ("", "settle: an order or intent open", "settle: new session", "settle: bracket leg touched",
+             "tick: actionable signal", "tick: basket fires", "tick: daily-loss halt", "tick: a holding only the "
+             "engine handles")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -303,13 +305,14 @@ def _evidence(i, k, t, S, K, p, REC_EV, N):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, nogil=True)
-def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
+def run_ticks(i0, i1, settled, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
               ts, high, low, close, score_a, spike_a, lv,
               p, cutoffs, S, K, C, B, BM, BC, POS, BPOS, LEG, TS, BK,
               REC_ROW, REC_CNT, REC_EQ, REC_TOK, REC_EV, N, WHY):
-    """Run ticks ``i0 .. i1-1``; returns (status, tick index): DONE at ``i1``, HANDBACK at a tick the engine must
-    run (state as it was before that tick; ``WHY[0]`` says why), FULL_RECORDS when a record array is nearly full
-    (at a tick boundary)."""
+    """Run ticks ``i0 .. i1-1``; returns (status, tick index): DONE at ``i1``; SETTLE at a tick whose first part
+    (``Engine.settle``: the day roll, fills, orders) the engine must run first, nothing of it done here (call again
+    with ``settled`` = that tick); HANDBACK at a tick the engine must run whole (state as it was before that tick;
+    ``WHY[0]`` says why); FULL_RECORDS when a record array is nearly full (at a tick boundary)."""
     n_stocks = K.shape[0]
     n_baskets = B.shape[0]
     cap_rows = REC_ROW.shape[0] - 4 * n_stocks - 8
@@ -339,12 +342,16 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
         bar = tick_bar[i]
         minute = float(tick_t[i] // 60)
         # ---- the engine has work only it does: an open order or live intent, a new New York date
-        if S[S_NEED_PY] != 0.0:
-            why = WHY_PYTHON
-        elif tick_day[i] != S[S_SOD_DAY]:
-            why = WHY_DAY
+        if S[S_NEED_FULL] != 0.0:
+            why = WHY_FULL
+        elif i != settled and S[S_NEED_PY] != 0.0:
+            WHY[0] = WHY_PYTHON
+            return SETTLE, i
+        elif i != settled and tick_day[i] != S[S_SOD_DAY]:
+            WHY[0] = WHY_DAY
+            return SETTLE, i
         # ---- broker sync: the bracket legs against the bars that closed since they were last checked
-        if why == 0:
+        if why == 0 and i != settled:
             for q in range(int(S[S_N_LEGS])):
                 start = max(LEG[q, L_ACTIVE], LEG[q, L_CHECKED] + 1)
                 lo = np.searchsorted(ts, int(start))
@@ -359,7 +366,9 @@ def run_ticks(i0, i1, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  
                         why = WHY_LEG
                         break
                 if why != 0:
-                    break
+                    LEG[:, :] = LEG0
+                    WHY[0] = WHY_LEG
+                    return SETTLE, i
                 LEG[q, L_CHECKED] = float(ts[hi - 1])
         if why == 0 and tick_rth[i]:
             fresh = bar >= 0 and t - (ts[bar] + BAR_S) <= MAX_OBS_AGE_S
