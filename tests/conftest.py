@@ -1,13 +1,28 @@
-"""Shared fixtures: a real redis-server per test session (see tests/fakes/redis_server.py)."""
+"""Shared fixtures: a real redis-server per test session (see tests/fakes/redis_server.py); the research kernel
+compiled once before the workers start."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.redis_server import RedisServer, required
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the research kernel once, in the main process, before xdist's workers start: every worker and
+    every child process then loads it from the on-disk cache instead of compiling it again at the same time.
+    The apps the tests start do not warm it up in the background (RESEARCH_WARM_UP=0): it is warm already."""
+    os.environ.setdefault("RESEARCH_WARM_UP", "0")
+    if hasattr(session.config, "workerinput"):
+        return
+    from core.research.fast import kernel_ready, warm_up
+
+    if not kernel_ready():
+        warm_up()
 
 
 @pytest.fixture(scope="session")

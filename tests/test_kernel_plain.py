@@ -15,10 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _child(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> str:
+def _child(args: list[str], env: dict[str, str], cwd: Path = ROOT, *, stderr: list[str] | None = None) -> str:
     out = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(cwd), **env})
     assert out.returncode == 0, out.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(out.stderr)
     return out.stdout
 
 
@@ -67,6 +69,11 @@ def test_a_changed_rule_recompiles_the_kernel(tmp_path):
     assert "return OK if abs(score) >= cutoff else BELOW_CUTOFF" in text
     gates.write_text(text.replace("return OK if abs(score) >= cutoff else BELOW_CUTOFF",
                                   "return OK if abs(score) >= cutoff + 0.05 else BELOW_CUTOFF"))
+    # the first run of the changed copy compiles its kernel, and the CLI says so
+    said: list[str] = []
+    _child(["-m", "core.research", "--days", "1", "--seed", "3", "--start", "2025-03-04", "--auto", "--json"],
+           env, cwd=copy, stderr=said)
+    assert "preparing the research engine (first run after install" in said[0] and "ready in" in said[0]
     changed = _child(["-c", CHILD], env, cwd=copy).split("\n")
     assert len(list(cache.iterdir())) == 2  # one compiled kernel per source hash
     k0, r0 = original[0].split(), original[1].split()

@@ -148,6 +148,20 @@ def run_settings_for(universe_set: dict[str, str], source: sources.DataSource, p
     return load_settings(**{**base_overrides(universe_set, source), **params})
 
 
+PREPARING = "Preparing the research engine (first run after install: compiling it takes about a minute)…"
+
+
+def prepare_research_engine() -> None:
+    """The compiled kernel in this process before a replay: at once when the app's warm-up has loaded it, else
+    under a spinner that says why the first run waits (core.research.fast.warm_up)."""
+    from core.research import fast
+
+    if fast.kernel_ready():
+        return
+    with st.spinner(PREPARING, show_time=True):
+        fast.warm_up()
+
+
 def _progress(bar: Any, label: str) -> Any:
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total}")
@@ -160,6 +174,7 @@ def replay_and_save(db_path: str, label: str, source: sources.DataSource, params
                                                              "baskets_json")}
     knobs = {k: v for k, v in params.items() if k not in universe_set}
     s = run_settings_for(universe_set, source, knobs)
+    prepare_research_engine()
     res = replay_mod.run_replay(s, start=sessions[0], end=sessions[-1], days=len(sessions), seed=source.seed,
                                 market=market, progress=_progress(bar, f"{label}: ticks"), decisions=decisions)
     try:
@@ -199,6 +214,7 @@ def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[
                    sessions: list[date], market: Any, workers: int, bar: Any, *,
                    cluster: str | None = None) -> dict[str, Any]:
     base = base_overrides(universe_set, source)
+    prepare_research_engine()
     with _cluster_errors():
         rows = replay_mod.run_sweep(base, grid, days=len(sessions), start=sessions[0], end=sessions[-1],
                                     seed=source.seed, market=market, workers=workers,
@@ -219,6 +235,7 @@ def walk_forward_and_save(db_path: str, source: sources.DataSource, universe_set
                           grid: dict[str, list], sessions: list[date], market: Any, workers: int, folds: int,
                           metric: str, bar: Any, *, cluster: str | None = None) -> dict[str, Any]:
     base = base_overrides(universe_set, source)
+    prepare_research_engine()
     with _cluster_errors():
         result = walkforward.walk_forward(base, grid, sessions=sessions, seed=source.seed, market=market,
                                           folds=folds, metric=metric, workers=workers,

@@ -6,6 +6,8 @@ Streamlit-specific glue lives here (and in ``ui/``), never in ``core/``.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,10 +70,34 @@ def app_settings() -> Settings:
 def _runtime(db_path: str) -> tuple[Runtime | None, str | None]:
     # keyed by the database path: one engine per database per server process, however many tabs or reruns
     settings = app_settings()
+    start_research_warm_up()
     try:
         return shared_runtime(settings), None
     except EngineLockedError as e:
         return None, f"{e}; this window shows its data and sends commands to it"
+
+
+_WARM_UP: list[threading.Thread] = []
+
+
+def start_research_warm_up() -> threading.Thread | None:
+    """Compile (or load) the research kernel in the background, once per server process, so the first Research
+    click does not wait for it (core.research.fast.warm_up). ``RESEARCH_WARM_UP=0`` turns it off."""
+    if os.environ.get("RESEARCH_WARM_UP", "1") == "0" or _WARM_UP:
+        return None
+
+    def run() -> None:
+        from core.research.fast import warm_up
+
+        try:
+            log.info("research engine ready in %.1f s", warm_up())
+        except Exception:  # a warm-up never stops the app: the first replay compiles instead, and says so
+            log.exception("research engine warm-up failed")
+
+    t = threading.Thread(target=run, name="research-warm-up", daemon=True)
+    _WARM_UP.append(t)
+    t.start()
+    return t
 
 
 def own_the_navigation() -> None:

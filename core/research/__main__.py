@@ -99,6 +99,17 @@ def cli_progress(label: str, unit: str = "cells") -> Callable[[int, int], None]:
     return progress
 
 
+def prepare_kernel() -> None:
+    """The first run after install compiles the research kernel: say so on stderr, with the time it took."""
+    from core.research import fast
+
+    if fast.kernel_ready():
+        return
+    print("preparing the research engine (first run after install: compiling it takes about a minute) ...",
+          file=sys.stderr, flush=True)
+    print(f"research engine ready in {fast.warm_up():.0f} s", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     """Run the CLI; ``today`` (tests) stands in for the wall-clock date that ranges are checked against."""
     ap = argparse.ArgumentParser(prog="python -m core.research", description=__doc__.splitlines()[0])
@@ -168,6 +179,7 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
             clean_name(args.save)  # a bad name is refused before the run, not after it
         source = cli_source(args, settings)
         sessions = replay_days(settings, start, days, market, end)
+        prepare_kernel()
         if args.walk_forward is not None:
             wf = walk_forward(overrides, grid, sessions=sessions,
                               seed=args.seed, market=market, folds=args.walk_forward, in_sample=args.in_sample,
