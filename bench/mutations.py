@@ -29,6 +29,7 @@ TOKENS = ["tests/test_rules_plain.py", "tests/test_ratelimit_and_gates.py", "tes
 PROTECT = ["tests/test_rules_plain.py", "tests/test_rule_boundaries_protections.py", "tests/test_protections.py"]
 FILLS = ["tests/test_rules_plain.py", "tests/test_sim_broker.py"]
 SECURITY = ["tests/security/test_poison_commands.py", "tests/security/test_forged_stream.py"]
+KERNEL = ["tests/test_kernel_parity.py", "tests/test_kernel_parity_files.py"]
 
 # (name, file, old text, new text, tests)
 MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
@@ -145,6 +146,32 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("stream price from the message", "core/engine/decide.py",
      "        return at, sym, own, score\n",
      "        return at, sym, own._replace(close=close), score\n", SECURITY),
+    # the compiled research kernel and its driver: each must break parity with Engine.tick
+    ("kernel: no scheduling jitter", "core/research/kernel.py",
+     "due[k] = ticker_due(K[k, K_LAST], t, K[k, K_INTERVAL], JITTER_S)",
+     "due[k] = ticker_due(K[k, K_LAST], t, K[k, K_INTERVAL], 0.0)", KERNEL),
+    ("kernel: a leg touched only when crossed", "core/research/kernel.py",
+     "if low[b, j] <= stop or high[b, j] >= tp:", "if low[b, j] < stop or high[b, j] >= tp:", KERNEL),
+    ("kernel: evidence sets no cooldown", "core/research/kernel.py",
+     "        K[k, K_COOL] = t + p[P_COOLDOWN_S]\n", "        K[k, K_COOL] = t\n", KERNEL),
+    ("kernel: borrowing whatever the fallback", "core/research/kernel.py",
+     "got = take_token(own, S[S_LEFT_R], tier, second, p[P_RESERVE_FALLBACK] != 0.0, S[S_BORROW_S])",
+     "got = take_token(own, S[S_LEFT_R], tier, second, True, S[S_BORROW_S])", KERNEL),
+    ("kernel: equity row without cash", "core/research/kernel.py",
+     "REC_EQ[e, 2] = S[S_CASH]", "REC_EQ[e, 2] = total", KERNEL),
+    ("kernel: stop checks one interval late", "core/research/kernel.py",
+     "not t - S[S_LAST_STOP] < S[S_STOP_INTERVAL]", "not t - S[S_LAST_STOP] <= S[S_STOP_INTERVAL]", KERNEL),
+    ("kernel: a bucket keeps its first bar", "core/research/kernel.py",
+     "    BK[k, r, BK_BAR] = bar\n", "", KERNEL),
+    ("driver: cap counts not read back", "core/research/fast.py",
+     "K[k, kn.K_CAP] = st.caps.day_counts(day_iso, s)[0]", "K[k, kn.K_CAP] = 0", KERNEL),
+    ("driver: stop checks' excursions dropped", "core/research/fast.py",
+     "                e.ledger.update_excursions(pos[\"symbol\"], at)\n", "                pass\n", KERNEL),
+    ("ledger: a missing bar hides the excursion", "core/engine/ledger.py",
+     "        hi, lo = hi[~np.isnan(hi)], lo[~np.isnan(lo)]\n", "", KERNEL),
+    ("settle: intents never expire", "core/engine/tick.py",
+     "        self.orders.expire_intents(now)\n\n    def apply_commands", "\n    def apply_commands",
+     ["tests/test_golden_replays.py", "tests/test_engine.py"]),
 ]
 
 
