@@ -80,42 +80,46 @@ class BasketRouting:
                                 rules.basket_fires(cond, streak, p[P_BASKET_CONSECUTIVE_TICKS]))
 
     def route(self, now: datetime, rep: TickReport) -> None:
-        p, locks = self.live.p, self.state.locks
         for basket in self.universe.baskets:
-            ev = self.evaluate(basket, now)
-            blocked, intent_id = None, None
-            if ev.fires:
-                held = self.state.book.holds()
-                held |= {pos.symbol for pos in self.broker.get_positions(now)}  # holdings made outside the app too
-                etf = basket.inverse_etf
-                conflicts = sorted(held & set(basket.conflicts))
-                account = self.accounts.account_state(now)
-                price = self.feed.price(etf, now)
-                protection = self.state.protections.entries_paused_by(now)
-                symbol_cooldown = gates.lock_holds(locks.symbol_cooldown_until(etf, now), now.timestamp())
-                code = gates.check_entry_blocks(bool(p[P_PAUSED]), protection is not None, symbol_cooldown,
-                                                etf in held, True, bool(conflicts), self.orders.live_intent_for(etf))
-                if code != OK:
-                    blocked = reason_text(code, protection if code == PROTECTION else
-                                          ",".join(conflicts) if code == CONFLICT else "")
-                else:
-                    ok, reason = self.entry_risk.check(account, price, now)
-                    if not ok:
-                        blocked = reason
-                    elif (code := gates.check_etf_lock(locks.etf_lock_until(etf, now), now.timestamp())) != OK or \
-                            not locks.take_etf_lock(etf, basket.name, p[P_ETF_LOCK_S], now):
-                        blocked = reason_text(ETF_LOCK)
-                if blocked is None and price is not None:
-                    size = self.risk.size_for(account, price)
-                    stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
-                    intent = new_intent(
-                        "basket", etf, "buy", size.qty, price, now, self.s.intent_ttl_s,
-                        reason=(f"{basket.name}: {ev.n_signals} members, {ev.negative_ratio:.0%} negative, "
-                                f"mean {ev.mean_score:+.3f}, {ev.consecutive} ticks; ETF score "
-                                f"{ev.inverted_score:+.3f}"),
-                        source=f"basket:{basket.name}", stop_price=stop, take_profit_price=take_profit,
-                        risk_after=round(self.risk.risk_after_fill(account, size.qty, price), 6),
-                    )
-                    intent_id = intent.id
-                    self.orders.queue_intent(intent, now, rep)
-            self.state.baskets.save(ev, now, blocked_by=blocked, intent_id=intent_id)
+            self.route_basket(basket, now, rep)
+
+    def route_basket(self, basket: Basket, now: datetime, rep: TickReport) -> None:
+        """Evaluate one basket and, when it fires, make its inverse-ETF intent or record what blocked it."""
+        p, locks = self.live.p, self.state.locks
+        ev = self.evaluate(basket, now)
+        blocked, intent_id = None, None
+        if ev.fires:
+            held = self.state.book.holds()
+            held |= {pos.symbol for pos in self.broker.get_positions(now)}  # holdings made outside the app too
+            etf = basket.inverse_etf
+            conflicts = sorted(held & set(basket.conflicts))
+            account = self.accounts.account_state(now)
+            price = self.feed.price(etf, now)
+            protection = self.state.protections.entries_paused_by(now)
+            symbol_cooldown = gates.lock_holds(locks.symbol_cooldown_until(etf, now), now.timestamp())
+            code = gates.check_entry_blocks(bool(p[P_PAUSED]), protection is not None, symbol_cooldown,
+                                            etf in held, True, bool(conflicts), self.orders.live_intent_for(etf))
+            if code != OK:
+                blocked = reason_text(code, protection if code == PROTECTION else
+                                      ",".join(conflicts) if code == CONFLICT else "")
+            else:
+                ok, reason = self.entry_risk.check(account, price, now)
+                if not ok:
+                    blocked = reason
+                elif (code := gates.check_etf_lock(locks.etf_lock_until(etf, now), now.timestamp())) != OK or \
+                        not locks.take_etf_lock(etf, basket.name, p[P_ETF_LOCK_S], now):
+                    blocked = reason_text(ETF_LOCK)
+            if blocked is None and price is not None:
+                size = self.risk.size_for(account, price)
+                stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
+                intent = new_intent(
+                    "basket", etf, "buy", size.qty, price, now, self.s.intent_ttl_s,
+                    reason=(f"{basket.name}: {ev.n_signals} members, {ev.negative_ratio:.0%} negative, "
+                            f"mean {ev.mean_score:+.3f}, {ev.consecutive} ticks; ETF score "
+                            f"{ev.inverted_score:+.3f}"),
+                    source=f"basket:{basket.name}", stop_price=stop, take_profit_price=take_profit,
+                    risk_after=round(self.risk.risk_after_fill(account, size.qty, price), 6),
+                )
+                intent_id = intent.id
+                self.orders.queue_intent(intent, now, rep)
+        self.state.baskets.save(ev, now, blocked_by=blocked, intent_id=intent_id)

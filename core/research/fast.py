@@ -27,6 +27,7 @@ import numpy as np
 from core.clock import NY, UTC, session_bounds, trading_date
 from core.engine import Engine
 from core.engine.report import TickReport
+from core.feed import Observation
 from core.research import kernel as kn
 from core.rules import gates
 from core.rules.bracket import stop_price
@@ -115,6 +116,7 @@ class KernelDriver:
         self.tick_minute_iso = [x[:17] + "00+00:00" for x in self.tick_iso]
         self._bar_iso: list[str] | None = None
         self.ts = np.ascontiguousarray(feed.ts, dtype=np.int64)
+        self.open = np.ascontiguousarray(feed.open)
         self.high = np.ascontiguousarray(feed.high)
         self.low = np.ascontiguousarray(feed.low)
         self.close = np.ascontiguousarray(feed.close)
@@ -159,6 +161,8 @@ class KernelDriver:
         self.REC_EV = np.zeros((8192, kn.N_EV))
         self.N = np.zeros(5, dtype=np.int64)
         self.WHY = np.zeros(1, dtype=np.int64)
+        self.OUT = np.zeros(3)
+        self.due = np.zeros(len(self.stocks), dtype=np.bool_)
         self.p = np.zeros(1)
         self.cutoffs = np.zeros((3, 2))
         self.pause_rule = ""
@@ -413,10 +417,7 @@ class KernelDriver:
             if self.TS[tier, kn.TS_PRESENT]:
                 b.stats[(int(S[kn.S_STATS_MIN]), TIER_NAMES[tier])] = [int(x) for x in self.TS[tier, :3]]
         self.TS[:] = 0.0
-        last = int(S[kn.S_LAST_TICK])
-        if last < 0:
-            return  # no tick ran in the kernel since the last pull: the engine's state is the arrays'
-        # the kernel's working state
+        # the kernel's working state (also in the middle of a tick, before the engine decides a part of it)
         b._minute = None if math.isnan(S[kn.S_TOK_MIN]) else int(S[kn.S_TOK_MIN])
         if b._minute is not None:
             b._left = {"A": int(S[kn.S_LEFT_A]), "B": int(S[kn.S_LEFT_B]), "Reserve": int(S[kn.S_LEFT_R])}
@@ -465,10 +466,12 @@ class KernelDriver:
                 streaks.save(ev, dt(i), blocked_by=self._blocked_text(bk, blocked) if blocked else None,
                              intent_id=None)
                 row[kn.B_EVAL_TICK] = -1
-        now = dt(last)
-        e.snapshots._tick_state_at = now
-        store.set_meta("replay_cursor", now.isoformat())
-        S[kn.S_LAST_TICK] = -1.0
+        last = int(S[kn.S_LAST_TICK])
+        if last >= 0:  # the last tick the kernel finished
+            now = dt(last)
+            e.snapshots._tick_state_at = now
+            store.set_meta("replay_cursor", now.isoformat())
+            S[kn.S_LAST_TICK] = -1.0
 
     def _approvals(self, code: int) -> str:
         """``RiskManager.reason``'s detail: the approvals that hold position slots."""
@@ -497,16 +500,18 @@ class KernelDriver:
         return f"spike:{sym}:{self._bar_dt(bar).isoformat()}"
 
     # ------------------------------------------------------------ running
-    def run(self, i0: int, i1: int, settled: int = -1) -> tuple[int, int]:
-        """Kernel ticks from ``i0`` up to ``i1`` (excluded), tick ``settled``'s first part done by the engine:
-        (status, the tick it stopped at)."""
+    def run(self, i0: int, i1: int, settled: int = -1, resume_k: int = -1, resume_b: int = -1) -> tuple[int, int]:
+        """Kernel ticks from ``i0`` up to ``i1`` (excluded), tick ``settled``'s first part done by the engine, tick
+        ``i0`` resumed after stock ``resume_k`` or basket ``resume_b`` (see ``kernel.run_ticks``): (status, the
+        tick it stopped at)."""
         status, at = kn.run_ticks(
-            i0, i1, settled, self.tick_t, self.tick_day, self.tick_rth, self.tick_bar, self.tick_seg,
-            self.e.decisions.mode == "summary", self.ts, self.high, self.low, self.close, self.score, self.spike,
-            self.lv, self.p, self.cutoffs, self.S, self.K, self.C, self.B, self.BM, self.BC, self.POS, self.BPOS,
-            self.LEG, self.TS, self.BK, self.REC_ROW, self.REC_CNT, self.REC_EQ, self.REC_TOK, self.REC_EV, self.N,
-            self.WHY)
-        if status in (kn.HANDBACK, kn.SETTLE):
+            i0, i1, settled, resume_k, resume_b, self.tick_t, self.tick_day, self.tick_rth, self.tick_bar,
+            self.tick_seg, self.e.decisions.mode == "summary", self.ts, self.open, self.high, self.low, self.close,
+            self.score,
+            self.spike, self.lv, self.p, self.cutoffs, self.S, self.K, self.C, self.B, self.BM, self.BC, self.POS,
+            self.BPOS, self.LEG, self.TS, self.BK, self.due, self.REC_ROW, self.REC_CNT, self.REC_EQ, self.REC_TOK,
+            self.REC_EV, self.N, self.WHY, self.OUT)
+        if status != kn.DONE and status != kn.FULL_RECORDS:
             why = int(self.WHY[0])
             self.handbacks[why] = self.handbacks.get(why, 0) + 1
         return int(status), int(at)
@@ -544,9 +549,31 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
         drv.pull(at)
 
     settled = -1
+    resume_k = resume_b = -1
+    report: TickReport | None = None  # the tick's report while the engine decides parts of it
+
+    def engine_decides(at: int, status: int) -> None:
+        """A ticker or a basket of the tick, decided by the engine as ``Engine.tick`` would."""
+        nonlocal report
+        now = ticks[at]
+        if report is None or report.now is not now:
+            report = TickReport(now=now)
+        what = int(drv.OUT[0])
+        with store.tick_scope():
+            if status == kn.TICKER:
+                sym = drv.stocks[what]
+                j = drv.col[sym]
+                bar = int(drv.tick_bar[at])
+                obs = Observation(sym, drv._bar_dt(bar), float(drv.score[bar, j]), float(drv.spike[bar, j]),
+                                  float(drv.close[bar, j]))
+                engine.decide.decide_ticker(now, sym, drv.tiers[what], obs, float(drv.OUT[1]), float(drv.OUT[2]),
+                                            None, report)
+            else:
+                engine.routing.route_basket(drv.baskets[what], now, report)
+        drv.pull(at)
 
     while i < n:
-        if progress is not None and i >= next_progress:
+        if progress is not None and i >= next_progress and resume_k < 0 and resume_b < 0:  # between two ticks
             next_progress = i + PROGRESS_EVERY
             if progress(done, total) is False:
                 drv.push()
@@ -558,11 +585,20 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
             done += 1
             since_flush += 1
             continue
-        limit = min(n, i + flush_every - since_flush, next_progress if progress is not None else n)
-        status, at = drv.run(i, limit, settled)
+        limit = max(i + 1, min(n, i + flush_every - since_flush, next_progress if progress is not None else n))
+        status, at = drv.run(i, limit, settled, resume_k, resume_b)
+        resume_k = resume_b = -1
         done += at - i
         since_flush += at - i
         i = at
+        if status in (kn.TICKER, kn.BASKET):
+            drv.push()
+            engine_decides(at, status)
+            if status == kn.TICKER:
+                resume_k = int(drv.OUT[0])
+            else:
+                resume_b = int(drv.OUT[0])
+            continue  # the same tick goes on in the kernel
         if status == kn.SETTLE:
             drv.push()
             engine_settle(at)

@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from core.rules import baskets as basket_rules
-from core.rules import gates, risk, tokens
+from core.rules import fills, gates, risk, tokens
 from core.rules.params import (
     P_BASKET_CONSECUTIVE_TICKS,
     P_BASKET_MEAN_SCORE,
@@ -66,7 +66,7 @@ from core.rules.reasons import (
 ROOT = Path(__file__).resolve().parents[2]
 # every file whose code the kernel compiles (a change to any of them must never run an old kernel)
 SOURCES = tuple(ROOT / "core" / p for p in (
-    "research/kernel.py", "rules/gates.py", "rules/risk.py", "rules/tokens.py", "rules/baskets.py",
+    "research/kernel.py", "rules/gates.py", "rules/risk.py", "rules/tokens.py", "rules/baskets.py", "rules/fills.py",
     "rules/reasons.py", "rules/params.py", "rules/bracket.py"))
 
 
@@ -128,6 +128,7 @@ position_stop_risk = _jit(risk.position_stop_risk)
 concurrent_risk = _jit(risk.concurrent_risk)
 check_signal_risk_feasibility = _jit(risk.check_signal_risk_feasibility)
 basket_members = _jit(basket_rules.basket_members)
+first_bracket_hit = _jit(fills.first_bracket_hit)
 basket_figures = _jit(basket_rules.basket_figures)
 basket_condition = _jit(basket_rules.basket_condition)
 basket_streak = _jit(basket_rules.basket_streak)
@@ -179,14 +180,13 @@ DECISION_SUPPRESSED, DECISION_SKIPPED, DECISION_EVIDENCE = 0, 1, 2
 # token stats TS[tier, ...]
 TS_REQ, TS_GRANTED, TS_BORROWED, TS_PRESENT = range(4)
 
-# what ``run_ticks`` returns (with the tick index it stopped at): DONE, HANDBACK (the engine runs the whole
-# tick), FULL_RECORDS, SETTLE (the engine runs the tick's first part, ``Engine.settle``; the kernel the rest)
-DONE, HANDBACK, FULL_RECORDS, SETTLE = 0, 1, 2, 3
+# what ``run_ticks`` returns (with the tick index it stopped at; see its docstring)
+DONE, HANDBACK, FULL_RECORDS, SETTLE, TICKER, BASKET = 0, 1, 2, 3, 4, 5
 # why a tick was handed back (for the bench's profile)
 WHY_PYTHON, WHY_DAY, WHY_LEG, WHY_ACTIONABLE, WHY_BASKET, WHY_DAILY_LOSS, WHY_FULL = 1, 2, 3, 4, 5, 6, 7
 WHY_NAMES = ("", "settle: an order or intent open", "settle: new session", "settle: bracket leg touched",
-             "tick: actionable signal", "tick: basket fires", "tick: daily-loss halt", "tick: a holding only the "
-             "engine handles")
+             "ticker: actionable signal", "basket: fires", "ticker or basket: the day's daily-loss halt",
+             "tick: a holding only the engine handles")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -305,96 +305,95 @@ def _evidence(i, k, t, S, K, p, REC_EV, N):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, nogil=True)
-def run_ticks(i0, i1, settled, tick_t, tick_day, tick_rth, tick_bar, tick_seg, summary,  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
-              ts, high, low, close, score_a, spike_a, lv,
-              p, cutoffs, S, K, C, B, BM, BC, POS, BPOS, LEG, TS, BK,
-              REC_ROW, REC_CNT, REC_EQ, REC_TOK, REC_EV, N, WHY):
-    """Run ticks ``i0 .. i1-1``; returns (status, tick index): DONE at ``i1``; SETTLE at a tick whose first part
-    (``Engine.settle``: the day roll, fills, orders) the engine must run first, nothing of it done here (call again
-    with ``settled`` = that tick); HANDBACK at a tick the engine must run whole (state as it was before that tick;
-    ``WHY[0]`` says why); FULL_RECORDS when a record array is nearly full (at a tick boundary)."""
+def run_ticks(i0, i1, settled, resume_k, resume_b, tick_t, tick_day, tick_rth, tick_bar,  # noqa: ANN001, ANN201, C901, PLR0912, PLR0915
+              tick_seg, summary, ts, open_, high, low, close, score_a, spike_a, lv,
+              p, cutoffs, S, K, C, B, BM, BC, POS, BPOS, LEG, TS, BK, due,
+              REC_ROW, REC_CNT, REC_EQ, REC_TOK, REC_EV, N, WHY, OUT):
+    """Run ticks ``i0 .. i1-1``; returns (status, tick index):
+
+    * DONE at ``i1``; FULL_RECORDS when a record array is nearly full (at a tick boundary);
+    * SETTLE at a tick whose first part (``Engine.settle``: the day roll, fills, orders) the engine must run
+      first, nothing of it done here: call again with ``settled`` = that tick;
+    * HANDBACK at a tick the engine must run whole, nothing of it done here;
+    * TICKER: stock ``OUT[0]`` of the tick passed every gate (an intent) or met the day's first daily-loss halt:
+      the engine decides it (``DecisionChain.decide_ticker`` with score ``OUT[1]`` and cutoff ``OUT[2]``), then
+      call again with ``resume_k`` = that stock: the tick goes on with the next one;
+    * BASKET: basket ``OUT[0]`` fires unblocked (or meets the daily-loss halt): the engine routes it
+      (``BasketRouting.route_basket``), then call again with ``resume_b`` = that basket.
+
+    ``WHY[0]`` says why it stopped. ``due`` keeps the tick's due tickers across a TICKER return."""
     n_stocks = K.shape[0]
     n_baskets = B.shape[0]
     cap_rows = REC_ROW.shape[0] - 4 * n_stocks - 8
     cap_cnt = REC_CNT.shape[0] - 8 * n_stocks - 8
-    # the state a handed-back tick must find untouched
-    S0 = S.copy()
-    K0 = K.copy()
-    B0 = B.copy()
-    TS0 = TS.copy()
-    BK0 = BK.copy()
     LEG0 = LEG.copy()
-    N0 = N.copy()
-    due = np.zeros(n_stocks, dtype=np.bool_)
     for i in range(i0, i1):
-        if N[R_ROWS] >= cap_rows or N[R_COUNTS] >= cap_cnt or N[R_EQUITY] >= REC_EQ.shape[0] - 2 or \
-                N[R_TOKENS] >= REC_TOK.shape[0] - 8 or N[R_EVENTS] >= REC_EV.shape[0] - 2 * n_stocks:
-            return FULL_RECORDS, i
-        S0[:] = S
-        K0[:, :] = K
-        B0[:, :] = B
-        TS0[:, :] = TS
-        BK0[:, :, :] = BK
-        LEG0[:, :] = LEG
-        N0[:] = N
-        why = 0
         t = float(tick_t[i])
         bar = tick_bar[i]
         minute = float(tick_t[i] // 60)
-        # ---- the engine has work only it does: an open order or live intent, a new New York date
-        if S[S_NEED_FULL] != 0.0:
-            why = WHY_FULL
-        elif i != settled and S[S_NEED_PY] != 0.0:
-            WHY[0] = WHY_PYTHON
-            return SETTLE, i
-        elif i != settled and tick_day[i] != S[S_SOD_DAY]:
-            WHY[0] = WHY_DAY
-            return SETTLE, i
-        # ---- broker sync: the bracket legs against the bars that closed since they were last checked
-        if why == 0 and i != settled:
-            for q in range(int(S[S_N_LEGS])):
-                start = max(LEG[q, L_ACTIVE], LEG[q, L_CHECKED] + 1)
-                lo = np.searchsorted(ts, int(start))
-                hi = bar + 1
-                if hi <= lo:
-                    continue
-                j = int(LEG[q, L_COL])
-                stop = LEG[q, L_STOP]
-                tp = LEG[q, L_TP]
-                for b in range(lo, hi):
-                    if low[b, j] <= stop or high[b, j] >= tp:
-                        why = WHY_LEG
-                        break
-                if why != 0:
-                    LEG[:, :] = LEG0
-                    WHY[0] = WHY_LEG
-                    return SETTLE, i
-                LEG[q, L_CHECKED] = float(ts[hi - 1])
-        if why == 0 and tick_rth[i]:
+        resuming = i == i0 and (resume_k >= 0 or resume_b >= 0)
+        if not resuming:
+            if N[R_ROWS] >= cap_rows or N[R_COUNTS] >= cap_cnt or N[R_EQUITY] >= REC_EQ.shape[0] - 2 or \
+                    N[R_TOKENS] >= REC_TOK.shape[0] - 8 or N[R_EVENTS] >= REC_EV.shape[0] - 4 * n_stocks:
+                return FULL_RECORDS, i
+            # ---- the engine has work only it does: an open order or live intent, a new New York date
+            if S[S_NEED_FULL] != 0.0:
+                WHY[0] = WHY_FULL
+                return HANDBACK, i
+            if i != settled and S[S_NEED_PY] != 0.0:
+                WHY[0] = WHY_PYTHON
+                return SETTLE, i
+            if i != settled and tick_day[i] != S[S_SOD_DAY]:
+                WHY[0] = WHY_DAY
+                return SETTLE, i
+            # ---- broker sync: the bracket legs against the bars that closed since they were last checked
+            if i != settled:
+                LEG0[:, :] = LEG
+                for q in range(int(S[S_N_LEGS])):
+                    start = max(LEG[q, L_ACTIVE], LEG[q, L_CHECKED] + 1)
+                    lo = np.searchsorted(ts, int(start))
+                    hi = bar + 1
+                    if hi <= lo:
+                        continue
+                    j = int(LEG[q, L_COL])
+                    hit, _, _ = first_bracket_hit(open_[lo:hi, j], high[lo:hi, j], low[lo:hi, j], LEG[q, L_STOP],
+                                                  LEG[q, L_TP], 0.0)
+                    if hit >= 0:  # the simulated broker fills it: the engine's part of the tick
+                        LEG[:, :] = LEG0
+                        WHY[0] = WHY_LEG
+                        return SETTLE, i
+                    LEG[q, L_CHECKED] = float(ts[hi - 1])
+        if tick_rth[i]:
             fresh = bar >= 0 and t - (ts[bar] + BAR_S) <= MAX_OBS_AGE_S
-            # ---- Bench events: a volume spike on the last bar
-            if fresh:
+            if not resuming:
+                # ---- Bench events: a volume spike on the last bar
+                if fresh:
+                    for k in range(n_stocks):
+                        if K[k, K_TIER] != gates.TIER_BENCH:
+                            continue
+                        sp = spike_a[bar, int(K[k, K_COL])]
+                        if not sp >= p[P_VOL_SPIKE_EVENT]:
+                            continue
+                        if K[k, K_EVENT] < 0:
+                            _event(REC_EV, N, i, EV_NOTE, k)
+                            K[k, K_EVENT] = bar
                 for k in range(n_stocks):
-                    if K[k, K_TIER] != gates.TIER_BENCH:
-                        continue
-                    sp = spike_a[bar, int(K[k, K_COL])]
-                    if not sp >= p[P_VOL_SPIKE_EVENT]:
-                        continue
-                    if K[k, K_EVENT] < 0:
-                        _event(REC_EV, N, i, EV_NOTE, k)
-                        K[k, K_EVENT] = bar
-            for k in range(n_stocks):
-                if K[k, K_TIER] == gates.TIER_BENCH:
-                    due[k] = K[k, K_EVENT] >= 0
-                else:
-                    due[k] = ticker_due(K[k, K_LAST], t, K[k, K_INTERVAL], JITTER_S)
-            # the account, as the first ticker past its cutoff builds it (constant in a tick nothing trades in)
+                    if K[k, K_TIER] == gates.TIER_BENCH:
+                        due[k] = K[k, K_EVENT] >= 0
+                    else:
+                        due[k] = ticker_due(K[k, K_LAST], t, K[k, K_INTERVAL], JITTER_S)
+            # the account, as the first ticker past its cutoff builds it (again after the engine made an intent)
             have_account = False
             equity = 0.0
             exposure = 0.0
             current_risk = 0.0
             sod = 0.0
-            for k in range(n_stocks):
+            k_start = 0
+            if i == i0 and resume_k >= 0:
+                k_start = resume_k + 1
+            if i == i0 and resume_b >= 0:
+                k_start = n_stocks
+            for k in range(k_start, n_stocks):
                 if not due[k]:
                     continue
                 tier = int(K[k, K_TIER])
@@ -452,81 +451,71 @@ def run_ticks(i0, i1, settled, tick_t, tick_day, tick_rth, tick_bar, tick_seg, s
                     equity, sod, exposure, current_risk = _account(S, POS, BPOS, close, lv, bar)
                 code = _decide(k, bar, score, close[bar, j], S, K, C, p, t, close, lv, sod, equity, exposure,
                                current_risk)
-                if code == -1:
-                    why = WHY_ACTIONABLE
-                    break
-                if code == -2:
-                    why = WHY_DAILY_LOSS
-                    break
+                if code == -1 or code == -2:
+                    WHY[0] = WHY_ACTIONABLE if code == -1 else WHY_DAILY_LOSS
+                    OUT[0] = k
+                    OUT[1] = score
+                    OUT[2] = cutoff
+                    return TICKER, i
                 if code == -3:
                     _evidence(i, k, t, S, K, p, REC_EV, N)
                     _row(REC_ROW, N, i, k, DECISION_EVIDENCE, OK, bar, score, cutoff)
                     continue
                 _row(REC_ROW, N, i, k, DECISION_SUPPRESSED, code, bar, score, cutoff)
             # ---- the baskets: streaks over the members' latest scores
-            if why == 0:
-                for b in range(n_baskets):
-                    m_count = 0
-                    while m_count < BM.shape[1] and BM[b, m_count] >= 0:
-                        m_count += 1
-                    score_ts = np.empty(m_count)
-                    scores = np.empty(m_count)
-                    for q in range(m_count):
-                        score_ts[q] = K[BM[b, q], K_LAT_T]
-                        scores[q] = K[BM[b, q], K_LAT_S]
-                    counted = basket_members(score_ts, scores, t, p[P_BASKET_SIGNAL_MAX_AGE_S])
-                    n, ratio, mean = basket_figures(scores, counted)
-                    cond = basket_condition(n, ratio, mean, p[P_BASKET_MIN_SIGNALS], p[P_BASKET_NEG_RATIO],
-                                            p[P_BASKET_MEAN_SCORE])
-                    streak = basket_streak(int(B[b, B_STREAK]), B[b, B_AT], int(B[b, B_SESSION]), cond, t,
-                                           int(tick_day[i]), p[P_BASKET_STREAK_GAP_S])
-                    B[b, B_STREAK] = streak
-                    B[b, B_AT] = t
-                    B[b, B_SESSION] = tick_day[i]
-                    blocked = 0
-                    if basket_fires(cond, streak, p[P_BASKET_CONSECUTIVE_TICKS]):
-                        # BasketRouting.route: what stops the inverse ETF's intent, else the intent (the engine's)
-                        etf = int(B[b, B_ETF])
-                        conflict = False
-                        for q in range(BC.shape[1]):
-                            c = BC[b, q]
-                            if c >= 0 and (C[c, C_HELD] > 0 or C[c, C_BROKER_HELD] > 0):
-                                conflict = True
-                        blocked = check_entry_blocks(p[P_PAUSED] != 0.0, t < S[S_PAUSE_UNTIL],
-                                                     lock_holds(C[etf, C_PROTECT], t),
-                                                     C[etf, C_HELD] > 0 or C[etf, C_BROKER_HELD] > 0, True, conflict,
-                                                     C[etf, C_LIVE_INTENT] > 0)
-                        if blocked == OK:
-                            if not have_account:
-                                have_account = True
-                                equity, sod, exposure, current_risk = _account(S, POS, BPOS, close, lv, bar)
-                            blocked = check_signal_risk_feasibility(
-                                p, equity, sod, int(S[S_N_POS]), int(S[S_PEND_N]), _price(close, lv, bar, etf),
-                                exposure, S[S_CASH], current_risk)
-                            if blocked == RISK_DAILY_LOSS and not t < S[S_HALT_UNTIL]:
-                                why = WHY_DAILY_LOSS
-                                break
-                        if blocked == OK and check_etf_lock(C[etf, C_ETF_LOCK], t) != OK:
-                            blocked = ETF_LOCK
-                        if blocked == OK:
-                            why = WHY_BASKET
-                            break
-                    B[b, B_BLOCKED] = blocked
-                    B[b, B_EVAL_TICK] = i
-                    B[b, B_N] = n
-                    B[b, B_RATIO] = ratio
-                    B[b, B_MEAN] = mean
-                    B[b, B_COND] = 1.0 if cond else 0.0
-        if why != 0:
-            S[:] = S0
-            K[:, :] = K0
-            B[:, :] = B0
-            TS[:, :] = TS0
-            BK[:, :, :] = BK0
-            LEG[:, :] = LEG0
-            N[:] = N0
-            WHY[0] = why
-            return HANDBACK, i
+            b_start = resume_b + 1 if i == i0 and resume_b >= 0 else 0
+            for b in range(b_start, n_baskets):
+                m_count = 0
+                while m_count < BM.shape[1] and BM[b, m_count] >= 0:
+                    m_count += 1
+                score_ts = np.empty(m_count)
+                scores = np.empty(m_count)
+                for q in range(m_count):
+                    score_ts[q] = K[BM[b, q], K_LAT_T]
+                    scores[q] = K[BM[b, q], K_LAT_S]
+                counted = basket_members(score_ts, scores, t, p[P_BASKET_SIGNAL_MAX_AGE_S])
+                n, ratio, mean = basket_figures(scores, counted)
+                cond = basket_condition(n, ratio, mean, p[P_BASKET_MIN_SIGNALS], p[P_BASKET_NEG_RATIO],
+                                        p[P_BASKET_MEAN_SCORE])
+                streak = basket_streak(int(B[b, B_STREAK]), B[b, B_AT], int(B[b, B_SESSION]), cond, t,
+                                       int(tick_day[i]), p[P_BASKET_STREAK_GAP_S])
+                blocked = 0
+                if basket_fires(cond, streak, p[P_BASKET_CONSECUTIVE_TICKS]):
+                    # BasketRouting.route_basket: what stops the inverse ETF's intent, else the intent (the engine's)
+                    etf = int(B[b, B_ETF])
+                    conflict = False
+                    for q in range(BC.shape[1]):
+                        c = BC[b, q]
+                        if c >= 0 and (C[c, C_HELD] > 0 or C[c, C_BROKER_HELD] > 0):
+                            conflict = True
+                    blocked = check_entry_blocks(p[P_PAUSED] != 0.0, t < S[S_PAUSE_UNTIL],
+                                                 lock_holds(C[etf, C_PROTECT], t),
+                                                 C[etf, C_HELD] > 0 or C[etf, C_BROKER_HELD] > 0, True, conflict,
+                                                 C[etf, C_LIVE_INTENT] > 0)
+                    if blocked == OK:
+                        if not have_account:
+                            have_account = True
+                            equity, sod, exposure, current_risk = _account(S, POS, BPOS, close, lv, bar)
+                        blocked = check_signal_risk_feasibility(
+                            p, equity, sod, int(S[S_N_POS]), int(S[S_PEND_N]), _price(close, lv, bar, etf),
+                            exposure, S[S_CASH], current_risk)
+                        if blocked == RISK_DAILY_LOSS and not t < S[S_HALT_UNTIL]:
+                            blocked = -1
+                    if blocked == OK and check_etf_lock(C[etf, C_ETF_LOCK], t) != OK:
+                        blocked = ETF_LOCK
+                    if blocked == OK or blocked == -1:
+                        WHY[0] = WHY_BASKET if blocked == OK else WHY_DAILY_LOSS
+                        OUT[0] = b
+                        return BASKET, i  # its streak untouched: the engine evaluates it again
+                B[b, B_STREAK] = streak
+                B[b, B_AT] = t
+                B[b, B_SESSION] = tick_day[i]
+                B[b, B_BLOCKED] = blocked
+                B[b, B_EVAL_TICK] = i
+                B[b, B_N] = n
+                B[b, B_RATIO] = ratio
+                B[b, B_MEAN] = mean
+                B[b, B_COND] = 1.0 if cond else 0.0
         # ---- stop checks (the excursions of the positions; the driver reads them from the bars)
         if S[S_LAST_STOP] != S[S_LAST_STOP] or not t - S[S_LAST_STOP] < S[S_STOP_INTERVAL]:
             S[S_LAST_STOP] = t
