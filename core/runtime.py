@@ -120,7 +120,8 @@ def default_sim_start(today: date, first_session: date | None = None) -> tuple[d
 
     Trading starts one minute after the open of ``first_session`` (snapped forward to a session), or of the
     session before ``today`` when none is given. The session before it is the anchor, a warm-up day (bars
-    exist, nothing trades), so the strategy has history and the first tick already scores every ticker.
+    exist, nothing trades), so the strategy has history and the first tick already scores every ticker. The
+    anchor never changes the bars: a day's synthetic bars depend only on the seed, the date and the universe.
     """
     first = next_session_on_or_after(first_session) if first_session else previous_session(today)
     anchor = previous_session(first)

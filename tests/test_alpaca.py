@@ -380,7 +380,8 @@ def test_research_history_caches_only_the_days_before_the_given_today(tmp_path, 
     s = load_settings(market_data="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_data_url=fake.url,
                       alpaca_cache_dir=str(tmp_path / "cache"))
     frame = alpaca_history(s, ANCHOR, date(2025, 3, 4), today=date(2025, 3, 4))
-    assert set(frame["timestamp"].dt.tz_convert(NY).dt.date) == {ANCHOR, date(2025, 3, 4)}
+    # three warm-up sessions before the first (the synthetic market behind the fake serves every session)
+    assert set(frame["timestamp"].dt.tz_convert(NY).dt.date) == {date(2025, 2, 26), date(2025, 2, 27),
+                                                                date(2025, 2, 28), ANCHOR, date(2025, 3, 4)}
     cached = {p.stem for p in (tmp_path / "cache").rglob("*.parquet")}
-    # three warm-up sessions before the first (the fake market starts at ANCHOR: empty, but complete, days)
     assert cached == {"2025-02-26", "2025-02-27", "2025-02-28", "2025-03-03"}  # "today" is never final

@@ -50,7 +50,7 @@ def test_same_seed_same_json_and_another_seed_differs(capsys):
 
 def test_pnl_total_is_the_equity_change_and_pnl_realized_the_closed_trades():
     s = load_settings(auto_mode=True)
-    res = run_replay(s, days=1, seed=3, start=START)
+    res = run_replay(s, days=1, seed=4, start=START)  # a day that ends holding positions
     st = res.store
     last = st.scalar("SELECT equity FROM equity ORDER BY ts DESC LIMIT 1")
     realized = st.scalar("SELECT SUM(pnl) FROM trades")
@@ -98,7 +98,7 @@ def test_bars_file_replay_and_bad_file(tmp_path, capsys):
     assert code == 2 and "bad.csv line 6" in err and "open" in err
 
 
-@pytest.mark.parametrize("stop_after", [150, 400])  # each stops with live locks (150: a losing exit's)
+@pytest.mark.parametrize("stop_after", [150, 400])  # each stops with live locks (400: a losing exit's among them)
 def test_restart_mid_day_duplicates_nothing(tmp_path, stop_after):
     s = load_settings(auto_mode=True)
     ref = run_replay(s, days=2, seed=21, start=START, db_path=str(tmp_path / "ref.db"))

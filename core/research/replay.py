@@ -44,7 +44,8 @@ def build_market(settings: Settings, *, seed: int, start: date, bars_file: str |
                  days: int = 1, end: date | None = None, today: date | None = None,
                  progress: Callable[..., Any] | None = None) -> MarketData:
     """The bars of a run: a file, Alpaca history (needs ``today``: only completed days are cached) or the
-    synthetic market anchored at ``start``. A prepared market (``market=``) skips this."""
+    synthetic market of ``seed`` (a day's bars depend only on the seed, the date and the universe, so a range
+    replays the very bars the live engine traded on those days). A prepared market (``market=``) skips this."""
     if bars_file:
         return ReplayMarket(load_bars(bars_file))
     if settings.market_data == "alpaca":

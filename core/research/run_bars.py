@@ -5,7 +5,7 @@ most of the database). What it keeps is where they came from (``source``: the sy
 file's name, the Alpaca feed), its sessions and a fingerprint of exactly the bars it replayed
 (``runs.feed_fingerprint``). So the bars are read again from the same source, never downloaded:
 
-* synthetic: the market of the run's seed and universe, anchored on its first session as the replay anchors it;
+* synthetic: the market of the run's seed and universe (a day's bars depend on nothing else: not on the range);
 * file: the file, when it is still in the data folder (its name resolved inside it by ``core.research.files``:
   a run recording a path outside it, an old or a tampered row, is refused without the file being opened) or is
   the one loaded on the page now;
