@@ -150,7 +150,7 @@ def main() -> None:
               f"pnl_total={year.stats['pnl_total']} decisions={args.decisions}")
         from core.research.kernel import WHY_NAMES
 
-        hb = year.stats["handbacks"]
+        hb = year.handbacks
         ticks = sum(len(session_ticks(d)) for d in replay_days(settings, start, args.days, None))
         print(f"ticks={ticks}, handed to the engine: " + ", ".join(
             f"{WHY_NAMES[k]} {v}" for k, v in sorted(hb.items(), key=lambda kv: -kv[1])))

@@ -25,6 +25,6 @@ def test_the_kernel_ran_most_ticks(tmp_path):
 
     res = run_replay(load_settings(auto_mode=True), days=2, seed=7, start=date(2025, 3, 4),
                      db_path=str(tmp_path / "k.db"))
-    handed_back = sum(res.stats["handbacks"].values())
+    handed_back = sum(res.handbacks.values())
     res.store.close()
     assert 0 < handed_back < 0.2 * 2 * 780

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ class ReplayResult:
     stats: dict[str, Any]
     store: Store
     engine: Engine
+    # ticks the kernel handed to the engine, by cause (core.research.kernel.WHY_NAMES): how it ran, not a result
+    handbacks: dict[int, int] = field(default_factory=dict)
 
 
 def build_market(settings: Settings, *, seed: int, start: date, bars_file: str | Path | None,
@@ -176,10 +178,9 @@ def run_replay(
         _, cancelled, handbacks = replay_ticks(engine, todo, progress=progress, total=total,
                                                stop_after_ticks=stop_after_ticks, flush_every=FLUSH_EVERY)
         stats = collect_stats(store, engine, sessions, time.perf_counter() - t0)
-        stats["handbacks"] = handbacks
         if cancelled:
             stats["cancelled"] = True
-        return ReplayResult(stats, store, engine)
+        return ReplayResult(stats, store, engine, handbacks)
     for day in sessions:
         for now in session_ticks(day):
             if progress is not None and ticks % PROGRESS_EVERY == 0 and progress(ticks, total) is False:
