@@ -51,7 +51,7 @@ def bar_file(folder: Path, seed: int) -> Path:
 
 
 def differing_tables(settings: dict[str, Any], *, seed: int, days: int, folder: Path, bars: Path | None = None,
-                     decisions: str = "summary") -> dict[str, tuple[int, int]]:
+                     decisions: str = "summary", stop_after_ticks: int | None = None) -> dict[str, tuple[int, int]]:
     """Replay both ways on one scored feed; the tables that differ, with their row counts (reference, kernel)."""
     from core.config import load_settings
     from core.research.replay import run_replay, shared_feed
@@ -62,11 +62,11 @@ def differing_tables(settings: dict[str, Any], *, seed: int, days: int, folder: 
     for path in ("reference", "kernel"):
         db = str(folder / f"{path}.db")
         Path(db).unlink(missing_ok=True)
-        run_replay(s, days=days, seed=seed, start=START, db_path=db, feed=feed, decisions=decisions,
-                   path=path).store.close()
+        run_replay(s, days=days, seed=seed, start=START, db_path=db, feed=feed, decisions=decisions, path=path,
+                   stop_after_ticks=stop_after_ticks).store.close()
         out[path] = tables(db)
     ref, ker = out["reference"], out["kernel"]
-    assert sum(len(v) for v in ref.values()) > 1000  # something was replayed
+    assert sum(len(v) for v in ref.values()) > (100 if stop_after_ticks else 1000)  # something was replayed
     return {n: (len(ref.get(n, [])), len(ker.get(n, []))) for n in sorted(set(ref) | set(ker))
             if ref.get(n) != ker.get(n)}
 

@@ -16,6 +16,13 @@ def test_kernel_writes_every_table_as_engine_tick(tmp_path, seed, name):
     assert differing_tables(SETS[name], seed=seed, days=2, folder=tmp_path, decisions=decisions) == {}
 
 
+@pytest.mark.parametrize("ticks", [173, 610, 1010])
+def test_a_run_stopped_mid_session_has_every_table_of_engine_tick(tmp_path, ticks):
+    """Stopped after ``ticks`` (the state a killed replay leaves): the positions' excursions so far, the
+    stop-check and snapshot cadence, the token counts of the current minute are the engine's too."""
+    assert differing_tables(SETS["default"], seed=4, days=2, folder=tmp_path, stop_after_ticks=ticks) == {}
+
+
 def test_the_kernel_ran_most_ticks(tmp_path):
     """Parity must not come from handing every tick back: most ticks of a replay run compiled."""
     from datetime import date
