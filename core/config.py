@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     alpaca_requests_per_min: int = Field(190, ge=1, le=200)  # Alpaca allows 200; keep headroom
     alpaca_bar_grace_s: float = Field(5.0, ge=0, le=59)  # wait this long after a minute before asking for its bar
     alpaca_cache_dir: str = "data/cache/alpaca"  # Parquet history for research replays
+    # scored research feeds (bars and scores as .npy files, core/research/feed_cache.py); 0 MB: no cache
+    feed_cache_dir: str = "data/cache/feeds"
+    feed_cache_mb: int = Field(2048, ge=0, le=1_048_576)
     redis_url: SecretStr | None = None  # set: token buckets, TTL keys and the signal stream are shared in Redis
     redis_group: str = Field("engine", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # one consumer group per account engine
     redis_claim_idle_s: float = Field(30.0, ge=1, le=3600)  # a consumer silent this long loses its pending signals
@@ -240,8 +243,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"__field__{key}__inline comment ('#') in the value")
         return data
 
-    @field_validator("db_path", "strategy", "alpaca_cache_dir", "llm_model", "edgar_base_url", "edgar_archives_url",
-                     "edgar_user_agent")
+    @field_validator("db_path", "strategy", "alpaca_cache_dir", "feed_cache_dir", "llm_model", "edgar_base_url",
+                     "edgar_archives_url", "edgar_user_agent")
     @classmethod
     def _not_blank(cls, v: str) -> str:
         # DB_PATH= (empty) opened a throw-away temporary database; the others fail later, far from the cause

@@ -27,7 +27,6 @@ ctx = load_context()
 st.title("Research")
 live = views.live_params(ctx.store)
 settings = ctx.settings
-MAX_SESSIONS = 260  # a year of sessions: a replay runs in memory and journals in batches (README, Benchmarks)
 TODAY = rv.today()  # what "the future" means for history: the wall clock, not a sim clock
 
 # ---------------------------------------------------------------- 1. data
@@ -92,7 +91,7 @@ end = c[1].date_input("To (inclusive)", min_value=date(1990, 1, 1),
 sessions: list[date] = []
 try:
     sessions, notes = ranges.resolve_range(start, end, today=TODAY, data_sessions=data_sessions,
-                                           max_sessions=MAX_SESSIONS)
+                                           max_sessions=ranges.MAX_SESSIONS)
     for n in notes:
         st.info(n)
     st.caption(f"{len(sessions)} sessions: {sessions[0]} … {sessions[-1]}")

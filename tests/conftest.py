@@ -51,6 +51,22 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feed_cache_of_this_session(tmp_path_factory) -> Iterator[None]:
+    """Scored feeds (core/research/feed_cache.py) are kept in a folder of this test session (each xdist worker has
+    its own): no test reads a feed cached by an earlier run, and none writes to the project's data/cache/feeds.
+    Replays, sweeps and the CLI and app processes the tests start use it; tests/test_feed_cache.py uses its own."""
+    import os
+
+    old = os.environ.get("FEED_CACHE_DIR")
+    os.environ["FEED_CACHE_DIR"] = str(tmp_path_factory.mktemp("feed-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FEED_CACHE_DIR", None)
+    else:
+        os.environ["FEED_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def every_run_through_app_py(monkeypatch):
     """AppTest forgets between runs that st.navigation turned off the pages/ folder's discovery (the server

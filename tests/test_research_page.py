@@ -305,10 +305,23 @@ def test_parse_sweep_ranges_and_lists():
             parse_sweep(bad)
 
 
-def test_more_than_a_year_is_refused_with_a_message(app):
+def test_more_than_five_years_is_refused_with_the_clis_message(app, capsys):
+    """One limit (core.research.ranges.MAX_SESSIONS) for the page and the CLI, in the same words; five years
+    run (a year and more was refused until the feed cache and the measured memory made room)."""
+    from core.clock import trading_sessions
+    from core.research import ranges
+    from core.research.__main__ import main
+
     at = app
-    set_range(at, date(2023, 1, 3), date(2024, 3, 1))
-    assert any("260" in t for t in texts(at, "error")), texts(at, "error")
+    over = trading_sessions(date(2019, 1, 2), ranges.MAX_SESSIONS + 1)
+    set_range(at, over[0], over[-1])
+    message = f"2019-01-02..{over[-1]} has 1261 sessions, more than the 1260 a run takes"
+    assert message in texts(at, "error"), texts(at, "error")
+    assert main(["--start", "2019-01-02", "--end", str(over[-1])], today=TODAY) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    set_range(at, over[0], over[-2])  # exactly the limit: accepted
+    assert not any("sessions, more than" in t for t in texts(at, "error")), texts(at, "error")
+    assert f"{ranges.MAX_SESSIONS} sessions: 2019-01-02 … {over[-2]}" in [c.value for c in at.caption]
 
 
 def test_the_out_of_sample_check_shows_both_parts_and_is_kept(app, tmp_path):

@@ -69,6 +69,39 @@ def test_more_sessions_than_allowed_names_both_numbers():
     assert len(resolve_range(date(2025, 3, 3), date(2025, 3, 14), today=TODAY, max_sessions=10)[0]) == 10
 
 
+def test_one_limit_of_five_years_for_the_page_and_the_cli(capsys):
+    """ranges.MAX_SESSIONS is the page's limit (it defines none of its own) and the CLI's, by --end and by
+    --days, refused before anything runs with the same words naming both numbers."""
+    import ast
+    from pathlib import Path
+
+    from core.clock import trading_sessions
+    from core.research import ranges
+
+    assert ranges.MAX_SESSIONS == 1260  # five years of sessions
+    page = Path(__file__).resolve().parents[1] / "pages" / "research.py"
+    names = {n.id for n in ast.walk(ast.parse(page.read_text())) if isinstance(n, ast.Name)}
+    assert "MAX_SESSIONS" not in names and "ranges.MAX_SESSIONS" in page.read_text()
+    over = trading_sessions(date(2019, 1, 2), ranges.MAX_SESSIONS + 1)
+    message = f"2019-01-02..{over[-1]} has 1261 sessions, more than the 1260 a run takes"
+    with pytest.raises(RangeError) as e:
+        resolve_range(over[0], over[-1], today=TODAY)
+    assert str(e.value) == message
+    assert len(resolve_range(over[0], over[-2], today=TODAY)[0]) == ranges.MAX_SESSIONS
+    for args in (["--end", str(over[-1])], ["--days", "1261"], ["--days", "1261", "--sweep", "cooldown=60,120"]):
+        code, out, err = run_cli(capsys, "--start", "2019-01-02", *args)
+        assert (code, out, err.strip()) == (2, "", f"error: {message}"), args
+
+
+def test_the_cli_limit_holds_in_a_process_of_its_own():
+    over = date(2019, 1, 2)
+    out = subprocess.run([sys.executable, "-m", "core.research", "--start", str(over), "--days", "1300"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().startswith("error: 2019-01-02..") and \
+        out.stderr.strip().endswith("has 1300 sessions, more than the 1260 a run takes")
+
+
 def test_session_bounds_is_cached_once():
     assert session_bounds.cache_info().maxsize == 16384
     assert not hasattr(session_bounds.__wrapped__, "cache_info")  # no second cache stacked under it

@@ -4,7 +4,8 @@ Runs the engine over N trading days (or every session of ``--start``..``--end``)
 Alpaca) bars with a SimClock and prints one JSON object. Same seed and settings give the same JSON apart from
 ``elapsed_s``. ``--sweep`` prints a grid; ``--sweep ... --walk-forward K`` chooses the best cell in-sample and
 judges it out-of-sample (``core.research.walkforward``). A range is checked against today's date
-(``core.research.ranges``): notes about moved dates go to stderr, refusals are ``error: ...`` with exit code 2.
+(``core.research.ranges``): notes about moved dates go to stderr, refusals are ``error: ...`` with exit code 2;
+more than ``ranges.MAX_SESSIONS`` sessions (five years), by ``--end`` or ``--days``, is refused as on the page.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from core.clock import WallClock, trading_date
 from core.config import ConfigError, Settings, check_scheduler_address, load_settings
 from core.research import record, runs
 from core.research.cluster import ClusterError
-from core.research.ranges import resolve_range
+from core.research.ranges import check_length, resolve_range
 from core.research.replay import SweepClock, build_market, parse_sweep, replay_days, run_replay, run_sweep
 from core.research.runs import clean_name
 from core.research.sources import DataSource
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
             start, end = sessions[0], sessions[-1]
+        else:  # --days: the same limit and words as a range (the page's), before anything is downloaded
+            check_length(replay_days(settings, start, days, market, end))
         if market is None and settings.market_data == "alpaca":  # downloaded once, for every run below
             market = build_market(settings, seed=args.seed, start=start, bars_file=None, days=days, end=end,
                                   today=today)

@@ -69,6 +69,13 @@ def _f(v: float | None) -> float:
     return math.nan if v is None else float(v)
 
 
+def _plain(a: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """A C-contiguous, writable array: a feed read back from the cache is memory-mapped read-only, and numba
+    compiles a read-only array as another type (a second compile of the whole kernel); a copy costs milliseconds."""
+    out = np.ascontiguousarray(a, dtype=dtype)
+    return out if out.flags.writeable and not isinstance(out, np.memmap) else np.array(out, dtype=dtype)
+
+
 def _utc_iso(seconds: np.ndarray) -> list[str]:
     """``datetime.fromtimestamp(s, UTC).isoformat()`` of whole seconds, for many at once."""
     text = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
@@ -115,13 +122,13 @@ class KernelDriver:
         self.tick_iso = _utc_iso(t)
         self.tick_minute_iso = [x[:17] + "00+00:00" for x in self.tick_iso]
         self._bar_iso: list[str] | None = None
-        self.ts = np.ascontiguousarray(feed.ts, dtype=np.int64)
-        self.open = np.ascontiguousarray(feed.open)
-        self.high = np.ascontiguousarray(feed.high)
-        self.low = np.ascontiguousarray(feed.low)
-        self.close = np.ascontiguousarray(feed.close)
-        self.score = np.ascontiguousarray(feed.score)
-        self.spike = np.ascontiguousarray(feed.vol_spike)
+        self.ts = _plain(feed.ts, np.int64)
+        self.open = _plain(feed.open)
+        self.high = _plain(feed.high)
+        self.low = _plain(feed.low)
+        self.close = _plain(feed.close)
+        self.score = _plain(feed.score)
+        self.spike = _plain(feed.vol_spike)
         self.lv = np.ascontiguousarray(feed._last_valid(), dtype=np.int64)
         self.col = feed.col
         self.stocks = list(uni.stocks)
@@ -642,6 +649,7 @@ def warm_up() -> float:
     from core.research.replay import run_replay
 
     t0 = time.perf_counter()
-    run_replay(Settings(auto_mode=True), days=1, seed=0, start=date.fromisoformat(WARM_UP_START),
+    # no feed cache: a warm-up must not leave a day of bars in the user's cache folder
+    run_replay(Settings(auto_mode=True, feed_cache_mb=0), days=1, seed=0, start=date.fromisoformat(WARM_UP_START),
                db_path=":memory:").store.close()
     return time.perf_counter() - t0

@@ -21,6 +21,7 @@ from core.config import Settings
 from core.engine import Engine
 from core.feed import MarketFeed
 from core.metrics import kpi, performance
+from core.research.feed_cache import preload
 from core.state.decisions import SUMMARY, decision_counts, decision_total
 from core.state.store import Store
 from core.venues.marketdata import MarketData
@@ -165,7 +166,7 @@ def run_replay(
     store.execute("PRAGMA synchronous=OFF")
     engine = Engine(settings, store, market, feed=feed, decisions=decisions)
     store.batched = True  # the journal is written in batches of FLUSH_EVERY ticks (core.state.store.Store.flush)
-    engine.feed.preload_sessions(sessions)  # nothing to do when a scored feed was passed in
+    preload(engine.feed, sessions, settings)  # FEED_CACHE_DIR; nothing to do when a scored feed was passed in
     cursor = store.get_meta("replay_cursor")
     done_until = datetime.fromisoformat(cursor) if cursor else None
     ticks = 0
@@ -358,7 +359,7 @@ def shared_feed(settings: Settings, *, days: int = 0, seed: int, start: date, en
     if market is None:
         market = build_market(settings, seed=seed, start=start, bars_file=bars_file, days=days, end=end, today=today)
     feed = MarketFeed(market, load_strategy(settings.strategy), settings.universe.all_symbols)
-    feed.preload_sessions(replay_days(settings, start, days, market, end))
+    preload(feed, replay_days(settings, start, days, market, end), settings)  # read back when scored before
     return feed
 
 
