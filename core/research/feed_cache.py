@@ -101,11 +101,11 @@ def data_fingerprint(market: Any) -> dict[str, Any] | None:
     if any(callable(getattr(type(market), k, None)) for k in getattr(market, "__dict__", {})):
         return None
     if type(market) is SyntheticMarket:
-        # the opening prices of the first session (the market's ``_last_close`` moves on as days are made)
-        start = market._prev_close[market._order[0]] if market._order else market._last_close
-        return {"kind": "synthetic", "seed": market.seed, "anchor": market.anchor.isoformat(),
-                "universe": dataclasses.asdict(market.universe), "symbols": list(market.symbols),
-                "start_prices": [float(x).hex() for x in start], "minute_vol": float(market.minute_vol).hex(),
+        # a day's bars are a function of (seed, date, universe) and the generator's settings: the anchor and
+        # the order days were made in do not change them
+        return {"kind": "synthetic", "seed": market.seed, "universe": dataclasses.asdict(market.universe),
+                "symbols": list(market.symbols), "universe_key": market.universe_key,
+                "start_prices": [float(x).hex() for x in market._log_p0], "minute_vol": float(market.minute_vol).hex(),
                 "jump_prob": float(market.jump_prob).hex(), "generator": file_hash(inspect.getfile(SyntheticMarket))}
     if type(market) in (ReplayMarket, FrameMarket):
         got = _FRAME_HASHES.get(market)
