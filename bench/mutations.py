@@ -159,7 +159,7 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
      "got = take_token(own, S[S_LEFT_R], tier, second, p[P_RESERVE_FALLBACK] != 0.0, S[S_BORROW_S])",
      "got = take_token(own, S[S_LEFT_R], tier, second, True, S[S_BORROW_S])", KERNEL),
     ("kernel: equity row without cash", "core/research/kernel.py",
-     "REC_EQ[e, 2] = S[S_CASH]", "REC_EQ[e, 2] = total", KERNEL),
+     "REC_EQ[e, 2] = S[S_CASH]", "REC_EQ[e, 2] = 0.0", KERNEL),
     ("kernel: stop checks one interval late", "core/research/kernel.py",
      "not t - S[S_LAST_STOP] < S[S_STOP_INTERVAL]", "not t - S[S_LAST_STOP] <= S[S_STOP_INTERVAL]", KERNEL),
     ("kernel: a bucket keeps its first bar", "core/research/kernel.py",

@@ -58,7 +58,7 @@ def compile_seconds() -> tuple[float, str]:
 
     warm = kernel.CACHE_DIR.exists() and any(kernel.CACHE_DIR.rglob("*.nbi"))
     t0 = time.perf_counter()
-    from core.research.fast import warm_up
+    from core.research.warm import warm_up
 
     warm_up()
     return time.perf_counter() - t0, "warm" if warm else "cold"

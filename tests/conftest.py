@@ -19,7 +19,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ.setdefault("RESEARCH_WARM_UP", "0")
     if hasattr(session.config, "workerinput"):
         return
-    from core.research.fast import kernel_ready, warm_up
+    from core.research.warm import kernel_ready, warm_up
 
     if not kernel_ready():
         warm_up()

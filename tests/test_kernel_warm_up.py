@@ -8,10 +8,10 @@ import pytest
 
 def test_the_warm_up_runs_once_in_the_background(monkeypatch):
     import ui.state as state
-    from core.research import fast
+    from core.research import warm
 
     calls = []
-    monkeypatch.setattr(fast, "warm_up", lambda: calls.append(1) or 0.0)
+    monkeypatch.setattr(warm, "warm_up", lambda: calls.append(1) or 0.0)
     monkeypatch.setattr(state, "_WARM_UP", [])
     monkeypatch.setenv("RESEARCH_WARM_UP", "0")
     assert state.start_research_warm_up() is None and calls == []  # switched off
@@ -25,12 +25,12 @@ def test_the_warm_up_runs_once_in_the_background(monkeypatch):
 
 def test_a_failed_warm_up_never_stops_the_app(monkeypatch, caplog):
     import ui.state as state
-    from core.research import fast
+    from core.research import warm
 
     def broken() -> float:
         raise ValueError("bad .env value")
 
-    monkeypatch.setattr(fast, "warm_up", broken)
+    monkeypatch.setattr(warm, "warm_up", broken)
     monkeypatch.setattr(state, "_WARM_UP", [])
     monkeypatch.setenv("RESEARCH_WARM_UP", "1")
     t = state.start_research_warm_up()
@@ -40,18 +40,18 @@ def test_a_failed_warm_up_never_stops_the_app(monkeypatch, caplog):
 
 @pytest.mark.parametrize("ready", [True, False])
 def test_the_research_page_waits_for_the_kernel_only_when_it_is_not_ready(monkeypatch, ready):
-    from core.research import fast
+    from core.research import warm
     from ui import research_view
 
     calls = []
-    monkeypatch.setattr(fast, "kernel_ready", lambda: ready)
-    monkeypatch.setattr(fast, "warm_up", lambda: calls.append(1) or 0.0)
+    monkeypatch.setattr(warm, "kernel_ready", lambda: ready)
+    monkeypatch.setattr(warm, "warm_up", lambda: calls.append(1) or 0.0)
     research_view.prepare_research_engine()
     assert calls == ([] if ready else [1])
 
 
 def test_warm_up_leaves_the_kernel_ready():
-    from core.research import fast
+    from core.research import warm
 
-    fast.warm_up()
-    assert fast.kernel_ready()
+    warm.warm_up()
+    assert warm.kernel_ready()

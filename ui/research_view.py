@@ -153,13 +153,13 @@ PREPARING = "Preparing the research engine (first run after install: compiling i
 
 def prepare_research_engine() -> None:
     """The compiled kernel in this process before a replay: at once when the app's warm-up has loaded it, else
-    under a spinner that says why the first run waits (core.research.fast.warm_up)."""
-    from core.research import fast
+    under a spinner that says why the first run waits (core.research.warm.warm_up)."""
+    from core.research import warm
 
-    if fast.kernel_ready():
+    if warm.kernel_ready():
         return
     with st.spinner(PREPARING, show_time=True):
-        fast.warm_up()
+        warm.warm_up()
 
 
 def _progress(bar: Any, label: str) -> Any:

@@ -82,12 +82,12 @@ _WARM_UP: list[threading.Thread] = []
 
 def start_research_warm_up() -> threading.Thread | None:
     """Compile (or load) the research kernel in the background, once per server process, so the first Research
-    click does not wait for it (core.research.fast.warm_up). ``RESEARCH_WARM_UP=0`` turns it off."""
+    click does not wait for it (core.research.warm.warm_up). ``RESEARCH_WARM_UP=0`` turns it off."""
     if os.environ.get("RESEARCH_WARM_UP", "1") == "0" or _WARM_UP:
         return None
 
     def run() -> None:
-        from core.research.fast import warm_up
+        from core.research.warm import warm_up
 
         try:
             log.info("research engine ready in %.1f s", warm_up())

@@ -102,13 +102,13 @@ def cli_progress(label: str, unit: str = "cells") -> Callable[[int, int], None]:
 
 def prepare_kernel() -> None:
     """The first run after install compiles the research kernel: say so on stderr, with the time it took."""
-    from core.research import fast
+    from core.research import warm
 
-    if fast.kernel_ready():
+    if warm.kernel_ready():
         return
     print("preparing the research engine (first run after install: compiling it takes about a minute) ...",
           file=sys.stderr, flush=True)
-    print(f"research engine ready in {fast.warm_up():.0f} s", file=sys.stderr, flush=True)
+    print(f"research engine ready in {warm.warm_up():.0f} s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None, *, today: date | None = None) -> int:

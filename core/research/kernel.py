@@ -523,15 +523,9 @@ def run_ticks(i0, i1, settled, resume_k, resume_b, tick_t, tick_day, tick_rth, t
         # ---- snapshots: the equity once a minute, the token counts of the minutes that ended
         if S[S_EQ_MIN] != minute:
             S[S_EQ_MIN] = minute
-            total = 0.0
-            for q in range(int(S[S_N_BPOS])):
-                px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
-                if px != px or px == 0.0:
-                    px = BPOS[q, BP_AVG]
-                total += BPOS[q, BP_QTY] * px
             e = N[R_EQUITY]
             REC_EQ[e, 0] = i
-            REC_EQ[e, 1] = S[S_CASH] + total
+            REC_EQ[e, 1] = _equity(S, BPOS, close, lv, bar)
             REC_EQ[e, 2] = S[S_CASH]
             N[R_EQUITY] = e + 1
             S[S_EQ_TICK] = i
@@ -542,17 +536,23 @@ def run_ticks(i0, i1, settled, resume_k, resume_b, tick_t, tick_day, tick_rth, t
 
 
 @numba.njit(cache=True, nogil=True)
-def _account(S, POS, BPOS, close, lv, bar):  # noqa: ANN001, ANN202
-    """``Accounts.account_state`` as the risk rules read it: (equity, start-of-day equity, exposure, concurrent
-    risk). Equity sums the broker's positions in symbol order, exposure and risk the book's in its order, as the
-    engine's sums do (a float sum depends on its order)."""
+def _equity(S, BPOS, close, lv, bar):  # noqa: ANN001, ANN202
+    """``SimBroker.get_account``'s equity: cash plus the broker's positions at their marks, in symbol order."""
     total = 0.0
     for q in range(int(S[S_N_BPOS])):
         px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
         if px != px or px == 0.0:
             px = BPOS[q, BP_AVG]
         total += BPOS[q, BP_QTY] * px
-    equity = S[S_CASH] + total
+    return S[S_CASH] + total
+
+
+@numba.njit(cache=True, nogil=True)
+def _account(S, POS, BPOS, close, lv, bar):  # noqa: ANN001, ANN202
+    """``Accounts.account_state`` as the risk rules read it: (equity, start-of-day equity, exposure, concurrent
+    risk). Equity sums the broker's positions in symbol order, exposure and risk the book's in its order, as the
+    engine's sums do (a float sum depends on its order)."""
+    equity = _equity(S, BPOS, close, lv, bar)
     sod = S[S_SOD_EQ] if S[S_SOD_EQ] == S[S_SOD_EQ] else equity
     value = 0.0
     stop_total = 0.0
