@@ -175,17 +175,12 @@ class KernelDriver:
         self.pause_rule = ""
         self.pending_approvals = 0
         self._odd_event = False
-        self.settles: dict[int, int] = {}
         self.leg_ids: list[list[Any]] = []
         self.handbacks: dict[int, int] = {}
-        self._dt: dict[int, datetime] = {}
 
     # ------------------------------------------------------------ time
     def dt(self, i: int) -> datetime:
-        got = self._dt.get(i)
-        if got is None:
-            got = self._dt[i] = self.ticks[i]
-        return got
+        return self.ticks[i]
 
     def _segments(self) -> None:
         seg_min = self.p[P_CUTOFF_SEGMENT_MIN]

@@ -201,6 +201,13 @@ def _price(close, lv, bar, j):  # noqa: ANN001, ANN202
 
 
 @numba.njit(cache=True, nogil=True)
+def _mark(close, lv, bar, j, avg):  # noqa: ANN001, ANN202
+    """A holding's mark: ``feed.price(symbol) or avg_price``, as the engine's account and equity take it."""
+    px = _price(close, lv, bar, j)
+    return avg if px != px or px == 0.0 else px
+
+
+@numba.njit(cache=True, nogil=True)
 def _emit_bucket(BK, k, r, REC_CNT, N):  # noqa: ANN001, ANN202
     n = N[R_COUNTS]
     REC_CNT[n, CNT_STOCK] = k
@@ -540,10 +547,7 @@ def _equity(S, BPOS, close, lv, bar):  # noqa: ANN001, ANN202
     """``SimBroker.get_account``'s equity: cash plus the broker's positions at their marks, in symbol order."""
     total = 0.0
     for q in range(int(S[S_N_BPOS])):
-        px = _price(close, lv, bar, int(BPOS[q, BP_COL]))
-        if px != px or px == 0.0:
-            px = BPOS[q, BP_AVG]
-        total += BPOS[q, BP_QTY] * px
+        total += BPOS[q, BP_QTY] * _mark(close, lv, bar, int(BPOS[q, BP_COL]), BPOS[q, BP_AVG])
     return S[S_CASH] + total
 
 
@@ -557,9 +561,7 @@ def _account(S, POS, BPOS, close, lv, bar):  # noqa: ANN001, ANN202
     value = 0.0
     stop_total = 0.0
     for q in range(int(S[S_N_POS])):
-        px = _price(close, lv, bar, int(POS[q, P_COL]))
-        if px != px or px == 0.0:
-            px = POS[q, P_AVG]
+        px = _mark(close, lv, bar, int(POS[q, P_COL]), POS[q, P_AVG])
         value += POS[q, P_QTY] * px
         stop_total += position_stop_risk(POS[q, P_QTY], px, POS[q, P_STOP_LEVEL], POS[q, P_AVG], 0.0)
     return equity, sod, value + S[S_PEND_NOTIONAL], concurrent_risk(equity, stop_total)
@@ -607,17 +609,8 @@ def _record(summary, slot, k, decision, reason, bar, price, has_price, score, ha
 
 
 def drain_buckets(BK: np.ndarray, REC_CNT: np.ndarray, N: np.ndarray) -> None:
-    """Every open summary bucket into the records (before the engine runs a tick, and at a flush)."""
+    """Every open summary bucket into the records (before the engine runs a part of a tick, and at a flush)."""
     for k in range(BK.shape[0]):
         for r in range(BK.shape[1]):
             if BK[k, r, BK_N] > 0:
-                _emit_bucket_py(BK, k, r, REC_CNT, N)
-
-
-def _emit_bucket_py(BK: np.ndarray, k: int, r: int, REC_CNT: np.ndarray, N: np.ndarray) -> None:
-    n = N[R_COUNTS]
-    REC_CNT[n, CNT_STOCK] = k
-    REC_CNT[n, CNT_SLOT] = r
-    REC_CNT[n, 2:] = BK[k, r, :]
-    N[R_COUNTS] = n + 1
-    BK[k, r, BK_N] = 0.0
+                _emit_bucket(BK, k, r, REC_CNT, N)
