@@ -36,5 +36,5 @@ pages = [
 ]
 nav = st.navigation(pages)
 with badge:
-    render_pending_approvals(ctx)
+    render_pending_approvals(ctx, on_approvals=nav.url_path == "approvals")
 nav.run()

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
 
     # --- execution (rules §9) ---
     intent_ttl_s: int = Field(120, ge=1)
+    # an approved buy is re-priced at the current price; it is refused when the price has fallen from the signal
+    # by more than this (docs/rules.md §9: below the 1.5 % stop, so an approval never buys a failed signal)
+    approval_max_move_pct: float = Field(0.01, gt=0, le=0.5)
     stop_check_interval_s: int = Field(300, ge=1)
     sim_start_cash: float = Field(100_000.0, gt=0)
     sim_slippage_bps: float = Field(2.0, ge=0, le=1000)

@@ -505,6 +505,10 @@ class Runtime:
         row = self.store.one("SELECT status, result FROM commands WHERE id=?", (cid,)) or {}
         return {"id": cid, "status": row.get("status", "new"), "result": row.get("result")}
 
+    def quote_pending(self) -> dict[str, Any]:
+        """Every waiting intent as Approve would send it now (``core.engine.sending.SendQuote`` by intent id)."""
+        return self.engine.orders.quote_pending(self.clock.now())
+
     def store_command(self, kind: str, payload: dict[str, Any], *, who: str, now: datetime) -> int:
         with self.engine.lock:
             return self.store.send_command(kind, payload, who=who, now=now)

@@ -103,7 +103,8 @@ def test_approve_then_fill_then_stop_out(tmp_path, fake):
         drive(rt, fake, t)
     intent = rt.store.one("SELECT * FROM intents WHERE status='pending' AND kind='entry' LIMIT 1")
     assert intent is not None
-    assert rt.send_command("approve", {"intent_id": intent["id"]})["result"] == "submitted"
+    assert rt.send_command("approve", {"intent_id": intent["id"]})["result"].startswith(
+        f"submitted: BUY {intent['qty']:g} {intent['symbol']} at ~$")
     assert rt.send_command("approve", {"intent_id": intent["id"]})["result"] == "already submitted"
     drive(rt, fake, rt.clock.now() + timedelta(minutes=2))
     pos = rt.store.one("SELECT * FROM positions WHERE symbol=?", (intent["symbol"],))
@@ -185,14 +186,17 @@ def test_partial_fill_lands_once_per_increment(tmp_path, fake):
     intent = _fresh_entry(rt, qty=11)
     fake.inject("partial_fill", seconds=60)
     rt.send_command("approve", {"intent_id": intent.id})
+    # approving re-sized the hand-made 11 shares to the size rule's at the current price
+    sent = int(rt.store.scalar("SELECT qty FROM intents WHERE id=?", (intent.id,)))
+    assert sent > 11 and fake.orders_created == 1
     drive(rt, fake, rt.clock.now() + timedelta(seconds=60))
     first = rt.store.query("SELECT qty FROM fills WHERE symbol='AAPL'")
-    assert [f["qty"] for f in first] == [5.0]
+    assert [f["qty"] for f in first] == [sent // 2]
     drive(rt, fake, rt.clock.now() + timedelta(minutes=3))
     fills = rt.store.query("SELECT qty, price FROM fills WHERE symbol='AAPL' AND client_order_id=?",
                            (intent.client_order_id,))
-    assert sorted(f["qty"] for f in fills) == [5.0, 6.0]
-    assert rt.store.scalar("SELECT qty FROM positions WHERE symbol='AAPL'") == 11
+    assert sorted(f["qty"] for f in fills) == [sent // 2, sent - sent // 2]
+    assert rt.store.scalar("SELECT qty FROM positions WHERE symbol='AAPL'") == sent
     rt.stop()
 
 

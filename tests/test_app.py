@@ -223,7 +223,8 @@ def test_approve_clicked_twice_in_two_tabs_sends_one_order(app_env):
     assert rt.store.scalar("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent["id"],)) == 1
     results = [r["result"] for r in rt.store.query(
         "SELECT result FROM commands WHERE kind='approve' AND payload LIKE ? ORDER BY id", (f"%{intent['id']}%",))]
-    assert results == ["submitted", "already submitted"]
+    assert [r.split(":")[0] for r in results] == ["submitted", "already submitted"]
+    assert results[0].startswith(f"submitted: BUY {intent['qty']:g} {intent['symbol']} at ~$")
     # the same click replayed through the durable command path is still one order
     rt.send_command("approve", {"intent_id": intent["id"]})
     assert _broker_orders_for(rt, intent["symbol"], intent["created_at"]) == 1
@@ -369,7 +370,8 @@ def test_approve_all_sends_each_intent_once_across_two_tabs_and_a_double_click(f
     for iid in ids:
         results = [r["result"] for r in rt.store.query(
             "SELECT result FROM commands WHERE kind='approve' AND payload LIKE ? ORDER BY id", (f'%"{iid}"%',))]
-        assert results == ["submitted", "already submitted", "already submitted"], (iid, results)
+        assert [r.split(":")[0] for r in results] == ["submitted", "already submitted", "already submitted"], \
+            (iid, results)
     recent, lit = recent_decisions(tab2)
     assert sorted(lit) == sorted(ids)  # the whole click is highlighted, every id whole
     assert set(recent[recent["id"].isin(ids)]["your click"]) == {"approve: already submitted"}
@@ -410,21 +412,45 @@ def test_the_pending_count_is_in_the_navigation_and_the_sidebar(fast_app, monkey
     assert [p.value for p in at.sidebar.get("page_link")] == ["No approvals waiting"]
 
 
+def _intent_symbol(rt: Runtime, intent_id: str) -> str:
+    return rt.store.scalar("SELECT symbol FROM intents WHERE id=?", (intent_id,))
+
+
 def test_a_new_intent_is_announced_once_per_browser_session(fast_app):
     rt, wall = fast_app
     first = [r["id"] for r in rt.store.query("SELECT id FROM intents WHERE status='pending'")]
+    assert first
     at = new_app()
-    assert len(at.toast) == len(first) and all(any(i in t.value for t in at.toast) for i in first)
-    at.run()  # the next refresh: nothing new, no toast
-    assert not at.toast
+    assert not at.toast  # a page load: what already waits is in the count, not news
     ids = _wait_for_pending(rt, wall, len(first) + 1)
     new = [i for i in ids if i not in first]
     at.run()
-    assert [t.value for t in at.toast if new[0] in t.value] and len(at.toast) == len(new)
+    assert len(at.toast) == 1 and _intent_symbol(rt, new[0]) in at.toast[0].value
     assert "approve within" in at.toast[0].value
-    page(at, "approvals")  # another page of the same session: told already
+    at.run()  # the next refresh: nothing new, no toast
     assert not at.toast
-    assert len(new_app().toast) == len(ids)  # a new browser session is told about each waiting intent
+    page(at, "kpis")  # another page of the same session: told already
+    assert not at.toast
+    assert not new_app().toast  # a later page load (a new browser session): never again
+
+
+def test_no_toast_for_a_decided_intent_nor_on_the_approvals_page(fast_app):
+    rt, wall = fast_app
+    at = new_app()
+    before = [r["id"] for r in rt.store.query("SELECT id FROM intents WHERE status='pending'")]
+    ids = _wait_for_pending(rt, wall, len(before) + 1)
+    decided = [i for i in ids if i not in before]
+    for iid in decided:  # decided in another tab before this one looked again
+        rt.send_command("reject", {"intent_id": iid})
+    at.run()
+    assert not at.toast
+    approvals = page(at, "approvals")
+    ids = _wait_for_pending(rt, wall, rt.store.scalar("SELECT COUNT(*) FROM intents WHERE status='pending'") + 1)
+    approvals.run()  # its cards show the new intent: no toast over them
+    assert not approvals.toast
+    assert any(getattr(c, "key", None) == f"intent_{ids[-1]}" for c in approvals.get("flex_container"))
+    page(approvals, "kpis")  # and it is not announced later either: this session has seen it
+    assert not approvals.toast
 
 
 def test_paused_engine_creates_no_new_intents(app_env):

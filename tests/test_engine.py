@@ -52,7 +52,8 @@ def test_double_approve_makes_exactly_one_order_and_reject_makes_none():
     assert broker_order_count(e) == 1
     assert e.store.scalar("SELECT COUNT(*) FROM sim_orders WHERE symbol='TSLA'") == 0
     results = [r["result"] for r in e.store.query("SELECT result FROM commands ORDER BY id")]
-    assert results == ["submitted", "already submitted", "rejected", "already submitted"]
+    assert results == ["submitted: BUY 266 NVDA at ~$100.00, 0.0 % since the signal at $100.00; stop $98.50, "
+                       "take-profit $103.00", "already submitted", "rejected", "already submitted"]
     # filled at the open of the first bar after the approval, with 2 bps slippage
     fill = e.store.one("SELECT * FROM fills WHERE symbol='NVDA'")
     assert fill["price"] == pytest.approx(100.0 * 1.0002)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core import views
+from ui import answers
 from ui.state import AppContext, send_command
 
 _ASK = "_positions_ask"  # ("close", symbol) or ("flatten", "") while a confirmation is shown
-_RESULT = "_positions_result"  # (what, command answer) of the last command this session sent
+SCOPE = "positions"  # the answer to the last Close / Flatten all stays in this panel (ui.answers)
 
 COLUMN_CONFIG = {
     "avg_entry": st.column_config.NumberColumn("avg entry", format="dollar"),
@@ -45,32 +46,20 @@ def _dismiss() -> None:
 
 
 def _send(ctx: AppContext, kind: str, symbol: str) -> None:
+    what = f"Close {symbol}" if kind == "close" else "Flatten all"
     if not st.session_state.get(_confirm_key(kind, symbol)):  # the button is disabled until then; belt and braces
-        st.session_state[_RESULT] = (kind, symbol, {"status": "failed", "result": "tick “I confirm” first"})
+        answers.say(SCOPE, what, [("error", "tick “I confirm” first")])
         return
     if kind == "close":
         res = send_command(ctx, "close_position", {"symbol": symbol})
     else:
         res = send_command(ctx, "flatten_all", {})
-    st.session_state[_RESULT] = (kind, symbol, res)
-    _dismiss()
-
-
-def _show_result() -> None:
-    last = st.session_state.pop(_RESULT, None)
-    if last is None:
-        return
-    kind, symbol, res = last
-    what = f"Close {symbol}" if kind == "close" else "Flatten all"
     text = str(res.get("result") or res.get("status"))
-    if res.get("status") == "new":
-        st.info(f"{what}: {text}")
-    elif res.get("status") != "done" or text.startswith("refused") or "broker problem" in text:
-        st.error(f"{what}: {text}")
-    elif text.startswith("already closing"):
-        st.warning(f"{what}: {text}")
-    else:
-        st.success(f"{what}: {text}")
+    # Flatten all answers with one clause per thing it did: one line each
+    parts = [p.strip() for p in text.split("; ")] if kind == "flatten" else [text]
+    level = answers.level_of(res)
+    answers.say(SCOPE, what, [(level, p) for p in parts if p])
+    _dismiss()
 
 
 def _confirmation(ctx: AppContext, df) -> None:  # noqa: ANN001 (a DataFrame)
@@ -102,7 +91,7 @@ def positions_panel(ctx: AppContext) -> None:
     """Open positions with their P&L, distances to stop and take-profit and age; Close and Flatten all."""
     df = views.open_positions(ctx.store, ctx.now())
     st.subheader("Open positions")
-    _show_result()
+    answers.show(SCOPE)
     if df.empty:
         st.caption("No open positions.")
     else:

@@ -17,9 +17,10 @@ from core.bounds import BY_PARAM
 from core.clock import NY
 from core.config import ConfigError, LiveParams, insecure_network_warnings, validate_param_changes
 from core.secrets import mask_secrets, redact_url
-from ui import bounded
+from ui import answers, bounded
 from ui.state import AppContext, send_command
 
+SCOPE = "sidebar"  # the answer to the last slider, switch or profile change (ui.answers)
 # the live sliders: each one's range, step and format come from core/bounds.py, as the engine's check does
 SLIDERS = (("cutoff_delta", "Added to every segment cutoff: higher = fewer, stronger signals."),
            ("cooldown_s", "Seconds after an actionable signal before the same ticker may signal again."))
@@ -34,7 +35,12 @@ def _changed(ctx: AppContext, key: str, name: str, source: str = "command") -> N
         return
     # ``source`` goes to the audit; a slider's arrow-key steps are folded into one change by the engine
     res = send_command(ctx, "set_params", {name: value, "_source": source})
-    st.session_state["_last_command"] = (name, value, res)
+    if res.get("status") == "failed":
+        answers.say(SCOPE, f"{name} not changed", [("error", str(res.get("result")))])
+    elif res.get("status") == "new":
+        answers.say(SCOPE, f"{name} → {value}", [("info", "queued for the engine's next tick")])
+    else:
+        answers.dismiss(SCOPE)  # applied: the control shows it; an older refusal no longer holds
 
 
 def _already_live(ctx: AppContext, name: str, value: object) -> bool:
@@ -75,13 +81,7 @@ def render_sidebar(ctx: AppContext) -> None:
                              args=(ctx, key, name, "slider"), help=help_text)
     sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
                  args=(ctx, "w_profile", "profile", "profile"))
-    last = st.session_state.pop("_last_command", None)
-    if last is not None:
-        name, value, res = last
-        if res.get("status") == "failed":
-            sb.error(f"{name} not changed: {res.get('result')}")
-        elif res.get("status") == "new":
-            sb.info(f"{name} → {value}: queued for the engine's next tick")
+    answers.show(SCOPE, sb)  # a refused value stays until dismissed or replaced
     if ctx.note:
         sb.warning(ctx.note)
     for problem in insecure_network_warnings(ctx.settings):  # ALLOW_INSECURE_NETWORK=1 let it through
@@ -90,15 +90,25 @@ def render_sidebar(ctx: AppContext) -> None:
         heartbeat(ctx)
 
 
-def render_pending_approvals(ctx: AppContext) -> None:
+def render_pending_approvals(ctx: AppContext, *, on_approvals: bool = False) -> None:
     """The pending count and the new-intent toasts, refreshed every UI_REFRESH_S on every page. Called by app.py
-    once ``st.navigation`` knows its pages (the count links to Approvals)."""
-    st.fragment(pending_approvals, run_every=ctx.settings.ui_refresh_s)(ctx)
+    once ``st.navigation`` knows its pages (the count links to Approvals; ``on_approvals``: that page is open, its
+    cards say it all, so no toast)."""
+    st.html(TOAST_CSS)
+    st.fragment(pending_approvals, run_every=ctx.settings.ui_refresh_s)(ctx, on_approvals)
 
 
-def pending_approvals(ctx: AppContext) -> None:
-    """How many intents wait (a link to Approvals) and a toast for each new one, on every page; keeps the
-    navigation's "Approvals (n)" current by rerunning the app when the count changes."""
+# Streamlit puts toasts at the top right, over the gauges, the KPI tiles and the intent cards: bottom right, narrow
+TOAST_CSS = """<style>
+[data-testid="stToastContainer"] { top: auto !important; bottom: 0.75rem; right: 0.75rem; width: 21rem;
+  max-width: 30vw; }
+</style>"""
+TOAST_SECONDS = 6  # long enough to read one line, short enough not to outlive a quick approval
+
+
+def pending_approvals(ctx: AppContext, on_approvals: bool = False) -> None:
+    """How many intents wait (a link to Approvals) and a toast for each new one; keeps the navigation's
+    "Approvals (n)" current by rerunning the app when the count changes."""
     pending = views.pending_intents(ctx.store, ctx.now(), ctx.wall_now(), ctx.speed())
     n = len(pending)
     if st.session_state.get("_nav_pending", n) != n:  # app.py wrote the count the navigation shows
@@ -106,22 +116,33 @@ def pending_approvals(ctx: AppContext) -> None:
         st.rerun(scope="app")  # the whole app runs again (the toast comes with that run)
     st.page_link("pages/approvals.py", label=f"Approvals waiting: {n}" if n else "No approvals waiting",
                  icon=":material/notifications_active:" if n else ":material/task_alt:")
-    announce_new_intents(pending)
+    announce_new_intents(pending, quiet=on_approvals)
 
 
-def announce_new_intents(pending: pd.DataFrame) -> None:
-    """A toast per intent this browser session has not been told about yet (one summary toast past three)."""
-    seen: set[str] = st.session_state.get("_announced_intents", set())
-    new = [r for r in pending.itertuples() if r.id not in seen] if not pending.empty else []
-    # only what still waits is remembered: an intent, once decided, never waits again
-    st.session_state["_announced_intents"] = set(pending["id"]) if not pending.empty else set()
-    if len(new) > 3:
-        st.toast(f"**{len(new)} new intents** wait for your approval", icon=":material/notifications_active:",
-                 duration="long")
-        return
-    for r in new:
-        st.toast(f"New intent **{r.side.upper()} {r.qty:g} {r.symbol}** ({r.kind}, `{r.id}`): approve within "
-                 f"{views.countdown_text(r.expires_in_s)}", icon=":material/notifications_active:", duration="long")
+def announce_new_intents(pending: pd.DataFrame, *, quiet: bool = False) -> list[str]:
+    """One toast for the intents that appeared since this browser session last looked; returns their ids.
+
+    Once per intent per session: every intent seen is remembered for the session (a decided intent never toasts;
+    one waiting when the session starts, a page load, is in the count and on Approvals already, so it does not
+    toast either). ``quiet``: remember without a toast (the Approvals page shows the cards themselves)."""
+    ids = list(pending["id"]) if not pending.empty else []
+    seen: set[str] | None = st.session_state.get("_announced_intents")
+    if seen is None:  # the session's first look: what already waits is not news
+        st.session_state["_announced_intents"] = set(ids)
+        return []
+    new = [r for r in pending.itertuples() if r.id not in seen] if ids else []
+    seen.update(ids)
+    if not new or quiet:
+        return [r.id for r in new]
+    if len(new) == 1:
+        r = new[0]
+        text = (f"New intent **{r.side.upper()} {r.qty:g} {r.symbol}** ({r.kind}): approve within "
+                f"{views.countdown_text(r.expires_in_s)}")
+    else:
+        text = f"**{len(new)} new intents** wait: " + ", ".join(f"{r.side.upper()} {r.symbol}" for r in new[:6]) \
+            + ("…" if len(new) > 6 else "")
+    st.toast(text, icon=":material/notifications_active:", duration=TOAST_SECONDS)
+    return [r.id for r in new]
 
 
 @st.fragment(run_every=2)

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from core.clock import trading_date
 from core.rules import risk as rules
+from core.rules.bracket import bracket_prices
 from core.rules.params import (
     P_DAILY_LOSS_LIMIT,
     P_MAX_CONCURRENT_RISK,
     P_MAX_POSITIONS,
     P_STOP_LOSS_PCT,
+    P_TAKE_PROFIT_PCT,
     param_vector,
 )
 from core.rules.reasons import OK, RISK_DAILY_LOSS, RISK_MAX_POSITIONS, reason_text
@@ -77,6 +79,17 @@ class SizeResult:
     capped_by: str | None  # None, "slot", "exposure", "buying_power"
 
 
+@dataclass(frozen=True)
+class EntryOrder:
+    """A buy priced at one price: what an entry or basket intent holds, and what an approval sends."""
+    price: float
+    qty: int
+    capped_by: str | None
+    stop_price: float
+    take_profit_price: float
+    risk_after: float
+
+
 class RiskManager:
     """``core.rules.risk`` over an ``AccountState``: the settings' parameter vector is built once."""
 
@@ -104,6 +117,15 @@ class RiskManager:
     def size_for(self, state: AccountState, price: float) -> SizeResult:
         qty, raw, capped = rules.size_position(self.p, state.equity, price, state.exposure, state.buying_power)
         return SizeResult(qty, raw, rules.CAPPED_NAMES[capped])
+
+    def price_entry(self, state: AccountState, price: float) -> EntryOrder:
+        """A buy at ``price``: the size rule's shares for the account, the bracket from that price and the
+        concurrent risk after it fills. The one place an intent is priced (when it is made, and again when it is
+        sent after an approval)."""
+        size = self.size_for(state, price)
+        stop, take_profit = bracket_prices(price, self.p[P_STOP_LOSS_PCT], self.p[P_TAKE_PROFIT_PCT])
+        return EntryOrder(price, size.qty, size.capped_by, stop, take_profit,
+                          round(self.risk_after_fill(state, size.qty, price), 6))
 
     def full_size(self, state: AccountState, price: float) -> int:
         return rules.full_position_size(self.p, state.equity, price)

@@ -26,7 +26,6 @@ from core.engine.params import LiveParameters
 from core.engine.report import TickReport
 from core.feed import MarketFeed, Observation
 from core.rules import gates
-from core.rules.bracket import bracket_prices
 from core.rules.params import (
     P_BENCH_DAILY_CAP,
     P_CAP_IDEMPOTENCY_S,
@@ -42,8 +41,6 @@ from core.rules.params import (
     P_PAUSED,
     P_RESERVE_FALLBACK,
     P_RTH_DAILY_CAP,
-    P_STOP_LOSS_PCT,
-    P_TAKE_PROFIT_PCT,
     P_TIER_A_DAILY_CAP,
     P_TIER_B_DAILY_CAP,
 )
@@ -327,14 +324,13 @@ class DecisionChain:
         if sign < 0:  # evidence for the basket router
             self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "evidence", rep)
             return
-        size = self.risk.size_for(account, price)
-        stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
+        order = self.risk.price_entry(account, price)
         intent = new_intent(
-            "entry", sym, "buy", size.qty, price, now, self.s.intent_ttl_s,
-            reason=f"score {score:+.2f} >= {cutoff:.2f}" + (f" (size capped by {size.capped_by})"
-                                                             if size.capped_by else ""),
-            source=f"signal:{sym}", stop_price=stop, take_profit_price=take_profit,
-            risk_after=round(self.risk.risk_after_fill(account, size.qty, price), 6),
+            "entry", sym, "buy", order.qty, price, now, self.s.intent_ttl_s,
+            reason=f"score {score:+.2f} >= {cutoff:.2f}" + (f" (size capped by {order.capped_by})"
+                                                             if order.capped_by else ""),
+            source=f"signal:{sym}", stop_price=order.stop_price, take_profit_price=order.take_profit_price,
+            risk_after=order.risk_after,
         )
         self.record_signal(now, sym, tier, obs, score, cutoff, "actionable", None, "long", rep)  # with the intent
         self.orders.queue_intent(intent, now, rep)

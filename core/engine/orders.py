@@ -31,6 +31,7 @@ from core.engine.intents import (
 )
 from core.engine.params import LiveParameters
 from core.engine.report import TickReport
+from core.engine.sending import SendQuote, quote_send, without_intent
 from core.feed import MarketFeed
 from core.state.book import Book
 from core.state.store import Store
@@ -82,8 +83,26 @@ class OrderFlow:
     def live_intent_for(self, symbol: str) -> bool:
         return self.book.live_intent_for(symbol)
 
+    def quote(self, intent: OrderIntent, now: datetime) -> tuple[SendQuote, AccountState]:
+        """The order ``intent`` would be sent as now (re-priced at the current price), or why it would not; and
+        the account it was judged on. Reads only: the Approvals page shows it, an approval acts on it."""
+        state = without_intent(self.accounts.account_state(now), intent)
+        price = self.feed.price(intent.symbol, now)
+        params = self.live.params
+        q = quote_send(intent, state, price, self.risk, paused=params.paused,
+                       protection=self.entry_risk.protections.entries_paused_by(now),
+                       max_move_pct=self.risk.s.approval_max_move_pct, at=now)
+        return q, state
+
+    def quote_pending(self, now: datetime) -> dict[str, SendQuote]:
+        """Every waiting intent as it would be sent now (the Approvals page's cards)."""
+        with self.lock:
+            self.feed.ensure(now)
+            return {r["id"]: self.quote(load_intent(r), now)[0] for r in self.book.intents_with_status(PENDING)}
+
     def decide_intent(self, intent_id: str, *, approve: bool, who: str, now: datetime) -> str:
-        """Approve (re-check risk, then submit) or reject a pending intent. Idempotent by intent id."""
+        """Approve (re-price at the current price, re-check, then submit) or reject a pending intent. Idempotent
+        by intent id. The answer says what was sent, or why not in words with the stored code beside them."""
         with self.lock:
             self.feed.ensure(now)  # an approval can arrive before the first tick after a restart
             # the one read of an intent from SQLite: a command names it (maybe written by another process)
@@ -102,26 +121,31 @@ class OrderFlow:
                 set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="rejected by trader")
                 self.store.commit()
                 return "rejected"
-            if self.live.params.paused and not intent.is_exit:
-                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="paused")
+            q, state = self.quote(intent, now)
+            self.entry_risk.note_halt(q.stored, state, now)
+            if not q.ok:
+                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=q.note)
                 self.store.commit()
-                return "refused: trading is paused"
-            state = self.accounts.account_state(now)
-            # The intent itself is counted as pending in ``state``; take it out for its own re-check.
-            state = AccountState(state.equity, state.cash, state.buying_power, state.start_of_day_equity,
-                                 state.positions, max(0.0, state.pending_notional - intent.qty * intent.price),
-                                 max(0, state.pending_count - 1))
-            price = self.feed.price(intent.symbol, now) or intent.price
-            ok, reason = self.risk.should_allow_trade(state, intent.symbol, intent.side, intent.qty, price,
-                                                      is_exit=intent.is_exit)
-            self.entry_risk.note_halt(reason, state, now)
-            if not ok:
-                set_intent_status(self.store, intent_id, REJECTED, now, who=who, note=f"risk re-check: {reason}")
-                self.store.commit()
-                return f"refused: {reason}"
+                return f"refused: {q.note}"
+            if not intent.is_exit:
+                intent = self._reprice(intent, q)
             set_intent_status(self.store, intent_id, PENDING, now, who=who)
             order = submit_intent(self.store, self.broker, intent, now)
-            return "submitted" if order is not None else "submit pending retry"
+            if order is None:
+                return f"submit pending retry: {q.summary()}"
+            return ("rejected by the broker: " + (order.reason or "no reason given")) if order.status == "rejected" \
+                else f"submitted: {q.summary()}"
+
+    def _reprice(self, intent: OrderIntent, q: SendQuote) -> OrderIntent:
+        """The intent as it is sent: the quote's shares and bracket, and the price they were made at (the signal's
+        price stays in ``price``)."""
+        sent = dataclasses.replace(intent, qty=float(q.qty), stop_price=q.stop_price,
+                                   take_profit_price=q.take_profit_price, risk_after=q.risk_after)
+        with self.store.transaction():
+            self.book.reprice_intent(intent.id, qty=sent.qty, notional=q.notional, stop_price=sent.stop_price,
+                                     take_profit_price=sent.take_profit_price, risk_after=sent.risk_after,
+                                     sent_price=q.price_now)
+        return sent
 
     def refresh_orders(self, now: datetime) -> None:
         for row in self.book.orders_with_status(("new", "accepted", "pending_new", "partially_filled")):

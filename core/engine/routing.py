@@ -24,7 +24,6 @@ from core.engine.report import TickReport
 from core.feed import MarketFeed
 from core.rules import baskets as rules
 from core.rules import gates
-from core.rules.bracket import bracket_prices
 from core.rules.params import (
     P_BASKET_CONSECUTIVE_TICKS,
     P_BASKET_MEAN_SCORE,
@@ -34,8 +33,6 @@ from core.rules.params import (
     P_BASKET_STREAK_GAP_S,
     P_ETF_LOCK_S,
     P_PAUSED,
-    P_STOP_LOSS_PCT,
-    P_TAKE_PROFIT_PCT,
 )
 from core.rules.reasons import CONFLICT, ETF_LOCK, OK, PROTECTION, reason_text
 from core.state.baskets import BasketEvaluation
@@ -110,15 +107,14 @@ class BasketRouting:
                         not locks.take_etf_lock(etf, basket.name, p[P_ETF_LOCK_S], now):
                     blocked = reason_text(ETF_LOCK)
             if blocked is None and price is not None:
-                size = self.risk.size_for(account, price)
-                stop, take_profit = bracket_prices(price, p[P_STOP_LOSS_PCT], p[P_TAKE_PROFIT_PCT])
+                order = self.risk.price_entry(account, price)
                 intent = new_intent(
-                    "basket", etf, "buy", size.qty, price, now, self.s.intent_ttl_s,
+                    "basket", etf, "buy", order.qty, price, now, self.s.intent_ttl_s,
                     reason=(f"{basket.name}: {ev.n_signals} members, {ev.negative_ratio:.0%} negative, "
                             f"mean {ev.mean_score:+.3f}, {ev.consecutive} ticks; ETF score "
                             f"{ev.inverted_score:+.3f}"),
-                    source=f"basket:{basket.name}", stop_price=stop, take_profit_price=take_profit,
-                    risk_after=round(self.risk.risk_after_fill(account, size.qty, price), 6),
+                    source=f"basket:{basket.name}", stop_price=order.stop_price,
+                    take_profit_price=order.take_profit_price, risk_after=order.risk_after,
                 )
                 intent_id = intent.id
                 self.orders.queue_intent(intent, now, rep)

@@ -33,6 +33,8 @@ RISK_ALREADY_HELD = 22
 RISK_SLOT = 23
 RTH_DAILY_CAP = 24
 ETF_LOCK = 25
+APPROVAL_PRICE_MOVED = 26  # an approval or auto submission: the price left the signal by more than allowed
+APPROVAL_STOP_CROSSED = 27  # ... or is already through the signal's stop
 
 # code -> (name as stored, words for a trader)
 REASONS: dict[int, tuple[str, str]] = {
@@ -62,6 +64,9 @@ REASONS: dict[int, tuple[str, str]] = {
     RISK_SLOT: ("risk_slot", "the intent is larger than one position slot"),
     RTH_DAILY_CAP: ("rth_daily_cap", "the ticker's or the day's cap of actionable signals is reached"),
     ETF_LOCK: ("etf_lock", "an intent for the ETF was made within the ETF lock"),
+    APPROVAL_PRICE_MOVED: ("approval_price_moved",
+                           "the price moved against the signal by more than APPROVAL_MAX_MOVE_PCT since it was made"),
+    APPROVAL_STOP_CROSSED: ("approval_stop_crossed", "the price is already through the signal's stop"),
 }
 
 _BY_NAME = {name: code for code, (name, _) in REASONS.items()}

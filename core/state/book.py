@@ -81,6 +81,15 @@ class Book:
         if status not in LIVE_INTENT_STATUSES:
             self._end_intent(intent_id)
 
+    def reprice_intent(self, intent_id: str, **changes: Any) -> None:
+        """An approved intent re-priced at the moment it is sent (qty, bracket, ``sent_price``): the row then says
+        what was sent, its ``price`` still the signal's."""
+        cols = ", ".join(f"{k}=?" for k in changes)
+        self.store.execute(f"UPDATE intents SET {cols} WHERE id=?", (*changes.values(), intent_id))
+        row = self.intents.get(intent_id)
+        if row is not None:
+            row.update(changes)
+
     def adopt_intent(self, row: dict[str, Any]) -> None:
         """An intent read back from SQLite (an approval command) that this book did not hold."""
         if row["status"] in LIVE_INTENT_STATUSES and row["id"] not in self.intents:
@@ -107,12 +116,13 @@ class Book:
         for r in self.intents.values():
             if r["side"] != "buy":
                 continue
+            price = r.get("sent_price") or r["price"]  # what it was sent at, once approved
             if r["status"] in ("pending", "submitting"):
-                out.append((r["qty"], r["price"]))
+                out.append((r["qty"], price))
             elif r["status"] == "submitted":
                 cid = self.order_of_intent.get(r["id"])
                 if cid is not None and cid in self.orders:
-                    out.append((r["qty"], r["price"]))
+                    out.append((r["qty"], price))
         return out
 
     def intent_of_order(self, client_order_id: str) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
         {"id": str, "created_at": str, "symbol": str, "side": str, "qty": float, "price": float, "notional": float,
          "kind": str, "reason": str, "source": str, "status": str, "expires_at": str, "decided_at": str,
          "decided_by": str, "client_order_id": str, "stop_price": float, "take_profit_price": float,
-         "risk_after": float, "note": str, "approve_by": float},
+         "risk_after": float, "note": str, "approve_by": float, "sent_price": float},
         "id", [("status",), ("created_at",)]),
     "orders": (
         {"client_order_id": str, "broker_order_id": str, "intent_id": str, "symbol": str, "side": str, "qty": float,
