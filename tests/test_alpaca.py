@@ -158,6 +158,28 @@ def test_order_faults_never_duplicate(tmp_path, fake, kind):
     rt.stop()
 
 
+@pytest.mark.parametrize("change", ["buying_power_gone", "daily_loss_reached"])
+def test_an_approval_the_account_no_longer_allows_is_refused_in_words_and_sends_nothing(tmp_path, fake, change):
+    rt = runtime(settings_for(tmp_path, fake), ny(10, 0))
+    fake.set_time(ny(10, 0))
+    rt.run_tick()
+    intent = _fresh_entry(rt)
+    price = rt.engine.feed.price("MSFT", rt.clock.now())
+    if change == "buying_power_gone":  # another tool spent the cash on MSFT at its price: equity unchanged
+        fake.open_position("MSFT", (100_000 - 5) / price, price)
+        expected = "refused: not enough buying power: $5.00 left (risk_buying_power)"
+    else:  # ... or bought 100 MSFT $25 above the market: $2,500 (2.5 %) down on the day
+        fake.open_position("MSFT", 100, price + 25)
+        expected = "refused: daily loss limit reached: down 2.50 % today (limit 2.0 %) (risk_daily_loss)"
+    rt.clock.set(rt.clock.now() + timedelta(seconds=5))  # the click comes after the tick (its account is cached)
+    fake.set_time(rt.clock.now())
+    result = rt.send_command("approve", {"intent_id": intent.id})
+    assert (result["status"], result["result"]) == ("done", expected)
+    assert fake.orders_created == 0 and fake.order_posts == 0
+    assert rt.store.one("SELECT status FROM intents WHERE id=?", (intent.id,))["status"] == "rejected"
+    rt.stop()
+
+
 @pytest.mark.parametrize(("kind", "reason"), [
     ("reject_buying_power", "insufficient buying power"),
     ("reject_wash_trade", "wash trade"),

@@ -69,8 +69,12 @@ def show(scope: str, where: Any = None) -> Answer | None:
     c = box.columns([12, 1.4], vertical_alignment="center")
     icon = {"success": ":material/check_circle:", "info": ":material/info:", "warning": ":material/warning:",
             "error": ":material/block:"}[answer.level]
-    c[0].markdown(f"{icon} **{answer.title}**")
     c[1].button("Dismiss", key=f"dismiss_{scope}_{answer.serial}", on_click=dismiss, args=(scope,))
+    if len(answer.lines) == 1:  # one command, one sentence: "Close AAPL: closing AAPL x112 (order ...)"
+        level, text = answer.lines[0]
+        getattr(c[0], level)(f"{answer.title}: {text}")
+        return answer
+    c[0].markdown(f"{icon} **{answer.title}**")
     for level, text in answer.lines:
         getattr(box, level)(text)
     return answer

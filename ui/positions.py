@@ -54,11 +54,7 @@ def _send(ctx: AppContext, kind: str, symbol: str) -> None:
         res = send_command(ctx, "close_position", {"symbol": symbol})
     else:
         res = send_command(ctx, "flatten_all", {})
-    text = str(res.get("result") or res.get("status"))
-    # Flatten all answers with one clause per thing it did: one line each
-    parts = [p.strip() for p in text.split("; ")] if kind == "flatten" else [text]
-    level = answers.level_of(res)
-    answers.say(SCOPE, what, [(level, p) for p in parts if p])
+    answers.say(SCOPE, what, [(answers.level_of(res), str(res.get("result") or res.get("status")))])
     _dismiss()
 
 
