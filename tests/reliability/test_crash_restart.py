@@ -746,3 +746,41 @@ def test_a_kill_between_a_polled_fill_and_its_ingestion_applies_it_once(tmp_path
     assert again.store.query("SELECT symbol, qty FROM positions") == [{"symbol": "NVDA", "qty": qty}]
     assert again.store.scalar("SELECT COUNT(*) FROM fills") == 1
     assert broker_order_count(again) == 1
+
+
+class DyingAfterCloseBroker(SimBroker):
+    """kill -9 right after a close reached the broker, before its answer is stored."""
+
+    def close_position(self, symbol: str, client_order_id: str, now: datetime) -> BrokerOrder | None:
+        super().close_position(symbol, client_order_id, now)
+        raise _Killed
+
+
+def test_a_kill_after_a_close_left_makes_no_second_closing_order(tmp_path: Path) -> None:
+    db, bars = str(tmp_path / "c.db"), flat_bars([DAY])
+    strategy = ScriptedStrategy(lambda sym, ts: 0.6 if sym == "NVDA" and ts < at(DAY, 10, 0) else 0.0)
+    s = load_settings(auto_mode=True)
+    e = Engine(s, Store(db), ReplayMarket(bars), strategy=strategy)
+    e.tick(at(DAY, 10, 0))
+    e.tick(at(DAY, 10, 1))
+    pos = e.state.book.positions["NVDA"]
+    e.broker = DyingAfterCloseBroker(e.store, e.feed, start_cash=s.sim_start_cash)
+    t = at(DAY, 10, 2)
+    e.store.send_command("close_position", {"symbol": "NVDA"}, who="trader", now=t)
+    with pytest.raises(_Killed):
+        e.tick(t)
+    e.store.conn.close()  # no commit: the process is gone
+    # the close's id names the position and the attempt, so it is known before anything is sent
+    opened = "".join(ch for ch in pos["opened_at"] if ch.isalnum())[:15]
+    intent_id = f"close-NVDA-{opened}-1"
+    again = Engine(s, Store(db), ReplayMarket(bars), strategy=strategy)
+    assert again.store.one("SELECT status, client_order_id FROM intents WHERE id=?", (intent_id,)) == {
+        "status": "submitting", "client_order_id": client_order_id_for(intent_id)}
+    again.tick(t + timedelta(seconds=30))  # restart: the command runs again, the order is found by its client id
+    again.tick(t + timedelta(minutes=2))
+    sells = again.store.query("SELECT client_order_id FROM sim_orders WHERE parent_id IS NULL AND side='sell'")
+    assert sells == [{"client_order_id": client_order_id_for(intent_id)}]  # one closing order, the same id
+    assert again.store.scalar("SELECT COUNT(*) FROM intents WHERE kind='exit'") == 1
+    assert "NVDA" not in again.state.book.positions
+    result = again.store.scalar("SELECT result FROM commands WHERE kind='close_position'")
+    assert result.startswith(("already closing NVDA", "refused: no open position in NVDA")), result
