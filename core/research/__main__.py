@@ -20,7 +20,7 @@ from datetime import date
 from typing import Any
 
 from core.clock import WallClock, trading_date
-from core.config import ConfigError, Settings, check_scheduler_address, load_settings
+from core.config import ConfigError, Settings, check_scheduler_address, load_settings, setting_name
 from core.research import record, runs
 from core.research.cluster import ClusterError
 from core.research.ranges import check_length, resolve_range
@@ -35,12 +35,20 @@ from core.venues.sim.bar_files import ReplayMarket, load_bars
 
 
 def parse_set(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as {setting: value}; KEY is a setting's name in any case or one of the names
+    ``--sweep`` accepts (``cooldown``); any other KEY is refused naming the nearest real names."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        out[k.strip().lower()] = v
+        try:
+            name = setting_name(k, aliases=True)
+        except ConfigError as e:
+            raise ConfigError(f"--set {item}: {e}") from None
+        if name in out:
+            raise ConfigError(f"--set {item}: {name.upper()} is already set by an earlier --set")
+        out[name] = v
     return out
 
 
