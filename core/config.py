@@ -542,6 +542,16 @@ def dotenv_problems(path: str | None = None) -> list[str]:
     return out
 
 
+def configured_in(name: str, path: str | None = None) -> str | None:
+    """Where setting ``name`` was given: "the environment" (which wins, as in Settings), ".env", or None (its
+    default, or a keyword override)."""
+    if any(k.lower() == name for k in os.environ):  # Settings matches names case-insensitively
+        return "the environment"
+    if any(k.lower() == name for k in dotenv_keys(path)):
+        return ".env"
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings; on any bad value raise ConfigError with one line per problem.
 

@@ -75,6 +75,7 @@ def render_sidebar(ctx: AppContext) -> None:
                              args=(ctx, key, name, "slider"), help=help_text)
     sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
                  args=(ctx, "w_profile", "profile", "profile"))
+    env_notices(ctx)
     last = st.session_state.pop("_last_command", None)
     if last is not None:
         name, value, res = last
@@ -88,6 +89,22 @@ def render_sidebar(ctx: AppContext) -> None:
         sb.warning(f"Insecure network link: {problem}", icon=":material/lock_open:")
     with sb:
         heartbeat(ctx)
+
+
+def env_notices(ctx: AppContext) -> None:
+    """A live parameter that differs from .env (or the environment): the stored value runs (README, Configuration),
+    so say where it came from and offer the configured one, sent as an audited command like a slider's."""
+    for d in views.env_differences(ctx.store, ctx.settings):
+        st.sidebar.warning(f"**{d.setting}** {d.text}", icon=":material/difference:")
+        label = "Use .env value" if d.origin == ".env" else "Use the environment's value"
+        st.sidebar.button(label, key=f"w_env_{d.param}", on_click=_use_configured, args=(ctx, d.param, d.configured),
+                          help=f"Sets {d.param} to {d.show(d.configured)} in the running engine (recorded in the audit "
+                               f"as 'env').")
+
+
+def _use_configured(ctx: AppContext, name: str, value: object) -> None:
+    res = send_command(ctx, "set_params", {name: value, "_source": "env"})
+    st.session_state["_last_command"] = (name, value, res)
 
 
 def render_pending_approvals(ctx: AppContext) -> None:
