@@ -73,9 +73,9 @@ def render_sidebar(ctx: AppContext) -> None:
         key = f"w_{name}"
         bounded.state_slider(sb, BY_PARAM[name], shown[name], key=key, on_change=_changed,
                              args=(ctx, key, name, "slider"), help=help_text)
+    env_notices(ctx)  # under the sliders it is about
     sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
                  args=(ctx, "w_profile", "profile", "profile"))
-    env_notices(ctx)
     last = st.session_state.pop("_last_command", None)
     if last is not None:
         name, value, res = last
