@@ -3,9 +3,12 @@
 Runs the engine over N trading days (or every session of ``--start``..``--end``) of synthetic (or file, or
 Alpaca) bars with a SimClock and prints one JSON object. Same seed and settings give the same JSON apart from
 ``elapsed_s``. ``--sweep`` prints a grid; ``--sweep ... --walk-forward K`` chooses the best cell in-sample and
-judges it out-of-sample (``core.research.walkforward``). A range is checked against today's date
-(``core.research.ranges``): notes about moved dates go to stderr, refusals are ``error: ...`` with exit code 2;
-more than ``ranges.MAX_SESSIONS`` sessions (five years), by ``--end`` or ``--days``, is refused as on the page.
+judges it out-of-sample (``core.research.walkforward``). A range is resolved by the Research page's function
+(``core.research.ranges``: ``--end`` by ``resolve_range``, ``--days`` by ``resolve_days`` over the range its
+sessions span) against today's date: notes about moved dates go to stderr, refusals are ``error: ...`` with exit
+code 2; more than ``ranges.MAX_SESSIONS`` sessions (five years) is refused as on the page. Every argument error
+names its option; ``--set`` and ``--sweep`` take a setting's name (any case) or an alias of
+``core.config.SETTING_ALIASES``, and refuse any other name with the nearest real ones.
 """
 
 from __future__ import annotations
