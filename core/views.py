@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.bounds import BY_PARAM
 from core.clock import NY, UTC, sessions_between, trading_date
-from core.config import LiveParams, Settings, configured_in
+from core.config import LiveParams, Settings, configured_in, validate_param_changes
 from core.exports import to_csv_bytes
 from core.metrics import kpi, llm_usage
 from core.metrics.display import NA
@@ -460,7 +460,9 @@ def env_differences(store: Store, settings: Settings) -> list[EnvDifference]:
     .env or the environment sets, each with the audit's last change of it. Settings left at their default are not
     compared: there is nothing configured to differ from."""
     live = live_params(store)
-    configured = LiveParams.from_settings(settings).as_dict()
+    # as a command stores it (rounded to 6 places): "Use .env value" must end the difference it reports
+    configured = validate_param_changes({k: v for k, v in LiveParams.from_settings(settings).as_dict().items()
+                                         if k in SETTING_OF_PARAM})
     out = []
     for param, setting in SETTING_OF_PARAM.items():
         origin = configured_in(setting)
