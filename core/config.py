@@ -8,9 +8,11 @@ naming the variable and the value.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date
@@ -476,11 +478,95 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return str(loc[0]).upper() if loc else "SETTINGS"
 
 
+# The CLI's short names (``--set cooldown=60``, ``--sweep delta=...``): the same for --set and --sweep.
+SETTING_ALIASES: dict[str, str] = {"cooldown": "mixer_cooldown_s", "cooldown_s": "mixer_cooldown_s",
+                                   "delta": "cutoff_delta"}
+
+# Names the project reads from the process environment itself, outside Settings (before settings exist, or in
+# worker processes): a .env line cannot set them, so one there is refused with where it belongs instead.
+ENVIRONMENT_ONLY: dict[str, str] = {
+    "RESEARCH_WARM_UP": "the switch of the app's background compile of the research kernel",
+    "KERNEL_CACHE_DIR": "the folder of the compiled research kernel",
+}
+
+
+def _nearest(name: str, candidates: list[str]) -> str:
+    near = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    if not near:
+        return " (README, Configuration, lists the settings)"
+    return "; did you mean " + (near[0] if len(near) == 1 else f"{', '.join(near[:-1])} or {near[-1]}") + "?"
+
+
+def unknown_setting_message(name: str, *, aliases: bool = False) -> str:
+    """'NAME is not a setting; did you mean ...?' with the nearest real names, written in the case ``name`` was
+    (upper: the variables' form; lower: the CLI's)."""
+    upper = name.upper() == name
+    pool = [*Settings.model_fields, *(SETTING_ALIASES if aliases else ())]
+    pool = [n.upper() for n in pool] if upper else pool
+    return f"{name} is not a setting{_nearest(name if upper else name.lower(), pool)}"
+
+
+def setting_name(name: str, *, aliases: bool = False) -> str:
+    """The Settings field ``name`` means (any case; with ``aliases``, the CLI's short names too); ConfigError
+    naming the nearest real names when there is none."""
+    key = name.strip().lower()
+    if aliases:
+        key = SETTING_ALIASES.get(key, key)
+    if key not in Settings.model_fields:
+        raise ConfigError(unknown_setting_message(name.strip(), aliases=aliases))
+    return key
+
+
+def env_file() -> str:
+    """The ``.env`` file Settings reads (relative to the working directory, as pydantic-settings opens it)."""
+    return str(Settings.model_config.get("env_file") or ".env")
+
+
+def dotenv_keys(path: str | None = None) -> dict[str, str | None]:
+    """The keys and values written in ``.env`` (none when there is no such file)."""
+    from dotenv import dotenv_values
+
+    path = path or env_file()
+    return dict(dotenv_values(path)) if os.path.isfile(path) else {}
+
+
+def dotenv_problems(path: str | None = None) -> list[str]:
+    """One line per ``.env`` key that is not a setting. Environment variables are not checked: they are shared
+    with every other program, and only the settings' own names are read from them."""
+    out = []
+    for key in dotenv_keys(path):
+        if key.lower() in Settings.model_fields:
+            continue
+        if key.upper() in ENVIRONMENT_ONLY:
+            out.append(f"{key} in .env is not read: {ENVIRONMENT_ONLY[key.upper()]} comes from the process "
+                       f"environment only; set it there (e.g. {key.upper()}=... make run)")
+        else:
+            out.append(unknown_setting_message(key).replace(" is not a setting", " in .env is not a setting", 1))
+    return out
+
+
+def configured_in(name: str, path: str | None = None) -> str | None:
+    """Where setting ``name`` was given: "the environment" (which wins, as in Settings), ".env", or None (its
+    default, or a keyword override)."""
+    if any(k.lower() == name for k in os.environ):  # Settings matches names case-insensitively
+        return "the environment"
+    if any(k.lower() == name for k in dotenv_keys(path)):
+        return ".env"
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings; on any bad value raise ConfigError with one line per problem.
 
-    The line names the variable and the value, never a secret's value.
+    The line names the variable and the value, never a secret's value. A ``.env`` key that is not a setting is
+    refused first (it used to be ignored: ``MIXER_COOLDOWN_SECS=60`` ran with the default 180 s).
     """
+    # pydantic-settings' own ``_env_file=`` (a path, several, or None for none) is checked the same way
+    files = overrides["_env_file"] if "_env_file" in overrides else env_file()
+    files = [files] if isinstance(files, (str, os.PathLike)) else list(files or ())
+    unknown = [line for f in files for line in dotenv_problems(str(f))]
+    if unknown:
+        raise ConfigError("; ".join(unknown))
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -515,8 +601,6 @@ def _shown(value: Any) -> str:
 
 
 def _raw_value(overrides: dict[str, Any], field: str, default: Any) -> Any:
-    import os
-
     if field in overrides:
         return overrides[field]
     for k, v in os.environ.items():

@@ -8,14 +8,16 @@ figures the engine wrote.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.bounds import BY_PARAM
 from core.clock import NY, UTC, sessions_between, trading_date
-from core.config import Settings
+from core.config import LiveParams, Settings, configured_in, validate_param_changes
 from core.exports import to_csv_bytes
 from core.metrics import kpi, llm_usage
 from core.metrics.display import NA
@@ -417,6 +419,66 @@ def _audit_value(name: str, raw: str | None) -> str:
 def live_params(store: Store) -> dict[str, Any]:
     row = store.one("SELECT json FROM params WHERE id=1")
     return json.loads(row["json"]) if row else {}
+
+
+# the live parameters a setting starts (LiveParams.from_settings): name -> Settings field
+SETTING_OF_PARAM: dict[str, str] = {**{p: b.setting for p, b in BY_PARAM.items()}, "auto_mode": "auto_mode",
+                                    "reserve_fallback": "reserve_fallback"}
+
+# how the audit's ``source`` reads in "set ... on <date>"
+SOURCE_WORDS = {"slider": "set with the slider", "switch": "set with the switch", "profile": "set by the profile box",
+                "research": "applied from the Research page", "command": "set by a command",
+                "protection": "set by a protection", "profile_expiry": "set when the relaxed profile expired",
+                "env": "set from .env"}
+
+
+@dataclass(frozen=True)
+class EnvDifference:
+    """A live parameter whose value differs from the one its setting gives (.env or the environment)."""
+
+    param: str
+    setting: str  # the variable, upper case
+    live: Any
+    configured: Any
+    origin: str  # ".env" or "the environment"
+    history: str  # where the live value came from, in words ("set with the slider on 2026-12-04 14:02 ET")
+
+    def show(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        b = BY_PARAM.get(self.param)
+        return b.show(value) if b is not None else str(value)
+
+    @property
+    def text(self) -> str:
+        says = "says" if self.origin == ".env" else "gives"
+        return f"{self.show(self.live)}, {self.history}; {self.origin} {says} {self.show(self.configured)}"
+
+
+def env_differences(store: Store, settings: Settings) -> list[EnvDifference]:
+    """The live parameters (as stored: they win over the settings once a database exists) that differ from what
+    .env or the environment sets, each with the audit's last change of it. Settings left at their default are not
+    compared: there is nothing configured to differ from."""
+    live = live_params(store)
+    # as a command stores it (rounded to 6 places): "Use .env value" must end the difference it reports
+    configured = validate_param_changes({k: v for k, v in LiveParams.from_settings(settings).as_dict().items()
+                                         if k in SETTING_OF_PARAM})
+    out = []
+    for param, setting in SETTING_OF_PARAM.items():
+        origin = configured_in(setting)
+        if origin is None or param not in live or live[param] == configured[param]:
+            continue
+        row = store.one("SELECT ts, who, source FROM param_audit WHERE name=? ORDER BY id DESC LIMIT 1", (param,))
+        if row is None:
+            history = "kept in the database since it was created (no change recorded)"
+        else:
+            when = datetime.fromisoformat(row["ts"]).astimezone(NY)
+            words = SOURCE_WORDS.get(row["source"] or "command", f"set by {row['source']}")
+            if row["source"] == "protection":
+                words = f"set by protection {str(row['who']).removeprefix('protection:')}"
+            history = f"{words} on {when:%Y-%m-%d %H:%M} ET"
+        out.append(EnvDifference(param, setting.upper(), live[param], configured[param], origin, history))
+    return out
 
 
 def runtime_heartbeat(store: Store) -> dict[str, Any]:

@@ -318,7 +318,7 @@ def test_more_than_five_years_is_refused_with_the_clis_message(app, capsys):
     message = f"2019-01-02..{over[-1]} has 1261 sessions, more than the 1260 a run takes"
     assert message in texts(at, "error"), texts(at, "error")
     assert main(["--start", "2019-01-02", "--end", str(over[-1])], today=TODAY) == 2
-    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert capsys.readouterr().err.strip() == f"error: --start 2019-01-02 --end {over[-1]}: {message}"
     set_range(at, over[0], over[-2])  # exactly the limit: accepted
     assert not any("sessions, more than" in t for t in texts(at, "error")), texts(at, "error")
     assert f"{ranges.MAX_SESSIONS} sessions: 2019-01-02 … {over[-2]}" in [c.value for c in at.caption]

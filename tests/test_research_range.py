@@ -90,7 +90,8 @@ def test_one_limit_of_five_years_for_the_page_and_the_cli(capsys):
     assert len(resolve_range(over[0], over[-2], today=TODAY)[0]) == ranges.MAX_SESSIONS
     for args in (["--end", str(over[-1])], ["--days", "1261"], ["--days", "1261", "--sweep", "cooldown=60,120"]):
         code, out, err = run_cli(capsys, "--start", "2019-01-02", *args)
-        assert (code, out, err.strip()) == (2, "", f"error: {message}"), args
+        # the page's words, after the options they answer
+        assert (code, out, err.strip()) == (2, "", f"error: --start 2019-01-02 {' '.join(args[:2])}: {message}"), args
 
 
 def test_the_cli_limit_holds_in_a_process_of_its_own():
@@ -98,7 +99,7 @@ def test_the_cli_limit_holds_in_a_process_of_its_own():
     out = subprocess.run([sys.executable, "-m", "core.research", "--start", str(over), "--days", "1300"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.strip().startswith("error: 2019-01-02..") and \
+    assert out.stderr.strip().startswith("error: --start 2019-01-02 --days 1300: 2019-01-02..") and \
         out.stderr.strip().endswith("has 1300 sessions, more than the 1260 a run takes")
 
 
@@ -157,7 +158,9 @@ def test_cli_end_replays_the_range_and_notes_moved_dates(capsys):
 
 def test_cli_range_errors_exit_2(capsys, tmp_path):
     code, out, err = run_cli(capsys, "--start", "2026-11-02", "--end", "2030-06-03")
-    assert (code, out) == (2, "") and err.strip() == "error: 2030-06-03 is in the future (today is 2026-11-30)"
+    assert (code, out) == (2, "")
+    assert err.strip() == ("error: --start 2026-11-02 --end 2030-06-03: 2030-06-03 is in the future "
+                           "(today is 2026-11-30)")
     frame = SyntheticMarket(6, anchor=date(2025, 3, 3)).frame_for_sessions(2)
     path = tmp_path / "bars.csv"
     frame.to_csv(path, index=False)
@@ -173,4 +176,5 @@ def test_python_m_core_replay_is_the_same_cli():
     assert core.replay.main is main
     out = subprocess.run([sys.executable, "-m", "core.replay", "--start", "2025-03-03", "--end", "2025-03-01"],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and out.stderr.strip() == "error: the end 2025-03-01 is before the start 2025-03-03"
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "error: --start 2025-03-03 --end 2025-03-01: the end 2025-03-01 is before the start 2025-03-03")

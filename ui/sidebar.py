@@ -34,7 +34,11 @@ def _changed(ctx: AppContext, key: str, name: str, source: str = "command") -> N
         # audited as a change, and the profile box would re-apply its profile, resetting the cutoff and cooldown.
         return
     # ``source`` goes to the audit; a slider's arrow-key steps are folded into one change by the engine
-    res = send_command(ctx, "set_params", {name: value, "_source": source})
+    _answer(name, value, send_command(ctx, "set_params", {name: value, "_source": source}))
+
+
+def _answer(name: str, value: object, res: dict) -> None:
+    """The engine's answer to a change, kept in the sidebar until dismissed or replaced (ui.answers)."""
     if res.get("status") == "failed":
         answers.say(SCOPE, f"{name} not changed", [("error", str(res.get("result")))])
     elif res.get("status") == "new":
@@ -79,6 +83,7 @@ def render_sidebar(ctx: AppContext) -> None:
         key = f"w_{name}"
         bounded.state_slider(sb, BY_PARAM[name], shown[name], key=key, on_change=_changed,
                              args=(ctx, key, name, "slider"), help=help_text)
+    env_notices(ctx)  # under the sliders it is about
     sb.selectbox("Profile", ["default", "relaxed"], key="w_profile", on_change=_changed,
                  args=(ctx, "w_profile", "profile", "profile"))
     answers.show(SCOPE, sb)  # a refused value stays until dismissed or replaced
@@ -88,6 +93,21 @@ def render_sidebar(ctx: AppContext) -> None:
         sb.warning(f"Insecure network link: {problem}", icon=":material/lock_open:")
     with sb:
         heartbeat(ctx)
+
+
+def env_notices(ctx: AppContext) -> None:
+    """A live parameter that differs from .env (or the environment): the stored value runs (README, Configuration),
+    so say where it came from and offer the configured one, sent as an audited command like a slider's."""
+    for d in views.env_differences(ctx.store, ctx.settings):
+        st.sidebar.warning(f"**{d.setting}** {d.text}", icon=":material/difference:")
+        label = "Use .env value" if d.origin == ".env" else "Use the environment's value"
+        st.sidebar.button(label, key=f"w_env_{d.param}", on_click=_use_configured, args=(ctx, d.param, d.configured),
+                          help=f"Sets {d.param} to {d.show(d.configured)} in the running engine (recorded in the audit "
+                               f"as 'env').")
+
+
+def _use_configured(ctx: AppContext, name: str, value: object) -> None:
+    _answer(name, value, send_command(ctx, "set_params", {name: value, "_source": "env"}))
 
 
 def render_pending_approvals(ctx: AppContext, *, on_approvals: bool = False) -> None:

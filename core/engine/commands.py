@@ -24,7 +24,7 @@ KINDS = ("set_params", "release_protection", "approve", "reject", "close_positio
 # What a set_params change came from, as param_audit's ``source``: the sidebar's sliders, switches and profile box, a
 # research run applied to live, a plain command (the API, another tool); the engine writes "protection",
 # "profile_expiry", "release" and "flatten" itself.
-COMMAND_SOURCES = ("command", "slider", "switch", "profile", "research")
+COMMAND_SOURCES = ("command", "slider", "switch", "profile", "research", "env")  # env: the sidebar's "Use .env value"
 
 
 class CommandRefused(ValueError):

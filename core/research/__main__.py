@@ -3,9 +3,12 @@
 Runs the engine over N trading days (or every session of ``--start``..``--end``) of synthetic (or file, or
 Alpaca) bars with a SimClock and prints one JSON object. Same seed and settings give the same JSON apart from
 ``elapsed_s``. ``--sweep`` prints a grid; ``--sweep ... --walk-forward K`` chooses the best cell in-sample and
-judges it out-of-sample (``core.research.walkforward``). A range is checked against today's date
-(``core.research.ranges``): notes about moved dates go to stderr, refusals are ``error: ...`` with exit code 2;
-more than ``ranges.MAX_SESSIONS`` sessions (five years), by ``--end`` or ``--days``, is refused as on the page.
+judges it out-of-sample (``core.research.walkforward``). A range is resolved by the Research page's function
+(``core.research.ranges``: ``--end`` by ``resolve_range``, ``--days`` by ``resolve_days`` over the range its
+sessions span) against today's date: notes about moved dates go to stderr, refusals are ``error: ...`` with exit
+code 2; more than ``ranges.MAX_SESSIONS`` sessions (five years) is refused as on the page. Every argument error
+names its option; ``--set`` and ``--sweep`` take a setting's name (any case) or an alias of
+``core.config.SETTING_ALIASES``, and refuse any other name with the nearest real ones.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from datetime import date
 from typing import Any
 
 from core.clock import WallClock, trading_date
-from core.config import ConfigError, Settings, check_scheduler_address, load_settings
+from core.config import ConfigError, Settings, check_scheduler_address, load_settings, setting_name
 from core.research import record, runs
 from core.research.cluster import ClusterError
-from core.research.ranges import check_length, resolve_range
+from core.research.ranges import RangeError, resolve_days, resolve_range
 from core.research.replay import SweepClock, build_market, parse_sweep, replay_days, run_replay, run_sweep
 from core.research.runs import clean_name
 from core.research.sources import DataSource
@@ -35,12 +38,20 @@ from core.venues.sim.bar_files import ReplayMarket, load_bars
 
 
 def parse_set(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as {setting: value}; KEY is a setting's name in any case or one of the names
+    ``--sweep`` accepts (``cooldown``); any other KEY is refused naming the nearest real names."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        out[k.strip().lower()] = v
+        try:
+            name = setting_name(k, aliases=True)
+        except ConfigError as e:
+            raise ConfigError(f"--set {item}: {e}") from None
+        if name in out:
+            raise ConfigError(f"--set {item}: {name.upper()} is already set by an earlier --set")
+        out[name] = v
     return out
 
 
@@ -111,13 +122,59 @@ def prepare_kernel() -> None:
     print(f"research engine ready in {warm.warm_up():.0f} s", file=sys.stderr, flush=True)
 
 
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (argparse names the option in front of the message)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+    return parse
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, not {text!r}") from None
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), not {text}")
+    return value
+
+
+DEFAULT_START = date(2025, 3, 3)
+
+
+def _range_words(args: argparse.Namespace, start: date, days: int) -> str:
+    """The options a range came from, as typed (an error or a note names them)."""
+    return f"--start {start} " + (f"--end {args.end}" if args.end is not None else f"--days {days}")
+
+
+def _set_error(e: ConfigError, items: list[str]) -> ConfigError:
+    """A refused setting that came from --set names that option (the message names the setting)."""
+    text = str(e)
+    mine = [i for i in items if "=" in i and setting_name(i.split("=", 1)[0], aliases=True).upper() in text]
+    return ConfigError(f"--set {' '.join(mine)}: {text}") if mine else e
+
+
 def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     """Run the CLI; ``today`` (tests) stands in for the wall-clock date that ranges are checked against."""
     ap = argparse.ArgumentParser(prog="python -m core.research", description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=int, help="trading sessions to replay from --start (default 5)")
-    ap.add_argument("--seed", type=int, default=7, help="synthetic market seed")
-    ap.add_argument("--start", type=date.fromisoformat, default=date(2025, 3, 3), help="first date (YYYY-MM-DD)")
-    ap.add_argument("--end", type=date.fromisoformat,
+    ap.add_argument("--days", type=_whole(1), help="trading sessions to replay from --start (default 5)")
+    ap.add_argument("--seed", type=_whole(0), default=7, help="synthetic market seed")
+    ap.add_argument("--start", type=_iso_date,
+                    help=f"first date (YYYY-MM-DD; default {DEFAULT_START}, with --bars the file's first session)")
+    ap.add_argument("--end", type=_iso_date,
                     help="last date (YYYY-MM-DD): replay every session of --start..--end instead of --days")
     ap.add_argument("--strategy", help="package.module:ClassName")
     ap.add_argument("--bars", help="CSV or Parquet bars file instead of the synthetic market")
@@ -128,14 +185,14 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     ap.add_argument("--sweep", nargs="+", metavar="NAME=SPEC",
                     help="grid over numeric settings, e.g. cutoff_delta=-0.05:0.05:0.01 cooldown=60,120,180 "
                          "risk_per_trade=0.005,0.01")
-    ap.add_argument("--workers", type=int, default=2, help="processes for --sweep (without a cluster)")
+    ap.add_argument("--workers", type=_whole(1), default=2, help="processes for --sweep (without a cluster)")
     ap.add_argument("--cluster", metavar="tcp://HOST:PORT",
                     help="run --sweep cells as tasks on this Dask scheduler (default: DASK_SCHEDULER when set); "
                          "'local' runs them here whatever DASK_SCHEDULER says")
-    ap.add_argument("--walk-forward", type=int, metavar="K",
+    ap.add_argument("--walk-forward", type=_whole(1), metavar="K",
                     help="out-of-sample check of the --sweep grid over K folds (core/research/walkforward.py)")
-    ap.add_argument("--in-sample", type=float, default=0.7, help="share of each fold's sessions used to choose")
-    ap.add_argument("--metric", default="total_return", help="the figure the walk-forward chooses the best cell by")
+    ap.add_argument("--in-sample", type=_share, help="share of each fold's sessions used to choose (default 0.7)")
+    ap.add_argument("--metric", help="the figure the walk-forward chooses the best cell by (default total_return)")
     ap.add_argument("--save", metavar="NAME",
                     help="keep the run (replay, sweep or walk-forward) in research_runs of the app's database "
                          "(DB_PATH), where the Research page lists it")
@@ -145,15 +202,21 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     args = ap.parse_args(argv)
     if args.days is not None and args.end is not None:
         ap.error("--days and --end both give the range: use one")
-    if args.days is not None and args.days < 1:
-        ap.error("--days must be >= 1")
     days = 5 if args.days is None else args.days
     if args.sweep and args.decisions != SUMMARY:
         ap.error("--decisions full is for a single replay: a sweep cell keeps only its metrics")
     if args.walk_forward is not None and not args.sweep:
         ap.error("--walk-forward needs a --sweep grid to choose from")
-    if args.walk_forward is not None and args.walk_forward < 1:
-        ap.error("--walk-forward must be >= 1")
+    for option, given in (("--in-sample", args.in_sample), ("--metric", args.metric)):
+        if given is not None and args.walk_forward is None:  # it would be ignored: say so instead
+            ap.error(f"{option} is for --walk-forward, which is not given")
+    in_sample = 0.7 if args.in_sample is None else args.in_sample
+    metric = args.metric or "total_return"
+    if args.walk_forward is not None:
+        from core.research.walkforward import metric_names
+
+        if metric not in metric_names():
+            ap.error(f"argument --metric: unknown metric {metric!r}: one of {', '.join(metric_names())}")
     # the one wall-clock read: ranges are checked against today's New York date
     today = today or trading_date(WallClock().now())
     try:
@@ -162,31 +225,45 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
             overrides["strategy"] = args.strategy
         if args.auto:
             overrides["auto_mode"] = "1"
-        settings = load_settings(**overrides)
+        try:
+            settings = load_settings(**overrides)
+        except ConfigError as e:
+            raise _set_error(e, args.set) from None
         grid = parse_sweep(args.sweep) if args.sweep else {}  # every value within its setting's bounds
         cluster = sweep_cluster(args.cluster, settings)
-        market = ReplayMarket(load_bars(args.bars)) if args.bars else None
-        start, end = args.start, None
-        if args.end is not None:
-            sessions, notes = resolve_range(args.start, args.end, today=today,
-                                            data_sessions=market.sessions if market is not None else None)
-            for note in notes:
-                print(f"note: {note}", file=sys.stderr)
-            start, end = sessions[0], sessions[-1]
-        else:  # --days: the same limit and words as a range (the page's), before anything is downloaded
-            check_length(replay_days(settings, start, days, market, end))
+        try:
+            market = ReplayMarket(load_bars(args.bars)) if args.bars else None
+        except BarDataError as e:
+            raise BarDataError(f"--bars {args.bars}: {e}") from None
+        start = args.start or (market.sessions[0] if market is not None and market.sessions else DEFAULT_START)
+        # the page's function, limit and words: --end resolves [start, end], --days the range its sessions span
+        # (a future start, a holiday's move and the limit alike), all before anything is downloaded
+        data = market.sessions if market is not None else None
+        try:
+            if args.end is not None:
+                resolved, notes = resolve_range(start, args.end, today=today, data_sessions=data)
+            else:
+                resolved, notes = resolve_days(start, days, today=today, data_sessions=data)
+        except RangeError as e:
+            raise RangeError(f"{_range_words(args, start, days)}: {e}") from None
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        start, end = resolved[0], resolved[-1]
         if market is None and settings.market_data == "alpaca":  # downloaded once, for every run below
             market = build_market(settings, seed=args.seed, start=start, bars_file=None, days=days, end=end,
                                   today=today)
         if args.save is not None:
-            clean_name(args.save)  # a bad name is refused before the run, not after it
+            try:
+                clean_name(args.save)  # a bad name is refused before the run, not after it
+            except ValueError as e:
+                raise ValueError(f"--save: {e}") from None
         source = cli_source(args, settings)
         sessions = replay_days(settings, start, days, market, end)
         prepare_kernel()
         if args.walk_forward is not None:
             wf = walk_forward(overrides, grid, sessions=sessions,
-                              seed=args.seed, market=market, folds=args.walk_forward, in_sample=args.in_sample,
-                              metric=args.metric, workers=args.workers, today=today, cluster=cluster,
+                              seed=args.seed, market=market, folds=args.walk_forward, in_sample=in_sample,
+                              metric=metric, workers=args.workers, today=today, cluster=cluster,
                               progress=cli_progress(f"walk-forward ({where_text(cluster, args.workers)})",
                                                     "steps (cells and out-of-sample replays)"))
             saved = save_other(settings, args.save, "walk_forward", source, sessions, {"grid": grid, **overrides},

@@ -13,6 +13,9 @@ notes for every adjustment and a ``RangeError`` (our words, never the calendar l
 * more than ``max_sessions`` sessions (default ``MAX_SESSIONS``, the Research page's and the CLI's one limit) is
   refused naming both numbers (``check_length``).
 
+``resolve_days(start, days, ...)`` is the CLI's ``--days``: the range those sessions span, resolved by
+``resolve_range`` (so a future start, a holiday start's move and the limit are what the page says too).
+
 ``today`` is a parameter: the caller reads the wall clock once (core logic never does).
 """
 
@@ -75,6 +78,36 @@ def resolve_range(start: date, end: date, *, today: date, data_sessions: Sequenc
     if data_sessions is not None:
         sessions = _within_data(sessions, sorted(set(data_sessions)), notes)
     check_length(sessions, max_sessions)
+    return sessions, notes
+
+
+def resolve_days(start: date, days: int, *, today: date, data_sessions: Sequence[date] | None = None,
+                 max_sessions: int | None = MAX_SESSIONS) -> tuple[list[date], list[str]]:
+    """``days`` sessions from ``start`` (the CLI's ``--days``), resolved by ``resolve_range`` over the range they
+    span: the same refusals (a future date, the limit), and the same note when ``start`` is no session. With
+    ``data_sessions``, the count is of the data's sessions."""
+    if days < 1:
+        raise RangeError(f"{days} sessions: a run needs at least one")
+    if start < CALENDAR_START or start > CALENDAR_END:
+        raise RangeError(f"{start} is outside the exchange calendar ({CALENDAR_START}..{CALENDAR_END})")
+    if data_sessions is not None:
+        have = sorted(set(data_sessions))
+        picked = [d for d in have if d >= start][:days]
+        if not picked:
+            span = f"{have[0]}..{have[-1]}" if have else "no session"
+            raise RangeError(f"the data covers {span}: nothing on or after {start}")
+    else:
+        picked = sessions_between(start, CALENDAR_END)[:days]
+        if len(picked) < days:  # runs past the calendar we load (and so into the future, and past any limit)
+            if max_sessions is not None and days > max_sessions:
+                raise RangeError(f"{days} sessions from {start} are more than the {max_sessions} a run takes")
+            raise RangeError(f"only {len(picked)} sessions from {start} to the calendar's end, {CALENDAR_END}: "
+                             f"{days} asked")
+    sessions, notes = resolve_range(start, picked[-1], today=today, data_sessions=data_sessions,
+                                    max_sessions=max_sessions)
+    if len(sessions) < days:  # a file that ends sooner: it replays what it has, and says so
+        notes.append(f"the data has {len(sessions)} session(s) from {sessions[0]} on, not {days}: the run replays "
+                     f"{sessions[0]}..{sessions[-1]}")
     return sessions, notes
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import UTC, SimClock, session_bounds, sessions_between, trading_sessions
-from core.config import Settings
+from core.config import SETTING_ALIASES, Settings, unknown_setting_message
 from core.engine import Engine
 from core.feed import MarketFeed
 from core.metrics import kpi, performance
@@ -269,7 +269,7 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 
 
 # ================================================================ parameter sweeps
-SWEEP_ALIASES = {"cooldown": "mixer_cooldown_s", "cooldown_s": "mixer_cooldown_s", "delta": "cutoff_delta"}
+SWEEP_ALIASES = SETTING_ALIASES  # the CLI's --set takes the same short names (core.config)
 
 
 MAX_CELLS = 10_000  # a typo in a step (0.0001 for 0.01) would otherwise queue a million replays
@@ -329,10 +329,11 @@ def sweep_value(name: str, value: Any) -> int | float:
     if name in NOT_SWEPT:
         raise ValueError(f"--sweep {name}: {NOT_SWEPT[name]}")
     field = Settings.model_fields.get(name)
-    if field is None or field.annotation not in (int, float):
-        what = "not a setting" if field is None else "not a numeric setting"
-        raise ValueError(f"--sweep {name}: {what} (a sweep varies numbers such as cutoff_delta, mixer_cooldown_s, "
-                         f"risk_per_trade, stop_loss_pct, basket_neg_ratio, tier_a_interval_s)")
+    if field is None:
+        raise ValueError(f"--sweep {name}: {unknown_setting_message(name, aliases=True)}")
+    if field.annotation not in (int, float):
+        raise ValueError(f"--sweep {name}: not a numeric setting (a sweep varies numbers such as cutoff_delta, "
+                         f"mixer_cooldown_s, risk_per_trade, stop_loss_pct, basket_neg_ratio, tier_a_interval_s)")
     try:
         out = TypeAdapter(Annotated[(field.annotation, *field.metadata)]).validate_python(value)
     except ValidationError as e:
