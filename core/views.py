@@ -23,7 +23,7 @@ from core.metrics import kpi, llm_usage
 from core.metrics.display import NA
 from core.metrics.display import money as money  # re-exported for the pages
 from core.rules.protections import RULES, setting_value
-from core.rules.risk import kelly_margin
+from core.rules.risk import KELLY_MIN_TRADES, kelly_margin
 from core.state.caps import GLOBAL, cap_key
 from core.state.decisions import decision_counts, whole_history_counts
 from core.state.protections import DAILY_LOSS, active_protections
@@ -200,7 +200,7 @@ def risk_gauges(store: Store, settings: Settings, now: datetime) -> dict[str, An
     day = trading_date(now).isoformat()
     llm_calls = llm_usage.calls_today(store, now)
     m = kpi.summary(store)
-    kelly = kelly_margin(m["win_rate"] or 0.0, m["payoff_ratio"], settings.risk_per_trade)  # no trade: not measured
+    kelly = kelly_margin(m["win_rate"] or 0.0, m["payoff_ratio"] or 0.0, settings.risk_per_trade, m["trades"])
     cap_used = store.counter(cap_key(day, GLOBAL))
     return {"summary": summary, "tokens": tokens, "llm_calls": llm_calls, "llm_limit": settings.llm_daily_limit,
             "llm_spend": llm_usage.month_spend(store, now), "llm_budget": settings.llm_monthly_budget,
@@ -514,6 +514,8 @@ def protection_rules(settings: Settings) -> pd.DataFrame:
     rows = [{"rule": r.name, "fires when": r.description,
              "window": f"{int(setting_value(r.window_s, settings)) // 60} min",
              "minimum sample": "; ".join(r.minimums(settings))} for r in RULES]
+    rows.append({"rule": "Kelly figures (Risk gauges)", "fires when": "shown, and warns below a 1x margin",
+                 "window": "all closed trades", "minimum sample": f"{KELLY_MIN_TRADES} closed trades, wins and losses"})
     return pd.DataFrame(rows, columns=["rule", "fires when", "window", "minimum sample"])
 
 

@@ -37,14 +37,16 @@ def gauges() -> None:
                                      max(g["llm_budget"], 1e-9), unit="", scale=1.0), theme=None, key="g_llm_spend")
     k, m = g["kelly"], g["kpi"]
     c = st.columns(4)
-    measured = m["trades"] > 0 and m["payoff_ratio"] > 0
-    c[0].metric("Kelly fraction", f"{k['kelly_fraction']:.3f}" if measured else "–",
-                help="W - (1 - W) / R from closed trades; needs wins and losses")
-    c[1].metric("Kelly margin", f"{k['margin']:.1f}x" if measured else "–",
+    measured = bool(k["measured"])
+    waiting = f"n/a (needs ≥ {views.KELLY_MIN_TRADES} trades)"  # below the sample one trade swings it wildly
+    c[0].metric("Kelly fraction", f"{k['kelly_fraction']:.3f}" if measured else waiting,
+                help=f"W - (1 - W) / R from closed trades ({m['trades']} so far); needs wins and losses and at "
+                     f"least {views.KELLY_MIN_TRADES} trades")
+    c[1].metric("Kelly margin", f"{k['margin']:.1f}x" if measured else waiting,
                 help="Kelly fraction / risk per trade; below 1x the edge does not cover the risk taken")
     c[2].metric("Win rate", views.percent(m["win_rate"]), help=f"{m['trades']} closed trades")
     c[3].metric("RTH signal cap", f"{g['rth_cap_used']} / {g['rth_cap']}")
-    if k["warning"] and m["trades"] >= 10:
+    if k["warning"]:
         st.warning("Kelly margin below 1x: the measured edge does not support the risk per trade.")
     st.subheader("Token usage per minute")
     st.dataframe(views.token_usage(ctx.store, 60), hide_index=True, key="token_usage")

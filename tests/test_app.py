@@ -577,3 +577,29 @@ def test_no_password_and_a_non_loopback_address_shows_nothing(app_env, monkeypat
         assert not at.metric and not at.button
     finally:
         config.set_option("server.address", old)
+
+
+def _kelly_tiles(at: AppTest) -> tuple[str, str]:
+    tiles = {m.label: m.value for m in at.metric}
+    return tiles["Kelly fraction"], tiles["Kelly margin"]
+
+
+def test_kelly_waits_for_its_minimum_sample_of_closed_trades(app_env):
+    rt, _ = app_env
+    rt.store.execute("DELETE FROM trades")
+    # a winner and a loser in turn: win rate 50 %, payoff 2.0 -> Kelly 0.25, margin 50x at 0.5 % per trade
+    rows = [{"symbol": "AAPL", "kind": "entry", "qty": 1, "entry_ts": "2025-03-04T15:00:00+00:00",
+             "entry_price": 100.0, "exit_ts": "2025-03-04T15:30:00+00:00", "exit_price": 100.0,
+             "pnl": 20.0 if i % 2 == 0 else -10.0, "ret": 0.0, "exit_reason": "test", "mae": 0.0, "mfe": 0.0,
+             "fees": 0.0} for i in range(29)]
+    for r in rows:
+        rt.store.insert("trades", r)
+    rt.store.commit()
+    at = page(new_app(), "risk")
+    assert _kelly_tiles(at) == ("n/a (needs ≥ 30 trades)", "n/a (needs ≥ 30 trades)")  # 29: not yet
+    rt.store.insert("trades", {**rows[1]})  # the 30th: 15 wins of +20, 15 losses of -10
+    rt.store.commit()
+    at.run()
+    assert _kelly_tiles(at) == ("0.250", "50.0x")
+    rules = table(at, "rule", "minimum sample")
+    assert rules[rules["rule"].str.startswith("Kelly")]["minimum sample"].item().startswith("30 closed trades")
