@@ -173,7 +173,8 @@ if saved.empty:
 else:
     ids = [int(i) for i in saved["id"]]
     st.session_state["r_open"] = [i for i in st.session_state.get("r_open", ids[:1]) if i in ids]
-    st.dataframe(rv.saved_list(rv.saved_table(saved)), hide_index=True, key="r_saved", placeholder="–")
+    listed = rv.saved_list(rv.saved_table(saved))
+    st.dataframe(listed, hide_index=True, key="r_saved", placeholder="–", column_config=rv.percent_columns(listed))
     open_ids = st.multiselect("Open (pick two to compare)", ids, key="r_open", max_selections=2,
                               format_func=lambda i: rv.run_label(saved, i))
     opened = [runs.load_run(ctx.store, i) for i in open_ids]
@@ -223,7 +224,7 @@ if (go_sweep or go_oos) and (problems or source is None or run_settings is None)
     st.error("Nothing was run: fix the problems above first.")
 elif go_sweep or go_oos:
     n = int(round((d_hi - d_lo) / d_step)) + 1
-    grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) for i in range(n)],
+    grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) + 0.0 for i in range(n)],  # + 0.0: never -0.0
             "mixer_cooldown_s": sorted(int(x) for x in cooldowns) or [int(live.get("cooldown_s", 180))]}
     bar = st.progress(0.0, text="starting")
     cancel = st.empty()
