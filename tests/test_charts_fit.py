@@ -109,12 +109,11 @@ def test_equity_chart_cuts_nights_and_weekends():
     ts = pd.to_datetime(["2025-03-07T20:58:00Z", "2025-03-07T20:59:00Z", "2025-03-10T13:31:00Z",
                          "2025-03-10T13:32:00Z"], utc=True)
     fig = charts.equity_line(pd.DataFrame({"ts": ts, "equity": [1.0, 2.0, 3.0, 4.0]}))
-    breaks = fig.layout.xaxis.rangebreaks
-    assert {"bounds": ("sat", "mon")} in [{"bounds": tuple(b.bounds)} for b in breaks if b.bounds]
-    assert any(b.pattern == "hour" and tuple(b.bounds) == (16, 9.5) for b in breaks)
-    # New York wall time on the axis: the last Friday bar at 15:59, Monday's first at 09:31 (EDT from the 9th)
-    xs = list(pd.to_datetime(fig.data[0].x))
-    assert xs[1] == pd.Timestamp("2025-03-07 15:59") and xs[2] == pd.Timestamp("2025-03-10 09:31")
+    # market hours on the axis (charts.MarketAxis): Friday 15:59 and Monday 09:31 are two minutes apart
+    xs = list(fig.data[0].x)
+    assert xs[2] - xs[1] == pytest.approx(2 / 60) and list(fig.layout.xaxis.ticktext)[0] == "Mar 07"
+    # New York wall time on hover: the last Friday bar at 15:59, Monday's first at 09:31 (EDT from the 9th)
+    assert list(fig.data[0].customdata)[1:3] == ["Fri 2025-03-07 15:59 ET", "Mon 2025-03-10 09:31 ET"]
 
 
 # ---------------------------------------------------------------- the header, aggregated in SQL
@@ -220,7 +219,7 @@ def test_trade_history_pages_its_trades_and_thins_its_curve(long_history):
     assert len(eq["data"][0]["x"]) <= views.MAX_CURVE_POINTS < len(values)
     y = arr(eq["data"][0]["y"])
     assert y[0] == values[0] and y[-1] == values[-1] and min(y) == min(values)
-    assert any(b.get("pattern") == "hour" for b in eq["layout"]["xaxis"]["rangebreaks"])
+    assert eq["layout"]["xaxis"]["tickmode"] == "array"  # the market-hours axis (charts.MarketAxis)
     mae = chart(at, "MAE vs MFE")
     assert sum(len(arr(t["x"])) for t in mae["data"]) == views.PAGE_ROWS
     assert mae["layout"]["yaxis"]["automargin"] and mae["layout"]["yaxis"]["tickformat"] == ".1%"
