@@ -416,3 +416,29 @@ def test_sweep_heat_map_keeps_the_grids_order_and_values(as_text):
     assert tuple(fig.layout.xaxis.ticktext) == ("-0.04", "+0.00", "+0.02") and tuple(fig.data[0].x) == (0, 1, 2)
     z = fig.data[0].z
     assert z[0][0] == pytest.approx(-0.04 * 10 + 0.06) and z[2][2] == pytest.approx(0.02 * 10 + 0.3)
+
+
+def test_no_losing_trade_and_no_trade_read_as_dashes_on_the_pages(tmp_path, monkeypatch):
+    """Issue 27: profit factor "∞" with no losing trade (the README says "–"), "Stop-out rate 0%" with no trade."""
+    db = tmp_path / "wins.db"
+    fill_equity(db, [100_000.0, 100_001.0, 100_003.0])
+    add_trades(db, [1.0, 2.0])  # two wins, no loss
+    monkeypatch.setenv("DB_PATH", str(db))
+    monkeypatch.setenv("ENGINE_JOBS", "0")
+    monkeypatch.setenv("SIM_START", "2025-03-10")  # the KPI window (the last hour) holds no trade
+    st.cache_resource.clear()
+    stop_all()
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        at.switch_page("pages/history.py").run()
+        assert not at.exception, at.exception
+        assert next(m.value for m in at.metric if m.label == "Profit factor") == "–"
+        at.switch_page("pages/kpis.py").run()
+        assert not at.exception, at.exception
+        shown = {m.label: m.value for m in at.metric}
+        assert shown["Trades"] == "0" and shown["Stop-out rate"] == "–"
+        assert shown["Trade MAE (median)"] == shown["Trade MFE (median)"] == "–"
+    finally:
+        st.cache_resource.clear()
+        stop_all()

@@ -166,7 +166,44 @@ def prepare_research_engine() -> None:
 def _progress(bar: Any, label: str) -> Any:
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total}")
+        note_progress(done, total)
     return progress
+
+
+# ---------------------------------------------------------------- runs ended by a click
+# Cancel (or any click, or leaving the page) ends the script where it is: no code after the run's call executes,
+# so nothing could say so. A marker is set before a run and removed after it; the next render of the page finds a
+# marker that was never removed and says that run was cancelled.
+_RUNNING = "_r_running"
+
+
+def mark_running(slot: str, what: str, unit: str = "steps") -> None:
+    """A run starts in ``slot`` ("replay" or "sweep"); ``what`` names it in the message if it is cancelled, ``unit``
+    what its progress counts."""
+    st.session_state[_RUNNING] = {**st.session_state.get(_RUNNING, {}),
+                                  slot: {"what": what, "unit": unit, "done": 0, "total": 0}}
+    st.session_state["_r_slot"] = slot
+
+
+def note_progress(done: int, total: int) -> None:
+    """How far the running run got (the cancelled message says it)."""
+    running = st.session_state.get(_RUNNING, {}).get(st.session_state.get("_r_slot", ""))
+    if running is not None:
+        running.update(done=done, total=total)
+
+
+def mark_done(slot: str) -> None:
+    """The run in ``slot`` finished (or was refused with a message): nothing to say next time."""
+    st.session_state.get(_RUNNING, {}).pop(slot, None)
+
+
+def show_cancelled(slot: str) -> None:
+    """The message of a run in ``slot`` that a click ended, once."""
+    r = st.session_state.get(_RUNNING, {}).pop(slot, None)
+    if r is None:
+        return
+    far = f" after {r['done']:,} of {r['total']:,} {r['unit']}" if r["total"] else ""
+    st.warning(f"{r['what']} was cancelled{far}: nothing of it was saved.")
 
 
 def replay_and_save(db_path: str, label: str, source: sources.DataSource, params: dict[str, Any],
@@ -591,6 +628,7 @@ def _sweep_progress(bar: Any, label: str) -> Any:
 
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {clock.text(done, total)}")
+        note_progress(done, total)
     return progress
 
 
