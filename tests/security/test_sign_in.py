@@ -175,7 +175,6 @@ def test_an_uncaught_error_shows_no_detail_in_the_browser(tmp_path, caplog):
 
 
 def test_a_configuration_error_shows_detail_only_where_no_sign_in_is_asked(app_env, bind, monkeypatch, caplog):
-    import ui.state
 
     caplog.set_level(logging.ERROR)
     monkeypatch.setenv("TIER_A_TOKENS", "6  # Tier A")
