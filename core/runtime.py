@@ -299,6 +299,11 @@ class Runtime:
         if self.scheduler is not None:
             return self
         intervals = self.job_intervals()
+        if not getattr(self.engine.feed.market, "live", False):
+            # the session's bars before the first tick, not inside it (a few days of warm-up bars: longer than
+            # the tick interval at SIM_SPEED=60); a live vendor's bars come minute by minute from the tick
+            with self.engine.lock:
+                self.engine.feed.ensure(self.clock.now())
         sched = BackgroundScheduler(
             # a worker per job: a slow LLM, EDGAR or Slack call can never hold back a tick
             timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
