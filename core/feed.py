@@ -89,12 +89,15 @@ class MarketFeed:
     def _load_wide(self, start: datetime, end: datetime, score_wide: Any) -> None:
         """``load`` for a source that has its bars as arrays (the synthetic market): the same window as the long
         format's (the last ``warmup_bars + 5`` rows before the new ones) scored on wide arrays, without the
-        pivots in between. A session's first live tick loads its day this way."""
+        pivots in between. A session's first live tick loads its day this way (unless ``prefetch`` did)."""
+        self._adopt(end, self._scored_wide(start, end, score_wide))
+
+    def _scored_wide(self, start: datetime, end: datetime, score_wide: Any) -> tuple[Any, ...] | None:
+        """The bars of [start, end) and their scores, computed from the loaded tail without changing the feed."""
         ts, cols = self.market.bars_wide(self.symbols, start, end)  # type: ignore[attr-defined]
-        self.loaded_until = end
         keep = ts > self.ts[-1] if len(self.ts) else np.ones(len(ts), dtype=bool)
         if not keep.any():
-            return
+            return None
         ts = ts[keep]
         new = {c: np.asarray(cols[c], dtype=float)[keep] for c in ("open", "high", "low", "close", "volume")}
         tail = min(len(self.ts), self.strategy.warmup_bars + 5)
@@ -107,6 +110,14 @@ class MarketFeed:
         missing = np.isnan(new["close"])
         score = out["score"].reindex(columns=names).to_numpy(dtype=float)[tail:]
         spike = out["vol_spike"].reindex(columns=names).to_numpy(dtype=float)[tail:]
+        return ts, new, missing, score, spike
+
+    def _adopt(self, end: datetime, scored: tuple[Any, ...] | None) -> None:
+        """Append what ``_scored_wide`` computed; bars with open < ``end`` are then loaded."""
+        self.loaded_until = end
+        if scored is None:
+            return
+        ts, new, missing, score, spike = scored
         self.ts = np.concatenate([self.ts, ts.astype(np.int64)])
         for name in ("open", "high", "low", "close", "volume"):
             setattr(self, name, np.vstack([getattr(self, name), new[name]]))
@@ -143,6 +154,31 @@ class MarketFeed:
         end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=NY).astimezone(UTC)
         start = self.loaded_until or (end - timedelta(days=6))
         self.load(start, end)
+
+    def prefetch(self, day_after: datetime, lock: Any) -> bool:
+        """Load the New York day of ``day_after`` ahead of time, computing outside ``lock`` and appending under it.
+
+        A session's first tick otherwise generates and scores the whole day inside the engine lock (0.25-0.4 s of
+        the synthetic market: longer than the tick job's interval at SIM_SPEED=60, so APScheduler skipped the next
+        runs and every job waiting for the lock was late). The bars stay invisible until they close (lookups are
+        by time), so loading them early changes no decision. Only a wide-array source (the synthetic market) with
+        a ``score_wide`` strategy, and only when the feed is loaded up to the start of that day; False otherwise
+        or when a tick loaded it meanwhile."""
+        score_wide = getattr(self.strategy, "score_wide", None)
+        if getattr(self.market, "live", False) or getattr(self.market, "bars_wide", None) is None \
+                or score_wide is None or self.loaded_until is None:
+            return False
+        end = datetime.combine(trading_date(day_after) + timedelta(days=1), datetime.min.time(),
+                               tzinfo=NY).astimezone(UTC)
+        start = self.loaded_until
+        if end <= start:
+            return False
+        scored = self._scored_wide(start, end, score_wide)  # the slow part, while ticks go on
+        with lock:
+            if self.loaded_until != start:  # a tick got there first
+                return False
+            self._adopt(end, scored)
+        return True
 
     def preload_sessions(self, days: list[date], chunk_sessions: int = 21) -> None:
         """Replay: load every session, scored in one pass over all history.

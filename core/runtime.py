@@ -38,6 +38,7 @@ from core.clock import (
     WallClock,
     ensure_utc,
     is_rth,
+    minutes_to_close,
     next_session_on_or_after,
     previous_session,
     session_bounds,
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 QUIET_AFTER_MIN = 60  # market minutes without an actionable signal before the quiet-market message
 BRIEFING_LEAD_MIN = 30  # the daily briefing goes out this long before the open
+PREFETCH_MIN = 10  # market minutes before a close from which the next session's bars are loaded ahead
 
 
 class EngineLockedError(RuntimeError):
@@ -297,6 +299,11 @@ class Runtime:
         if self.scheduler is not None:
             return self
         intervals = self.job_intervals()
+        if not getattr(self.engine.feed.market, "live", False):
+            # the session's bars before the first tick, not inside it (a few days of warm-up bars: longer than
+            # the tick interval at SIM_SPEED=60); a live vendor's bars come minute by minute from the tick
+            with self.engine.lock:
+                self.engine.feed.ensure(self.clock.now())
         sched = BackgroundScheduler(
             # a worker per job: a slow LLM, EDGAR or Slack call can never hold back a tick
             timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
@@ -435,8 +442,11 @@ class Runtime:
         return forward_notifications(self.side_store(), self._slack) if self._slack else 0
 
     def run_session_events(self) -> list[str]:
-        """Start-of-day equity and daily briefing once per session; quiet-market message when nothing happens."""
+        """Start-of-day equity and daily briefing once per session; quiet-market message when nothing happens; in a
+        session's last ``PREFETCH_MIN`` minutes, the next session's bars loaded ahead (``prefetch_next_session``)."""
         sent: list[str] = []
+        if self.prefetch_next_session(self.clock.now()):
+            sent.append("prefetch")
         with self.engine.lock:
             now = self.clock.now()
             day = trading_date(now).isoformat()
@@ -471,6 +481,15 @@ class Runtime:
                 "redis": self.redis.status() if self.redis is not None else None})})
             self.store.commit()
         return sent
+
+    def prefetch_next_session(self, now: datetime) -> bool:
+        """Near a session's close, load and score the next session's bars without holding the engine lock while
+        computing (``MarketFeed.prefetch``): the first tick after the open found nothing loaded and did it itself,
+        0.25-0.4 s under the lock, longer than the tick interval at SIM_SPEED=60."""
+        left = minutes_to_close(now)
+        if left is None or left > PREFETCH_MIN:
+            return False
+        return self.engine.feed.prefetch(next_session_open(now), self.engine.lock)
 
     def daily_briefing(self, now: datetime) -> str:
         """Before the open: positions, the last session's P&L, today's risk budget, LLM use this month."""

@@ -8,6 +8,7 @@ figures the engine wrote.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from core.bounds import BY_PARAM
 from core.clock import NY, UTC, sessions_between, trading_date
 from core.config import LiveParams, Settings, configured_in, validate_param_changes
 from core.exports import to_csv_bytes
-from core.metrics import kpi, llm_usage
+from core.metrics import display, kpi, llm_usage
 from core.metrics.display import NA
 from core.metrics.display import money as money  # re-exported for the pages
 from core.rules.protections import RULES, setting_value
@@ -40,22 +41,30 @@ TIME_COLUMNS = ("ts", "when", "fired_at", "until", "pause_until", "released_at",
 def frame(store: Store, sql: str, params: Any = (), *, local_times: bool = True) -> pd.DataFrame:
     """Rows as a DataFrame; ISO timestamps shown as New York wall time (what a US-equities trader reads)."""
     df = pd.DataFrame(store.query(sql, params))
-    if local_times and not df.empty:
-        for col in TIME_COLUMNS:
-            if col in df.columns:
-                parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
-                df[col] = parsed.dt.tz_convert(NY).dt.strftime("%Y-%m-%d %H:%M:%S").where(parsed.notna(), None)
+    return ny_wall_times(df) if local_times else df
+
+
+def ny_wall_times(df: pd.DataFrame, columns: tuple[str, ...] = TIME_COLUMNS) -> pd.DataFrame:
+    """A copy of ``df`` whose time columns (ISO text or timestamps, UTC when naive) are New York wall time text,
+    ``2025-03-03 10:00:00``: the zone of the pages' charts. CSV files keep UTC (``with_ny_times``)."""
+    if df.empty:
+        return df
+    df = df.copy()
+    for col in [c for c in columns if c in df.columns]:
+        parsed = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
+        df[col] = parsed.dt.tz_convert(NY).dt.strftime("%Y-%m-%d %H:%M:%S").where(parsed.notna(), None)
     return df
 
 
-def percent(v: float | None, digits: int = 0) -> str:
-    """A rate as a page shows it; no value (no closed trade yet) is "–", never 0 %."""
-    return NA if v is None else f"{v:.{digits}%}"
+def percent(v: float | None, digits: int = 0, *, signed: bool = False) -> str:
+    """A rate as a page shows it; no value (no closed trade yet) is "–", never 0 %; never "-0%"."""
+    return display.percent(v, digits, signed=signed)
 
 
 def factor(v: float | None) -> str:
-    """A profit factor as a page shows it: "–" with no trade, "∞" with no losing trade."""
-    return NA if v is None else "∞" if v == float("inf") else f"{v:.2f}"
+    """A profit factor as a page shows it: "–" with no trade and with no losing trade (gross win / no loss has no
+    figure; the research metrics report it as null, the README says "–")."""
+    return NA if v is None or math.isinf(v) or v != v else f"{v:.2f}"
 
 
 def ny_text(ts: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:

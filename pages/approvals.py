@@ -11,6 +11,7 @@ from core.clock import NY
 from core.engine.sending import signed_pct
 from ui import answers
 from ui.state import load_context, send_command
+from ui.tables import recent_decision_columns
 
 ctx = load_context()
 st.title("Approvals")
@@ -49,16 +50,15 @@ def recent_table() -> None:
         return
     df["your click"] = [mine.get(i, "") for i in df["id"]]
     df["note"] = df["note"].fillna("")
-    df = df[["when", "id", "symbol", "side", "qty", "status", "your click", "note", "by"]]
+    df["when"] = df["when"].fillna("").str[5:]  # recent: month-day and time (New York), room for a click's answer
+    # what a trader checks first, first: status and the answer to the click whole at 1280 px (the id, long, after)
+    df = df[["when", "symbol", "side", "qty", "status", "your click", "id", "note", "by"]]
     if just:
         shown = set(df["id"]) & set(just)
         st.caption(f"Highlighted: your last click ({len(shown)} intent{'s' if len(shown) != 1 else ''}).")
     styled = (df.style.apply(lambda r: [JUST if r["id"] in just else ""] * len(r), axis=1)
               .format({"qty": "{:.6g}"}))  # sizing arithmetic can store 112.99999999999999 shares
-    st.dataframe(styled, hide_index=True, key="recent_decisions", column_config={
-        "id": st.column_config.TextColumn("id", width=250),  # whole, never cut mid-ticker
-        "note": st.column_config.TextColumn("note", width="large"),
-    })
+    st.dataframe(styled, hide_index=True, key="recent_decisions", column_config=recent_decision_columns(df))
 
 
 def card(row, quote) -> None:  # noqa: ANN001 (a row of views.pending_intents; a SendQuote or None)

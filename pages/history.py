@@ -26,8 +26,9 @@ def history() -> None:
     c[1].metric("Realised P&L", views.money_short(m["pnl_realized"]),
                 help=f"the closed trades' P&L: {views.money(m['pnl_realized'])}")
     c[2].metric("Win rate", views.percent(m["win_rate"]))
-    c[3].metric("Profit factor", views.factor(m["profit_factor"]))
-    c[4].metric("Max drawdown", f"{m['max_drawdown']:.2%}")
+    c[3].metric("Profit factor", views.factor(m["profit_factor"]),
+                help="gross win / gross loss; – with no closed trade or no losing trade")
+    c[4].metric("Max drawdown", views.percent(m["max_drawdown"], 2))
     c[5].metric("Orders", f"{views.row_count(ctx.store, 'orders'):,}")
     c[6].metric("Open positions", ctx.store.scalar("SELECT COUNT(*) FROM positions WHERE qty > 0") or 0)
     curve = views.equity_curve_sampled(ctx.store)

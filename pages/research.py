@@ -74,8 +74,8 @@ else:
 st.subheader("2. Dates")
 data_sessions = rv.frame_sessions(frame) if frame is not None else None
 default_end = data_sessions[-1] if data_sessions else previous_session(TODAY)
-# the last five sessions (a file's own span when it is that short): a first run that takes a few seconds
-default_start = data_sessions[0] if data_sessions and len(data_sessions) <= 5 else sessions_between(
+# a file: its own span (up to the most a run takes); a market: the last five sessions, a first run of seconds
+default_start = data_sessions[-ranges.MAX_SESSIONS:][0] if data_sessions else sessions_between(
     default_end - timedelta(days=14), default_end)[-5]
 # a one-session file too (a slice step of len - 1 was 0 there)
 data_key = (source.file_name, data_sessions[0], data_sessions[-1]) if frame is not None else "market"
@@ -143,8 +143,10 @@ with st.form("research_form"):
 for p in problems:
     st.warning(p)
 
+rv.show_cancelled("replay")
 if run and not problems and source is not None and run_settings is not None:
-    params = {"cutoff_delta": round(float(delta), 4), "mixer_cooldown_s": int(cooldown), **universe_set}
+    rv.mark_running("replay", "The replay", "ticks")
+    params = {"cutoff_delta": round(float(delta), 4) + 0.0, "mixer_cooldown_s": int(cooldown), **universe_set}
     label = name.strip() or f"cutoff {delta:+.2f}, cooldown {cooldown} s"
     bar = st.progress(0.0, text="starting")
     cancel = st.empty()
@@ -158,6 +160,7 @@ if run and not problems and source is not None and run_settings is not None:
         st.session_state["r_done"] = f"Saved run #{run_id} “{plain(label)}”: {used}"
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
         st.error(f"Cannot run: {plain(e)}")
+    rv.mark_done("replay")
     bar.empty()
     cancel.empty()
 elif run:
@@ -173,7 +176,8 @@ if saved.empty:
 else:
     ids = [int(i) for i in saved["id"]]
     st.session_state["r_open"] = [i for i in st.session_state.get("r_open", ids[:1]) if i in ids]
-    st.dataframe(rv.saved_list(rv.saved_table(saved)), hide_index=True, key="r_saved", placeholder="–")
+    listed = rv.saved_list(rv.saved_table(saved))
+    st.dataframe(listed, hide_index=True, key="r_saved", placeholder="–", column_config=rv.percent_columns(listed))
     open_ids = st.multiselect("Open (pick two to compare)", ids, key="r_open", max_selections=2,
                               format_func=lambda i: rv.run_label(saved, i))
     opened = [runs.load_run(ctx.store, i) for i in open_ids]
@@ -219,12 +223,14 @@ with st.form("sweep_form"):
                              "(e.g. MAX_CONCURRENT_RISK below RISK_PER_TRADE) are listed, not run.")
     go_sweep = st.form_submit_button("Run sweep")
     go_oos = st.form_submit_button("Run out-of-sample check")
+rv.show_cancelled("sweep")
 if (go_sweep or go_oos) and (problems or source is None or run_settings is None):
     st.error("Nothing was run: fix the problems above first.")
 elif go_sweep or go_oos:
     n = int(round((d_hi - d_lo) / d_step)) + 1
-    grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) for i in range(n)],
+    grid = {"cutoff_delta": [round(d_lo + i * d_step, 4) + 0.0 for i in range(n)],  # + 0.0: never -0.0
             "mixer_cooldown_s": sorted(int(x) for x in cooldowns) or [int(live.get("cooldown_s", 180))]}
+    rv.mark_running("sweep", *(("The sweep", "cells") if go_sweep else ("The out-of-sample check", "steps")))
     bar = st.progress(0.0, text="starting")
     cancel = st.empty()
     cancel.button("Cancel", key="s_cancel", help="Stops the sweep and its worker processes (or cluster tasks) at once")
@@ -242,6 +248,7 @@ elif go_sweep or go_oos:
                                                                  cluster=run_on)
     except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
         st.error(f"Cannot run: {plain(e)}")
+    rv.mark_done("sweep")
     bar.empty()
     cancel.empty()
 

@@ -109,12 +109,11 @@ def test_equity_chart_cuts_nights_and_weekends():
     ts = pd.to_datetime(["2025-03-07T20:58:00Z", "2025-03-07T20:59:00Z", "2025-03-10T13:31:00Z",
                          "2025-03-10T13:32:00Z"], utc=True)
     fig = charts.equity_line(pd.DataFrame({"ts": ts, "equity": [1.0, 2.0, 3.0, 4.0]}))
-    breaks = fig.layout.xaxis.rangebreaks
-    assert {"bounds": ("sat", "mon")} in [{"bounds": tuple(b.bounds)} for b in breaks if b.bounds]
-    assert any(b.pattern == "hour" and tuple(b.bounds) == (16, 9.5) for b in breaks)
-    # New York wall time on the axis: the last Friday bar at 15:59, Monday's first at 09:31 (EDT from the 9th)
-    xs = list(pd.to_datetime(fig.data[0].x))
-    assert xs[1] == pd.Timestamp("2025-03-07 15:59") and xs[2] == pd.Timestamp("2025-03-10 09:31")
+    # market hours on the axis (charts.MarketAxis): Friday 15:59 and Monday 09:31 are two minutes apart
+    xs = list(fig.data[0].x)
+    assert xs[2] - xs[1] == pytest.approx(2 / 60) and list(fig.layout.xaxis.ticktext)[0] == "Mar 07"
+    # New York wall time on hover: the last Friday bar at 15:59, Monday's first at 09:31 (EDT from the 9th)
+    assert list(fig.data[0].customdata)[1:3] == ["Fri 2025-03-07 15:59 ET", "Mon 2025-03-10 09:31 ET"]
 
 
 # ---------------------------------------------------------------- the header, aggregated in SQL
@@ -220,7 +219,7 @@ def test_trade_history_pages_its_trades_and_thins_its_curve(long_history):
     assert len(eq["data"][0]["x"]) <= views.MAX_CURVE_POINTS < len(values)
     y = arr(eq["data"][0]["y"])
     assert y[0] == values[0] and y[-1] == values[-1] and min(y) == min(values)
-    assert any(b.get("pattern") == "hour" for b in eq["layout"]["xaxis"]["rangebreaks"])
+    assert eq["layout"]["xaxis"]["tickmode"] == "array"  # the market-hours axis (charts.MarketAxis)
     mae = chart(at, "MAE vs MFE")
     assert sum(len(arr(t["x"])) for t in mae["data"]) == views.PAGE_ROWS
     assert mae["layout"]["yaxis"]["automargin"] and mae["layout"]["yaxis"]["tickformat"] == ".1%"
@@ -417,3 +416,29 @@ def test_sweep_heat_map_keeps_the_grids_order_and_values(as_text):
     assert tuple(fig.layout.xaxis.ticktext) == ("-0.04", "+0.00", "+0.02") and tuple(fig.data[0].x) == (0, 1, 2)
     z = fig.data[0].z
     assert z[0][0] == pytest.approx(-0.04 * 10 + 0.06) and z[2][2] == pytest.approx(0.02 * 10 + 0.3)
+
+
+def test_no_losing_trade_and_no_trade_read_as_dashes_on_the_pages(tmp_path, monkeypatch):
+    """Issue 27: profit factor "∞" with no losing trade (the README says "–"), "Stop-out rate 0%" with no trade."""
+    db = tmp_path / "wins.db"
+    fill_equity(db, [100_000.0, 100_001.0, 100_003.0])
+    add_trades(db, [1.0, 2.0])  # two wins, no loss
+    monkeypatch.setenv("DB_PATH", str(db))
+    monkeypatch.setenv("ENGINE_JOBS", "0")
+    monkeypatch.setenv("SIM_START", "2025-03-10")  # the KPI window (the last hour) holds no trade
+    st.cache_resource.clear()
+    stop_all()
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        at.switch_page("pages/history.py").run()
+        assert not at.exception, at.exception
+        assert next(m.value for m in at.metric if m.label == "Profit factor") == "–"
+        at.switch_page("pages/kpis.py").run()
+        assert not at.exception, at.exception
+        shown = {m.label: m.value for m in at.metric}
+        assert shown["Trades"] == "0" and shown["Stop-out rate"] == "–"
+        assert shown["Trade MAE (median)"] == shown["Trade MFE (median)"] == "–"
+    finally:
+        st.cache_resource.clear()
+        stop_all()

@@ -46,3 +46,30 @@ def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
         assert "Traceback" not in server.app_log()
     finally:
         server.stop()
+
+
+def test_a_refused_configuration_lists_no_page_file_names_and_is_logged(tmp_path):
+    """Issue 27: the configuration-error page stops before app.py's st.navigation; Streamlit then listed the pages/
+    folder by file name ("approvals", "kpis", "live signals") in the sidebar."""
+    server = AppServer({"DB_PATH": str(tmp_path / "bad.db"), "ENGINE_JOBS": "0", "RISK_PER_TRADE": "bogus"},
+                       tmp_path / "streamlit.log")
+    try:
+        server.wait_healthy()
+        with sync_api.sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            for path in ("", "kpis"):
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"{server.url}/{path}")
+                wait_script_idle(page)
+                wait_until(lambda: "RISK_PER_TRADE" in page.inner_text("[data-testid='stMain']"), 30,  # noqa: B023
+                           f"the configuration error on /{path}", page)
+                page.wait_for_timeout(500)
+                assert nav_names(page) == [], nav_names(page)
+                sidebar = page.locator("[data-testid='stSidebar']")
+                text = sidebar.inner_text() if sidebar.count() else ""
+                assert not any(name in text for name in ("approvals", "live signals", "kpis", "history")), text
+                page.close()
+            browser.close()
+        assert server.app_log().count("ERROR ui.state: configuration error: RISK_PER_TRADE='bogus'") == 2
+    finally:
+        server.stop()

@@ -45,7 +45,7 @@ def test_a_runs_table_says_why_an_annualised_figure_is_missing(sessions, sharpe_
                           "run": [0.0123, None, None, None, 0]})
     got = text_table(table, {"run": sessions}).set_index("metric")["run"]
     assert got["sharpe"] == got["cagr"] == sharpe_text  # 20 sessions: missing for another reason, a plain dash
-    assert got["win_rate"] == NA and got["trades"] == "0" and got["total_return"] == "0.0123"
+    assert got["win_rate"] == NA and got["trades"] == "0" and got["total_return"] == "1.23%"
     assert NA_ANNUALISED == "n/a (needs ≥ 20 sessions)"
 
 
@@ -110,3 +110,34 @@ def test_an_empty_trades_csv_has_both_time_columns():
     header = views.trades_csv(Store(":memory:")).decode().splitlines()[0].split(",")
     assert header[4:6] == ["entry_ts", "entry_ts_ny"] and header[7:9] == ["exit_ts", "exit_ts_ny"]
 
+
+
+# ------------------------------------------------------------------ issue 27: numbers that read wrong
+
+def test_a_percentage_that_rounds_to_zero_has_no_sign():
+    from core.metrics.display import percent
+
+    assert [views.percent(v) for v in (-0.004, -0.0, 0.0, 0.004, -0.006, None)] == ["0%", "0%", "0%", "0%", "-1%",
+                                                                                   NA]
+    assert percent(-0.00001, 2, signed=True) == "0.00%" and percent(0.0012, 2, signed=True) == "+0.12%"
+    assert percent(-0.0012, 2, signed=True) == "-0.12%" and percent(0.185835, 2) == "18.58%"
+
+
+def test_a_profit_factor_without_a_losing_trade_is_a_dash_as_the_readme_says():
+    assert views.factor(float("inf")) == NA and views.factor(None) == NA and views.factor(1.5) == "1.50"
+
+
+def test_a_grid_value_of_minus_zero_is_shown_as_zero():
+    from ui.research_view import _params_text
+
+    delta = round(-0.004, 2)  # float arithmetic near zero ends at -0.0
+    assert _params_text({"cutoff_delta": delta, "mixer_cooldown_s": 120}) == "cutoff_delta=0.0, mixer_cooldown_s=120"
+
+
+def test_research_figures_that_are_fractions_read_as_percentages():
+    table = pd.DataFrame({"metric": ["total_return", "max_drawdown", "win_rate", "trades", "expectancy",
+                                     "return_per_session"],
+                          "run": [0.185835, 0.0123, 0.5, 12, 3.25, -0.00001]})
+    got = text_table(table, {"run": 5}).set_index("metric")["run"]
+    assert got.to_dict() == {"total_return": "18.58%", "max_drawdown": "1.23%", "win_rate": "50.00%",
+                             "trades": "12", "expectancy": "3.25", "return_per_session": "0.00%"}

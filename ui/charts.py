@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -41,18 +42,20 @@ def suppression_bar(counts: pd.DataFrame) -> go.Figure:
 
 
 def equity_line(curve: pd.DataFrame) -> go.Figure:
-    """Account equity in New York time with nights, weekends and holidays cut out (a flat line over a closed
-    market says nothing); the curve is what ``views.equity_curve_sampled`` returns, at most a few thousand points."""
+    """Account equity on a market-hours axis (``MarketAxis``: nights, weekends, holidays and the end of a half day
+    cut out; a flat line over a closed market says nothing); the curve is what ``views.equity_curve_sampled``
+    returns, at most a few thousand points. Hover shows each point's New York time."""
     fig = go.Figure()
     if not curve.empty:
-        x = _ny_naive(curve["ts"])
-        fig.add_trace(go.Scatter(x=x, y=curve["equity"], mode="lines" if len(curve) > 30 else "lines+markers",
-                                 name="equity", line={"color": "#1565c0"}))
-        fig.update_xaxes(rangebreaks=session_rangebreaks(x.min(), x.max()))
+        axis = MarketAxis.spanning(curve["ts"])
+        fig.add_trace(go.Scatter(x=axis.position(curve["ts"]), y=curve["equity"], customdata=axis.labels(curve["ts"]),
+                                 mode="lines" if len(curve) > 30 else "lines+markers", name="equity",
+                                 line={"color": "#1565c0"}, hovertemplate=HOVER_EQUITY))
+        fig.update_xaxes(**axis.layout())
     fig.update_layout(title="Equity (New York time, market hours only)", height=300,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       # the dollar sign on the ticks: a "$" axis title lands on the tick labels at this margin
-                      yaxis={"automargin": True, "tickformat": ",.0f", "tickprefix": "$"}, xaxis={"automargin": True})
+                      yaxis=money_yaxis(curve["equity"] if not curve.empty else []), xaxis={"automargin": True})
     return fig
 
 
@@ -74,7 +77,14 @@ def mae_mfe_scatter(trades: pd.DataFrame, title: str = "MAE vs MFE per trade") -
                       xaxis={"title": "MAE (worst move)", "tickformat": ".1%", "automargin": True, "zeroline": True},
                       yaxis={"title": "MFE (best move)", "tickformat": ".1%", "automargin": True, "zeroline": True},
                       legend={"orientation": "h", "y": 1.0, "x": 0, "yanchor": "bottom"})
+    if not fig.data:  # plotly's default range for no data is -1 … 6 (±400 % and more): a small window, and why
+        fig.update_xaxes(range=[-EMPTY_MOVE, EMPTY_MOVE])
+        fig.update_yaxes(range=[-EMPTY_MOVE, EMPTY_MOVE])
+        fig.add_annotation(text="no closed trade yet", x=0, y=0, showarrow=False, font={"color": GREY})
     return fig
+
+
+EMPTY_MOVE = 0.01  # the MAE/MFE axes without a trade: ±1 %
 
 
 def price_chart(bars: pd.DataFrame, symbol: str, *, signals: pd.DataFrame | None = None,
@@ -227,22 +237,114 @@ def session_rangebreaks(first: pd.Timestamp, last: pd.Timestamp) -> list[dict[st
 
 
 def equity_overlay(curves: list[tuple[str, pd.DataFrame, str | None]]) -> go.Figure:
-    """Equity curves (label, frame with ts and equity, line dash) on one axis, market hours only."""
+    """Equity curves (label, frame with ts and equity, line dash) on one market-hours axis (``MarketAxis``)."""
     fig = go.Figure()
-    lo = hi = None
-    for label, df, dash in curves:
-        if df.empty:
-            continue
-        x = _ny_naive(df["ts"])
-        lo = x.min() if lo is None else min(lo, x.min())
-        hi = x.max() if hi is None else max(hi, x.max())
-        fig.add_trace(go.Scatter(x=x, y=df["equity"], mode="lines", name=label, line={"dash": dash}))
+    drawn = [(label, df, dash) for label, df, dash in curves if not df.empty]
+    if drawn:
+        axis = MarketAxis.spanning(pd.concat([df["ts"] for _, df, _ in drawn]))
+        for label, df, dash in drawn:
+            fig.add_trace(go.Scatter(x=axis.position(df["ts"]), y=df["equity"], customdata=axis.labels(df["ts"]),
+                                     mode="lines", name=label, line={"dash": dash}, hovertemplate=HOVER_EQUITY))
+        fig.update_xaxes(**axis.layout())
     fig.update_layout(title="Equity (New York time, market hours only)", height=340,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.15},
-                      yaxis={"automargin": True, "tickformat": ",.0f", "tickprefix": "$"})
-    if lo is not None:
-        fig.update_xaxes(rangebreaks=session_rangebreaks(lo, hi), automargin=True)
+                      yaxis=money_yaxis(pd.concat([df["equity"] for _, df, _ in drawn]) if drawn else []))
     return fig
+
+
+HOVER_EQUITY = "%{customdata}<br>$%{y:,.2f}<extra>%{fullData.name}</extra>"
+MAX_DATE_TICKS = 8  # date labels ("Nov 23") on a market-hours axis: at 1280 px each needs about a tenth of the chart
+FLAT_SPAN = 10.0  # dollars: an equity axis narrower than this repeats its whole-dollar labels ("$100,001" x 5)
+
+
+def money_yaxis(values: Any) -> dict[str, Any]:
+    """A dollar axis in whole dollars. A flat or nearly flat curve gets a range of at least ``FLAT_SPAN`` dollars
+    and a 2-dollar step: plotly would otherwise tick every 20 cents and print each whole dollar several times."""
+    out: dict[str, Any] = {"automargin": True, "tickformat": ",.0f", "tickprefix": "$"}
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return out
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < FLAT_SPAN:
+        mid = round((lo + hi) / 2)
+        out.update(range=[mid - FLAT_SPAN / 2 - 1, mid + FLAT_SPAN / 2 + 1], dtick=2, tick0=mid)
+    return out
+
+
+class MarketAxis:
+    """An x axis of market time: hours of regular trading since the first session's open, session after session.
+
+    Closed time has no width: nights, weekends, exchange holidays and the rest of an early-close day (the day
+    after Thanksgiving closes at 13:00). Plotly's rangebreaks could not say that: an hour pattern plus holiday
+    dates overlapped around Thanksgiving and drew the sessions on top of each other, with "Nov 23" and "Nov 30"
+    printed in one place. Positions are computed from the exchange calendar (``core.clock.session_bounds``, DST
+    included); the ticks are dates at session opens (at most ``MAX_DATE_TICKS``), or hours for one or two
+    sessions, and hover shows each point's own New York time."""
+
+    def __init__(self, days: list[Any]) -> None:
+        from core.clock import session_bounds
+
+        self.days = days
+        bounds = [session_bounds(d) for d in days]
+        self.opens = pd.DatetimeIndex([pd.Timestamp(b[0]).tz_convert("UTC") for b in bounds if b])
+        self.closes = pd.DatetimeIndex([pd.Timestamp(b[1]).tz_convert("UTC") for b in bounds if b])
+        self.hours = ((self.closes - self.opens).total_seconds() / 3600.0).to_numpy()
+        self.offsets = np.concatenate([[0.0], np.cumsum(self.hours)[:-1]]) if len(self.hours) else np.zeros(0)
+
+    @classmethod
+    def spanning(cls, ts: pd.Series) -> MarketAxis:
+        """The axis of the sessions from the New York date of the first of ``ts`` to that of the last."""
+        from core.clock import previous_session, sessions_between
+
+        t = pd.to_datetime(pd.Series(ts), utc=True)
+        first, last = t.min().tz_convert(NY_ZONE).date(), t.max().tz_convert(NY_ZONE).date()
+        return cls(sessions_between(first, last) or [previous_session(first)])  # a closed day alone: the one before
+
+    def position(self, ts: pd.Series) -> np.ndarray:
+        """Market hours since the first open of each time; a closed-market time sits at the previous close."""
+        t = pd.to_datetime(pd.Series(ts), utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        opens = self.opens.as_unit("ns").asi8
+        i = np.clip(np.searchsorted(opens, t, side="right") - 1, 0, len(opens) - 1)
+        inside = np.clip((t - opens[i]) / 3.6e12, 0.0, self.hours[i])
+        return self.offsets[i] + inside
+
+    @staticmethod
+    def labels(ts: pd.Series) -> list[str]:
+        """Each time as the hover shows it: New York wall time."""
+        return [f"{t:%a %Y-%m-%d %H:%M} ET" for t in pd.to_datetime(pd.Series(ts), utc=True).dt.tz_convert(NY_ZONE)]
+
+    def ticks(self) -> tuple[list[float], list[str]]:
+        """(positions, labels): every whole hour of one or two sessions, else session opens as dates, every k-th
+        one so that at most ``MAX_DATE_TICKS`` are printed."""
+        vals: list[float] = []
+        texts: list[str] = []
+        if len(self.days) <= 2:
+            for k, (o, h, off) in enumerate(zip(self.opens, self.hours, self.offsets, strict=True)):
+                local = o.tz_convert(NY_ZONE)
+                vals.append(float(off))
+                texts.append(f"{local:%b %d}" if k or len(self.days) > 1 else f"{local:%H:%M}<br>{local:%b %d}")
+                first_hour = 1.0 - (local.minute / 60.0) if local.minute else 1.0
+                step = first_hour
+                while step < h - 0.25:  # the whole hours inside the session (not one that crowds the close)
+                    vals.append(float(off + step))
+                    texts.append(f"{local + pd.Timedelta(hours=step):%H:%M}")
+                    step += 1.0
+            return vals, texts
+        every = -(-len(self.days) // MAX_DATE_TICKS)
+        for k in range(0, len(self.days), every):
+            vals.append(float(self.offsets[k]))
+            texts.append(f"{self.opens[k].tz_convert(NY_ZONE):%b %d}")
+        return vals, texts
+
+    def layout(self) -> dict[str, Any]:
+        """The x axis settings: the ticks, the whole range, grid lines at the ticks."""
+        vals, texts = self.ticks()
+        end = float(self.offsets[-1] + self.hours[-1]) if len(self.hours) else 1.0
+        return {"tickmode": "array", "tickvals": vals, "ticktext": texts, "range": [0.0, end], "automargin": True,
+                "showgrid": True, "zeroline": False, "title": None}
+
+
+NY_ZONE = "America/New_York"
 
 
 def _numeric(labels: pd.Index) -> pd.Index:

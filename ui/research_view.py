@@ -14,11 +14,12 @@ import pandas as pd
 import streamlit as st
 
 import core.research.replay as replay_mod  # looked up at call time: tests may spy on run_replay
+from core import views
 from core.clock import NY
 from core.config import Settings, load_settings
 from core.exports import csv_safe, to_csv_bytes
-from core.metrics.display import NA, missing_text
-from core.metrics.figures import ANNUALISED
+from core.metrics.display import NA, PERCENT_FIGURES, figure_text, missing_text, plain_number
+from core.metrics.figures import ANNUALISED, MIN_ANNUALISED_SESSIONS
 from core.research import cluster, files, record, runs, sources, walkforward
 from core.state.store import Store
 from core.universe import Universe
@@ -165,7 +166,44 @@ def prepare_research_engine() -> None:
 def _progress(bar: Any, label: str) -> Any:
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {done}/{total}")
+        note_progress(done, total)
     return progress
+
+
+# ---------------------------------------------------------------- runs ended by a click
+# Cancel (or any click, or leaving the page) ends the script where it is: no code after the run's call executes,
+# so nothing could say so. A marker is set before a run and removed after it; the next render of the page finds a
+# marker that was never removed and says that run was cancelled.
+_RUNNING = "_r_running"
+
+
+def mark_running(slot: str, what: str, unit: str = "steps") -> None:
+    """A run starts in ``slot`` ("replay" or "sweep"); ``what`` names it in the message if it is cancelled, ``unit``
+    what its progress counts."""
+    st.session_state[_RUNNING] = {**st.session_state.get(_RUNNING, {}),
+                                  slot: {"what": what, "unit": unit, "done": 0, "total": 0}}
+    st.session_state["_r_slot"] = slot
+
+
+def note_progress(done: int, total: int) -> None:
+    """How far the running run got (the cancelled message says it)."""
+    running = st.session_state.get(_RUNNING, {}).get(st.session_state.get("_r_slot", ""))
+    if running is not None:
+        running.update(done=done, total=total)
+
+
+def mark_done(slot: str) -> None:
+    """The run in ``slot`` finished (or was refused with a message): nothing to say next time."""
+    st.session_state.get(_RUNNING, {}).pop(slot, None)
+
+
+def show_cancelled(slot: str) -> None:
+    """The message of a run in ``slot`` that a click ended, once."""
+    r = st.session_state.get(_RUNNING, {}).pop(slot, None)
+    if r is None:
+        return
+    far = f" after {r['done']:,} of {r['total']:,} {r['unit']}" if r["total"] else ""
+    st.warning(f"{r['what']} was cancelled{far}: nothing of it was saved.")
 
 
 def replay_and_save(db_path: str, label: str, source: sources.DataSource, params: dict[str, Any],
@@ -292,9 +330,16 @@ def text_table(df: pd.DataFrame, sessions: dict[str, int | None]) -> pd.DataFram
     out = df.astype(object).copy()
     for col in [c for c in df.columns if c != "metric"]:
         n = sessions.get(col)
-        out[col] = [number_text(v) if not _missing(v) else NA if col == "delta" else missing_text(m, n)
-                    for m, v in zip(df["metric"], df[col], strict=True)]
+        out[col] = [figure_text(m, v) or number_text(v) if not _missing(v) else NA if col == "delta"
+                    else missing_text(m, n) for m, v in zip(df["metric"], df[col], strict=True)]
     return out
+
+
+def percent_columns(df: pd.DataFrame) -> dict[str, Any]:
+    """``column_config`` showing a table's fraction columns (returns, rates, drawdowns) as percentages, as the
+    other pages do, while the cells stay numbers (the table sorts by them)."""
+    return {c: st.column_config.NumberColumn(c, format="percent") for c in df.columns
+            if c in PERCENT_FIGURES and pd.api.types.is_numeric_dtype(df[c])}  # a column of "n/a" text stays text
 
 
 def sweep_table(df: pd.DataFrame, sessions: int | None) -> pd.DataFrame:
@@ -398,8 +443,10 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
     run_price_chart(opened[0])
     trades = opened[0].get("trades")
     if isinstance(trades, pd.DataFrame) and not trades.empty:
-        st.caption(f"Trades of #{opened[0]['id']} ({len(trades)})")
-        st.dataframe(csv_safe(trades), hide_index=True, key="r_trades")
+        st.caption(f"Trades of #{opened[0]['id']} ({len(trades)}), New York time like the charts (the Trades CSV "
+                   "has UTC and New York time)")
+        st.dataframe(csv_safe(views.ny_wall_times(trades, ("entry_ts", "exit_ts"))), hide_index=True,
+                     key="r_trades")
 
 
 def _source_text(r: dict[str, Any]) -> str:
@@ -410,7 +457,7 @@ def _source_text(r: dict[str, Any]) -> str:
 
 def _params_text(params: dict[str, Any]) -> str:
     shown = {k: v for k, v in params.items() if k not in ("baskets_json",)}
-    return ", ".join(f"{k}={v}" for k, v in shown.items())
+    return ", ".join(f"{k}={plain_number(v)}" for k, v in shown.items())
 
 
 def manage_run(db_path: str, run: dict[str, Any]) -> None:
@@ -492,9 +539,17 @@ def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
                 + ". Choose another figure for the heat map.")
     else:
         sweep_heatmap(df, sweep_params(sweep, df), metric, key=key)
-    st.dataframe(sweep_table(df, n), hide_index=True, key=f"{key}_table", placeholder=NA)
+    table = sweep_table(df, n)
+    st.dataframe(table, hide_index=True, key=f"{key}_table", placeholder=NA,
+                 column_config=percent_columns(table))
     st.download_button("Download sweep (CSV)", to_csv_bytes(df), f"sweep_{sweep['id']}.csv",
                        "text/csv", key=f"{key}_dl")
+
+
+OOS_METRICS = ["return_per_session", *METRICS]  # the figure the out-of-sample verdict compares comes first
+COMPARED = ("The parts have different lengths, so they are compared per session: the warning below a fold compares "
+            "its return per session (the compound mean of a session) and, where both parts have "
+            f"≥ {MIN_ANNUALISED_SESSIONS} sessions, its annualised Sharpe, never total return against total return.")
 
 
 def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
@@ -502,17 +557,20 @@ def show_walk_forward(result: dict[str, Any], *, key: str = "s") -> None:
                f"replayed on the out-of-sample part that follows it")
     for i, f in enumerate(result["folds"], start=1):
         ins, oos = f["in_sample"], f["out_of_sample"]
-        best = ", ".join(f"{k}={v}" for k, v in ins["best"].items()) if ins.get("best") else "none"
+        best = ", ".join(f"{k}={plain_number(v)}" for k, v in ins["best"].items()) if ins.get("best") else "none"
         st.markdown(f"**Fold {i}**: in-sample {ins['first']} … {ins['last']} ({plural(ins['sessions'], 'session')}), "
                     f"out-of-sample {oos['first']} … {oos['last']} ({plural(oos['sessions'], 'session')}); "
                     f"best cell {best}")
-        is_m, oos_m = ins.get("metrics") or {}, oos.get("metrics") or {}
-        rows = [{"metric": m, "in-sample": is_m.get(m), "out-of-sample": oos_m.get(m)} for m in METRICS
+        # a check saved before the return per session was kept: computed from its total return here
+        is_m = walkforward.with_per_session(ins.get("metrics") or {}, ins["sessions"]) if ins.get("metrics") else {}
+        oos_m = walkforward.with_per_session(oos.get("metrics") or {}, oos["sessions"]) if oos.get("metrics") else {}
+        rows = [{"metric": m, "in-sample": is_m.get(m), "out-of-sample": oos_m.get(m)} for m in OOS_METRICS
                 if m in is_m or m in oos_m]  # an annualised figure stays, as n/a, when a part is too short
         if rows:
             st.dataframe(text_table(pd.DataFrame(rows), {"in-sample": ins["sessions"],
                                                          "out-of-sample": oos["sessions"]}),
                          hide_index=True, key=f"{key}_oos_{i}")
+            st.caption(COMPARED)
         for w in f.get("warnings", []):
             st.warning(w)
 
@@ -570,6 +628,7 @@ def _sweep_progress(bar: Any, label: str) -> Any:
 
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: {clock.text(done, total)}")
+        note_progress(done, total)
     return progress
 
 

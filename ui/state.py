@@ -129,9 +129,6 @@ def load_context() -> AppContext:
     return AppContext(settings, runtime, store, note)
 
 
-_LOGGED_CONFIG_ERRORS: set[str] = set()
-
-
 def password_configured() -> bool:
     """Whether an APP_PASSWORD is set anywhere (environment, .env, secrets.toml), read without Settings (which
     may be what failed to load)."""
@@ -147,6 +144,10 @@ def password_configured() -> bool:
         return True
 
 
+def _refused() -> None:
+    """The only page while the configuration is refused (never run: the error page stops first)."""
+
+
 def config_error_page(e: ConfigError) -> None:
     """Refused settings: the details (variables and values, secrets already masked) go to the server log, and to
     the page only where nobody has to sign in (loopback and no APP_PASSWORD) or this session already has.
@@ -154,9 +155,13 @@ def config_error_page(e: ConfigError) -> None:
     from ui.auth import bound_to_loopback
 
     text = str(e)
-    if text not in _LOGGED_CONFIG_ERRORS:
-        _LOGGED_CONFIG_ERRORS.add(text)
+    logged = st.session_state.setdefault("_logged_config_errors", set())
+    if text not in logged:  # once per browser session (not once per process): each visit that fails says why
+        logged.add(text)
         log.error("configuration error: %s", text)
+    # this run stops before app.py's st.navigation: Streamlit would list the pages/ folder by file name instead
+    st.navigation([st.Page(_refused, title="Configuration error", icon=":material/error:", default=True)],
+                  position="hidden")
     details = st.session_state.get("_authenticated") or (bound_to_loopback() and not password_configured())
     if details:
         st.error(f"Configuration error: {text}")

@@ -298,7 +298,7 @@ def parse_sweep(items: list[str]) -> dict[str, list[Any]]:
             n = int(math.floor((hi - lo) / step + 1e-9)) + 1
             if n > MAX_CELLS:
                 raise ValueError(f"--sweep {item!r}: {n:,} values (at most {MAX_CELLS:,} cells in a sweep)")
-            values: list[Any] = [round(lo + i * step, 10) for i in range(n)]
+            values: list[Any] = [round(lo + i * step, 10) + 0.0 for i in range(n)]  # + 0.0: -0.0 is 0.0
         else:
             values = [v.strip() for v in spec.split(",") if v.strip()]
         if not values:

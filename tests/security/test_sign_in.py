@@ -175,7 +175,6 @@ def test_an_uncaught_error_shows_no_detail_in_the_browser(tmp_path, caplog):
 
 
 def test_a_configuration_error_shows_detail_only_where_no_sign_in_is_asked(app_env, bind, monkeypatch, caplog):
-    import ui.state
 
     caplog.set_level(logging.ERROR)
     monkeypatch.setenv("TIER_A_TOKENS", "6  # Tier A")
@@ -184,8 +183,7 @@ def test_a_configuration_error_shows_detail_only_where_no_sign_in_is_asked(app_e
     at.run()
     assert "TIER_A_TOKENS='6  # Tier A': inline comment" in errors(at)
     for how in ("password", "network"):
-        # logged once per message and process: forget it, so each case shows its own log line
-        monkeypatch.setattr(ui.state, "_LOGGED_CONFIG_ERRORS", set(), raising=False)
+        # logged once per browser session: each new AppTest is a new session and logs its own line
         caplog.clear()
         if how == "password":
             monkeypatch.setenv("APP_PASSWORD", PASSWORD)
