@@ -507,7 +507,8 @@ def test_protections_panel_shows_an_active_rule_and_releases_it(app_env):
     assert "stoploss_guard" in set(table(at, "rule", "why")["rule"])
     # the rules, each with the least sample it is judged on
     rules = table(at, "rule", "minimum sample").set_index("rule")
-    assert list(rules.index) == [*(r.name for r in RULES), "Kelly figures (Risk gauges)"] and all(rules["minimum sample"])
+    assert list(rules.index) == [*(r.name for r in RULES), "Kelly figures (Risk gauges)"]
+    assert all(rules["minimum sample"])
     assert rules.loc["stoploss_guard", "minimum sample"] == "stop_outs >= 3"
 
 
