@@ -604,3 +604,53 @@ def test_kelly_waits_for_its_minimum_sample_of_closed_trades(app_env):
     assert _kelly_tiles(at) == ("0.250", "50.0x")
     rules = table(at, "rule", "minimum sample")
     assert rules[rules["rule"].str.startswith("Kelly")]["minimum sample"].item().startswith("30 closed trades")
+
+
+def _answer_texts(at: AppTest) -> list[str]:
+    return [m.value for m in (*at.success, *at.error, *at.warning, *at.info)]
+
+
+def test_an_approval_answer_says_what_was_sent_and_stays_until_dismissed(fast_app):
+    rt, wall = fast_app
+    ids = _wait_for_pending(rt, wall, 2)
+    at = page(new_app(), "approvals")
+    box = next(c for c in at.get("flex_container") if getattr(c, "key", None) == f"intent_{ids[0]}")
+    # the card: the signal's price and what Approve would send at the price of the moment
+    assert any(m.value.startswith("signal **$") for m in box.markdown)
+    assert any(m.value.startswith("now **$") for m in box.markdown)
+    assert any(m.value.startswith("Approve sends: **") and "stop **$" in m.value for m in box.markdown)
+    at.button(key="bulk_approve").click().run()
+    assert not at.exception, at.exception
+    title = [m.value for m in at.markdown if "**Approve: " in m.value]
+    assert title and f"Approve: {len(ids)} intents" in title[0]
+    lines = [t for t in _answer_texts(at) if "`entry-" in t or "`basket-" in t]
+    assert len(lines) == len(ids)  # one line per intent, each saying what was sent or why not, in words
+    for line in lines:
+        assert ": submitted: BUY " in line or ": refused: " in line, line
+    for _ in range(2):  # the fragment's refreshes and an app rerun never take it away
+        wall.advance(0.5)
+        rt.run_tick()
+        at.run()
+        assert [t for t in _answer_texts(at) if "`entry-" in t or "`basket-" in t] == lines
+    dismiss = next(b for b in at.button if b.key.startswith("dismiss_approvals_"))
+    dismiss.click().run()
+    assert not [t for t in _answer_texts(at) if "`entry-" in t or "`basket-" in t]
+
+
+def test_a_refused_approval_is_said_in_words_with_its_code(fast_app):
+    rt, wall = fast_app
+    intent = _pending_buy(rt)
+    rt.engine.set_params({"paused": True}, who="test", now=rt.clock.now())
+    at = page(new_app(), "approvals")
+    box = next(c for c in at.get("flex_container") if getattr(c, "key", None) == f"intent_{intent['id']}")
+    assert any("Approve would be refused now: trading is paused: no new entries (paused)" in m.value
+               for m in box.markdown)
+    at.button(key=f"approve_{intent['id']}").click().run()
+    assert any(e.value.startswith(f"Approve: 1 intent: **{intent['symbol']}**") and
+               e.value.endswith("refused: trading is paused: no new entries (paused)") for e in at.error), \
+        _answer_texts(at)
+    at.run()
+    at.run()
+    assert any("refused: trading is paused" in e.value for e in at.error)
+    assert _status(rt, intent["id"])["status"] == "rejected" and _orders_of(rt, intent["id"]) == (0, 0)
+

@@ -118,6 +118,12 @@ def test_close_needs_the_confirmation_then_sends_one_order_even_from_two_tabs(rt
     tab2.button(key="confirm_go").click().run()
     assert any("already closing AAPL" in w.value for w in tab2.warning), messages(tab2)
     assert closing_sells(rt, "AAPL") == 1
+    # each answer stays on its tab through the page's refreshes (before: gone at the next rerun)
+    for _ in range(2):
+        tab1.run()
+        tab2.run()
+    assert any(m.startswith("Close AAPL: closing AAPL x10") for m in (s.value for s in tab1.success)), messages(tab1)
+    assert any("already closing AAPL" in w.value for w in tab2.warning), messages(tab2)
     drive(rt, 2)
     assert rt.store.scalar("SELECT exit_reason FROM trades WHERE symbol='AAPL'") == "manual_close"
     at = history_page()
@@ -133,6 +139,11 @@ def test_flatten_all_behind_its_confirmation_closes_everything_and_pauses(rt):
     at.button(key="confirm_go").click().run()
     assert not at.exception, at.exception
     assert any(s.value.startswith("Flatten all: entries paused") for s in at.success), messages(at)
+    at.run()
+    at.run()
+    assert any(s.value.startswith("Flatten all: entries paused") for s in at.success), messages(at)
+    next(b for b in at.button if b.key.startswith("dismiss_positions_")).click().run()
+    assert not any(s.value.startswith("Flatten all") for s in at.success), messages(at)
     assert rt.engine.params.paused
     assert rt.store.one("SELECT who, source FROM param_audit WHERE name='paused'")["source"] == "flatten"
     assert closing_sells(rt, "AAPL") == 1 and closing_sells(rt, "NVDA") == 1
