@@ -113,8 +113,9 @@ def refusal_words(code: int, intent: OrderIntent, price_now: float | None, state
     p = risk.p
     sym = intent.symbol
     if code == APPROVAL_PRICE_MOVED and price_now is not None:
-        return (f"{sym} moved {signed_pct(approval.price_move(intent.price, price_now))} since the signal "
-                f"(limit {max_move_pct * 100:.1f} %): not sent")
+        digits = 1 if max_move_pct >= 0.01 else 2  # a limit under 1 %: enough digits to see the move past it
+        return (f"{sym} moved {signed_pct(approval.price_move(intent.price, price_now), digits)} since the signal "
+                f"(limit {max_move_pct * 100:.{digits}f} %): not sent")
     if code == APPROVAL_STOP_CROSSED and price_now is not None:
         return f"{sym} at ${price_now:,.2f} is already through the signal's stop ${intent.stop_price:,.2f}: not sent"
     if code == PAUSED:
