@@ -47,6 +47,12 @@ def test_browser_signals_approve_and_history(tmp_path):
             page.wait_for_selector("[data-testid='stDataFrame']", timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "live_signals.png"), full_page=True)
 
+            # toasts sit at the bottom right, narrow: never over the KPI tiles, gauges and intent cards at the top
+            # (the container exists only while a toast shows: the page's own rule for it is checked)
+            rule = page.evaluate("""() => [...document.querySelectorAll('style')].map(s => s.textContent)
+                .find(t => t.includes('stToastContainer')) || null""")
+            assert rule is not None and "top: auto !important" in rule and "bottom:" in rule, rule
+
             # approve the first pending intent
             page.goto(server.url + "/approvals")
             wait_script_idle(page)
