@@ -193,3 +193,11 @@ def test_an_exit_is_sent_as_it_is_whatever_the_price():
     assert approve(e, exit_.id, at(DAY, 10, 3, 30)) == "submitted: SELL 1000 NVDA at market (closing the position)"
     e.tick(at(DAY, 10, 4, 30))
     assert "NVDA" not in e.state.book.positions
+
+
+def test_until_it_fills_a_sent_order_counts_at_the_price_it_was_sent_at():
+    e, iid = engine_with_intent(10.50)
+    approve(e, iid)
+    assert e.state.book.positions.get("NVDA") is None  # not filled yet: the next bar's open fills it
+    state = e.accounts.account_state(APPROVE)
+    assert state.pending_count == 1 and state.pending_notional == pytest.approx(2539 * 10.50)
