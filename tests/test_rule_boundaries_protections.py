@@ -216,20 +216,18 @@ def test_max_drawdown_pauses_entries_for_7200_s():
 
 
 def test_max_drawdown_looks_back_one_day():
-    e = fresh()
-    # the peak 24 h + 1 min ago is outside the window; from the snapshot at 24 h - 1 min on it is inside
-    for i, (ago, eq) in enumerate([(86_460, 200_000.0), *((86_340 - 60 * k, 100_000.0) for k in range(19)),
-                                   (60, 96_000.0)]):
-        e.store.insert("equity", {"ts": (NOW - timedelta(seconds=ago)).isoformat(), "equity": eq, "cash": eq,
-                                  "exposure": 0.0})
-    e.store.commit()
-    assert fired(e, "max_drawdown") == []  # 4 % from the 100,000 peak inside the day; the 200,000 is older
-    e2 = fresh()
-    for ago, eq in [(86_340, 200_000.0), *((86_280 - 60 * k, 100_000.0) for k in range(19)), (60, 96_000.0)]:
-        e2.store.insert("equity", {"ts": (NOW - timedelta(seconds=ago)).isoformat(), "equity": eq, "cash": eq,
-                                   "exposure": 0.0})
-    e2.store.commit()
-    assert fired(e2, "max_drawdown")  # the 200,000 peak is inside the day: a 52 % drawdown
+    def with_peak(ago_s: int):
+        """A 200,000 peak ``ago_s`` before NOW, then 19 snapshots at 100,000 and one at 96,000 (4 % below)."""
+        e = fresh()
+        rows = [(ago_s, 200_000.0), *((86_280 - 60 * k, 100_000.0) for k in range(19)), (60, 96_000.0)]
+        for ago, eq in rows:
+            e.store.insert("equity", {"ts": (NOW - timedelta(seconds=ago)).isoformat(), "equity": eq, "cash": eq,
+                                      "exposure": 0.0})
+        e.store.commit()
+        return e
+
+    assert fired(with_peak(86_460), "max_drawdown") == []  # 24 h + 1 min ago: outside; 4 % inside the day
+    assert fired(with_peak(86_340), "max_drawdown")  # 24 h - 1 min ago: inside, a 52 % drawdown
 
 
 def overflow_minute(e, requested: int, denied: int) -> None:
