@@ -5,6 +5,9 @@ the figure looks; at the minimum it fires. The rows a rule reads are written str
 (a fresh engine on a flat market, nothing else in them), then ``Engine.run_protections`` runs that one rule, as
 the engine does after a fill and after each KPI snapshot. See tests/test_protections.py for the rules through
 ``Engine.tick``.
+
+The second half pins every rule at the defaults docs/rules.md §10 states (threshold, minimum sample, window, pause
+or cool-off), each number written here literally: moved in the code, a test fails.
 """
 
 from __future__ import annotations
