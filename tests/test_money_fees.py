@@ -27,7 +27,7 @@ from core.research.sources import DataSource
 from core.runtime import Runtime
 from core.state.store import Store
 from core.venues.sim.bar_files import ReplayMarket
-from tests.helpers import DAY, ScriptedStrategy, at, flat_bars
+from tests.helpers import DAY, ScriptedStrategy, at, flat_bars, make_engine
 
 PER_ORDER, PER_SHARE = 1.25, 0.01
 QTY = 266
@@ -141,8 +141,9 @@ SPLIT = 100  # a partial fill: the broker reports the order's first 100 shares, 
 
 def split_fills(broker, pieces: set[tuple[str, str]]):
     """The broker reports the fill of each (symbol, side) in ``pieces`` as two fills of its order, as Alpaca
-    reports a partial fill: 100 shares paying the order's fee and their per-share fee, then the rest paying
-    theirs. The account was charged the whole fee once: the two fees add up to it."""
+    reports a partial fill: 100 shares paying the order's fee and their per-share fee, 0.166 below the price, then
+    the rest paying theirs, 0.10 above it. The account was charged the whole fee once and the whole notional:
+    the two fees add up to that fee, the two notionals to that notional (100 x -0.166 + 166 x 0.10 = 0)."""
     whole = broker.fills_since
 
     def fills_since(cursor):
@@ -151,8 +152,10 @@ def split_fills(broker, pieces: set[tuple[str, str]]):
         for f in fills:
             if (f.symbol, f.side) in pieces and f.qty > SPLIT:
                 rest = f.qty - SPLIT
-                out += [dataclasses.replace(f, id=f"{f.id}-1", qty=SPLIT, fee=PER_ORDER + PER_SHARE * SPLIT),
-                        dataclasses.replace(f, id=f"{f.id}-2", qty=rest, fee=PER_SHARE * rest)]
+                assert rest == 166
+                out += [dataclasses.replace(f, id=f"{f.id}-1", qty=SPLIT, price=f.price - 0.166,
+                                            fee=PER_ORDER + PER_SHARE * SPLIT),
+                        dataclasses.replace(f, id=f"{f.id}-2", qty=rest, price=f.price + 0.10, fee=PER_SHARE * rest)]
             else:
                 out.append(f)
         return out, new_cursor
@@ -256,3 +259,15 @@ def test_session_cash_equity_kpis_and_csv_agree_to_the_cent(session):
     assert page["pnl"].sum() == pytest.approx(realized, abs=CENT)
     assert page["fees"].sum() == pytest.approx(6 * FEE, abs=CENT)
     assert len(page) == 4  # AAPL in two pieces, NVDA, MSFT
+
+
+def test_a_sale_of_more_than_the_position_closes_the_position_only():
+    # a broker's sale larger than the position the engine knows (an order it did not send, a stale count)
+    e = make_engine(flat_bars([DAY]), ScriptedStrategy(lambda s, t: 0.0))
+    e.tick(at(DAY, 10, 0))
+    ts = at(DAY, 10, 1)
+    e.ledger._apply_fill_to_positions("NVDA", "buy", 10, 100.0, 1.0, ts, "cid-buy", None)
+    e.ledger._apply_fill_to_positions("NVDA", "sell", 15, 101.0, 2.0, ts + timedelta(minutes=1), "cid-sell", None)
+    [t] = e.store.query("SELECT * FROM trades")
+    assert t["qty"] == 10 and t["pnl"] == pytest.approx(10 * 1.0 - 1.0 - 2.0) and t["fees"] == pytest.approx(3.0)
+    assert "NVDA" not in e.book.positions
