@@ -146,3 +146,18 @@ def test_a_failed_write_leaves_the_book_as_the_rows_say(tmp_path, call):
     b.sync(now)
     assert b.get_order_by_client_id("nvda").status == "filled" and rows_as_book(b.store) == b._orders
     assert b._cash() == b.store.scalar("SELECT cash FROM sim_account")
+
+
+def test_orders_it_cannot_fill_are_refused_when_sent(tmp_path):
+    b = SimBroker(Store(str(tmp_path / "b.db")), feed(), start_cash=10_000.0, slippage_bps=0.0, fee_per_order=1.0,
+                  fee_per_share=0.01)
+    # 99 shares at 100 cost 9,900 and pay 1.99: affordable; 100 shares cost 10,000 + 2.00: one fee too many
+    ok = b.submit_order(OrderRequest("AAPL", "buy", 99, "cid-ok"), T0)
+    assert ok.status == "new"
+    b2 = SimBroker(Store(str(tmp_path / "c.db")), feed(), start_cash=10_000.0, slippage_bps=0.0, fee_per_order=1.0,
+                   fee_per_share=0.01)
+    short = b2.submit_order(OrderRequest("AAPL", "buy", 100, "cid-short"), T0)
+    assert (short.status, short.reason) == ("rejected", "insufficient buying power")
+    # a sale of more than is held, refused at once (not left open until the next bar)
+    sell = b.submit_order(OrderRequest("NVDA", "sell", 1, "cid-sell"), T0)
+    assert (sell.status, sell.reason) == ("rejected", "insufficient qty available for order")
