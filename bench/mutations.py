@@ -30,6 +30,14 @@ PROTECT = ["tests/test_rules_plain.py", "tests/test_rule_boundaries_protections.
 FILLS = ["tests/test_rules_plain.py", "tests/test_sim_broker.py"]
 SECURITY = ["tests/security/test_poison_commands.py", "tests/security/test_forged_stream.py"]
 KERNEL = ["tests/test_kernel_parity.py", "tests/test_kernel_parity_files.py"]
+# issue 26: protections at their defaults, money with fees, orders, closing, intents and the simulated broker
+PROTECT_DEFAULTS = ["tests/test_rule_boundaries_protections.py", "tests/test_protections.py"]
+MONEY = ["tests/test_money_fees.py", "tests/test_sim_broker.py"]
+LEDGER = ["tests/test_money_fees.py", "tests/test_protections.py", "tests/test_engine.py"]
+ORDERS = ["tests/test_approvals.py", "tests/test_engine.py", "tests/test_close_positions.py"]
+CLOSING = ["tests/test_close_positions.py", "tests/test_money_fees.py"]
+SIM = ["tests/test_sim_broker.py", "tests/test_engine.py", "tests/test_money_fees.py", "tests/test_close_positions.py"]
+KELLY = ["tests/test_risk.py"]
 
 # (name, file, old text, new text, tests)
 MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
@@ -146,6 +154,157 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("stream price from the message", "core/engine/decide.py",
      "        return at, sym, own, score\n",
      "        return at, sym, own._replace(close=close), score\n", SECURITY),
+    # ---- issue 26: protections at the defaults of docs/rules.md §10
+    ("max drawdown 5 % becomes 8 %", "core/config.py",
+     "protection_max_drawdown: float = Field(0.05,", "protection_max_drawdown: float = Field(0.08,",
+     PROTECT_DEFAULTS),
+    ("max drawdown needs 9 snapshots, not 10", "core/rules/protections.py",
+     'sample="equity_samples",\n' + ' ' * 26 + 'min_sample=10)',
+     'sample="equity_samples",\n' + ' ' * 26 + 'min_sample=9)',
+     PROTECT_DEFAULTS),
+    ("drawdown pause 7200 s becomes 3600 s", "core/config.py",
+     "protection_drawdown_pause_s: int = Field(7200,", "protection_drawdown_pause_s: int = Field(3600,",
+     PROTECT_DEFAULTS),
+    ("drawdown window one day becomes 12 h", "core/config.py",
+     "protection_drawdown_window_s: int = Field(86_400,", "protection_drawdown_window_s: int = Field(43_200,",
+     PROTECT_DEFAULTS),
+    ("Tier-A overflow 15 % becomes 20 %", "core/rules/protections.py",
+     'Condition("tier_a_overflow_max", ">=", 0.15,', 'Condition("tier_a_overflow_max", ">=", 0.20,',
+     PROTECT_DEFAULTS),
+    ("Tier-A overflow needs 29 requests, not 30", "core/rules/protections.py",
+     'sample="tier_a_requested", min_sample=30)', 'sample="tier_a_requested", min_sample=29)', PROTECT_DEFAULTS),
+    ("LLM surge 30 calls an hour becomes 40", "core/config.py",
+     "protection_llm_surge_per_hour: float = Field(30.0,", "protection_llm_surge_per_hour: float = Field(40.0,",
+     PROTECT_DEFAULTS),
+    ("LLM surge needs 9 calls, not 10", "core/rules/protections.py",
+     'sample="llm_calls",\n' + ' ' * 26 + 'min_sample=10)', 'sample="llm_calls",\n' + ' ' * 26 + 'min_sample=9)',
+     PROTECT_DEFAULTS),
+    ("LLM or overflow cool-off 7200 s becomes 3600 s", "core/rules/protections.py",
+     "window_s=7200, cooloff_s=7200,", "window_s=7200, cooloff_s=3600,", PROTECT_DEFAULTS),
+    ("overflow raises the LLM minimum to 0.6, not 0.65", "core/rules/protections.py",
+     '"llm_min_signal_score": ("at_least", 0.65)', '"llm_min_signal_score": ("at_least", 0.6)', PROTECT_DEFAULTS),
+    ("stop-loss guard count 3 becomes 4", "core/config.py",
+     "protection_stoploss_count: int = Field(3,", "protection_stoploss_count: int = Field(4,", PROTECT_DEFAULTS),
+    ("stop-loss guard pause 1800 s becomes 900 s", "core/config.py",
+     "protection_stoploss_pause_s: int = Field(1800,", "protection_stoploss_pause_s: int = Field(900,",
+     PROTECT_DEFAULTS),
+    ("stop-loss guard window 1 h becomes 2 h", "core/config.py",
+     "protection_stoploss_window_s: int = Field(3600,", "protection_stoploss_window_s: int = Field(7200,",
+     PROTECT_DEFAULTS),
+    ("stop-out rate 40 % becomes 45 %", "core/rules/protections.py",
+     'Condition("stop_out_rate", ">=", 0.40,', 'Condition("stop_out_rate", ">=", 0.45,', PROTECT_DEFAULTS),
+    ("stop-out rate needs 4 exits, not 5", "core/rules/protections.py",
+     'sample="exits", min_sample=5)', 'sample="exits", min_sample=4)', PROTECT_DEFAULTS),
+    ("flip-flop rate 25 % becomes 30 %", "core/rules/protections.py",
+     'Condition("flip_flop_rate", ">=", 0.25,', 'Condition("flip_flop_rate", ">=", 0.30,', PROTECT_DEFAULTS),
+    ("signal quality needs 6 actionable signals, not 5", "core/rules/protections.py",
+     'Condition("actionable", ">=", 5, sample="actionable", min_sample=5)',
+     'Condition("actionable", ">=", 6, sample="actionable", min_sample=6)', PROTECT_DEFAULTS),
+    ("signal quality cool-off 3600 s becomes 1800 s", "core/rules/protections.py",
+     "window_s=3600, cooloff_s=3600,", "window_s=3600, cooloff_s=1800,", PROTECT_DEFAULTS),
+    ("protection >= becomes >", "core/rules/protections.py", "        return value >= threshold",
+     "        return value > threshold", PROTECT_DEFAULTS),
+    ("a pause shorter than its cool-off ends with the pause", "core/engine/protect.py",
+     "until = now + timedelta(seconds=max(int(setting_value(rule.cooloff_s, s)), pause_s))",
+     "until = now + timedelta(seconds=int(setting_value(rule.cooloff_s, s)) // 2)", PROTECT_DEFAULTS),
+    ("Kelly warns at a margin of 1 too", "core/rules/risk.py", '"warning": margin < 1.0}',
+     '"warning": margin <= 1.0}', KELLY),
+    # ---- money: the fee rule, the ledger
+    ("fee per share left out", "core/rules/fills.py", "    return per_order + per_share * qty",
+     "    return per_order", MONEY),
+    ("fee per share charged once an order", "core/rules/fills.py", "    return per_order + per_share * qty",
+     "    return per_order + per_share", MONEY),
+    ("broker drops the per-share fee", "core/venues/sim/broker.py",
+     "return order_fee(qty, self.fee, self.fee_per_share)", "return order_fee(qty, self.fee, 0.0)", MONEY),
+    ("fee not taken from the cash", "core/venues/sim/broker.py", "amount = sign * qty * price + fee",
+     "amount = sign * qty * price", MONEY),
+    ("fees left out of a trade's P&L", "core/engine/ledger.py", "pnl = (price - entry) * close_qty - fees",
+     "pnl = (price - entry) * close_qty", LEDGER),
+    ("exit fee left out of a trade", "core/engine/ledger.py", "        fees = fee + entry_fees\n",
+     "        fees = entry_fees\n", LEDGER),
+    ("entry fees charged on every piece of a sale", "core/engine/ledger.py",
+     'entry_fees = held_fees * close_qty / pos["qty"] if pos["qty"] > 0 else held_fees',
+     "entry_fees = held_fees", LEDGER),
+    ("entry fees kept whole after a partial sale", "core/engine/ledger.py",
+     "book.update_position(symbol, qty=left, fees=held_fees - entry_fees)", "book.update_position(symbol, qty=left)",
+     LEDGER),
+    ("a buy's fee not kept with the position", "core/engine/ledger.py",
+     'book.update_position(symbol, fees=(book.positions[symbol].get("fees") or 0) + fee)',
+     'book.update_position(symbol, fees=(book.positions[symbol].get("fees") or 0))', LEDGER),
+    ("a second buy fill keeps the first price", "core/engine/ledger.py",
+     'avg = (pos["qty"] * pos["avg_price"] + qty * price) / total', 'avg = pos["avg_price"]', LEDGER),
+    ("a losing exit starts no symbol cooldown", "core/engine/ledger.py", "        if pnl < 0:  # no quick re-entry",
+     "        if pnl < -1e12:  # no quick re-entry", LEDGER),
+    ("a leg's exit is not named by its leg", "core/engine/ledger.py",
+     'reason = leg or ((intent or {}).get("reason") or "exit")', 'reason = (intent or {}).get("reason") or "exit"',
+     LEDGER),
+    ("a sell closes more than the position", "core/engine/ledger.py", 'close_qty = min(qty, pos["qty"])',
+     "close_qty = qty", LEDGER),
+    # ---- orders and intents
+    ("approval skips the risk re-check", "core/engine/orders.py",
+     "            if not ok:\n                set_intent_status(self.store, intent_id, REJECTED, now, who=who, "
+     "note=f\"risk re-check: {reason}\")",
+     "            if False:\n                set_intent_status(self.store, intent_id, REJECTED, now, who=who, "
+     "note=f\"risk re-check: {reason}\")", ORDERS),
+    ("an entry approved while paused", "core/engine/orders.py",
+     "if self.live.params.paused and not intent.is_exit:", "if False:", ORDERS),
+    ("an expired intent can be approved", "core/engine/orders.py",
+     "            if intent_expired(intent.expires_at, intent.approve_by, now, self._wall_now()):",
+     "            if False:", ORDERS),
+    ("an intent expires one tick late", "core/engine/intents.py", "    return expires_at <= now",
+     "    return expires_at < now", ORDERS),
+    ("client order id not from the intent alone", "core/engine/intents.py", 'return f"tb-{digest}"',
+     'return f"tb-{digest}-{id(intent_id)}"', ORDERS),
+    ("a rejected order's intent counted as submitted", "core/engine/intents.py",
+     'status = REJECTED if order.status == "rejected" else SUBMITTED', "status = SUBMITTED", ORDERS),
+    ("an exit sent as a plain sell", "core/engine/intents.py", "        if intent.is_exit:\n",
+     "        if False:\n", ORDERS),
+    # ---- closing by hand
+    ("a second close of a closing position is sent", "core/engine/closing.py",
+     "            busy = self._closing_intent(sym)\n            if busy is not None:\n",
+     "            busy = self._closing_intent(sym)\n            if False:\n", CLOSING),
+    ("a manual close leaves a waiting exit live", "core/engine/closing.py",
+     '            self._supersede_pending(sym, now, who=who, note="superseded by a manual close")\n', "", CLOSING),
+    ("flatten all does not pause entries", "core/engine/closing.py",
+     "            if not self.live.params.paused:\n                self.live.set_params(",
+     "            if False:\n                self.live.set_params(", CLOSING),
+    ("flatten all leaves waiting intents", "core/engine/closing.py",
+     '                    set_intent_status(self.store, intent_id, REJECTED, now, who=who, note="rejected by flatten '
+     'all")', "                    pass", CLOSING),
+    ("flatten all cancels no orders", "core/engine/closing.py",
+     "results = self.broker.close_all_positions(now, ids, cancel_orders=True)",
+     "results = self.broker.close_all_positions(now, ids, cancel_orders=False)", CLOSING),
+    ("a new close attempt reuses the first id", "core/engine/closing.py",
+     "        attempt = 1 + int(self.store.scalar(", "        attempt = 1 + 0 * int(self.store.scalar(", CLOSING),
+    ("manual close booked as a plain exit", "core/engine/closing.py", 'MANUAL_CLOSE = "manual_close"',
+     'MANUAL_CLOSE = "exit"', CLOSING),
+    # ---- the simulated broker
+    ("a repeated client id makes a second order", "core/venues/sim/broker.py",
+     "            return existing  # idempotent: the same client id is the same order",
+     "            pass", SIM),
+    ("a sale of more than is held accepted", "core/venues/sim/broker.py",
+     'elif req.side == "sell" and req.qty > self._held(req.symbol) + 1e-9:', "elif False:", SIM),
+    ("a buy the cash cannot cover accepted", "core/venues/sim/broker.py",
+     'if o.side == "buy" and not affordable(o.qty * price, self._fee(o.qty), self._cash()):', "if False:", SIM),
+    ("one-cancels-other off", "core/venues/sim/broker.py", "            if other.id != leg.id:",
+     "            if False:", SIM),
+    ("legs wake one bar after the entry", "core/venues/sim/broker.py",
+     "leg.active_from, leg.checked_until = float(bar_ts), float(bar_ts - 1)",
+     "leg.active_from, leg.checked_until = float(bar_ts + 60), float(bar_ts + 59)", SIM),
+    ("broker average price is the last fill's", "core/venues/sim/broker.py",
+     "new_avg = (held * avg + qty * price) / new_qty if sign > 0 and new_qty > 0 else avg",
+     "new_avg = price if sign > 0 and new_qty > 0 else avg", SIM),
+    ("a leg sells what it was sent for, not what is held", "core/venues/sim/broker.py",
+     "qty = min(leg.qty, self._held(leg.symbol))", "qty = leg.qty", SIM),
+    ("account equity without the positions", "core/venues/sim/broker.py",
+     "equity = cash + sum(p.qty * p.market_price for p in self.get_positions(now))", "equity = cash", SIM),
+    ("closing a position leaves its legs", "core/venues/sim/broker.py",
+     "            for o in [o for o in self._open.values() if o.symbol == symbol and o.parent_id is not None]:\n"
+     '                self._set_status(o, "canceled", "position closed")\n', "", SIM),
+    ("a gap through the stop fills at the stop", "core/rules/fills.py",
+     "            px = opens[i] if opens[i] <= stop else stop", "            px = stop", FILLS + MONEY),
+    ("a gap through the take-profit fills at its limit", "core/rules/fills.py",
+     "opens[i] if opens[i] >= take_profit else take_profit", "take_profit", FILLS + MONEY),
     # the compiled research kernel and its driver: each must break parity with Engine.tick
     ("kernel: every tier on a 60 s interval", "core/research/kernel.py",
      "due[k] = ticker_due(K[k, K_LAST], t, K[k, K_INTERVAL], JITTER_S)",
@@ -204,6 +363,8 @@ def run(name: str, file: str, old: str, new: str, tests: list[str], work: Path) 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="", help="run the mutations whose names contain one of these (';'-separated)")
+    ap.add_argument("--skip", default="", help="leave out the mutations whose names contain one of these "
+                                               "(';'-separated; 'kernel:;driver:' leaves out the slow parity runs)")
     args = ap.parse_args()
     survivors = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,6 +372,8 @@ def main() -> int:
         copy_tree(work)
         for name, file, old, new, tests in MUTATIONS:
             if args.only and not any(part.strip() and part.strip() in name for part in args.only.split(";")):
+                continue
+            if args.skip and any(part.strip() and part.strip() in name for part in args.skip.split(";")):
                 continue
             verdict, took = run(name, file, old, new, tests, work)
             print(f"{verdict:>22}  {took:6.1f} s  {name}  ({file})", flush=True)

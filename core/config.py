@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     sim_start_cash: float = Field(100_000.0, gt=0)
     sim_slippage_bps: float = Field(2.0, ge=0, le=1000)
     sim_fee_per_order: float = Field(0.0, ge=0)
+    sim_fee_per_share: float = Field(0.0, ge=0, le=100)  # on top of the order's fee (core.rules.fills.order_fee)
     sim_speed: float = Field(1.0, gt=0, le=3600)
     # first trading session of a new simulated market (YYYY-MM-DD; a weekend or holiday moves to the next
     # session). Unset: the session before today's date. Tests and demos fix it so a run never depends on the day.

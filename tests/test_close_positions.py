@@ -265,6 +265,23 @@ def test_alpaca_close_answer_lost_is_retried_with_the_same_client_id(venue):
 
 
 @pytest.mark.parametrize("venue", ["alpaca"], indirect=True)
+def test_a_close_the_broker_refused_can_be_sent_again_as_a_new_attempt(venue):
+    e, fake = venue
+    holding(venue)
+    fake.inject("reject_halted", path="/v2/orders", method="POST")
+    first = command(e, fake, "close_position", {"symbol": "AAPL"}, "ui:tab1", CLOSE)
+    assert "refused by the broker" in first["result"], first
+    fake.clear_faults()
+    again = command(e, fake, "close_position", {"symbol": "AAPL"}, "ui:tab1", CLOSE + timedelta(seconds=5))
+    assert again["result"].startswith("closing AAPL x10"), again  # a new attempt, with a new client id
+    ids = [r["id"] for r in e.store.query("SELECT id FROM intents WHERE kind='exit' ORDER BY created_at, id")]
+    assert len(ids) == 2 and ids[0].endswith("-1") and ids[1].endswith("-2")
+    run(e, fake, at(DAY, 10, 20, 30), at(DAY, 10, 25))
+    [trade] = e.store.query("SELECT * FROM trades")
+    assert trade["exit_reason"] == "manual_close" and trade["qty"] == 10
+
+
+@pytest.mark.parametrize("venue", ["alpaca"], indirect=True)
 def test_alpaca_close_cancels_the_legs_when_open_orders_are_listed_without_them(venue):
     """A nested listing of open orders can filter on the parent's status (a filled entry: its open legs are left
     out); the legs must be cancelled anyway, or they hold the shares and Alpaca refuses the sell."""

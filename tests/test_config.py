@@ -13,6 +13,7 @@ def test_defaults_are_the_spec_numbers():
     assert (s.basket_neg_ratio, s.basket_mean_score, s.basket_consecutive_ticks) == (0.6, -0.12, 2)
     assert (s.llm_min_signal_score, s.llm_daily_limit, s.llm_cache_min) == (0.7, 120, 30)
     assert s.auto_mode is False
+    assert (s.sim_slippage_bps, s.sim_fee_per_order, s.sim_fee_per_share) == (2.0, 0.0, 0.0)
     assert s.universe.get_ticker_tier("NVDA") == "A" and s.universe.get_ticker_tier("META") == "B"
     assert s.universe.get_ticker_tier("AVGO") == "Bench" and s.universe.get_ticker_tier("SQQQ") is None
 
@@ -29,7 +30,9 @@ def test_inline_comment_in_env_is_refused_with_name_and_value(monkeypatch):
     ("name", "value"),
     [("RISK_PER_TRADE", "-0.01"), ("RISK_PER_TRADE", "1.5"), ("MAX_POSITIONS", "four"), ("AUTO_MODE", "maybe"),
      ("STOP_LOSS_PCT", "0"), ("BASKETS_JSON", "[{"), ("TIER_B_TICKERS", "MSFT,NVDA"), ("SIM_START", "2025-02-30"),
-     ("SIM_START", "1990-01-02"), ("SIM_START", "2036-01-02"), ("SIM_START", "next monday")],
+     ("SIM_START", "1990-01-02"), ("SIM_START", "2036-01-02"), ("SIM_START", "next monday"),
+     ("SIM_FEE_PER_SHARE", "-0.01"), ("SIM_FEE_PER_SHARE", "0.005  # IBKR"), ("SIM_FEE_PER_SHARE", "101"),
+     ("SIM_FEE_PER_SHARE", "nan")],
 )
 def test_bad_values_fail_at_start_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -135,3 +138,8 @@ def test_replay_with_a_bar_file_and_other_sources_without_one_are_accepted(monke
     monkeypatch.delenv("BARS_FILE")
     monkeypatch.setenv("MARKET_DATA", "synthetic")
     assert load_settings().bars_file is None
+
+
+def test_a_per_share_fee_is_taken(monkeypatch):
+    monkeypatch.setenv("SIM_FEE_PER_SHARE", "0.005")
+    assert load_settings().sim_fee_per_share == 0.005

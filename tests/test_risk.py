@@ -83,3 +83,12 @@ def test_kelly_margin_matches_the_log_figure():
     assert k["kelly_fraction"] == pytest.approx(0.343) and k["margin"] == pytest.approx(68.6)
     assert not k["warning"]
     assert kelly_margin(0.3, 1.0, 0.005)["warning"]  # negative edge
+
+
+@pytest.mark.parametrize(("payoff", "warns"), [(2.0, False), (1.99, True)], ids=["margin 1", "margin 0.99"])
+def test_kelly_warns_below_a_margin_of_1_not_at_it(payoff, warns):
+    # rules §7: warn below 1. W = 0.5 and R = 2: f* = 0.5 - 0.5 / 2 = 0.25, exactly the 25 % risked: margin 1
+    k = kelly_margin(0.5, payoff, 0.25)
+    assert k["warning"] is warns
+    if not warns:
+        assert k["margin"] == 1.0

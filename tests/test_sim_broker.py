@@ -146,3 +146,63 @@ def test_a_failed_write_leaves_the_book_as_the_rows_say(tmp_path, call):
     b.sync(now)
     assert b.get_order_by_client_id("nvda").status == "filled" and rows_as_book(b.store) == b._orders
     assert b._cash() == b.store.scalar("SELECT cash FROM sim_account")
+
+
+def test_orders_it_cannot_fill_are_refused_when_sent(tmp_path):
+    b = SimBroker(Store(str(tmp_path / "b.db")), feed(), start_cash=10_000.0, slippage_bps=0.0, fee_per_order=1.0,
+                  fee_per_share=0.01)
+    # 99 shares at 100 cost 9,900 and pay 1.99: affordable; 100 shares cost 10,000 + 2.00: one fee too many
+    ok = b.submit_order(OrderRequest("AAPL", "buy", 99, "cid-ok"), T0)
+    assert ok.status == "new"
+    b2 = SimBroker(Store(str(tmp_path / "c.db")), feed(), start_cash=10_000.0, slippage_bps=0.0, fee_per_order=1.0,
+                   fee_per_share=0.01)
+    short = b2.submit_order(OrderRequest("AAPL", "buy", 100, "cid-short"), T0)
+    assert (short.status, short.reason) == ("rejected", "insufficient buying power")
+    # a sale of more than is held, refused at once (not left open until the next bar)
+    sell = b.submit_order(OrderRequest("NVDA", "sell", 1, "cid-sell"), T0)
+    assert (sell.status, sell.reason) == ("rejected", "insufficient qty available for order")
+
+
+def test_a_buy_the_cash_covered_when_sent_but_not_at_the_fill_is_refused(tmp_path):
+    # MSFT rises 0.013 a minute: sent at 10:00 against the 9:59 close (101.747), it fills at the 10:00 open (101.76);
+    # 98 shares pay 1 + 0.98 = 1.98: 9,973.19 when sent, 9,974.46 at the fill; the cash is 9,974.00
+    b = SimBroker(Store(str(tmp_path / "b.db")), feed(), start_cash=9_974.0, slippage_bps=0.0, fee_per_order=1.0,
+                  fee_per_share=0.01)
+    assert b.submit_order(OrderRequest("MSFT", "buy", 98, "cid-msft"), T0).status == "new"
+    b.sync(T0 + timedelta(minutes=2))
+    order = b.get_order_by_client_id("cid-msft")
+    assert (order.status, order.reason) == ("rejected", "insufficient buying power")
+    assert b._cash() == 9_974.0 and b.get_positions(T0 + timedelta(minutes=2)) == []
+
+
+def test_two_buys_average_their_prices_and_a_leg_sells_only_what_is_held(tmp_path):
+    b = SimBroker(Store(str(tmp_path / "b.db")), feed(), start_cash=100_000.0, slippage_bps=0.0, fee_per_order=1.0,
+                  fee_per_share=0.01)
+    b.submit_order(OrderRequest("MSFT", "buy", 10, "cid-1"), T0)  # fills at the 10:00 open, 101.76
+    b.sync(T0 + timedelta(minutes=1))
+    b.submit_order(OrderRequest("MSFT", "buy", 20, "cid-2"), T0 + timedelta(minutes=10))  # the 10:10 open, 101.89
+    b.sync(T0 + timedelta(minutes=11))
+    [pos] = b.get_positions(T0 + timedelta(minutes=11))
+    assert pos.qty == 30 and pos.avg_entry_price == pytest.approx((10 * 101.76 + 20 * 101.89) / 30, abs=1e-9)
+    # NVDA x10 with a stop at 99.5 (its low touches 99 at 10:30); 4 shares are sold by hand before that
+    b.submit_order(OrderRequest("NVDA", "buy", 10, "cid-nvda", stop_price=99.5, take_profit_price=200.0), T0)
+    b.sync(T0 + timedelta(minutes=1))
+    b.submit_order(OrderRequest("NVDA", "sell", 4, "cid-part"), T0 + timedelta(minutes=5))
+    b.sync(T0 + timedelta(minutes=6))
+    b.sync(at(DAY, 10, 45))
+    fills, _ = b.fills_since(0)
+    stop = [f for f in fills if f.leg == "stop_loss"]
+    assert [(f.qty, f.price, f.fee) for f in stop] == [(6, 99.5, pytest.approx(1.06))]  # the 6 left, not 10
+    assert "NVDA" not in {p.symbol for p in b.get_positions(at(DAY, 10, 45))}
+
+
+def test_closing_a_position_cancels_its_legs_in_the_book(tmp_path):
+    b = SimBroker(Store(str(tmp_path / "b.db")), feed(), start_cash=100_000.0, slippage_bps=0.0)
+    b.submit_order(OrderRequest("NVDA", "buy", 10, "cid-nvda", stop_price=99.5, take_profit_price=200.0), T0)
+    b.sync(T0 + timedelta(minutes=1))
+    b.close_position("NVDA", "cid-close", T0 + timedelta(minutes=5))
+    assert [b.get_order_by_client_id(f"cid-nvda-{x}").status for x in ("st", "ta")] == ["canceled", "canceled"]
+    b.sync(at(DAY, 10, 45))  # past NVDA's dip through 99.5: no stop fires on a closed position
+    fills, _ = b.fills_since(0)
+    assert [(f.side, f.qty, f.leg) for f in fills] == [("buy", 10, None), ("sell", 10, None)]
+    assert b._cash() == pytest.approx(100_000.0)  # bought and sold at 100, no fee, no slippage

@@ -86,7 +86,11 @@ class FillLedger:
         self.update_excursions(symbol, ts + timedelta(seconds=60))  # through the bar the exit filled in
         entry = pos["avg_price"]
         close_qty = min(qty, pos["qty"])
-        fees = fee + (pos.get("fees") or 0.0)
+        # the entry fees in proportion to the shares this fill closes: a position sold in parts charges each
+        # entry fee once, whatever the parts (cash paid every fee once: the trades' P&L sums to the cash change)
+        held_fees = pos.get("fees") or 0.0
+        entry_fees = held_fees * close_qty / pos["qty"] if pos["qty"] > 0 else held_fees
+        fees = fee + entry_fees
         pnl = (price - entry) * close_qty - fees
         reason = leg or ((intent or {}).get("reason") or "exit")
         self.store.insert("trades", {
@@ -106,7 +110,7 @@ class FillLedger:
         if left <= 1e-9:
             book.close_position(symbol)
         else:
-            book.update_position(symbol, qty=left)
+            book.update_position(symbol, qty=left, fees=held_fees - entry_fees)
 
     def _intent_of_order(self, cid: str) -> dict[str, Any] | None:
         """The intent behind an order: from the book while it is live, else (an order that ended before its

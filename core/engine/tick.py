@@ -94,7 +94,7 @@ class Engine:
         self.scheduler = TierScheduler(self.universe, self.buckets)
         self.broker: Broker = broker or SimBroker(
             store, self.feed, start_cash=settings.sim_start_cash, slippage_bps=settings.sim_slippage_bps,
-            fee_per_order=settings.sim_fee_per_order,
+            fee_per_order=settings.sim_fee_per_order, fee_per_share=settings.sim_fee_per_share,
         )
         self.stream = stream  # Redis ``signals.raw`` (issue 8); None: decide in-process
         # The live app's wall clock (POSIX seconds): a manual intent's approval window counts its seconds, because

@@ -1,7 +1,8 @@
 """The simulated broker's fill rule (rules §9).
 
 A market order fills at the open of the first bar that starts after it was sent, moved against the trader by the
-slippage, with a fixed fee per order, if the cash covers it. A bracket's legs wake from the entry's bar on: the first
+slippage, if the cash covers it and its fee. The fee of a fill is a fixed fee per order plus a fee per share
+(``order_fee``). A bracket's legs wake from the entry's bar on: the first
 bar whose low reaches the stop or whose high reaches the take-profit ends the position (the stop wins a bar that
 touches both); a gap through a level fills at the bar's open, otherwise at the level; the stop pays slippage.
 """
@@ -16,6 +17,12 @@ CASH_TOLERANCE = 1e-6
 
 def market_fill_price(open_price: float, is_buy: bool, slippage: float) -> float:
     return open_price * (1 + slippage) if is_buy else open_price * (1 - slippage)
+
+
+def order_fee(qty: float, per_order: float, per_share: float) -> float:
+    """A fill's fee (``SIM_FEE_PER_ORDER``, ``SIM_FEE_PER_SHARE``): the same for a buy and a sell, an entry and a
+    bracket leg."""
+    return per_order + per_share * qty
 
 
 def affordable(cost: float, fee: float, cash: float) -> bool:

@@ -53,3 +53,23 @@ class PeekAhead:
         close = to_wide(bars, "close")
         score = np.sign(close.shift(-self.horizon) - close).fillna(0.0)
         return from_wide({"score": score, "vol_spike": score * 0.0}, bars)
+
+
+class MorningThree:
+    """NVDA, AAPL and MSFT score +0.9 on the bars opening in [10:00, 10:05) New York time, everything else 0: one
+    long entry each on any session (tests/test_money_fees.py's live session)."""
+
+    name = "morning_three"
+    warmup_bars = 1
+    symbols = ("NVDA", "AAPL", "MSFT")
+
+    def score_bars(self, bars: pd.DataFrame) -> pd.DataFrame:
+        if bars.empty:
+            return pd.DataFrame(columns=SCORE_COLUMNS)
+        out = bars[["timestamp", "symbol"]].reset_index(drop=True).copy()
+        ny = pd.to_datetime(out["timestamp"], utc=True).dt.tz_convert("America/New_York")
+        minutes = (ny.dt.hour * 60 + ny.dt.minute).to_numpy()
+        hit = out["symbol"].isin(self.symbols).to_numpy() & (minutes >= 600) & (minutes < 605)
+        out["score"] = np.where(hit, 0.9, 0.0)
+        out["vol_spike"] = 0.0
+        return out

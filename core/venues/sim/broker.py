@@ -1,8 +1,8 @@
 """Simulated broker: fills from the same bars the engine sees.
 
 * Market orders fill at the open of the first bar that opens at or after the
-  submission time, moved against the trader by ``slippage_bps``, plus a fixed
-  fee per order.
+  submission time, moved against the trader by ``slippage_bps``; each fill pays
+  a fixed fee per order plus a fee per share (``core.rules.fills.order_fee``).
 * Bracket legs (stop-loss, take-profit) become active from the entry's fill
   bar. Per bar: an open beyond a level fills at the open (gap); otherwise a
   touched stop fills at the stop (with slippage), a touched take-profit at its
@@ -34,7 +34,14 @@ from typing import Any
 
 from core.clock import UTC
 from core.feed import MarketFeed
-from core.rules.fills import LEG_STOP, LEG_TAKE_PROFIT, affordable, first_bracket_hit, market_fill_price
+from core.rules.fills import (
+    LEG_STOP,
+    LEG_TAKE_PROFIT,
+    affordable,
+    first_bracket_hit,
+    market_fill_price,
+    order_fee,
+)
 from core.state.store import Store
 from core.venues.broker import Account, BrokerFill, BrokerOrder, BrokerPosition, OrderRequest, PositionClose
 
@@ -106,11 +113,12 @@ class SimBroker:
     name = "sim"
 
     def __init__(self, store: Store, feed: MarketFeed, *, start_cash: float, slippage_bps: float = 2.0,
-                 fee_per_order: float = 0.0) -> None:
+                 fee_per_order: float = 0.0, fee_per_share: float = 0.0) -> None:
         self.store = store
         self.feed = feed
         self.slippage = slippage_bps / 10_000.0
         self.fee = fee_per_order
+        self.fee_per_share = fee_per_share
         store.conn.executescript(_SCHEMA)
         store.execute("INSERT OR IGNORE INTO sim_account(id, cash) VALUES (1, ?)", (start_cash,))
         store.commit()
@@ -232,7 +240,8 @@ class SimBroker:
             status, reason = "rejected", "qty must be a positive whole number"
         elif price is None:
             status, reason = "rejected", f"asset {req.symbol} is not tradable (no price)"
-        elif req.side == "buy" and not affordable(req.qty * price * (1 + self.slippage), self.fee, self._cash()):
+        elif req.side == "buy" and not affordable(req.qty * price * (1 + self.slippage), self._fee(req.qty),
+                                                  self._cash()):
             status, reason = "rejected", "insufficient buying power"
         elif req.side == "sell" and req.qty > self._held(req.symbol) + 1e-9:
             status, reason = "rejected", "insufficient qty available for order"
@@ -380,7 +389,7 @@ class SimBroker:
             return
         bar_ts, open_px = nxt
         price = market_fill_price(open_px, o.side == "buy", self.slippage)
-        if o.side == "buy" and not affordable(o.qty * price, self.fee, self._cash()):
+        if o.side == "buy" and not affordable(o.qty * price, self._fee(o.qty), self._cash()):
             self._reject(o, "insufficient buying power")
             return
         if o.side == "sell" and o.qty > self._held(o.symbol) + 1e-9:
@@ -404,8 +413,11 @@ class SimBroker:
         for x in (o, *self._legs.get(o.id, ())):
             self._set_status(x, "rejected", reason)
 
+    def _fee(self, qty: float) -> float:
+        return order_fee(qty, self.fee, self.fee_per_share)
+
     def _apply_fill(self, o: _Order, qty: float, price: float, ts: float, leg: str | None) -> None:
-        fee = self.fee
+        fee = self._fee(qty)
         sign = 1 if o.side == "buy" else -1
         amount = sign * qty * price + fee
         self.store.execute("UPDATE sim_account SET cash = cash - ? WHERE id=1", (amount,))
