@@ -38,6 +38,10 @@ ORDERS = ["tests/test_approvals.py", "tests/test_engine.py", "tests/test_close_p
 CLOSING = ["tests/test_close_positions.py", "tests/test_money_fees.py"]
 SIM = ["tests/test_sim_broker.py", "tests/test_engine.py", "tests/test_money_fees.py", "tests/test_close_positions.py"]
 KELLY = ["tests/test_risk.py"]
+# issue 25: what an approval sends (re-priced now, or refused in words), answers that stay, toasts, Kelly's sample
+APPROVAL = ["tests/test_approval_pricing.py", "tests/test_approvals.py"]
+APPROVAL_UI = ["tests/test_answers.py", "tests/test_app.py", "tests/test_close_positions_page.py"]
+KELLY_PAGE = ["tests/test_risk.py", "tests/test_app.py"]
 
 # (name, file, old text, new text, tests)
 MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
@@ -207,8 +211,52 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("a pause shorter than its cool-off ends with the pause", "core/engine/protect.py",
      "until = now + timedelta(seconds=max(int(setting_value(rule.cooloff_s, s)), pause_s))",
      "until = now + timedelta(seconds=int(setting_value(rule.cooloff_s, s)) // 2)", PROTECT_DEFAULTS),
-    ("Kelly warns at a margin of 1 too", "core/rules/risk.py", '"warning": margin < 1.0}',
-     '"warning": margin <= 1.0}', KELLY),
+    ("Kelly warns at a margin of 1 too", "core/rules/risk.py", '"warning": measured and margin < 1.0}',
+     '"warning": measured and margin <= 1.0}', KELLY),
+    # ---- approving is trading (issue 25)
+    ("the move limit is missed by its tolerance", "core/rules/approval.py",
+     "if price_move(signal_price, price_now) < -max_move_pct - EPS:",
+     "if price_move(signal_price, price_now) < -max_move_pct + EPS:", APPROVAL),
+    ("the move limit doubled", "core/rules/approval.py", "< -max_move_pct - EPS:", "< -2 * max_move_pct - EPS:",
+     APPROVAL),
+    ("a rise refused like a fall", "core/rules/approval.py",
+     "if price_move(signal_price, price_now) < -max_move_pct - EPS:",
+     "if abs(price_move(signal_price, price_now)) > max_move_pct + EPS:", APPROVAL),
+    ("the signal's stop not checked", "core/rules/approval.py",
+     "    if signal_stop > 0 and stop_hit(price_now, signal_stop):\n        return APPROVAL_STOP_CROSSED\n", "",
+     APPROVAL),
+    ("the signal's stop level itself allowed", "core/rules/approval.py", "stop_hit(price_now, signal_stop)",
+     "price_now < signal_stop", APPROVAL),
+    ("an approval sends the intent as it was", "core/engine/orders.py",
+     "                intent = self._reprice(intent, q)\n", "                pass\n", APPROVAL),
+    ("an approval sized at the signal's price", "core/engine/sending.py",
+     "    order = risk.price_entry(state, price_now)", "    order = risk.price_entry(state, intent.price)",
+     APPROVAL),
+    ("a protection's pause does not stop an approval", "core/engine/sending.py",
+     "    if protection is not None:\n", "    if False:\n", APPROVAL),
+    ("the final check skipped on approval", "core/engine/sending.py",
+     "    if not ok:\n        return answer(reason_code(stored), order, stored=stored)\n", "", APPROVAL),
+    ("the intent counts against its own re-check", "core/engine/sending.py",
+     "max(0.0, state.pending_notional - (intent.qty * intent.price if buy else 0.0))",
+     "state.pending_notional", APPROVAL),
+    ("an approval's daily-loss halt not recorded", "core/engine/orders.py",
+     "            self.entry_risk.note_halt(q.stored, state, now)\n", "", APPROVAL),
+    ("a sent order counted at the signal's price", "core/state/book.py",
+     'price = r.get("sent_price") or r["price"]', 'price = r["price"]', APPROVAL),
+    ("an exit refused like a buy", "core/engine/sending.py",
+     "    if intent.is_exit or intent.side == \"sell\":\n        return answer(OK)\n", "", APPROVAL),
+    ("an answer gone at the next rerun", "ui/answers.py", "    answer = current(scope)\n",
+     "    answer = st.session_state.pop(_key(scope), None)\n", APPROVAL_UI),
+    ("a toast on the Approvals page", "ui/sidebar.py", "    if not new or quiet:", "    if not new:", APPROVAL_UI),
+    ("a page load toasts what already waits", "ui/sidebar.py",
+     "    if seen is None:  # the session's first look: what already waits is not news\n"
+     "        st.session_state[\"_announced_intents\"] = set(ids)\n        return []\n",
+     "    if seen is None:\n        seen = set()\n        st.session_state[\"_announced_intents\"] = seen\n",
+     APPROVAL_UI),
+    ("Kelly shown from 29 trades", "core/rules/risk.py", "KELLY_MIN_TRADES = 30", "KELLY_MIN_TRADES = 29",
+     KELLY_PAGE),
+    ("Kelly shown from any sample", "core/rules/risk.py", "return trades >= KELLY_MIN_TRADES and payoff_ratio > 0",
+     "return payoff_ratio > 0", KELLY_PAGE),
     # ---- money: the fee rule, the ledger
     ("fee per share left out", "core/rules/fills.py", "    return per_order + per_share * qty",
      "    return per_order", MONEY),
@@ -241,13 +289,10 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("a sell closes more than the position", "core/engine/ledger.py", 'close_qty = min(qty, pos["qty"])',
      "close_qty = qty", LEDGER),
     # ---- orders and intents
-    ("approval skips the risk re-check", "core/engine/orders.py",
-     "            if not ok:\n                set_intent_status(self.store, intent_id, REJECTED, now, who=who, "
-     "note=f\"risk re-check: {reason}\")",
-     "            if False:\n                set_intent_status(self.store, intent_id, REJECTED, now, who=who, "
-     "note=f\"risk re-check: {reason}\")", ORDERS),
-    ("an entry approved while paused", "core/engine/orders.py",
-     "if self.live.params.paused and not intent.is_exit:", "if False:", ORDERS),
+    ("approval skips the risk re-check", "core/engine/sending.py",
+     "    if not ok:\n        return answer(reason_code(stored), stored=stored)\n", "", ORDERS),
+    ("an entry approved while paused", "core/engine/sending.py", "    if paused:\n        return answer(PAUSED)\n",
+     "", ORDERS),
     ("an expired intent can be approved", "core/engine/orders.py",
      "            if intent_expired(intent.expires_at, intent.approve_by, now, self._wall_now()):",
      "            if False:", ORDERS),

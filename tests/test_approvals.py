@@ -28,19 +28,32 @@ def waiting(**overrides):
     return e, row
 
 
-def test_approval_re_checks_risk_at_the_current_price():
-    # NVDA trades at 150 from the bar of T on (the intent was priced on the bar before, at 100): at approval
-    # 266 x 150 = 39,900 is over one slot (26,667) by far
+def test_approval_re_prices_at_the_current_price():
+    # NVDA trades at 150 from the bar of T on (the intent was priced on the bar before, at 100): the 266 shares
+    # would be 39,900, over one slot (26,667); the approval sends what the slot buys at 150, bracketed from 150
     e, row = waiting(bars=flat_bars([DAY], overrides=gap_at("NVDA", T, 150.0)))
     got = e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(minutes=1, seconds=30))
-    assert got.startswith("refused: risk_"), got
+    assert got.startswith("submitted: BUY 177 NVDA at ~$150.00, +50.0 % since the signal at $100.00; "
+                          "stop $147.75, take-profit $154.50"), got
+    assert broker_order_count(e) == 1
+    assert e.store.scalar("SELECT qty FROM sim_orders WHERE parent_id IS NULL AND symbol='NVDA'") == 177
+
+
+def test_approval_re_checks_risk_at_the_current_price():
+    # the day started 3 % above where the account stands at approval: the daily loss limit refuses it
+    e, row = waiting()
+    e.store.execute("UPDATE day_state SET start_equity=103000 WHERE date=?", (str(DAY),))
+    e.state.book.start_equity[str(DAY)] = 103_000.0
+    got = e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(seconds=30))
+    assert got.startswith("refused: daily loss limit reached") and got.endswith("(risk_daily_loss)"), got
     assert broker_order_count(e) == 0
     assert e.store.scalar("SELECT status FROM intents WHERE id=?", (row["id"],)) == "rejected"
 
 
 def test_approval_at_an_unchanged_price_submits():
     e, row = waiting()
-    assert e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(seconds=30)) == "submitted"
+    got = e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(seconds=30))
+    assert got.startswith("submitted: BUY 266 NVDA at ~$100.00"), got
     assert broker_order_count(e) == 1
 
 
@@ -48,14 +61,15 @@ def test_an_entry_approved_while_paused_is_refused():
     e, row = waiting()
     e.set_params({"paused": True}, who="trader", now=T)
     got = e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(seconds=30))
-    assert got == "refused: trading is paused"
+    assert got == "refused: trading is paused: no new entries (paused)"
     assert broker_order_count(e) == 0
 
 
 @pytest.mark.parametrize(("after_s", "outcome"), [(119, "submitted"), (120, "expired")])
 def test_the_approval_window_is_120_s_to_the_second(after_s, outcome):
     e, row = waiting()  # INTENT_TTL_S: 120 s (market seconds in an engine without a wall clock)
-    assert e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(seconds=after_s)) == outcome
+    got = e.decide_intent(row["id"], approve=True, who="trader", now=T + timedelta(seconds=after_s))
+    assert got.split(":", 1)[0] == outcome, got
     assert broker_order_count(e) == (1 if outcome == "submitted" else 0)
 
 

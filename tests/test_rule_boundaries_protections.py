@@ -167,7 +167,8 @@ def test_max_drawdown_needs_its_minimum_of_equity_snapshots(short):
 def test_every_rule_states_its_minimum_sample_for_the_risk_page():
     s = load_settings()
     table = views.protection_rules(s).set_index("rule")
-    assert list(table.index) == [r.name for r in RULES]
+    assert list(table.index) == [*(r.name for r in RULES), "Kelly figures (Risk gauges)"]  # with the Kelly minimum
+    assert table.loc["Kelly figures (Risk gauges)", "minimum sample"] == "30 closed trades, wins and losses"
     for r in RULES:
         shown = table.loc[r.name, "minimum sample"]
         assert shown, r.name  # no rule without a minimum
