@@ -290,7 +290,7 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
      "close_qty = qty", LEDGER),
     # ---- orders and intents
     ("approval skips the risk re-check", "core/engine/sending.py",
-     "    if not ok:\n        return answer(reason_code(stored), stored=stored)\n", "", ORDERS),
+     "    if not ok:\n        return answer(reason_code(stored), stored=stored)\n", "", ORDERS + APPROVAL),
     ("an entry approved while paused", "core/engine/sending.py", "    if paused:\n        return answer(PAUSED)\n",
      "", ORDERS),
     ("an expired intent can be approved", "core/engine/orders.py",

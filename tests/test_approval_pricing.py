@@ -201,3 +201,12 @@ def test_until_it_fills_a_sent_order_counts_at_the_price_it_was_sent_at():
     assert e.state.book.positions.get("NVDA") is None  # not filled yet: the next bar's open fills it
     state = e.accounts.account_state(APPROVE)
     assert state.pending_count == 1 and state.pending_notional == pytest.approx(2539 * 10.50)
+
+
+def test_a_symbol_bought_meanwhile_is_not_bought_twice():
+    e, iid = engine_with_intent(10.0)
+    e.broker.submit_order(OrderRequest("NVDA", "buy", 100, "outside-NVDA"), at(DAY, 10, 0, 30))  # another tool
+    e.tick(at(DAY, 10, 1))
+    assert e.state.book.positions["NVDA"]["qty"] == 100
+    assert approve(e, iid) == "refused: NVDA is held already (risk_already_held)"
+    assert broker_order_count(e) == 1
