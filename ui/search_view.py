@@ -109,7 +109,7 @@ def logit_histogram(logits: list[float], pbo: float | None) -> go.Figure:
     fig.add_vline(x=0, line_dash="dot")
     title = "Out-of-sample rank of the in-sample best (logit)" + (f": PBO {pbo:.2f}" if pbo is not None else "")
     fig.update_layout(title=title, barmode="overlay", height=300, xaxis_title="λ = logit of the relative rank",
-                      yaxis_title="combinations", legend={"orientation": "h", "y": -0.3})
+                      yaxis_title="combinations", legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"})
     return fig
 
 
@@ -184,7 +184,7 @@ def importance_chart(imp: dict[str, float]) -> go.Figure:
     fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h",
                            marker_color=charts.GREEN))
     fig.update_layout(title="Parameter importance" + ("" if items else " (needs more finished trials)"),
-                      xaxis_title="share", height=320, xaxis={"range": [0, 1]})
+                      xaxis_title="share", height=320, xaxis={"range": [0, 1]}, yaxis={"automargin": True})
     return fig
 
 
