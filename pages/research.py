@@ -1,5 +1,6 @@
 """Research: replay a date range of synthetic, Alpaca or file bars with chosen parameters, keep every run,
-compare two, sweep a grid and check the best cell out of sample.
+compare two, sweep a grid and check the best cell out of sample, search any settings with Optuna, and read the
+odds that a best result is luck (PBO, deflated Sharpe).
 
 Runs use the same Engine as live trading, on a SimClock and the simulated broker, in an in-memory database;
 nothing here touches the live engine. Every run is saved to ``research_runs`` in the app's database. Clicking
@@ -20,6 +21,7 @@ from core.research.replay import grid_cells
 from core.venues.marketdata import BarDataError
 from ui import bounded
 from ui import research_view as rv
+from ui import search_view as sv
 from ui.state import load_context
 from ui.text import plain
 
@@ -185,6 +187,9 @@ else:
     if opened:
         rv.manage_run(settings.db_path, opened[0])
         rv.apply_to_live(ctx, opened[0], live)
+        if opened[0]["kind"] == "search":
+            sv.apply_search_to_live(ctx, {**opened[0]["detail"], "id": opened[0]["id"]}, live,
+                                    key=f"q_saved_{opened[0]['id']}")
 
 # ---------------------------------------------------------------- 6. sweep and out-of-sample check
 st.divider()
@@ -259,3 +264,45 @@ if sweep:
 oos = st.session_state.get("s_oos")
 if oos:
     rv.show_walk_forward(oos)
+
+# ---------------------------------------------------------------- 7. search
+st.divider()
+st.subheader("7. Search (Optuna)")
+st.caption("Uses the data, dates and universe chosen above, and runs where sweeps run. Each trial is a sweep cell; "
+           "the study is kept in the app's database, so running it again with the same name continues it.")
+with st.form("search_form"):
+    space_text = st.text_area("Settings to search: one per line, NAME=LOW:HIGH, optionally :log or :int",
+                              "cutoff_delta=-0.10:0.10\nmixer_cooldown_s=60:600", key="q_space", height=80,
+                              help="Any numeric setting; each range is checked against the setting's own rule.")
+    c = st.columns(4)
+    n_trials = c[0].number_input("Trials to add", min_value=1, max_value=2000, value=20, step=1, key="q_trials")
+    q_metric = c[1].selectbox("Maximise", ["total_return", "sharpe", "sortino", "profit_factor", "expectancy",
+                                           "max_drawdown"], key="q_metric",
+                              help="max_drawdown is minimised; annualised figures need ≥ 20 sessions")
+    q_workers = c[2].selectbox("Processes (run here)", [1, 2, 3, 4], index=1, key="q_workers")
+    study_name = c[3].text_input("Study name (optional)", key="q_study", max_chars=80,
+                                 placeholder="made from the inputs")
+    q_prune = st.checkbox("Prune trials clearly behind after the first third of the range", value=True, key="q_prune")
+    go_search = st.form_submit_button("Run search")
+sv.show_search_cancelled()
+if go_search and (problems or source is None or run_settings is None):
+    st.error("Nothing was run: fix the problems above first.")
+elif go_search:
+    rv.mark_running("search", "The search", "trials")
+    bar = st.progress(0.0, text="starting")
+    cancel = st.empty()
+    cancel.button("Cancel", key="q_cancel", help="Stops the search; the finished trials stay in its study")
+    try:
+        market = rv.prepare_market(source, frame, settings, run_settings, sessions, TODAY, bar)
+        st.session_state["q_result"] = sv.search_and_save(settings.db_path, source, universe_set, space_text,
+                                                          int(n_trials), q_metric, study_name, sessions, market,
+                                                          int(q_workers), q_prune, bar, cluster=run_on)
+    except (ConfigError, BarDataError, ValueError, RuntimeError) as e:
+        st.error(f"Cannot run: {plain(e)}")
+    rv.mark_done("search")
+    bar.empty()
+    cancel.empty()
+found = st.session_state.get("q_result")
+if found:
+    sv.show_search(found)
+    sv.apply_search_to_live(ctx, found, live, key=f"q_{found['id']}")

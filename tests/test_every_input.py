@@ -254,7 +254,7 @@ def test_more_days_than_the_limit_are_refused_with_the_pages_words(capsys, days,
      "argument --in-sample: must be between 0 and 1 (exclusive), not 1.5"),
     (["--sweep", "cooldown=60,120", "--walk-forward", "2", "--metric", "profit"], "argument --metric: unknown metric "
                                                                                   "'profit': one of total_return"),
-    (["--metric", "sharpe"], "--metric is for --walk-forward, which is not given"),
+    (["--metric", "sharpe"], "--metric is for --walk-forward or --search, neither of which is given"),
     (["--in-sample", "0.5"], "--in-sample is for --walk-forward, which is not given"),
     (["--set", "cooldown=5000"], "error: --set cooldown=5000: MIXER_COOLDOWN_S='5000': "),
     (["--save", " "], "error: --save: a run needs a name"),

@@ -20,7 +20,7 @@ from core.config import Settings, load_settings
 from core.exports import csv_safe, to_csv_bytes
 from core.metrics.display import NA, PERCENT_FIGURES, figure_text, missing_text, plain_number
 from core.metrics.figures import ANNUALISED, MIN_ANNUALISED_SESSIONS
-from core.research import cluster, files, record, runs, sources, walkforward
+from core.research import cluster, files, record, runs, search, sources, walkforward
 from core.state.store import Store
 from core.universe import Universe
 from core.venues.sim import bar_files
@@ -259,14 +259,16 @@ def sweep_and_save(db_path: str, source: sources.DataSource, universe_set: dict[
                                     progress=_sweep_progress(bar, "sweep"), cluster=cluster)
     src = source.run_source(sessions)
     name = f"sweep {len(rows)} cells, {sessions[0]} … {sessions[-1]}"
+    odds = search.sweep_odds(rows, rows.returns)  # the best cell by total_return: PBO and deflated Sharpe
     run_id = _save(db_path, lambda w: runs.save_run(w, name=name, kind="sweep", source=src,
                                                     params={"grid": grid, **universe_set}, metrics={},
                                                     detail={"grid": rows, "refused": rows.refused,
-                                                            "where": rows.where},
+                                                            "where": rows.where, "returns": rows.returns,
+                                                            "overfitting": odds},
                                                     created_at=datetime.now(UTC)))
     return {"id": run_id, "grid": grid, "rows": rows, "sessions": len(sessions),
             "used": f"{plain(source.describe())}, {sessions[0]} … {sessions[-1]} ({len(sessions)} sessions)",
-            "params": list(grid), "refused": rows.refused, "where": rows.where}
+            "params": list(grid), "refused": rows.refused, "where": rows.where, "overfitting": odds}
 
 
 def walk_forward_and_save(db_path: str, source: sources.DataSource, universe_set: dict[str, str],
@@ -405,8 +407,13 @@ def show_runs(opened: list[dict[str, Any]]) -> None:
         if r["kind"] == "sweep":
             show_sweep({"id": r["id"], "rows": r["detail"]["grid"], "used": _source_text(r), "sessions": _sessions(r),
                         "params": list((r["params"] or {}).get("grid") or {}),
-                        "refused": r["detail"].get("refused"), "where": r["detail"].get("where")},
+                        "refused": r["detail"].get("refused"), "where": r["detail"].get("where"),
+                        "overfitting": r["detail"].get("overfitting")},
                        st.session_state.get("s_metric", METRICS[0]), key=f"saved_{r['id']}")
+        elif r["kind"] == "search":
+            from ui import search_view
+
+            search_view.show_search({**r["detail"], "id": r["id"], "used": _source_text(r)}, key=f"saved_{r['id']}")
         else:
             show_walk_forward({**r["detail"], "id": r["id"]}, key=f"saved_{r['id']}")
     opened = [r for r in opened if r["kind"] == "replay"]
@@ -529,6 +536,14 @@ def show_sweep(sweep: dict[str, Any], metric: str, *, key: str = "s") -> None:
     df = pd.DataFrame(sweep["rows"])
     st.caption(f"Sweep #{sweep['id']}: {sweep['used']}" + (f", run {sweep['where']}" if sweep.get("where") else ""))
     show_refused(sweep.get("refused") or [], key=key)
+    if sweep.get("overfitting"):
+        from ui import search_view
+
+        odds = sweep["overfitting"]
+        best = sweep["rows"][odds["chosen"]] if "chosen" in odds else {}
+        chosen = ", ".join(f"{k}={plain_number(best[k])}" for k in sweep_params(sweep, df) if k in best)
+        search_view.show_odds(odds, key=f"{key}_odds",
+                              chosen=f"Best cell by {odds.get('metric', 'total_return')}: {chosen}. " if chosen else "")
     if metric not in df:
         st.info(f"No {metric} in these results.")
         return

@@ -2,8 +2,11 @@
 
 Runs the engine over N trading days (or every session of ``--start``..``--end``) of synthetic (or file, or
 Alpaca) bars with a SimClock and prints one JSON object. Same seed and settings give the same JSON apart from
-``elapsed_s``. ``--sweep`` prints a grid; ``--sweep ... --walk-forward K`` chooses the best cell in-sample and
-judges it out-of-sample (``core.research.walkforward``). A range is resolved by the Research page's function
+``elapsed_s``. ``--sweep`` prints a grid with the odds that its best cell is luck (PBO and deflated Sharpe,
+``core.research.overfitting``); ``--sweep ... --walk-forward K`` chooses the best cell in-sample and judges it
+out-of-sample (``core.research.walkforward``); ``--search N --space NAME=LOW:HIGH[:log|int] ...`` adds N Optuna
+trials to a study kept in the app's database (``core.research.search``), continued by running it again.
+A range is resolved by the Research page's function
 (``core.research.ranges``: ``--end`` by ``resolve_range``, ``--days`` by ``resolve_days`` over the range its
 sessions span) against today's date: notes about moved dates go to stderr, refusals are ``error: ...`` with exit
 code 2; more than ``ranges.MAX_SESSIONS`` sessions (five years) is refused as on the page. Every argument error
@@ -29,6 +32,7 @@ from core.research.cluster import ClusterError
 from core.research.ranges import RangeError, resolve_days, resolve_range
 from core.research.replay import SweepClock, build_market, parse_sweep, replay_days, run_replay, run_sweep
 from core.research.runs import clean_name
+from core.research.search import SearchProgress, check_metric, parse_space, run_search, sweep_odds
 from core.research.sources import DataSource
 from core.research.walkforward import walk_forward
 from core.state.decisions import MODES, SUMMARY
@@ -107,6 +111,18 @@ def cli_progress(label: str, unit: str = "cells") -> Callable[[int, int], None]:
         if done != last[0]:  # called every heartbeat too: print when a cell ends (and once at the start)
             last[0] = done
             print(f"{label}: {clock.text(done, total, unit)}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def search_progress(label: str) -> Callable[[SearchProgress], None]:
+    """Search progress on stderr, one line per finished trial: done / total, time left, the best so far."""
+    last = [-1]
+
+    def progress(p: SearchProgress) -> None:
+        if p.done != last[0]:
+            last[0] = p.done
+            print(f"{label}: {p.text()}", file=sys.stderr, flush=True)
 
     return progress
 
@@ -192,7 +208,21 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     ap.add_argument("--walk-forward", type=_whole(1), metavar="K",
                     help="out-of-sample check of the --sweep grid over K folds (core/research/walkforward.py)")
     ap.add_argument("--in-sample", type=_share, help="share of each fold's sessions used to choose (default 0.7)")
-    ap.add_argument("--metric", help="the figure the walk-forward chooses the best cell by (default total_return)")
+    ap.add_argument("--metric", help="the figure the walk-forward chooses the best cell by, or the search maximises "
+                                     "(minimises for drawdowns and rates of bad events; default total_return)")
+    ap.add_argument("--search", type=_whole(1), metavar="N",
+                    help="add N trials of an Optuna (TPE) search over --space to a study in the app's database "
+                         "(DB_PATH); the same command again continues the same study")
+    ap.add_argument("--space", nargs="+", metavar="NAME=LOW:HIGH[:log|int]",
+                    help="the settings a --search varies, e.g. cutoff_delta=-0.1:0.1 risk_per_trade=0.001:0.02:log "
+                         "mixer_cooldown_s=30:600")
+    ap.add_argument("--study", metavar="NAME",
+                    help="the study a --search adds to (default: a name made from the search's inputs)")
+    ap.add_argument("--batch", type=_whole(1), default=4,
+                    help="trials a --search asks at once (the trials depend on it, not on --workers or --cluster)")
+    ap.add_argument("--no-prune", action="store_true",
+                    help="replay every --search trial over the whole range (default: a trial clearly behind after "
+                         "the first third of the range is pruned)")
     ap.add_argument("--save", metavar="NAME",
                     help="keep the run (replay, sweep or walk-forward) in research_runs of the app's database "
                          "(DB_PATH), where the Research page lists it")
@@ -207,9 +237,19 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
         ap.error("--decisions full is for a single replay: a sweep cell keeps only its metrics")
     if args.walk_forward is not None and not args.sweep:
         ap.error("--walk-forward needs a --sweep grid to choose from")
-    for option, given in (("--in-sample", args.in_sample), ("--metric", args.metric)):
-        if given is not None and args.walk_forward is None:  # it would be ignored: say so instead
-            ap.error(f"{option} is for --walk-forward, which is not given")
+    if args.search is not None and args.sweep:
+        ap.error("--search and --sweep are two ways to choose settings: use one")
+    if args.search is not None and not args.space:
+        ap.error("--search needs --space NAME=LOW:HIGH[:log|int] (the settings to vary)")
+    if args.search is not None and args.decisions != SUMMARY:
+        ap.error("--decisions full is for a single replay: a search trial keeps only its metrics")
+    for option, given in (("--space", args.space), ("--study", args.study)):
+        if given is not None and args.search is None:
+            ap.error(f"{option} is for --search, which is not given")
+    if args.in_sample is not None and args.walk_forward is None:  # it would be ignored: say so instead
+        ap.error("--in-sample is for --walk-forward, which is not given")
+    if args.metric is not None and args.walk_forward is None and args.search is None:
+        ap.error("--metric is for --walk-forward or --search, neither of which is given")
     in_sample = 0.7 if args.in_sample is None else args.in_sample
     metric = args.metric or "total_return"
     if args.walk_forward is not None:
@@ -230,6 +270,7 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
         except ConfigError as e:
             raise _set_error(e, args.set) from None
         grid = parse_sweep(args.sweep) if args.sweep else {}  # every value within its setting's bounds
+        space = parse_space(args.space) if args.search is not None else {}  # refused before anything runs
         cluster = sweep_cluster(args.cluster, settings)
         try:
             market = ReplayMarket(load_bars(args.bars)) if args.bars else None
@@ -259,7 +300,22 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
                 raise ValueError(f"--save: {e}") from None
         source = cli_source(args, settings)
         sessions = replay_days(settings, start, days, market, end)
+        if args.search is not None:
+            check_metric(metric, len(sessions))
         prepare_kernel()
+        if args.search is not None:
+            # research runs always submit (nobody approves inside a replay), as the Research page's runs do
+            base = {**overrides, "auto_mode": "1"}
+            out = run_search(base, space, n_trials=args.search, metric=metric, sessions=sessions, seed=args.seed,
+                             db_path=settings.db_path, study_name=args.study, market=market,
+                             source=source.as_dict(),
+                             batch=args.batch, workers=args.workers, cluster=cluster, prune=not args.no_prune,
+                             progress=search_progress(f"search ({where_text(cluster, args.workers)})"))
+            saved = save_other(settings, args.save, "search", source, sessions,
+                               {"space": [d.text() for d in space.values()], "metric": metric, **overrides},
+                               (out["best"] or {}).get("row") or {}, out)
+            print(json.dumps({**out, "decisions": SUMMARY, **saved}, sort_keys=True, default=str))
+            return 0
         if args.walk_forward is not None:
             wf = walk_forward(overrides, grid, sessions=sessions,
                               seed=args.seed, market=market, folds=args.walk_forward, in_sample=in_sample,
@@ -274,10 +330,12 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
             rows = run_sweep(overrides, grid, days=days, seed=args.seed, start=start, end=end, market=market,
                              workers=args.workers, today=today, cluster=cluster,
                              progress=cli_progress(f"sweep ({where_text(cluster, args.workers)})"))
+            odds = sweep_odds(rows, rows.returns)  # the best cell by total_return, as a walk-forward chooses
             saved = save_other(settings, args.save, "sweep", source, sessions, {"grid": grid, **overrides}, {},
-                               {"grid": list(rows), "refused": rows.refused, "where": rows.where})
+                               {"grid": list(rows), "refused": rows.refused, "where": rows.where,
+                                "returns": rows.returns, "overfitting": odds})
             print(json.dumps({"params": list(grid), "grid": rows, "refused": rows.refused, "where": rows.where,
-                              "decisions": SUMMARY, **saved}, sort_keys=True, default=str))
+                              "overfitting": odds, "decisions": SUMMARY, **saved}, sort_keys=True, default=str))
             return 0
         saved = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -291,7 +349,7 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
                         w, args.save, rec, created_at=WallClock().now()))}
             finally:
                 result.store.close()
-    except (ConfigError, BarDataError, ValueError, ClusterError) as e:
+    except (ConfigError, BarDataError, ValueError, ClusterError) as e:  # SearchError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     stats = {**result.stats, "decisions": args.decisions, **saved}

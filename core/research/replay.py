@@ -375,6 +375,26 @@ def _init_worker(feed: MarketFeed) -> None:
 SweepJob = tuple[dict[str, Any], dict[str, Any], int, int, str, str | None]
 
 
+RETURNS_KEY = "_session_returns"  # a cell's per-session returns ride in its row until run_sweep takes them out
+
+
+def session_returns(store: Store, sessions: list[date], start_equity: float) -> list[float]:
+    """One return per session of a run: each session's last equity against the previous session's (the first
+    against the starting equity); a session without an equity sample returns 0. What PBO and the deflated
+    Sharpe read (core.research.overfitting)."""
+    from core.clock import trading_date
+
+    last: dict[date, float] = {}
+    for r in store.query("SELECT ts, equity FROM equity ORDER BY ts"):
+        last[trading_date(datetime.fromisoformat(r["ts"]))] = float(r["equity"])
+    out, prev = [], start_equity
+    for day in sessions:
+        v = last.get(day, prev)
+        out.append(v / prev - 1.0 if prev else 0.0)
+        prev = v
+    return out
+
+
 def cell_row(cell: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     """One sweep row: the cell's settings, its research metrics (``pnl_total`` and ``pnl_realized`` among them)
     and order count."""
@@ -403,14 +423,23 @@ def replay_cell(settings: Settings, cell: dict[str, Any], *, days: int, seed: in
                          end=date.fromisoformat(end_s) if end_s else None, db_path=str(Path(tmp) / "sweep.db"),
                          feed=feed, decisions=SUMMARY, progress=progress)
         stats = res.stats
-        res.store.close()
-    return None if stats.get("cancelled") else cell_row(cell, stats)
+        try:
+            if stats.get("cancelled"):
+                return None
+            days_run = replay_days(settings, date.fromisoformat(start_s), days, res.engine.feed.market,
+                                   date.fromisoformat(end_s) if end_s else None)
+            returns = session_returns(res.store, days_run, settings.sim_start_cash)
+        finally:
+            res.store.close()
+    return {**cell_row(cell, stats), RETURNS_KEY: returns}
 
 
 class SweepRows(list):  # type: ignore[type-arg]
     """The rows of a sweep (a list of dicts, grid order); ``cancelled`` is True when ``progress`` returned False:
     the rows are then those of the cells finished by then. ``refused``: the cells a rule between settings refused
-    (``{**cell, "refused": message}``, grid order), never run; ``where``: where the cells ran."""
+    (``{**cell, "refused": message}``, grid order), never run; ``where``: where the cells ran. ``returns``: each
+    row's per-session returns (``session_returns``), in row order; ``index``: each row's position in the cells
+    asked for."""
 
     cancelled: bool = False
 
@@ -418,6 +447,17 @@ class SweepRows(list):  # type: ignore[type-arg]
         super().__init__(*args)
         self.refused: list[dict[str, Any]] = []
         self.where = "here"
+        self.returns: list[list[float]] = []
+        self.index: list[int] = []
+
+    def take(self, results: dict[int, dict[str, Any]], positions: list[int]) -> None:
+        """The finished cells' rows in cell order, their returns set apart; ``positions[i]``: where the i-th cell
+        that ran stands in the cells asked for (a refused cell did not run)."""
+        for i in sorted(results):
+            row = dict(results[i])
+            self.returns.append(row.pop(RETURNS_KEY, []))
+            self.index.append(positions[i])
+            self.append(row)
 
 
 def split_refused(base: dict[str, Any], cells: list[dict[str, Any]]
@@ -466,9 +506,26 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
     not finished are cancelled and running cells stop at their next check), and the rows finished so far come
     back with ``cancelled = True``. Anything ``progress`` raises (Streamlit's stop exception) stops them the same
     way and propagates."""
+    return run_cell_list(base, grid_cells(grid), days=days, seed=seed, start=start, end=end, bars_file=bars_file,
+                         market=market, today=today, workers=workers, progress=progress, on_workers=on_workers,
+                         cluster=cluster, connect_timeout_s=connect_timeout_s)
+
+
+def run_cell_list(base: dict[str, Any], cells: list[dict[str, Any]], *, days: int = 0, seed: int, start: date,
+                  end: date | None = None, bars_file: str | None = None, market: MarketData | None = None,
+                  today: date | None = None, workers: int = 2,
+                  progress: Callable[[int, int], bool | None] | None = None,
+                  on_workers: Callable[[list[int]], None] | None = None,
+                  cluster: str | None = None, connect_timeout_s: float | None = None,
+                  feed: MarketFeed | None = None) -> SweepRows:
+    """``run_sweep`` of any list of cells (a search's trials are cells too): the same machinery, rows in the
+    order of ``cells`` (``rows.index`` says which). ``feed``: bars already scored by ``shared_feed`` for these
+    cells' range (a search scores them once for all its batches; not used on a cluster that regenerates them)."""
     from core.research.workers import HEARTBEAT_S, run_cells
 
-    ok, refused = split_refused(base, grid_cells(grid))
+    ok, refused = split_refused(base, cells)
+    ran = {id(c) for c, _ in ok}
+    positions = [i for i, c in enumerate(cells) if id(c) in ran]
     start_s, end_s = start.isoformat(), end.isoformat() if end else None
     cells_progress = progress
     out = SweepRows()
@@ -478,19 +535,20 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
         from core.research import cluster as dask_cluster
 
         regenerate = market is None and bars_file is None and first.market_data != "alpaca"
-        feed = None if regenerate else shared_feed(first, days=days, seed=seed, start=start, end=end,
-                                                   bars_file=bars_file, market=market, today=today)
+        feed = None if regenerate else feed or shared_feed(first, days=days, seed=seed, start=start, end=end,
+                                                           bars_file=bars_file, market=market, today=today)
         jobs = [dask_cluster.CellJob(dask_cluster.shipped_settings(st), c, days, seed, start_s, end_s)
                 for c, st in ok]
         results, out.cancelled, out.where = dask_cluster.run_cells(
             cluster, jobs, feed=feed, timeout_s=connect_timeout_s or first.dask_connect_timeout_s,
             cell=replay_cell, make_feed=shared_feed,
             progress=cells_progress if progress is not None else None)
-        out.extend(results[i] for i in sorted(results))
+        out.take(results, positions)
         return out
     sweep_jobs: list[SweepJob] = [(base, c, days, seed, start_s, end_s) for c, _ in ok]
-    feed = shared_feed(first, days=days, seed=seed, start=start, end=end, bars_file=bars_file,
-                       market=market, today=today)
+    if feed is None:
+        feed = shared_feed(first, days=days, seed=seed, start=start, end=end, bars_file=bars_file,
+                           market=market, today=today)
     if workers <= 1:
         out.where = "here, in this process"
         results: dict[int, dict[str, Any]] = {}
@@ -509,7 +567,7 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
         results, out.cancelled = run_cells(_sweep_cell, sweep_jobs, workers=workers, initializer=_init_worker,
                                            initargs=(feed,), progress=cells_progress if progress is not None else None,
                                            on_workers=on_workers)
-    out.extend(results[i] for i in sorted(results))
+    out.take(results, positions)
     return out
 
 
