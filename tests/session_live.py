@@ -91,3 +91,31 @@ def full_session(db: str, seed: int) -> dict[str, Any]:
 
 
 
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.session_live DB SEED FROM TO [KILL_AT]``: run the tick job from FROM to TO (New York HH:MM,
+    auto mode); with KILL_AT the process SIGKILLs itself right after that tick (a real kill -9 at a fixed point)."""
+    import os
+    import signal
+
+    db, seed, start, end = argv[0], int(argv[1]), argv[2], argv[3]
+    kill_at = argv[4] if len(argv) > 4 else None
+    s = LiveSession(db, seed=seed, cutoff_delta=-0.05, auto_mode=True)
+    h, m = (int(x) for x in start.split(":"))
+    s.clock.set(ny(s.day, h, m))
+
+    def maybe_die(sess: LiveSession) -> None:
+        if kill_at is not None and sess.clock.now() >= ny(sess.day, *(int(x) for x in kill_at.split(":"))):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    h, m = (int(x) for x in end.split(":"))
+    s.tick_until(h, m, each=maybe_die)
+    s.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,9 @@ The live sessions run through the real Runtime on the synthetic market and simul
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,32 @@ def test_the_replay_sees_a_changed_replay_state(tmp_path):
     assert first is not None and first.table == "fills" and first.cause == sr.FILL_PRICE
     assert list(first.fields) == ["price"]
     assert result.summary["by_cause"].get(sr.UNEXPLAINED, 0) == 0
+
+
+def _driver(db: str, *args: str) -> int:
+    proc = subprocess.run([sys.executable, "-m", "tests.session_live", db, *args], cwd=ROOT, timeout=300,
+                          capture_output=True, text=True)
+    return proc.returncode
+
+
+def test_a_kill_9_mid_session_is_labelled_restart_and_the_rest_matches(tmp_path):
+    db = str(tmp_path / "live.db")
+    assert _driver(db, "2", "09:31", "16:00", "11:00") == -signal.SIGKILL  # killed right after the 11:00 tick
+    assert _driver(db, "2", "11:20", "16:00") == 0  # started again 20 minutes later, to the close
+    live = Store(db)
+    try:
+        assert live.scalar("SELECT COUNT(*) FROM engine_calls WHERE info LIKE '%restart%'") == 2  # both starts
+        result = sr.replay_session(live, DAY)
+    finally:
+        live.close()
+    assert [(g["start"][11:16], g["end"][11:16], g["cause"]) for g in result.gaps] == [("16:00", "16:20", "restart")]
+    assert result.gap_ticks > 30
+    assert result.differences, "the replay ticked through the gap: it must have decided what live could not"
+    causes = {d.cause for d in result.differences}
+    assert causes == {sr.RESTART}, result.table().head(10).to_string()
+    # everything differing is what the replay did while live was down; before and after the gap all matches (after
+    # it, the replay carries on from the state live journalled at its restart)
+    assert all("2025-03-05T16:00:30" <= d.ts < "2025-03-05T16:20" for d in result.differences)
+    assert all(d.kind == "only_replay" for d in result.differences)
+    assert result.matched["decisions"] > 3000 and result.matched["equity"] > 300
+    assert set(result.summary["pnl_difference_by_cause"]) <= {sr.RESTART}

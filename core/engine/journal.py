@@ -6,7 +6,9 @@
   The replay calls the same entry points at the same times, so the live timing (late or skipped ticks) is its input.
 * ``session_snapshots``: at the first call of each New York trading date, the engine's state before that call changes
   anything (book, open intents and orders, TTL keys, cap counts, protections, parameters, token levels, the
-  scheduler's memory, the broker's account) and the version of the rules and engine code that traded.
+  scheduler's memory, the broker's account) and the version of the rules and engine code that traded; again after
+  each disruption (a restart, ticks the broker failed, a pause of more than ``RESYNC_AFTER_S``), so a replay that
+  ticked through the disruption can carry on from live's state and count the disruption once.
 
 Both are written inside the call's transaction, so they are committed before anything leaves the process. A replay
 (``store.batched``) and a session replay's own engine (``enabled`` False) write neither.
@@ -34,6 +36,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 _VERSIONED = ("rules", "engine", "strategy.py", "feed.py")
 STATE_TABLES = ("kv", "counters", "params", "positions", "day_state", "basket_state", "protections")
 STATE_META = ("fill_cursor", "token_buckets", "tick_cadence")
+RESYNC_AFTER_S = 120.0  # market seconds between two ticks of one process that make a pause
 
 
 @lru_cache(maxsize=1)
@@ -64,6 +67,8 @@ class SessionJournal:
         self.enabled = True
         self.call_id: int | None = None  # the row of the call in progress (commands add their ids to it)
         self._snap_day: str | None = None  # the date whose snapshot is known to be on disk
+        self._last_tick: datetime | None = None  # this process's previous tick
+        self._failed = False  # the previous tick failed at the broker
         store.on_rollback(self._forget)
 
     def _forget(self) -> None:
@@ -77,12 +82,32 @@ class SessionJournal:
             self.call_id = None
             return
         day = trading_date(now).isoformat()
+        kind_of_snap = None
         if self._snap_day != day:
             if self.store.scalar("SELECT 1 FROM session_snapshots WHERE date=?", (day,)) is None:
-                snap = snapshot(engine, now)
-                self.store.insert("session_snapshots", {"date": day, "ts": iso(now), "version": snap["version"],
-                                                        "json": json.dumps(snap, sort_keys=True)})
+                kind_of_snap = "start"
             self._snap_day = day
+        if kind == "tick" and "broker_error" not in info:
+            if kind_of_snap is None:
+                if info.get("restart"):
+                    kind_of_snap = "restart"
+                elif self._failed:
+                    kind_of_snap = "broker"
+                elif self._last_tick is not None and (now - self._last_tick).total_seconds() > RESYNC_AFTER_S \
+                        and trading_date(self._last_tick) == trading_date(now):
+                    kind_of_snap = "pause"
+            self._failed = False
+        if kind == "tick":
+            self._last_tick = now
+            if "broker_error" in info:
+                self._failed = True
+        if kind_of_snap is not None:
+            snap = snapshot(engine, now)
+            row = {"date": day, "ts": iso(now), "kind": kind_of_snap, "version": snap["version"],
+                   "json": json.dumps(snap, sort_keys=True)}
+            self.store.insert("session_snapshots", row, ignore=True)
+            if kind_of_snap != "start":
+                info = {**info, "resync": kind_of_snap}
         wall = engine.wall() if engine.wall is not None else None
         cur = self.store.execute("INSERT INTO engine_calls(ts, day, wall, kind, info) VALUES (?,?,?,?,?)",
                                  (iso(now), day, wall, kind, json.dumps(info, sort_keys=True) if info else None))

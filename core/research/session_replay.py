@@ -163,7 +163,7 @@ def replay_session(live: Store, day: date | str, *, bars: pd.DataFrame | None = 
     strategy object when it is not the configured one (tests)."""
     t0 = time.perf_counter()
     day_s = day.isoformat() if isinstance(day, date) else str(day)
-    snap_row = live.one("SELECT * FROM session_snapshots WHERE date=?", (day_s,))
+    snap_row = live.one("SELECT * FROM session_snapshots WHERE date=? ORDER BY ts LIMIT 1", (day_s,))
     if snap_row is None:
         have = ", ".join(live_sessions(live)[:5]) or "none"
         raise SessionReplayError(f"no live session journalled on {day_s} (sessions: {have})")
@@ -181,10 +181,14 @@ def replay_session(live: Store, day: date | str, *, bars: pd.DataFrame | None = 
     schedule, gaps = tick_schedule(calls)
     wall: list[float | None] = [None]
     runner = _Runner(engine, store, live, settings, market, feed, strategy, wall)
+    runner.resyncs = {r["ts"]: json.loads(r["json"]) for r in live.query(
+        "SELECT ts, json FROM session_snapshots WHERE date=? AND ts > ?", (day_s, snap_row["ts"]))}
     for item in schedule:
         runner.run(item)
     store.flush()
-    result = compare(live, store, snap, calls, gaps, live_bars=live_bars, feed=runner.engine.feed)
+    replay_rows = runner.rows(max(c["ts"] for c in calls))
+    result = compare(live, replay_rows, snap, calls, gaps, live_bars=live_bars, feed=runner.engine.feed,
+                     segments=runner.segments)
     result.gap_ticks = sum(1 for it in schedule if it["kind"] == "gap_tick")
     result.elapsed_s = time.perf_counter() - t0
     store.close()
@@ -198,7 +202,7 @@ def _strategy(settings: Settings) -> Strategy:
 
 
 def _engine(settings: Settings, store: Store, market: MarketData, feed: MarketFeed, strategy: Strategy | None,
-            memory: dict[str, Any] | None) -> Engine:
+            memory: dict[str, Any] | None, fill_cursor: int = 0) -> Engine:
     engine = Engine(settings, store, market, feed=feed, strategy=strategy)
     engine.journal.enabled = False  # the scratch database is not a live session
     if memory is not None:  # the live engine's memory at the session's start (what SQLite alone does not hold)
@@ -212,7 +216,7 @@ def _engine(settings: Settings, store: Store, market: MarketData, feed: MarketFe
             st.buckets.restore(memory["buckets"])
         st.last_stop_check = memory.get("last_stop_check")
         st.last_equity_minute = memory.get("last_equity_minute")
-        st.fill_cursor = 0  # the simulator here starts with no fills
+        st.fill_cursor = fill_cursor  # the replay's own simulator's fills taken in so far
         engine.reconciliation.done = bool(memory.get("reconciled"))
     return engine
 
@@ -243,6 +247,47 @@ def restore(store: Store, live: Store, snap: dict[str, Any]) -> None:
         _insert(store, table, live.query(f"SELECT * FROM {table} WHERE {col} >= ? AND {col} < ?", (since, snap["ts"])))
     _insert(store, "param_audit", live.query("SELECT * FROM param_audit WHERE ts < ?", (snap["ts"],)))
     store.commit()
+
+
+def reseed(store: Store, snap: dict[str, Any]) -> int:
+    """After a disruption live journalled a snapshot: the replay carries on from live's state (what it did during
+    the disruption stays in its tables, compared; its open intents and orders end here). Returns the fill cursor."""
+    for table in snap["tables"]:
+        store.execute(f"DELETE FROM {table}")
+    _end_replay_only(store, "intents", "id", "status IN ('pending', 'submitting', 'submitted')",
+                     "status='expired', note='replay resynced to live'", [r["id"] for r in snap["intents"]])
+    _end_replay_only(store, "orders", "client_order_id",
+                     "status IN ('new', 'accepted', 'pending_new', 'partially_filled', 'submitting')",
+                     "status='canceled', reason='replay resynced to live'",
+                     [r["client_order_id"] for r in snap["orders"]])
+    for table, rows in snap["tables"].items():
+        _insert(store, table, rows)
+    _insert(store, "intents", snap["intents"])
+    _insert(store, "orders", snap["orders"])
+    for k, v in snap["meta"].items():
+        if v is not None:
+            store.upsert("meta", {"key": k, "value": v})
+    b = snap["broker"]
+    store.execute("UPDATE sim_orders SET status='canceled', reason='replay resynced to live' "
+                  "WHERE status IN ('new', 'held')")
+    store.execute("DELETE FROM sim_positions")
+    store.execute("UPDATE sim_account SET cash=? WHERE id=1", (b["cash"],))
+    if "sim_orders" in b:
+        _insert(store, "sim_orders", b["sim_orders"])
+        _insert(store, "sim_positions", b["sim_positions"])
+    else:
+        _insert(store, "sim_positions", [{"symbol": s, "qty": q, "avg_price": p} for s, q, p in b["positions"]])
+        _seed_legs(store, snap)
+    cursor = int(store.scalar("SELECT MAX(seq) FROM sim_fills") or 0)
+    store.upsert("meta", {"key": "fill_cursor", "value": str(cursor)})
+    store.commit()
+    return cursor
+
+
+def _end_replay_only(store: Store, table: str, key: str, alive: str, ending: str, keep: list[Any]) -> None:
+    marks = ",".join("?" * len(keep))
+    store.execute(f"UPDATE {table} SET {ending} WHERE {alive}" + (f" AND {key} NOT IN ({marks})" if keep else ""),
+                  keep)
 
 
 def _seed_legs(store: Store, snap: dict[str, Any]) -> None:
@@ -310,6 +355,12 @@ class _Runner:
         self.engine, self.store, self.live, self.settings = engine, store, live, settings
         self.market, self.feed, self.strategy, self.wall = market, feed, strategy, wall
         self.first = True
+        self.resyncs: dict[str, dict[str, Any]] = {}  # ts -> live's snapshot after a disruption
+        # the replay's rows of the segments before the last resync (their tables then hold live's rows, which the
+        # protections' windows and the scheduler read), and the segments' bounds
+        self.archived: dict[str, list[dict[str, Any]]] = {t: [] for t in _SPECS}
+        self.segments: list[tuple[str, str]] = []
+        self.seg_start: str | None = None
         self._wire()
 
     def _wire(self) -> None:
@@ -322,10 +373,21 @@ class _Runner:
         if self.wall[0] is None:
             self.engine.wall = None
         info = item["info"]
-        if info.get("restart") and not self.first:
-            # live was restarted here: a new engine from what the database holds, as the live one was
-            self.engine = _engine(self.settings, self.store, self.market, self.feed, self.strategy, None)
+        snap = self.resyncs.get(item["ts"]) if info.get("resync") else None
+        if snap is not None and not self.first:
+            # after a disruption: on from live's state, with a new engine as live had after a restart
+            self._archive(item["ts"])
+            cursor = reseed(self.store, snap)
+            self.engine = _engine(self.settings, self.store, self.market, self.feed, self.strategy, snap["memory"],
+                                  cursor)
             self._wire()
+        elif info.get("restart") and not self.first:
+            # live was restarted here: a new engine from what the database holds, as the live one was
+            cursor = int(self.store.scalar("SELECT MAX(seq) FROM sim_fills") or 0)
+            self.engine = _engine(self.settings, self.store, self.market, self.feed, self.strategy, None, cursor)
+            self._wire()
+        if self.first:
+            self.seg_start = item["ts"]
         self.first = False
         if self.wall[0] is not None and self.engine.wall is None:
             self._wire()
@@ -350,6 +412,34 @@ class _Runner:
         self.store.commit()
 
 
+    def _archive(self, until: str) -> None:
+        """Keep the replay's rows of [segment start, ``until``) for the comparison; put live's in their place."""
+        assert self.seg_start is not None
+        lo, hi = self.seg_start, _before(until)
+        for name, (sql, _, _, tcol, _) in _SPECS.items():
+            table = _TABLE.get(name, name)
+            self.archived[name].extend(self.store.query(sql, (lo, hi)))
+            self.store.execute(f"DELETE FROM {table} WHERE {tcol} >= ? AND {tcol} <= ?", (lo, hi))
+            rows = self.live.query(f"SELECT * FROM {table} WHERE {tcol} >= ? AND {tcol} <= ?", (lo, hi))
+            if table in _AUTO_ID:
+                rows = [{k: v for k, v in r.items() if k != "id"} for r in rows]
+            _insert(self.store, table, rows)
+        self.store.commit()
+        self.segments.append((lo, hi))
+        self.seg_start = until
+
+    def rows(self, hi: str) -> dict[str, list[dict[str, Any]]]:
+        """Every replay row of the session: the archived segments' and the last segment's."""
+        assert self.seg_start is not None
+        self.segments.append((self.seg_start, hi))
+        return {name: [*self.archived[name], *self.store.query(sql, (self.seg_start, hi))]
+                for name, (sql, *_) in _SPECS.items()}
+
+
+def _before(ts: str) -> str:
+    return iso(datetime.fromisoformat(ts) - timedelta(microseconds=1))
+
+
 # ================================================================ the comparison
 # table -> (live query, key columns, compared columns, time column, symbol column)
 _SPECS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, str | None]] = {
@@ -368,16 +458,18 @@ _SPECS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, str | None]]
                     ("until", "why"), "fired_at", None),
     "equity": ("SELECT * FROM equity WHERE ts >= ? AND ts <= ?", ("ts",), ("equity", "cash"), "ts", None),
 }
+_TABLE = {"decisions": "signals"}
+_AUTO_ID = ("signals", "trades", "protections")  # integer ids: live's rows get new ones in the replay's tables
 _TOL = {"score": 1e-9, "price": 1e-6, "cutoff": 1e-9, "qty": 1e-9, "filled_qty": 1e-9, "filled_avg_price": 1e-6,
         "stop_price": 1e-6, "take_profit_price": 1e-6, "entry_price": 1e-6, "exit_price": 1e-6, "pnl": 1e-4,
         "equity": 5e-3, "cash": 5e-3}
 
 
-def _rows(store: Store, table: str, lo: str, hi: str) -> dict[tuple[Any, ...], dict[str, Any]]:
-    sql, key, _, _, _ = _SPECS[table]
+def _rows(table: str, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    _, key, _, _, _ = _SPECS[table]
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     seen: dict[Any, int] = {}
-    for r in store.query(sql, (lo, hi)):
+    for r in rows:
         if table == "fills":  # a partial fill is one of several fills of one order: its place among them
             r["n"] = seen[r["client_order_id"]] = seen.get(r["client_order_id"], -1) + 1
         out[tuple(r[k] for k in key)] = r
@@ -390,14 +482,15 @@ def _same(name: str, a: Any, b: Any) -> bool:
     return a == b
 
 
-def compare(live: Store, replay: Store, snap: dict[str, Any], calls: list[dict[str, Any]], gaps: list[dict[str, Any]],
-            *, live_bars: pd.DataFrame | None = None, feed: MarketFeed | None = None) -> SessionReplay:
+def compare(live: Store, replay: dict[str, list[dict[str, Any]]], snap: dict[str, Any], calls: list[dict[str, Any]],
+            gaps: list[dict[str, Any]], *, live_bars: pd.DataFrame | None = None, feed: MarketFeed | None = None,
+            segments: list[tuple[str, str]] | None = None) -> SessionReplay:
     """Match live's rows of the session with the replay's, classify each difference, sum up."""
     lo, hi = snap["ts"], max(c["ts"] for c in calls)
     diffs: list[Difference] = []
     matched: dict[str, int] = {}
-    for table, (_, _key, cols, tcol, scol) in _SPECS.items():
-        a, b = _rows(live, table, lo, hi), _rows(replay, table, lo, hi)
+    for table, (sql, _key, cols, tcol, scol) in _SPECS.items():
+        a, b = _rows(table, live.query(sql, (lo, hi))), _rows(table, replay[table])
         matched[table] = 0
         for k in sorted(set(a) | set(b), key=lambda k: ((a.get(k) or b.get(k))[tcol] or "", str(k))):
             ra, rb = a.get(k), b.get(k)
@@ -420,13 +513,13 @@ def compare(live: Store, replay: Store, snap: dict[str, Any], calls: list[dict[s
     ev = _Evidence(live, calls, gaps, live_bars, feed)
     live_version, replay_version = snap["version"], code_version()
     classify(diffs, ev, rule_change=live_version != replay_version)
-    summary = _summary(live, replay, lo, hi, diffs, matched, snap, feed)
+    summary = _summary(live, replay, lo, hi, diffs, matched, snap, feed, segments or [(lo, hi)])
     eq = "SELECT ts, equity FROM equity WHERE ts >= ? AND ts <= ? ORDER BY ts"
     return SessionReplay(
         day=date.fromisoformat(calls[0]["day"]), live_version=live_version, replay_version=replay_version,
         calls=len(calls), gap_ticks=0, differences=diffs, matched=matched, summary=summary,
         equity_live=[[r["ts"], r["equity"]] for r in live.query(eq, (lo, hi))],
-        equity_replay=[[r["ts"], r["equity"]] for r in replay.query(eq, (lo, hi))], gaps=gaps)
+        equity_replay=sorted([r["ts"], r["equity"]] for r in replay["equity"]), gaps=gaps)
 
 
 class _Evidence:
@@ -534,46 +627,52 @@ def classify(diffs: list[Difference], ev: _Evidence, *, rule_change: bool) -> No
             first = d
 
 
-def _summary(live: Store, replay: Store, lo: str, hi: str, diffs: list[Difference], matched: dict[str, int],
-             snap: dict[str, Any], feed: MarketFeed | None) -> dict[str, Any]:
-    """Counts by kind and cause, and the P&L difference split by cause (per symbol, by its first difference)."""
-    last = datetime.fromisoformat(hi)
+def _summary(live: Store, replay: dict[str, list[dict[str, Any]]], lo: str, hi: str, diffs: list[Difference],
+             matched: dict[str, int], snap: dict[str, Any], feed: MarketFeed | None,
+             segments: list[tuple[str, str]]) -> dict[str, Any]:
+    """Counts by kind and cause, and the P&L difference split by cause: per segment (between two resyncs to live)
+    and symbol, the fills' cash flows plus what is still held at the segment's end at one price for both, given to
+    the cause of the symbol's first difference in the segment."""
+    live_fills = live.query("SELECT symbol, side, qty, price, fee, ts FROM fills WHERE ts >= ? AND ts <= ?", (lo, hi))
 
-    def pnl(store: Store) -> dict[str, float]:
+    def pnl(fills: list[dict[str, Any]], a: str, b: str) -> dict[str, float]:
         out: dict[str, float] = {}
         held: dict[str, float] = {}
-        for r in store.query("SELECT symbol, side, qty, price, fee FROM fills WHERE ts >= ? AND ts <= ?", (lo, hi)):
+        for r in fills:
+            if not a <= r["ts"] <= b:
+                continue
             sign = -1.0 if r["side"] == "buy" else 1.0
             out[r["symbol"]] = out.get(r["symbol"], 0.0) + sign * r["qty"] * r["price"] - (r["fee"] or 0.0)
             held[r["symbol"]] = held.get(r["symbol"], 0.0) - sign * r["qty"]
-        for sym, q in held.items():  # what is still held at the end, at the replay's last price
-            px = feed.price(sym, last) if feed is not None else None
+        end = datetime.fromisoformat(b)
+        for sym, q in held.items():
+            px = feed.price(sym, end) if feed is not None else None
             out[sym] += q * (px or 0.0)
         return out
 
-    pl, pr = pnl(live), pnl(replay)
-    first_cause: dict[str, str] = {}
-    for d in diffs:
-        if d.symbol and d.symbol not in first_cause:
-            first_cause[d.symbol] = d.cause
     by_cause: dict[str, float] = {}
-    for sym in sorted(set(pl) | set(pr)):
-        delta = pr.get(sym, 0.0) - pl.get(sym, 0.0)
-        if abs(delta) > 1e-9:
-            c = first_cause.get(sym, UNEXPLAINED)
-            by_cause[c] = round(by_cause.get(c, 0.0) + delta, 4)
-    eq_sql = "SELECT equity FROM equity WHERE ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT 1"
-    start = snap["broker"]["equity"]
-    el, er = live.scalar(eq_sql, (lo, hi)), replay.scalar(eq_sql, (lo, hi))
+    total = 0.0
+    for a, b in segments:
+        pl, pr = pnl(live_fills, a, b), pnl(replay["fills"], a, b)
+        first_cause: dict[str, str] = {}
+        for d in diffs:
+            if a <= d.ts <= b and d.symbol and d.symbol not in first_cause:
+                first_cause[d.symbol] = d.cause
+        for sym in sorted(set(pl) | set(pr)):
+            delta = pr.get(sym, 0.0) - pl.get(sym, 0.0)
+            if abs(delta) > 1e-6:
+                c = first_cause.get(sym, UNEXPLAINED)
+                by_cause[c] = round(by_cause.get(c, 0.0) + delta, 4)
+                total += delta
+    el = live.scalar("SELECT equity FROM equity WHERE ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT 1", (lo, hi))
+    pnl_live = None if el is None else round(el - snap["broker"]["equity"], 4)
     kinds = {k: sum(1 for d in diffs if d.kind == k) for k in KINDS[1:]}
-    causes = {c: sum(1 for d in diffs if d.cause == c) for c in (*CAUSES, UNEXPLAINED) if any(
-        d.cause == c for d in diffs)}
+    causes = {c: n for c in (*CAUSES, UNEXPLAINED) if (n := sum(1 for d in diffs if d.cause == c))}
     return {
         "differences": len(diffs), "matched": sum(matched.values()), "by_kind": kinds, "by_cause": causes,
-        "pnl_live": None if el is None else round(el - start, 4),
-        "pnl_replay": None if er is None else round(er - start, 4),
-        "pnl_difference": None if el is None or er is None else round(er - el, 4),
-        "pnl_difference_by_cause": by_cause,
+        "segments": len(segments), "pnl_live": pnl_live,
+        "pnl_replay": None if pnl_live is None else round(pnl_live + total, 4),
+        "pnl_difference": round(total, 4), "pnl_difference_by_cause": by_cause,
     }
 
 
