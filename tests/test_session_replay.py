@@ -14,7 +14,7 @@ import pytest
 
 from core.research import session_replay as sr
 from core.state.store import Store
-from tests.session_live import DAY, full_session, ny
+from tests.session_live import DAY, LiveSession, full_session, ny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +89,30 @@ def test_a_kill_9_mid_session_is_labelled_restart_and_the_rest_matches(tmp_path)
     assert all(d.kind == "only_replay" for d in result.differences)
     assert result.matched["decisions"] > 3000 and result.matched["equity"] > 300
     assert set(result.summary["pnl_difference_by_cause"]) <= {sr.RESTART}
+
+
+def test_a_session_traded_by_older_rules_is_labelled_rule_change(tmp_path, monkeypatch):
+    """Live traded with a stricter cutoff rule under another code version: every difference says so."""
+    from core.engine import journal
+    from core.rules import gates
+
+    db = str(tmp_path / "live.db")
+    real_check = gates.check_cutoff
+    with monkeypatch.context() as m:
+        m.setattr(journal, "code_version", lambda: "older-rules0")
+        m.setattr(gates, "check_cutoff", lambda score, cutoff: real_check(score, cutoff + 0.04))
+        s = LiveSession(db, seed=3, cutoff_delta=-0.05, auto_mode=True)
+        try:
+            s.tick_until(12, 0)
+        finally:
+            s.stop()
+    live = Store(db)
+    try:
+        result = sr.replay_session(live, DAY)
+    finally:
+        live.close()
+    assert result.live_version == "older-rules0" and result.replay_version == journal.code_version()
+    assert result.differences, "a looser cutoff now: the replay acts where live did not"
+    assert {d.cause for d in result.differences} == {sr.RULE_CHANGE}
+    first = result.first_divergence
+    assert first is not None and first.table == "decisions" and first.kind == "different"
