@@ -21,15 +21,12 @@ import json
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.clock import trading_date
 from core.config import secret_fields
 from core.state.book import LIVE_INTENT_STATUSES, OPEN_ORDER_STATUSES
 from core.state.store import Store, iso
-
-if TYPE_CHECKING:
-    from core.engine.tick import Engine
 
 _ROOT = Path(__file__).resolve().parents[1]
 # what decides a trade: the rules, the engine, the strategy and the feed that scores the bars
@@ -75,9 +72,10 @@ class SessionJournal:
         self._snap_day = None  # the snapshot may have been rolled back with its call
         self.call_id = None
 
-    def begin(self, engine: Engine, kind: str, now: datetime, **info: Any) -> None:
-        """A call into the engine from outside starts at ``now``: the session's snapshot first if this is its first
-        call, then the call's row."""
+    def begin(self, engine: Any, kind: str, now: datetime, **info: Any) -> None:
+        """A call into ``engine`` from outside starts at ``now``: the session's snapshot first if this is its first
+        call (or the first after a disruption), then the call's row. (``engine`` is core.engine.tick.Engine, typed
+        Any: tick imports this module.)"""
         if not self.enabled or self.store.batched:
             self.call_id = None
             return
@@ -123,7 +121,7 @@ class SessionJournal:
                                                                         self.call_id))
 
 
-def snapshot(engine: Engine, now: datetime) -> dict[str, Any]:
+def snapshot(engine: Any, now: datetime) -> dict[str, Any]:
     """The engine's state at ``now``, before the call that starts there changes anything: enough for a fresh engine
     on an empty database to carry on exactly as this one will."""
     st = engine.store
