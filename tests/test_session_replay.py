@@ -5,6 +5,7 @@ The live sessions run through the real Runtime on the synthetic market and simul
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.research import session_replay as sr
+from core.research.__main__ import main
 from core.state.store import Store
 from tests.session_live import DAY, LiveSession, full_session, ny
 
@@ -44,12 +46,19 @@ def test_a_full_live_session_replays_exactly(tmp_path, seed):
     assert result.gap_ticks == 0
 
 
-def test_the_replay_sees_a_changed_replay_state(tmp_path):
+def test_the_cli_and_a_changed_live_row(tmp_path, capsys):
     """The comparison can fail: a live row the replay cannot make (an edited fill price) is found and labelled."""
     db = str(tmp_path / "live.db")
     full_session(db, 1)
+    # first the command line on the untouched session: no difference, kept in research_runs
+    assert main(["--replay-session", DAY.isoformat(), "--db", db, "--save", "cli replay"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["differences"] == 0 and out["saved_run_id"] >= 1
+    assert main(["--replay-session", "2025-03-06", "--db", db]) == 2
+    assert "no live session journalled on 2025-03-06" in capsys.readouterr().err
     live = Store(db)
     try:
+        assert live.scalar("SELECT kind FROM research_runs WHERE id=?", (out["saved_run_id"],)) == "session_replay"
         fill = live.one("SELECT id, price FROM fills WHERE ts >= ? ORDER BY ts LIMIT 1", (ny(DAY, 9, 30).isoformat(),))
         live.execute("UPDATE fills SET price = price + 0.5 WHERE id=?", (fill["id"],))
         live.commit()
