@@ -9,6 +9,7 @@ from core import views
 from core.state.store import Store
 from ui import charts
 from ui.positions import positions_panel
+from ui.session_replay import session_replay_panel
 from ui.state import load_context
 from ui.tables import page_picker
 
@@ -68,3 +69,4 @@ def trades_csv() -> bytes:
 history()
 st.download_button("Download trades CSV", trades_csv, file_name="trades.csv", mime="text/csv", key="trades_csv",
                    help="entry_ts and exit_ts in UTC, entry_ts_ny and exit_ts_ny in New York time (as the table above)")
+session_replay_panel(ctx.settings, ctx.store)  # issue 28: did live do what research says it would?

@@ -30,6 +30,7 @@ from core.engine.account import Accounts, AccountState, EntryRisk, RiskManager
 from core.engine.closing import PositionClosing
 from core.engine.commands import CommandRefused, command_who, parse_command
 from core.engine.decide import DecisionChain
+from core.engine.journal import SessionJournal
 from core.engine.ledger import FillLedger
 from core.engine.memory import EngineState
 from core.engine.orders import OrderFlow
@@ -122,6 +123,8 @@ class Engine:
                                        self.orders, self.lock)
         self.snapshots = Snapshots(store, self.broker, self.state, self.live, self.accounts, self.risk,
                                    self.closing)
+        self.journal = SessionJournal(store)  # the session replay's inputs (core.engine.journal)
+        self._in_tick = False  # a tick's own stop checks, protections and day roll are not outside calls
         self._last_broker_warning: datetime | None = None
         self.storage_error: str | None = None  # set while the database refuses writes (trading stopped)
 
@@ -193,9 +196,13 @@ class Engine:
             rep = TickReport(now=now)
             try:
                 with self.store.tick_scope():  # one transaction, committed here or at a barrier before a call out
+                    self._in_tick = True
                     self.feed.ensure(now)
                     if not self.reconciliation.done:
+                        self.journal.begin(self, "tick", now, restart=True)
                         self.reconciliation.reconcile(now)
+                    else:
+                        self.journal.begin(self, "tick", now)
                     if not self.store.batched:  # a replay's database has no UI sending commands
                         rep.commands = self.apply_commands(now)
                     self._tick_body(now, rep)
@@ -206,6 +213,7 @@ class Engine:
                 # The broker is unreachable or answered nonsense: trade nothing this tick, say so, try again next.
                 self.store.rollback()
                 self.state.reload_after_rollback()
+                self.journal.begin(self, "tick", now, broker_error=str(e)[:200])  # the outage, for a replay
                 rep.broker_error = str(e)
                 log.warning("tick %s: broker problem, nothing traded: %s", now.isoformat(), e)
                 last = self._last_broker_warning
@@ -215,6 +223,8 @@ class Engine:
                 return self._commit_or_stop(rep, now)
             except sqlite3.DatabaseError as e:
                 return self._storage_failed(rep, now, e)
+            finally:
+                self._in_tick = False
             if self.storage_error is not None:
                 log.warning("tick %s: the database is writable again: trading resumes", now.isoformat())
                 self.store.notify("warning", f"database writable again after: {self.storage_error}", now)
@@ -273,6 +283,10 @@ class Engine:
         never stops the rows after it or the tick. Only a broker or database failure leaves a row for the next
         tick (the tick's own handling of those)."""
         cmds = self.store.pending_commands()
+        if cmds:
+            if not self._in_tick:
+                self.journal.begin(self, "commands", now)
+            self.journal.note(commands=[c["id"] for c in cmds])
         for c in cmds:
             try:
                 cmd = parse_command(c["kind"], c["payload"])
@@ -310,6 +324,8 @@ class Engine:
         """Record the start-of-day equity once per NY trading date (the daily-loss baseline)."""
         day = trading_date(now).isoformat()
         if self.book.start_of_day(day) is None:
+            if not self._in_tick:
+                self.journal.begin(self, "roll_day", now)
             acct = self.broker.get_account(now)
             self.book.record_start_of_day(day, acct.equity, now)
             self.kv.purge_expired(now) if isinstance(self.kv, SqliteKV) else None
@@ -320,6 +336,8 @@ class Engine:
         return self.live.set_params(changes, who=who, now=now, source=source)
 
     def run_protections(self, now: datetime, rules: tuple[ProtectionRule, ...] = RULES) -> list[Firing]:
+        if not self._in_tick:
+            self.journal.begin(self, "protections", now)
         return self.live.run_protections(now, rules)
 
     def reconcile(self, now: datetime) -> list[str]:
@@ -335,6 +353,8 @@ class Engine:
         return self.closing.flatten_all(who=who, now=now)
 
     def check_stops(self, now: datetime) -> list[str]:
+        if not self._in_tick:
+            self.journal.begin(self, "stop_check", now)
         return self.ledger.check_stops(now)
 
     def account_state(self, now: datetime) -> AccountState:

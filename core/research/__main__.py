@@ -183,6 +183,38 @@ def _set_error(e: ConfigError, items: list[str]) -> ConfigError:
     return ConfigError(f"--set {' '.join(mine)}: {text}") if mine else e
 
 
+def replay_session_main(args: argparse.Namespace) -> int:
+    """``--replay-session DAY [--db DB] [--save NAME] [--json]``: one JSON object (the summary, the first
+    divergence, every difference with --json), exit code 0; 2 with ``error: ...`` when it cannot run."""
+    from core.research import session_replay as sr
+
+    try:
+        settings = load_settings()
+        db = args.db or settings.db_path
+        if db != ":memory:" and not os.path.exists(db):
+            raise ValueError(f"--db {db}: no such database")
+        live = Store(db, readonly=True)
+        try:
+            result = sr.replay_session(live, args.replay_session)
+        finally:
+            live.close()
+        saved = {}
+        if args.save is not None:
+            name = clean_name(args.save)
+            store = Store(db)
+            try:
+                saved = {"saved_run_id": sr.save_session_run(store, result, name=name, created_at=WallClock().now())}
+            finally:
+                store.close()
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = {k: v for k, v in result.to_dict().items() if args.json or k not in ("differences", "equity_live",
+                                                                               "equity_replay")}
+    print(json.dumps({**out, **saved}, sort_keys=True, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     """Run the CLI; ``today`` (tests) stands in for the wall-clock date that ranges are checked against."""
     ap = argparse.ArgumentParser(prog="python -m core.research", description=__doc__.splitlines()[0])
@@ -229,7 +261,12 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
     ap.add_argument("--decisions", choices=list(MODES), default=SUMMARY,
                     help="summary: decisions that never passed the cutoff stored as per-minute counts (same figures, "
                          "smaller and faster); full: one row per decision, as live trading")
+    ap.add_argument("--replay-session", type=_iso_date, metavar="YYYY-MM-DD",
+                    help="replay the live session of that New York date from the journal of --db (default DB_PATH) "
+                         "and compare it with what live did (core/research/session_replay.py)")
     args = ap.parse_args(argv)
+    if args.replay_session is not None:
+        return replay_session_main(args)
     if args.days is not None and args.end is not None:
         ap.error("--days and --end both give the range: use one")
     days = 5 if args.days is None else args.days

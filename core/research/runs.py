@@ -36,7 +36,7 @@ from core.exports import to_csv_bytes
 from core.state.store import Store
 from core.views import with_ny_times
 
-KINDS = ("replay", "sweep", "walk_forward", "search")
+KINDS = ("replay", "sweep", "walk_forward", "search", "session_replay")
 NAME_MAX = 80
 HEADLINE = ("total_return", "sharpe", "max_drawdown", "trades")  # the metrics ``list_runs`` shows
 LIST_COLUMNS = ["id", "created_at", "name", "kind", "source", "first", "last", "fingerprint", *HEADLINE]

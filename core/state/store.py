@@ -93,6 +93,10 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...] | None, list[tup
         {"id": int, "rule": str, "fired_at": str, "until": str, "pause_until": str, "why": str,
          "figures_json": str, "old_json": str, "new_json": str, "released_at": str, "released_by": str},
         "id", [("rule",), ("fired_at",)]),
+    # the session journal (core.engine.journal): each outside call into the live engine, and each session's start
+    "engine_calls": ({"id": int, "ts": str, "day": str, "wall": float, "kind": str, "info": str}, "id", [("day",)]),
+    # kind: start (a session's first call), restart, broker (the first good tick after failed ones), pause
+    "session_snapshots": ({"date": str, "ts": str, "kind": str, "version": str, "json": str}, ("date", "ts"), []),
     # research runs a trader chose to keep (core.research.runs): the settings, data, metrics and curves of a
     # replay, sweep or walk-forward, each JSON part a standard JSON document (no NaN/Infinity)
     "research_runs": (

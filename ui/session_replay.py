@@ -1,0 +1,101 @@
+"""Trade history's "Replay this session" (issue 28): pick a journalled live session, replay it
+(core.research.session_replay), show both equity curves, the differences filterable by cause with the first divergence
+highlighted, CSV and JSON downloads; each replay is saved in research_runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.clock import WallClock
+from core.research import session_replay as sr
+from core.state.store import Store
+
+_KEY = "session_replay_result"
+
+
+def _curve(points: list[list[Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(points, columns=["ts", "equity"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert("America/New_York")
+    return frame
+
+
+def equity_figure(result: dict[str, Any]) -> go.Figure:
+    fig = go.Figure()
+    for name, key in (("live", "equity_live"), ("replay", "equity_replay")):
+        c = _curve(result[key])
+        fig.add_trace(go.Scatter(x=c["ts"], y=c["equity"], mode="lines", name=name))
+    first = result.get("first_divergence")
+    if first:
+        fig.add_vline(x=pd.Timestamp(first["ts"]).tz_convert("America/New_York"), line_dash="dot",
+                      line_color="#d62728")
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Equity: live and replay",
+                      legend={"orientation": "h"})
+    return fig
+
+
+def session_replay_panel(settings: Any, store: Store) -> None:
+    st.subheader("Replay this session")
+    try:
+        days = sr.live_sessions(store)
+    except Exception:  # a database from before the session journal has no such table
+        days = []
+    if not days:
+        st.caption("No live session journalled yet: the engine records one from its first tick of a trading day.")
+        return
+    day = st.selectbox("Live session (New York date)", days, key="session_replay_day")
+    if st.button("Replay this session", key="session_replay_run"):
+        with st.spinner(f"replaying {day} ..."):
+            try:
+                result = sr.replay_session(store, day)
+            except sr.SessionReplayError as e:
+                st.error(str(e))
+                return
+            writer = Store(settings.db_path)
+            try:
+                run_id = sr.save_session_run(writer, result, name=f"session replay {day}", created_at=WallClock().now())
+            finally:
+                writer.close()
+        st.session_state[_KEY] = {**result.to_dict(), "run_id": run_id}
+    res = st.session_state.get(_KEY)
+    if not res or res["day"] != day:
+        return
+    s = res["summary"]
+    c = st.columns(4)
+    c[0].metric("Differences", f"{s['differences']:,}")
+    c[1].metric("Matched rows", f"{s['matched']:,}")
+    c[2].metric("P&L difference", f"{s['pnl_difference']:+,.2f}")
+    c[3].metric("Code version", res["live_version"],
+                delta=None if res["live_version"] == res["replay_version"] else f"now {res['replay_version']}",
+                delta_color="off")
+    st.caption(f"Saved as research run #{res['run_id']}. P&L difference by cause: "
+               + (", ".join(f"{k} {v:+,.2f}" for k, v in s["pnl_difference_by_cause"].items()) or "none"))
+    st.plotly_chart(equity_figure(res), theme=None, key="session_replay_equity")
+    table = pd.DataFrame(res["differences"])
+    first = res.get("first_divergence")
+    if first:
+        st.warning(f"First divergence at {first['ts']}: {first['table']} {first['key']} ({first['kind']}), "
+                   f"cause {first['cause']}: {first['why']}")
+    else:
+        st.success("Live and the replay match exactly: no difference.")
+    if not table.empty:
+        causes = sorted(table["cause"].unique())
+        chosen = st.multiselect("Cause", causes, default=causes, key="session_replay_causes",
+                                help="; ".join(sr.CAUSE_WORDS[c] for c in causes if c in sr.CAUSE_WORDS))
+        shown = table[table["cause"].isin(chosen)]
+        key0 = (first["table"], first["key"]) if first else None
+
+        def mark(row: pd.Series) -> list[str]:
+            hit = key0 is not None and (row["table"], row["key"]) == key0
+            return ["background-color: #fde2e1" if hit else ""] * len(row)
+
+        st.dataframe(shown.style.apply(mark, axis=1), hide_index=True, key="session_replay_table")
+    left, right = st.columns(2)
+    left.download_button("Download differences CSV", pd.DataFrame(res["differences"]).to_csv(index=False).encode(),
+                         file_name=f"session-replay-{day}.csv", mime="text/csv", key="session_replay_csv")
+    right.download_button("Download replay JSON", json.dumps(res, default=str, sort_keys=True),
+                          file_name=f"session-replay-{day}.json", mime="application/json", key="session_replay_json")
