@@ -50,6 +50,9 @@ from core.state.baskets import BasketEvaluation
 
 TIER_NAMES = ("A", "B", "Bench")
 _REASON_TEXT = tuple(reason_text(c) for c in kn.COUNTED_CODES)
+# a summary bucket's decision and reason by its slot (``kernel.COUNTED_CODES``)
+_SLOT_REASON = np.array(_REASON_TEXT, dtype=object)
+_SLOT_DECISION = np.array(["skipped" if c == NO_DATA else "suppressed" for c in kn.COUNTED_CODES], dtype=object)
 _NY_MINUTES: dict[int, str] = {}
 
 
@@ -122,6 +125,10 @@ class KernelDriver:
         self.tick_iso = _utc_iso(t)
         self.tick_minute_iso = [x[:17] + "00+00:00" for x in self.tick_iso]
         self._bar_iso: list[str] | None = None
+        self._bar_iso_arr: np.ndarray | None = None
+        # the same as object arrays: a push gathers a column of strings by fancy indexing
+        self.tick_iso_arr = np.array(self.tick_iso, dtype=object)
+        self.tick_minute_iso_arr = np.array(self.tick_minute_iso, dtype=object)
         self.ts = _plain(feed.ts, np.int64)
         self.open = _plain(feed.open)
         self.high = _plain(feed.high)
@@ -134,6 +141,9 @@ class KernelDriver:
         self.stocks = list(uni.stocks)
         self.k_of = {s: k for k, s in enumerate(self.stocks)}
         self.tiers = [uni.get_ticker_tier(s) or "Bench" for s in self.stocks]
+        self.stocks_arr = np.array(self.stocks, dtype=object)
+        self.tiers_arr = np.array(self.tiers, dtype=object)
+        self.k_col = np.array([self.col[s] for s in self.stocks], dtype=np.int64)
         K = np.full((len(self.stocks), kn.N_K), np.nan)
         for k, s in enumerate(self.stocks):
             K[k, kn.K_COL] = self.col[s]
@@ -341,49 +351,10 @@ class KernelDriver:
         S, K, N = self.S, self.K, self.N
         kn.drain_buckets(self.BK, self.REC_CNT, N)
         log_ = e.decisions
-        stocks, tiers, dt = self.stocks, self.tiers, self.dt
-        # decision rows (the full log, and every decision past the cutoff), in order: ``signal_row``'s tuples
-        tick_iso, bar_iso = self.tick_iso, self.bar_iso
-        score_a, spike_a, close_a, col = self.score, self.spike, self.close, self.col
-        R = self.REC_ROW
-        rows = log_.rows
-        for n in range(int(N[kn.R_ROWS])):
-            i, k, decision, code, bar = (int(x) for x in R[n, :5])
-            sym = stocks[k]
-            j = col[sym]
-            if bar < 0:
-                bar_ts = raw = spike = price = None
-            else:
-                bar_ts = bar_iso[bar]
-                raw, spike, price = round(float(score_a[bar, j]), 6), round(float(spike_a[bar, j]), 6), \
-                    float(close_a[bar, j])
-            if code in (RATE_LIMITED, NO_DATA):
-                score = cutoff = None
-            else:
-                score, cutoff = round(float(R[n, kn.ROW_SCORE]), 6), float(R[n, kn.ROW_CUTOFF])
-            if decision == kn.DECISION_EVIDENCE:  # actionable: written at once (the protections read them back)
-                log_.add((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff, "actionable", None,
-                          "evidence", price))
-                rows = log_.rows
-                continue
-            reason = reason_text(code, self.pause_rule if code == PROTECTION else self._approvals(code))
-            rows.append((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff,
-                         "skipped" if decision else "suppressed", reason, None, price))
-        # summary buckets, in the order they closed
-        R = self.REC_CNT
-        count = log_.count
-        minute_iso = self.tick_minute_iso
-        for n in range(int(N[kn.R_COUNTS])):
-            k, slot = int(R[n, 0]), int(R[n, 1])
-            f = R[n, 2:].tolist()
-            code = kn.COUNTED_CODES[slot]
-            bar = int(f[kn.BK_BAR])
-            first = int(f[kn.BK_FIRST])
-            count(stocks[k], tiers[k], "skipped" if code == NO_DATA else "suppressed", _REASON_TEXT[slot],
-                  tick_iso[first], None if bar < 0 else bar_iso[bar],
-                  f[kn.BK_PRICE] if f[kn.BK_HAS_PRICE] else None,
-                  round(f[kn.BK_SCORE], 6) if f[kn.BK_HAS_SCORE] else None, int(f[kn.BK_N]),
-                  last_ts=tick_iso[int(f[kn.BK_LAST])], minute=minute_iso[first])
+        stocks, dt = self.stocks, self.dt
+        self._write_rows(log_)
+        self._write_counts(log_)
+        tick_iso = self.tick_iso
         # equity once a minute, token counts of ended minutes
         R = self.REC_EQ
         store.upsert_many("equity", ("ts", "equity", "cash", "exposure"), [
@@ -475,6 +446,77 @@ class KernelDriver:
             store.set_meta("replay_cursor", now.isoformat())
             S[kn.S_LAST_TICK] = -1.0
 
+    def _write_rows(self, log_: Any) -> None:
+        """The kernel's decision rows (the full log, and every decision past the cutoff) into the decision log, in
+        order, as ``signal_row``'s tuples: columns gathered from the arrays at once, one tuple per row; an
+        actionable row goes through ``DecisionLog.add`` (written at once, and seen by the protections)."""
+        n = int(self.N[kn.R_ROWS])
+        if n == 0:
+            return
+        R = self.REC_ROW[:n]
+        ii = R[:, kn.ROW_TICK].astype(np.int64)
+        kk = R[:, kn.ROW_STOCK].astype(np.int64)
+        codes = R[:, kn.ROW_REASON].astype(np.int64).tolist()
+        bars = R[:, kn.ROW_BAR].astype(np.int64)
+        has_bar = bars >= 0
+        jj = self.k_col[kk]
+        bb = np.where(has_bar, bars, 0)
+        raw = self.score[bb, jj].tolist()
+        spike = self.spike[bb, jj].tolist()
+        price = self.close[bb, jj].tolist()
+        bar_ts = np.where(has_bar, self.bar_iso_arr[bb], None).tolist()
+        has_bar_l = has_bar.tolist()
+        syms = self.stocks_arr[kk].tolist()
+        tiers = self.tiers_arr[kk].tolist()
+        ts = self.tick_iso_arr[ii].tolist()
+        score = R[:, kn.ROW_SCORE].tolist()
+        cutoff = R[:, kn.ROW_CUTOFF].tolist()
+        decision = R[:, kn.ROW_DECISION].astype(np.int64).tolist()
+        reasons: dict[int, str] = {}  # the same few texts for the whole push (the pause rule, the approvals)
+        for c in set(codes):
+            reasons[c] = reason_text(c, self.pause_rule if c == PROTECTION else self._approvals(c))
+        unscored = (RATE_LIMITED, NO_DATA)
+        out = [
+            (ts[x], bar_ts[x], syms[x], tiers[x],
+             None if codes[x] in unscored else round(score[x], 6),
+             round(raw[x], 6) if has_bar_l[x] else None, round(spike[x], 6) if has_bar_l[x] else None,
+             None if codes[x] in unscored else cutoff[x],
+             "actionable" if decision[x] == kn.DECISION_EVIDENCE else "skipped" if decision[x] else "suppressed",
+             None if decision[x] == kn.DECISION_EVIDENCE else reasons[codes[x]],
+             "evidence" if decision[x] == kn.DECISION_EVIDENCE else None,
+             price[x] if has_bar_l[x] else None)
+            for x in range(n)]
+        evidence = [x for x in range(n) if decision[x] == kn.DECISION_EVIDENCE]
+        done = 0
+        for x in evidence:  # actionable: written at once, after the rows before it
+            log_.rows.extend(out[done:x])
+            log_.add(out[x])
+            done = x + 1
+        log_.rows.extend(out[done:])
+
+    def _write_counts(self, log_: Any) -> None:
+        """The kernel's summary buckets (each closed in time order) into ``signal_counts``: one
+        ``DecisionLog.count_many`` of tuples gathered from the arrays at once."""
+        n = int(self.N[kn.R_COUNTS])
+        if n == 0:
+            return
+        R = self.REC_CNT[:n]
+        kk = R[:, kn.CNT_STOCK].astype(np.int64)
+        slot = R[:, kn.CNT_SLOT].astype(np.int64)
+        F = R[:, 2:]
+        first = F[:, kn.BK_FIRST].astype(np.int64)
+        bars = F[:, kn.BK_BAR].astype(np.int64)
+        bar_ts = np.where(bars >= 0, self.bar_iso_arr[np.where(bars >= 0, bars, 0)], None).tolist()
+        price = [p if h else None for p, h in zip(F[:, kn.BK_PRICE].tolist(), F[:, kn.BK_HAS_PRICE].tolist(),
+                                                  strict=True)]
+        score = [round(v, 6) if h else None for v, h in zip(F[:, kn.BK_SCORE].tolist(),
+                                                            F[:, kn.BK_HAS_SCORE].tolist(), strict=True)]
+        log_.count_many(list(zip(
+            self.stocks_arr[kk].tolist(), self.tick_minute_iso_arr[first].tolist(), _SLOT_DECISION[slot].tolist(),
+            _SLOT_REASON[slot].tolist(), self.tiers_arr[kk].tolist(), F[:, kn.BK_N].astype(np.int64).tolist(),
+            self.tick_iso_arr[first].tolist(), self.tick_iso_arr[F[:, kn.BK_LAST].astype(np.int64)].tolist(),
+            bar_ts, price, score, strict=True)))
+
     def _approvals(self, code: int) -> str:
         """``RiskManager.reason``'s detail: the approvals that hold position slots."""
         n = self.pending_approvals
@@ -494,6 +536,12 @@ class KernelDriver:
         if self._bar_iso is None:
             self._bar_iso = _utc_iso(self.ts)
         return self._bar_iso
+
+    @property
+    def bar_iso_arr(self) -> np.ndarray:
+        if self._bar_iso_arr is None:
+            self._bar_iso_arr = np.array(self.bar_iso, dtype=object)
+        return self._bar_iso_arr
 
     def _bar_dt(self, bar: int) -> datetime:
         return datetime.fromtimestamp(int(self.ts[bar]), UTC)

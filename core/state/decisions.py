@@ -110,6 +110,14 @@ class DecisionLog:
         if not self.store.batched:
             self.write_counts()
 
+    def count_many(self, rows: list[tuple[Any, ...]]) -> None:
+        """Summary buckets already made (the research kernel's), in ``COUNT_UPSERT``'s columns and time order. The
+        buckets waiting here are older: written first, so a later bucket of a key adds to an earlier one exactly
+        as ``count`` merges them (n and the time span add up, the newest bar, price and score win)."""
+        if rows:
+            self.write_counts()
+            self.store.conn.executemany(COUNT_UPSERT, rows)
+
     def write_rows(self) -> None:
         if self.rows:
             self.store.conn.executemany(SIGNAL_INSERT, self.rows)
