@@ -96,14 +96,23 @@ def token_overflow(store: Store, start: datetime, end: datetime) -> dict[str, di
             "SUM(COALESCE(requested, 0) - COALESCE(granted, 0)) AS denied, SUM(COALESCE(borrowed, 0)) AS borrowed, "
             "MAX(CASE WHEN requested > 0 THEN (requested - COALESCE(granted, 0)) * 1.0 / requested ELSE 0.0 END) "
             "AS worst FROM token_stats WHERE minute > ? AND minute <= ? GROUP BY tier ORDER BY MIN(rowid)",
-            (iso(_minute_ny(start)), iso(_minute_ny(end)))):
+            (iso(minute_ny(start)), iso(minute_ny(end)))):
         out[r["tier"]] = {"requested": r["requested"], "denied": r["denied"], "borrowed": r["borrowed"],
                           "overflow_rate": r["denied"] / r["requested"] if r["requested"] else 0.0,
                           "overflow_max_minute": max(0.0, r["worst"])}
     return out
 
 
-def _minute_ny(ts: datetime) -> datetime:
+def overflow_of(counts: list[tuple[int | None, int | None]]) -> dict[str, float]:
+    """``token_overflow``'s requests and worst minute of one tier from its (requested, granted) per minute, as the
+    query sums them (the protections' windows kept in memory: ``core.engine.protect``)."""
+    requested = sum(r or 0 for r, _ in counts)
+    worst = max(((r - (g or 0)) * 1.0 / r if r is not None and r > 0 else 0.0) for r, g in counts)
+    return {"requested": requested, "overflow_max_minute": max(0.0, worst)}
+
+
+def minute_ny(ts: datetime) -> datetime:
+    """The New York minute of ``ts``: the token counts' key (``token_stats.minute``)."""
     return ts.astimezone(NY).replace(second=0, microsecond=0)
 
 
