@@ -30,10 +30,13 @@ def enough_sessions(sessions: int) -> bool:
 def max_drawdown(equity: list[float]) -> float:
     """Largest peak-to-trough fall of the equity curve, as a fraction of the peak (0.0 when flat)."""
     peak, worst = -math.inf, 0.0
-    for v in equity:
-        peak = max(peak, v)
+    for v in equity:  # ``max`` spelled as comparisons (the protections run this after every fill): same result
+        if v > peak:
+            peak = v
         if peak > 0:
-            worst = max(worst, (peak - v) / peak)
+            d = (peak - v) / peak
+            if d > worst:
+                worst = d
     return worst
 
 

@@ -106,9 +106,15 @@ def token_overflow(store: Store, start: datetime, end: datetime) -> dict[str, di
 def overflow_of(counts: list[tuple[int | None, int | None]]) -> dict[str, float]:
     """``token_overflow``'s requests and worst minute of one tier from its (requested, granted) per minute, as the
     query sums them (the protections' windows kept in memory: ``core.engine.protect``)."""
-    requested = sum(r or 0 for r, _ in counts)
-    worst = max(((r - (g or 0)) * 1.0 / r if r is not None and r > 0 else 0.0) for r, g in counts)
-    return {"requested": requested, "overflow_max_minute": max(0.0, worst)}
+    requested, worst = 0, 0.0  # MAX over the minutes, then at least 0.0: the same as starting from 0.0
+    for r, g in counts:
+        if r:
+            requested += r
+            if r > 0:
+                d = (r - (g or 0)) * 1.0 / r
+                if d > worst:
+                    worst = d
+    return {"requested": requested, "overflow_max_minute": worst}
 
 
 def minute_ny(ts: datetime) -> datetime:

@@ -47,6 +47,7 @@ from core.rules.params import (
 )
 from core.rules.reasons import CONFLICT, NO_DATA, PROTECTION, RATE_LIMITED, RISK_MAX_POSITIONS, reason_text
 from core.state.baskets import BasketEvaluation
+from core.state.caps import GLOBAL, cap_key
 
 TIER_NAMES = ("A", "B", "Bench")
 _REASON_TEXT = tuple(reason_text(c) for c in kn.COUNTED_CODES)
@@ -100,7 +101,10 @@ class KernelDriver:
         self.feed = feed
         t = np.array([int(x.timestamp()) for x in ticks], dtype=np.int64)
         self.tick_t = t
-        days = [trading_date(x) for x in ticks]
+        # New York dates change on a whole UTC hour (midnight and the DST switches fall on one): one look-up an hour
+        by_hour: dict[int, Any] = {}
+        days = [by_hour[h] if (h := int(x) // 3600) in by_hour else by_hour.setdefault(h, trading_date(tick))
+                for x, tick in zip(t.tolist(), ticks, strict=True)]
         self.tick_day = np.array([d.toordinal() for d in days], dtype=np.int64)
         # RTH and the cutoff's session segment, once per session (every tick of a session shares its bounds)
         self.tick_rth = np.zeros(len(ticks), dtype=np.bool_)
@@ -183,6 +187,15 @@ class KernelDriver:
         self.p = np.zeros(1)
         self.cutoffs = np.zeros((3, 2))
         self.pause_rule = ""
+        self._cutoff_params: tuple[float, ...] = ()
+        # the engine's keys a pull reads, per stock and per feed column (core.state.locks, core.state.caps)
+        self._intervals = [float(x) for x in K[:, kn.K_INTERVAL]]
+        self._cool_keys = [f"cooldown:{s}" for s in self.stocks]
+        self._dir_keys = [f"dirlock:{s}" for s in self.stocks]
+        self._cols = np.array(list(self.col.values()), dtype=np.int64)
+        self._protect_keys = [f"protect:{s}" for s in self.col]
+        self._etf_lock_keys = [f"etf_lock:{s}" for s in self.col]
+        self._day_keys: tuple[str, tuple[list[str], str]] = ("", ([], ""))
         self.pending_approvals = 0
         self._odd_event = False
         self.leg_ids: list[list[Any]] = []
@@ -210,11 +223,13 @@ class KernelDriver:
         S, K, C = self.S, self.K, self.C
         self.p = np.asarray(e.live.p, dtype=np.float64)
         self._segments()
-        for seg in range(3):
-            for high in (0, 1):
-                spike = self.p[P_CUTOFF_HIGH_VOL_SPIKE] if high else -math.inf
-                self.cutoffs[seg, high] = gates.dynamic_cutoff(
-                    seg, spike, *(self.p[i] for i in _CUTOFF_PARAMS))
+        params = tuple(self.p[i] for i in _CUTOFF_PARAMS)
+        if params != self._cutoff_params:  # the table changes only with its parameters
+            self._cutoff_params = params
+            for seg in range(3):
+                for high in (0, 1):
+                    spike = self.p[P_CUTOFF_HIGH_VOL_SPIKE] if high else -math.inf
+                    self.cutoffs[seg, high] = gates.dynamic_cutoff(seg, spike, *params)
         b = e.buckets
         S[kn.S_TOK_MIN] = math.nan if b._minute is None else float(b._minute)
         S[kn.S_LEFT_A] = b._left.get("A", 0)
@@ -237,31 +252,35 @@ class KernelDriver:
         sched = st.scheduler
         day_iso = datetime.fromordinal(day).date().isoformat()
         kv = e.kv._mem if hasattr(e.kv, "_mem") else {}
-        for k, s in enumerate(self.stocks):
-            K[k, kn.K_LAST] = sched.last_processed.get(s, math.nan)
-            lat = st.latest_scores.get(s)
-            K[k, kn.K_LAT_T], K[k, kn.K_LAT_S] = (math.nan, math.nan) if lat is None else lat
-            ev = sched.pending_events.get(s)
-            K[k, kn.K_EVENT] = -1.0 if ev is None else self._event_bar(ev)
-        self._odd_event = any(not ev.startswith("spike:") for ev in sched.pending_events.values())
-        for k, s in enumerate(self.stocks):
-            K[k, kn.K_CAP] = st.caps.day_counts(day_iso, s)[0]
-            cool = kv.get(f"cooldown:{s}")
-            K[k, kn.K_COOL] = -math.inf if cool is None else cool[1]
-            lock = kv.get(f"dirlock:{s}")
-            K[k, kn.K_DIR_SIGN], K[k, kn.K_DIR_UNTIL] = (0, -math.inf) if lock is None else (int(lock[0]), lock[1])
-            # the cap's slot key of that tick (a later tick's slot is new, or this one)
-            slot = gates.cap_slot(t_at, K[k, kn.K_INTERVAL])
-            key = kv.get(f"cap:{s}:{day_iso}:{slot}")
-            K[k, kn.K_SLOT], K[k, kn.K_SLOT_EXP] = (slot, key[1]) if key is not None else (-1, -math.inf)
-        S[kn.S_CAP_GLOBAL] = st.caps.day_counts(day_iso, "__global__")[1]
+        # per stock, a column at a time (the keys' strings made once: ``__init__``, ``_cap_keys``)
+        stocks = self.stocks
+        last, latest, events = sched.last_processed, st.latest_scores, sched.pending_events
+        K[:, kn.K_LAST] = [last.get(s, math.nan) for s in stocks]
+        lat = [latest.get(s) for s in stocks]
+        K[:, kn.K_LAT_T] = [math.nan if x is None else x[0] for x in lat]
+        K[:, kn.K_LAT_S] = [math.nan if x is None else x[1] for x in lat]
+        K[:, kn.K_EVENT] = [-1.0 if (ev := events.get(s)) is None else self._event_bar(ev) for s in stocks]
+        self._odd_event = any(not ev.startswith("spike:") for ev in events.values())
+        counts = st.caps.view()
+        cap_keys, global_key = self._cap_keys(day_iso)
+        K[:, kn.K_CAP] = [counts.get(x, 0) for x in cap_keys]
+        got = [kv.get(x) for x in self._cool_keys]
+        K[:, kn.K_COOL] = [-math.inf if x is None else x[1] for x in got]
+        got = [kv.get(x) for x in self._dir_keys]
+        K[:, kn.K_DIR_SIGN] = [0 if x is None else int(x[0]) for x in got]
+        K[:, kn.K_DIR_UNTIL] = [-math.inf if x is None else x[1] for x in got]
+        # the cap's slot key of that tick (a later tick's slot is new, or this one)
+        slots = [gates.cap_slot(t_at, iv) for iv in self._intervals]
+        got = [kv.get(f"cap:{s}:{day_iso}:{slot}") for s, slot in zip(stocks, slots, strict=True)]
+        K[:, kn.K_SLOT] = [-1 if x is None else slot for x, slot in zip(got, slots, strict=True)]
+        K[:, kn.K_SLOT_EXP] = [-math.inf if x is None else x[1] for x in got]
+        S[kn.S_CAP_GLOBAL] = counts.get(global_key, 0)
         book = st.book
         C[:] = 0.0
-        for s, j in self.col.items():
-            prot = kv.get(f"protect:{s}")
-            C[j, kn.C_PROTECT] = -math.inf if prot is None else prot[1]
-            lock = kv.get(f"etf_lock:{s}")
-            C[j, kn.C_ETF_LOCK] = -math.inf if lock is None else lock[1]
+        got = [kv.get(x) for x in self._protect_keys]
+        C[self._cols, kn.C_PROTECT] = [-math.inf if x is None else x[1] for x in got]
+        got = [kv.get(x) for x in self._etf_lock_keys]
+        C[self._cols, kn.C_ETF_LOCK] = [-math.inf if x is None else x[1] for x in got]
         need = bool(book.intents) or bool(book.orders)
         full = False
         n = 0
@@ -335,6 +354,12 @@ class KernelDriver:
             prev = streaks.previous(bk.name)
             self.B[b_, kn.B_STREAK], self.B[b_, kn.B_AT], self.B[b_, kn.B_SESSION] = prev
             self.B[b_, kn.B_EVAL_TICK] = -1
+
+    def _cap_keys(self, day_iso: str) -> tuple[list[str], str]:
+        """The day's cap-count keys of the stocks, and the global one (made once per day)."""
+        if self._day_keys[0] != day_iso:
+            self._day_keys = (day_iso, ([cap_key(day_iso, s) for s in self.stocks], cap_key(day_iso, GLOBAL)))
+        return self._day_keys[1]
 
     def _event_bar(self, event_id: str) -> float:
         """The bar of a Bench spike event (``spike:SYM:bar time``); any other event is the engine's to run."""
