@@ -196,6 +196,8 @@ class KernelDriver:
         self._protect_keys = [f"protect:{s}" for s in self.col]
         self._etf_lock_keys = [f"etf_lock:{s}" for s in self.col]
         self._day_keys: tuple[str, tuple[list[str], str]] = ("", ([], ""))
+        self._kv_pulled: tuple[Any, ...] | None = None  # the engine's keys and counts as the arrays last took them
+        self._caps_pulled: tuple[Any, ...] | None = None
         self.pending_approvals = 0
         self._odd_event = False
         self.leg_ids: list[list[Any]] = []
@@ -261,26 +263,35 @@ class KernelDriver:
         K[:, kn.K_LAT_S] = [math.nan if x is None else x[1] for x in lat]
         K[:, kn.K_EVENT] = [-1.0 if (ev := events.get(s)) is None else self._event_bar(ev) for s in stocks]
         self._odd_event = any(not ev.startswith("spike:") for ev in events.values())
-        counts = st.caps.view()
-        cap_keys, global_key = self._cap_keys(day_iso)
-        K[:, kn.K_CAP] = [counts.get(x, 0) for x in cap_keys]
-        got = [kv.get(x) for x in self._cool_keys]
-        K[:, kn.K_COOL] = [-math.inf if x is None else x[1] for x in got]
-        got = [kv.get(x) for x in self._dir_keys]
-        K[:, kn.K_DIR_SIGN] = [0 if x is None else int(x[0]) for x in got]
-        K[:, kn.K_DIR_UNTIL] = [-math.inf if x is None else x[1] for x in got]
-        # the cap's slot key of that tick (a later tick's slot is new, or this one)
-        slots = [gates.cap_slot(t_at, iv) for iv in self._intervals]
-        got = [kv.get(f"cap:{s}:{day_iso}:{slot}") for s, slot in zip(stocks, slots, strict=True)]
-        K[:, kn.K_SLOT] = [-1 if x is None else slot for x, slot in zip(got, slots, strict=True)]
-        K[:, kn.K_SLOT_EXP] = [-math.inf if x is None else x[1] for x in got]
-        S[kn.S_CAP_GLOBAL] = counts.get(global_key, 0)
+        # the keys and counts only when the engine changed them (or the day): otherwise the arrays hold what the
+        # kernel did, which ``push`` has just written into them
+        kv_seen, caps_seen = self._kv_seen(day_iso), self._caps_seen(day_iso)
+        if caps_seen is None or caps_seen != self._caps_pulled:
+            counts = st.caps.view()
+            cap_keys, global_key = self._cap_keys(day_iso)
+            K[:, kn.K_CAP] = [counts.get(x, 0) for x in cap_keys]
+            S[kn.S_CAP_GLOBAL] = counts.get(global_key, 0)
+            self._caps_pulled = self._caps_seen(day_iso)
+        if kv_seen is None or kv_seen != self._kv_pulled:
+            got = [kv.get(x) for x in self._cool_keys]
+            K[:, kn.K_COOL] = [-math.inf if x is None else x[1] for x in got]
+            got = [kv.get(x) for x in self._dir_keys]
+            K[:, kn.K_DIR_SIGN] = [0 if x is None else int(x[0]) for x in got]
+            K[:, kn.K_DIR_UNTIL] = [-math.inf if x is None else x[1] for x in got]
+            # the cap's slot key of that tick (a later tick's slot is new, or this one)
+            slots = [gates.cap_slot(t_at, iv) for iv in self._intervals]
+            got = [kv.get(f"cap:{s}:{day_iso}:{slot}") for s, slot in zip(stocks, slots, strict=True)]
+            K[:, kn.K_SLOT] = [-1 if x is None else slot for x, slot in zip(got, slots, strict=True)]
+            K[:, kn.K_SLOT_EXP] = [-math.inf if x is None else x[1] for x in got]
+            got = [kv.get(x) for x in self._protect_keys]
+            C[self._cols, kn.C_PROTECT] = [-math.inf if x is None else x[1] for x in got]
+            got = [kv.get(x) for x in self._etf_lock_keys]
+            C[self._cols, kn.C_ETF_LOCK] = [-math.inf if x is None else x[1] for x in got]
+            self._kv_pulled = kv_seen
         book = st.book
-        C[:] = 0.0
-        got = [kv.get(x) for x in self._protect_keys]
-        C[self._cols, kn.C_PROTECT] = [-math.inf if x is None else x[1] for x in got]
-        got = [kv.get(x) for x in self._etf_lock_keys]
-        C[self._cols, kn.C_ETF_LOCK] = [-math.inf if x is None else x[1] for x in got]
+        C[:, kn.C_HELD] = 0.0
+        C[:, kn.C_LIVE_INTENT] = 0.0
+        C[:, kn.C_BROKER_HELD] = 0.0
         need = bool(book.intents) or bool(book.orders)
         full = False
         n = 0
@@ -354,6 +365,16 @@ class KernelDriver:
             prev = streaks.previous(bk.name)
             self.B[b_, kn.B_STREAK], self.B[b_, kn.B_AT], self.B[b_, kn.B_SESSION] = prev
             self.B[b_, kn.B_EVAL_TICK] = -1
+
+    def _kv_seen(self, day_iso: str) -> tuple[Any, ...] | None:
+        """Which state of the engine's keys (and day) the arrays would take; None: not known, read them."""
+        kv = self.e.kv
+        version = getattr(kv, "version", None)
+        return None if version is None else (id(getattr(kv, "_mem", None)), version, day_iso)
+
+    def _caps_seen(self, day_iso: str) -> tuple[Any, ...]:
+        caps = self.e.state.caps
+        return id(caps.view()), caps.version, day_iso
 
     def _cap_keys(self, day_iso: str) -> tuple[list[str], str]:
         """The day's cap-count keys of the stocks, and the global one (made once per day)."""
@@ -464,6 +485,11 @@ class KernelDriver:
                 streaks.save(ev, dt(i), blocked_by=self._blocked_text(bk, blocked) if blocked else None,
                              intent_id=None)
                 row[kn.B_EVAL_TICK] = -1
+        # the keys and counts now hold what the arrays hold: the next pull reads them only if the engine changes them
+        if self._kv_pulled is not None:
+            self._kv_pulled = self._kv_seen(self._kv_pulled[2])
+        if self._caps_pulled is not None:
+            self._caps_pulled = self._caps_seen(self._caps_pulled[2])
         last = int(S[kn.S_LAST_TICK])
         if last >= 0:  # the last tick the kernel finished
             now = dt(last)
