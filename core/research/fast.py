@@ -391,11 +391,14 @@ class KernelDriver:
         return float(np.searchsorted(self.ts, t))
 
     # ------------------------------------------------------------ arrays -> engine
-    def push(self) -> None:
-        """What the kernel's ticks journalled, and its working state, into the engine's objects."""
+    def push(self, drain: bool = True) -> None:
+        """What the kernel's ticks journalled, and its working state, into the engine's objects. ``drain``: the
+        summary buckets still open too; without it they stay open in the kernel (a settle, a ticker or a basket
+        the engine decides counts nothing, and a bucket written in two parts costs an upsert more)."""
         e, st, store = self.e, self.e.state, self.e.store
         S, K, N = self.S, self.K, self.N
-        kn.drain_buckets(self.BK, self.REC_CNT, N)
+        if drain:
+            kn.drain_buckets(self.BK, self.REC_CNT, N)
         log_ = e.decisions
         stocks, dt = self.stocks, self.dt
         self._write_rows(log_)
@@ -693,7 +696,7 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
         since_flush += at - i
         i = at
         if status in (kn.TICKER, kn.BASKET):
-            drv.push()
+            drv.push(drain=False)
             engine_decides(at, status)
             if status == kn.TICKER:
                 resume_k = int(drv.OUT[0])
@@ -701,7 +704,7 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
                 resume_b = int(drv.OUT[0])
             continue  # the same tick goes on in the kernel
         if status == kn.SETTLE:
-            drv.push()
+            drv.push(drain=False)
             engine_settle(at)
             settled = at
         elif status == kn.HANDBACK:
