@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from core.clock import trading_date
+from core.clock import trading_dates
 
 PERIODS_PER_YEAR = 252
 # annualised figures (CAGR, Sharpe, Sortino) need at least this many sessions of daily returns: about a month,
@@ -98,8 +98,8 @@ def sortino(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
 
 def daily_returns(ts: list[datetime], equity: list[float], start_equity: float) -> list[float]:
     last_by_day: dict[Any, float] = {}
-    for t, v in zip(ts, equity, strict=True):
-        last_by_day[trading_date(t)] = v
+    for day, v in zip(trading_dates(ts), equity, strict=True):
+        last_by_day[day] = v
     out, prev = [], start_equity
     for day in sorted(last_by_day):
         v = last_by_day[day]

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from core.clock import NY
+from core.clock import NY, trading_dates
 from core.metrics.figures import enough_sessions, flip_flops, max_drawdown, sharpe, signal_excursion, trade_metrics
 from core.state.decisions import rows_sql
 from core.state.store import Store, iso
@@ -142,9 +142,14 @@ def equity_kpis(store: Store, start: datetime | None = None,
     """Max drawdown on account equity and the Sharpe of daily closes inside the window; the Sharpe is None with
     fewer sessions than ``figures.MIN_ANNUALISED_SESSIONS`` (annualising a few days says nothing)."""
     rows = store.query("SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", _bounds(start, end))
-    closes: dict[str, float] = {}
-    for r in rows:  # the last snapshot of each New York date
-        closes[datetime.fromisoformat(r["ts"]).astimezone(NY).date().isoformat()] = r["equity"]
+    closes: dict[Any, float] = {}
+    times = [datetime.fromisoformat(r["ts"]) for r in rows]
+    if all(t.tzinfo is not None for t in times):  # one New York date per UTC hour (core.clock.trading_dates)
+        for day, r in zip(trading_dates(times), rows, strict=True):  # the last snapshot of each New York date
+            closes[day] = r["equity"]
+    else:
+        for t, r in zip(times, rows, strict=True):
+            closes[t.astimezone(NY).date()] = r["equity"]
     days = list(closes.values())
     rets = [b / a - 1 for a, b in zip(days, days[1:], strict=False) if a]
     return {"max_drawdown": max_drawdown([r["equity"] for r in rows]),
