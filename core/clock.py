@@ -8,6 +8,7 @@ early closes and DST are its job, not ours).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Protocol
@@ -86,6 +87,23 @@ def session_bounds(day: date) -> tuple[datetime, datetime] | None:
 
 
 _date_memo: tuple[Any, date | None] = (None, None)
+
+
+def trading_dates(times: Iterable[datetime]) -> list[date]:
+    """``trading_date`` of many times (a year of equity snapshots): one conversion per UTC hour, because New York's
+    midnight and its DST switches fall on a whole UTC hour."""
+    by_hour: dict[int, date] = {}
+    out = []
+    for t in times:
+        if t.tzinfo is None:
+            out.append(trading_date(t))  # refused there, as one at a time
+            continue
+        h = int(t.timestamp()) // 3600
+        d = by_hour.get(h)
+        if d is None:
+            d = by_hour[h] = trading_date(t)
+        out.append(d)
+    return out
 
 
 def trading_date(ts: datetime) -> date:

@@ -149,3 +149,41 @@ def test_memory_follows_a_rollback_outside_the_tick():
     st.rollback()
     assert not p.daily_loss_recorded(at(DAY, 11, 0)) and p.rows == {}
     assert p.record_daily_loss_halt(at(DAY, 11, 0), 0.03, 0.02)
+
+
+def test_the_window_figures_from_memory_are_the_journals():
+    """``Protections.windows`` (kept as the engine writes) gives every figure the SQLite queries give, at any time
+    and window of a replay with fills, stop-outs, token overflow and a drawdown; and a window reaching past what it
+    holds reads the older rows back."""
+    from datetime import date, datetime
+
+    from core.config import load_settings
+    from core.engine.protect import window_figures
+    from core.research.replay import run_replay
+
+    s = load_settings(auto_mode=True, sim_fee_per_order=1.25, tier_a_tokens=2, reserve_tokens=1,
+                      stop_loss_pct=0.004, take_profit_pct=0.006, cutoff_delta=-0.05)
+    res = run_replay(s, days=2, seed=5, start=date(2025, 3, 4))
+    e = res.engine
+    windows = e.protections.windows
+    first = e.store.scalar("SELECT MIN(ts) FROM equity")
+    last = e.store.scalar("SELECT MAX(ts) FROM equity")
+    t0, t1 = datetime.fromisoformat(first), datetime.fromisoformat(last)
+    assert e.store.scalar("SELECT COUNT(*) FROM trades WHERE exit_reason='stop_loss'") > 0
+    checked, nonzero = 0, set()
+    t = t1
+    while t >= t0:  # backwards: each earlier window reaches past what memory holds
+        for window in (3600, 7200, 86_400):
+            for after in (None, t - timedelta(seconds=window // 3)):
+                got = window_figures(e.store, t, window, after, None, windows)
+                want = window_figures(e.store, t, window, after)
+                assert got == want, (t, window, after)
+                checked += 1
+                nonzero |= {k for k, v in got.items() if v}
+        t -= timedelta(minutes=37)
+    assert checked > 100
+    assert {"actionable", "flip_flops", "stop_outs", "tier_a_overflow_max", "equity_drawdown"} <= nonzero
+    e.store.rollback()  # emptied, read again when next asked
+    assert windows.equity.loaded_from is None
+    assert window_figures(e.store, t1, 86_400, None, None, windows) == window_figures(e.store, t1, 86_400)
+    res.store.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,7 +79,7 @@ def new_intent(kind: str, symbol: str, side: str, qty: float, price: float, now:
 
 def save_intent(store: Store, intent: OrderIntent, status: str) -> bool:
     """Insert once; returns False if this intent id already exists (a repeated tick)."""
-    row: dict[str, Any] = {k: v for k, v in asdict(intent).items()}
+    row: dict[str, Any] = {f.name: getattr(intent, f.name) for f in fields(intent)}  # asdict deep-copies each
     row["created_at"] = iso(intent.created_at)
     row["expires_at"] = iso(intent.expires_at)
     row["status"] = status

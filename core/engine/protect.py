@@ -9,11 +9,12 @@ here: ``LiveParameters.run_protections`` records the firings and applies the cha
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from core.config import LiveParams, Settings
 from core.metrics import kpi
 from core.rules.protections import RULES, ProtectionRule, setting_value, tightened
-from core.state.protections import Firing, Protections
+from core.state.protections import TOKEN_TIER, Firing, Protections, ProtectionWindows
 from core.state.store import Store, iso
 
 _GROUPS = {
@@ -26,41 +27,55 @@ _GROUPS = {
 
 
 def window_figures(store: Store, now: datetime, window_s: int, after: datetime | None = None,
-                   needed: frozenset[str] | None = None) -> dict[str, float]:
+                   needed: frozenset[str] | None = None, windows: ProtectionWindows | None = None) -> dict[str, float]:
     """The rules' figures over (now - window_s, now], or from ``after`` when that is later. ``needed``: the
-    metrics a rule reads; only their groups are queried (this runs after every fill)."""
+    metrics a rule reads; only their groups are counted (this runs after every fill). ``windows``: the engine's
+    journal rows kept in memory (``Protections.windows``), the same rows the queries read; None reads SQLite."""
     start = now - timedelta(seconds=window_s)
     if after is not None and after > start:
         start = after
-    since, until = iso(start), iso(now)
+    since, until = iso(start) or "", iso(now) or ""
     want = {g for g, names in _GROUPS.items() if needed is None or needed & set(names)}
     out: dict[str, float] = {}
     if "signals" in want:
-        acts = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? AND ts <= ? "
-                           "ORDER BY ts, id", (since, until))
-        flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0)
-                            for r in acts])
+        if windows is not None:
+            acts: list[Any] = windows.rows(windows.actionable, since, until)
+            flips = kpi.flip_flops(acts)
+        else:
+            acts = store.query("SELECT symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? "
+                               "AND ts <= ? ORDER BY ts, id", (since, until))
+            flips = kpi.flip_flops([(r["symbol"], datetime.fromisoformat(r["ts"]).timestamp(), r["score"] or 0.0)
+                                    for r in acts])
         out.update(actionable=float(len(acts)), flip_flops=float(flips),
                    flip_flop_rate=flips / len(acts) if acts else 0.0)
     if "exits" in want:
-        exits = store.query("SELECT exit_reason FROM trades WHERE exit_ts > ? AND exit_ts <= ?", (since, until))
-        stop_outs = sum(1 for r in exits if r["exit_reason"] == "stop_loss")
-        out.update(exits=float(len(exits)), stop_outs=float(stop_outs),
-                   stop_out_rate=stop_outs / len(exits) if exits else 0.0)
+        if windows is not None:
+            reasons = windows.rows(windows.exits, since, until)
+        else:
+            reasons = [r[0] for r in store.conn.execute(
+                "SELECT exit_reason FROM trades WHERE exit_ts > ? AND exit_ts <= ?", (since, until))]
+        stop_outs = sum(1 for r in reasons if r == "stop_loss")
+        out.update(exits=float(len(reasons)), stop_outs=float(stop_outs),
+                   stop_out_rate=stop_outs / len(reasons) if reasons else 0.0)
     if "tokens" in want:
-        a = kpi.token_overflow(store, start, now).get("A", {})
+        if windows is not None:
+            counts = windows.rows(windows.tokens, iso(kpi.minute_ny(start)) or "", iso(kpi.minute_ny(now)) or "")
+            a = kpi.overflow_of(counts) if counts else {}
+        else:
+            a = kpi.token_overflow(store, start, now).get(TOKEN_TIER, {})
         out.update(tier_a_overflow_max=a.get("overflow_max_minute", 0.0), tier_a_requested=float(a.get("requested", 0)))
     if "llm" in want:
         calls = kpi.llm_usage(store, start, now)["llm_calls"]
         out.update(llm_calls=float(calls),
                    llm_calls_per_hour=calls * 3600.0 / max(60.0, (now - start).total_seconds()))
     if "equity" in want:  # on account equity, not summed trade returns
-        # plain tuples: this runs after every fill, over up to a day of minutes
-        equity = [r[0] for r in store.conn.execute("SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts",
-                                                   (since, until)).fetchall()]
+        if windows is not None:
+            equity = windows.rows(windows.equity, since, until)
+        else:  # plain tuples: over up to a day of minutes
+            equity = [r[0] for r in store.conn.execute(
+                "SELECT equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", (since, until)).fetchall()]
         out.update(equity_drawdown=kpi.max_drawdown(equity), equity_samples=float(len(equity)))
     return out
-
 
 
 def evaluate_protections(state: Protections, store: Store, settings: Settings, params: LiveParams, now: datetime,
@@ -82,7 +97,7 @@ def evaluate_protections(state: Protections, store: Store, settings: Settings, p
         needed = frozenset(name for c in rule.all_of + rule.any_of for name in (c.metric, c.sample) if name)
         key = (window, last, needed)
         if key not in seen:
-            seen[key] = window_figures(store, now, window, last, needed)
+            seen[key] = window_figures(store, now, window, last, needed, state.windows)
         figures = seen[key]
         if not rule.fires(figures, s):
             continue
@@ -96,4 +111,7 @@ def evaluate_protections(state: Protections, store: Store, settings: Settings, p
                             now + timedelta(seconds=pause_s) if pause_s else None))
         if changes:
             params = params.with_changes(**changes)  # as the engine will have them when the next rule is checked
+    if rules:  # rows older than every rule's window are not asked for again (an older window reads them back)
+        oldest = now - timedelta(seconds=max(int(setting_value(r.window_s, s)) for r in rules))
+        state.windows.forget(iso(oldest) or "", iso(kpi.minute_ny(oldest)) or "")
     return fired

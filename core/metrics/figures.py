@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from core.clock import trading_date
+from core.clock import trading_dates
 
 PERIODS_PER_YEAR = 252
 # annualised figures (CAGR, Sharpe, Sortino) need at least this many sessions of daily returns: about a month,
@@ -30,10 +30,13 @@ def enough_sessions(sessions: int) -> bool:
 def max_drawdown(equity: list[float]) -> float:
     """Largest peak-to-trough fall of the equity curve, as a fraction of the peak (0.0 when flat)."""
     peak, worst = -math.inf, 0.0
-    for v in equity:
-        peak = max(peak, v)
+    for v in equity:  # ``max`` spelled as comparisons (the protections run this after every fill): same result
+        if v > peak:
+            peak = v
         if peak > 0:
-            worst = max(worst, (peak - v) / peak)
+            d = (peak - v) / peak
+            if d > worst:
+                worst = d
     return worst
 
 
@@ -95,8 +98,8 @@ def sortino(returns: list[float], periods: int = PERIODS_PER_YEAR) -> float:
 
 def daily_returns(ts: list[datetime], equity: list[float], start_equity: float) -> list[float]:
     last_by_day: dict[Any, float] = {}
-    for t, v in zip(ts, equity, strict=True):
-        last_by_day[trading_date(t)] = v
+    for day, v in zip(trading_dates(ts), equity, strict=True):
+        last_by_day[day] = v
     out, prev = [], start_equity
     for day in sorted(last_by_day):
         v = last_by_day[day]

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from core.clock import NY
+from core.clock import NY, trading_dates
 from core.metrics.figures import enough_sessions, flip_flops, max_drawdown, sharpe, signal_excursion, trade_metrics
 from core.state.decisions import rows_sql
 from core.state.store import Store, iso
@@ -96,14 +96,29 @@ def token_overflow(store: Store, start: datetime, end: datetime) -> dict[str, di
             "SUM(COALESCE(requested, 0) - COALESCE(granted, 0)) AS denied, SUM(COALESCE(borrowed, 0)) AS borrowed, "
             "MAX(CASE WHEN requested > 0 THEN (requested - COALESCE(granted, 0)) * 1.0 / requested ELSE 0.0 END) "
             "AS worst FROM token_stats WHERE minute > ? AND minute <= ? GROUP BY tier ORDER BY MIN(rowid)",
-            (iso(_minute_ny(start)), iso(_minute_ny(end)))):
+            (iso(minute_ny(start)), iso(minute_ny(end)))):
         out[r["tier"]] = {"requested": r["requested"], "denied": r["denied"], "borrowed": r["borrowed"],
                           "overflow_rate": r["denied"] / r["requested"] if r["requested"] else 0.0,
                           "overflow_max_minute": max(0.0, r["worst"])}
     return out
 
 
-def _minute_ny(ts: datetime) -> datetime:
+def overflow_of(counts: list[tuple[int | None, int | None]]) -> dict[str, float]:
+    """``token_overflow``'s requests and worst minute of one tier from its (requested, granted) per minute, as the
+    query sums them (the protections' windows kept in memory: ``core.engine.protect``)."""
+    requested, worst = 0, 0.0  # MAX over the minutes, then at least 0.0: the same as starting from 0.0
+    for r, g in counts:
+        if r:
+            requested += r
+            if r > 0:
+                d = (r - (g or 0)) * 1.0 / r
+                if d > worst:
+                    worst = d
+    return {"requested": requested, "overflow_max_minute": worst}
+
+
+def minute_ny(ts: datetime) -> datetime:
+    """The New York minute of ``ts``: the token counts' key (``token_stats.minute``)."""
     return ts.astimezone(NY).replace(second=0, microsecond=0)
 
 
@@ -127,9 +142,14 @@ def equity_kpis(store: Store, start: datetime | None = None,
     """Max drawdown on account equity and the Sharpe of daily closes inside the window; the Sharpe is None with
     fewer sessions than ``figures.MIN_ANNUALISED_SESSIONS`` (annualising a few days says nothing)."""
     rows = store.query("SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", _bounds(start, end))
-    closes: dict[str, float] = {}
-    for r in rows:  # the last snapshot of each New York date
-        closes[datetime.fromisoformat(r["ts"]).astimezone(NY).date().isoformat()] = r["equity"]
+    closes: dict[Any, float] = {}
+    times = [datetime.fromisoformat(r["ts"]) for r in rows]
+    if all(t.tzinfo is not None for t in times):  # one New York date per UTC hour (core.clock.trading_dates)
+        for day, r in zip(trading_dates(times), rows, strict=True):  # the last snapshot of each New York date
+            closes[day] = r["equity"]
+    else:
+        for t, r in zip(times, rows, strict=True):
+            closes[t.astimezone(NY).date()] = r["equity"]
     days = list(closes.values())
     rets = [b / a - 1 for a, b in zip(days, days[1:], strict=False) if a]
     return {"max_drawdown": max_drawdown([r["equity"] for r in rows]),

@@ -47,9 +47,13 @@ from core.rules.params import (
 )
 from core.rules.reasons import CONFLICT, NO_DATA, PROTECTION, RATE_LIMITED, RISK_MAX_POSITIONS, reason_text
 from core.state.baskets import BasketEvaluation
+from core.state.caps import GLOBAL, cap_key
 
 TIER_NAMES = ("A", "B", "Bench")
 _REASON_TEXT = tuple(reason_text(c) for c in kn.COUNTED_CODES)
+# a summary bucket's decision and reason by its slot (``kernel.COUNTED_CODES``)
+_SLOT_REASON = np.array(_REASON_TEXT, dtype=object)
+_SLOT_DECISION = np.array(["skipped" if c == NO_DATA else "suppressed" for c in kn.COUNTED_CODES], dtype=object)
 _NY_MINUTES: dict[int, str] = {}
 
 
@@ -97,7 +101,10 @@ class KernelDriver:
         self.feed = feed
         t = np.array([int(x.timestamp()) for x in ticks], dtype=np.int64)
         self.tick_t = t
-        days = [trading_date(x) for x in ticks]
+        # New York dates change on a whole UTC hour (midnight and the DST switches fall on one): one look-up an hour
+        by_hour: dict[int, Any] = {}
+        days = [by_hour[h] if (h := int(x) // 3600) in by_hour else by_hour.setdefault(h, trading_date(tick))
+                for x, tick in zip(t.tolist(), ticks, strict=True)]
         self.tick_day = np.array([d.toordinal() for d in days], dtype=np.int64)
         # RTH and the cutoff's session segment, once per session (every tick of a session shares its bounds)
         self.tick_rth = np.zeros(len(ticks), dtype=np.bool_)
@@ -122,6 +129,10 @@ class KernelDriver:
         self.tick_iso = _utc_iso(t)
         self.tick_minute_iso = [x[:17] + "00+00:00" for x in self.tick_iso]
         self._bar_iso: list[str] | None = None
+        self._bar_iso_arr: np.ndarray | None = None
+        # the same as object arrays: a push gathers a column of strings by fancy indexing
+        self.tick_iso_arr = np.array(self.tick_iso, dtype=object)
+        self.tick_minute_iso_arr = np.array(self.tick_minute_iso, dtype=object)
         self.ts = _plain(feed.ts, np.int64)
         self.open = _plain(feed.open)
         self.high = _plain(feed.high)
@@ -134,6 +145,9 @@ class KernelDriver:
         self.stocks = list(uni.stocks)
         self.k_of = {s: k for k, s in enumerate(self.stocks)}
         self.tiers = [uni.get_ticker_tier(s) or "Bench" for s in self.stocks]
+        self.stocks_arr = np.array(self.stocks, dtype=object)
+        self.tiers_arr = np.array(self.tiers, dtype=object)
+        self.k_col = np.array([self.col[s] for s in self.stocks], dtype=np.int64)
         K = np.full((len(self.stocks), kn.N_K), np.nan)
         for k, s in enumerate(self.stocks):
             K[k, kn.K_COL] = self.col[s]
@@ -173,6 +187,17 @@ class KernelDriver:
         self.p = np.zeros(1)
         self.cutoffs = np.zeros((3, 2))
         self.pause_rule = ""
+        self._cutoff_params: tuple[float, ...] = ()
+        # the engine's keys a pull reads, per stock and per feed column (core.state.locks, core.state.caps)
+        self._intervals = [float(x) for x in K[:, kn.K_INTERVAL]]
+        self._cool_keys = [f"cooldown:{s}" for s in self.stocks]
+        self._dir_keys = [f"dirlock:{s}" for s in self.stocks]
+        self._cols = np.array(list(self.col.values()), dtype=np.int64)
+        self._protect_keys = [f"protect:{s}" for s in self.col]
+        self._etf_lock_keys = [f"etf_lock:{s}" for s in self.col]
+        self._day_keys: tuple[str, tuple[list[str], str]] = ("", ([], ""))
+        self._kv_pulled: tuple[Any, ...] | None = None  # the engine's keys and counts as the arrays last took them
+        self._caps_pulled: tuple[Any, ...] | None = None
         self.pending_approvals = 0
         self._odd_event = False
         self.leg_ids: list[list[Any]] = []
@@ -200,11 +225,13 @@ class KernelDriver:
         S, K, C = self.S, self.K, self.C
         self.p = np.asarray(e.live.p, dtype=np.float64)
         self._segments()
-        for seg in range(3):
-            for high in (0, 1):
-                spike = self.p[P_CUTOFF_HIGH_VOL_SPIKE] if high else -math.inf
-                self.cutoffs[seg, high] = gates.dynamic_cutoff(
-                    seg, spike, *(self.p[i] for i in _CUTOFF_PARAMS))
+        params = tuple(self.p[i] for i in _CUTOFF_PARAMS)
+        if params != self._cutoff_params:  # the table changes only with its parameters
+            self._cutoff_params = params
+            for seg in range(3):
+                for high in (0, 1):
+                    spike = self.p[P_CUTOFF_HIGH_VOL_SPIKE] if high else -math.inf
+                    self.cutoffs[seg, high] = gates.dynamic_cutoff(seg, spike, *params)
         b = e.buckets
         S[kn.S_TOK_MIN] = math.nan if b._minute is None else float(b._minute)
         S[kn.S_LEFT_A] = b._left.get("A", 0)
@@ -227,31 +254,44 @@ class KernelDriver:
         sched = st.scheduler
         day_iso = datetime.fromordinal(day).date().isoformat()
         kv = e.kv._mem if hasattr(e.kv, "_mem") else {}
-        for k, s in enumerate(self.stocks):
-            K[k, kn.K_LAST] = sched.last_processed.get(s, math.nan)
-            lat = st.latest_scores.get(s)
-            K[k, kn.K_LAT_T], K[k, kn.K_LAT_S] = (math.nan, math.nan) if lat is None else lat
-            ev = sched.pending_events.get(s)
-            K[k, kn.K_EVENT] = -1.0 if ev is None else self._event_bar(ev)
-        self._odd_event = any(not ev.startswith("spike:") for ev in sched.pending_events.values())
-        for k, s in enumerate(self.stocks):
-            K[k, kn.K_CAP] = st.caps.day_counts(day_iso, s)[0]
-            cool = kv.get(f"cooldown:{s}")
-            K[k, kn.K_COOL] = -math.inf if cool is None else cool[1]
-            lock = kv.get(f"dirlock:{s}")
-            K[k, kn.K_DIR_SIGN], K[k, kn.K_DIR_UNTIL] = (0, -math.inf) if lock is None else (int(lock[0]), lock[1])
+        # per stock, a column at a time (the keys' strings made once: ``__init__``, ``_cap_keys``)
+        stocks = self.stocks
+        last, latest, events = sched.last_processed, st.latest_scores, sched.pending_events
+        K[:, kn.K_LAST] = [last.get(s, math.nan) for s in stocks]
+        lat = [latest.get(s) for s in stocks]
+        K[:, kn.K_LAT_T] = [math.nan if x is None else x[0] for x in lat]
+        K[:, kn.K_LAT_S] = [math.nan if x is None else x[1] for x in lat]
+        K[:, kn.K_EVENT] = [-1.0 if (ev := events.get(s)) is None else self._event_bar(ev) for s in stocks]
+        self._odd_event = any(not ev.startswith("spike:") for ev in events.values())
+        # the keys and counts only when the engine changed them (or the day): otherwise the arrays hold what the
+        # kernel did, which ``push`` has just written into them
+        kv_seen, caps_seen = self._kv_seen(day_iso), self._caps_seen(day_iso)
+        if caps_seen is None or caps_seen != self._caps_pulled:
+            counts = st.caps.view()
+            cap_keys, global_key = self._cap_keys(day_iso)
+            K[:, kn.K_CAP] = [counts.get(x, 0) for x in cap_keys]
+            S[kn.S_CAP_GLOBAL] = counts.get(global_key, 0)
+            self._caps_pulled = self._caps_seen(day_iso)
+        if kv_seen is None or kv_seen != self._kv_pulled:
+            got = [kv.get(x) for x in self._cool_keys]
+            K[:, kn.K_COOL] = [-math.inf if x is None else x[1] for x in got]
+            got = [kv.get(x) for x in self._dir_keys]
+            K[:, kn.K_DIR_SIGN] = [0 if x is None else int(x[0]) for x in got]
+            K[:, kn.K_DIR_UNTIL] = [-math.inf if x is None else x[1] for x in got]
             # the cap's slot key of that tick (a later tick's slot is new, or this one)
-            slot = gates.cap_slot(t_at, K[k, kn.K_INTERVAL])
-            key = kv.get(f"cap:{s}:{day_iso}:{slot}")
-            K[k, kn.K_SLOT], K[k, kn.K_SLOT_EXP] = (slot, key[1]) if key is not None else (-1, -math.inf)
-        S[kn.S_CAP_GLOBAL] = st.caps.day_counts(day_iso, "__global__")[1]
+            slots = [gates.cap_slot(t_at, iv) for iv in self._intervals]
+            got = [kv.get(f"cap:{s}:{day_iso}:{slot}") for s, slot in zip(stocks, slots, strict=True)]
+            K[:, kn.K_SLOT] = [-1 if x is None else slot for x, slot in zip(got, slots, strict=True)]
+            K[:, kn.K_SLOT_EXP] = [-math.inf if x is None else x[1] for x in got]
+            got = [kv.get(x) for x in self._protect_keys]
+            C[self._cols, kn.C_PROTECT] = [-math.inf if x is None else x[1] for x in got]
+            got = [kv.get(x) for x in self._etf_lock_keys]
+            C[self._cols, kn.C_ETF_LOCK] = [-math.inf if x is None else x[1] for x in got]
+            self._kv_pulled = kv_seen
         book = st.book
-        C[:] = 0.0
-        for s, j in self.col.items():
-            prot = kv.get(f"protect:{s}")
-            C[j, kn.C_PROTECT] = -math.inf if prot is None else prot[1]
-            lock = kv.get(f"etf_lock:{s}")
-            C[j, kn.C_ETF_LOCK] = -math.inf if lock is None else lock[1]
+        C[:, kn.C_HELD] = 0.0
+        C[:, kn.C_LIVE_INTENT] = 0.0
+        C[:, kn.C_BROKER_HELD] = 0.0
         need = bool(book.intents) or bool(book.orders)
         full = False
         n = 0
@@ -326,6 +366,22 @@ class KernelDriver:
             self.B[b_, kn.B_STREAK], self.B[b_, kn.B_AT], self.B[b_, kn.B_SESSION] = prev
             self.B[b_, kn.B_EVAL_TICK] = -1
 
+    def _kv_seen(self, day_iso: str) -> tuple[Any, ...] | None:
+        """Which state of the engine's keys (and day) the arrays would take; None: not known, read them."""
+        kv = self.e.kv
+        version = getattr(kv, "version", None)
+        return None if version is None else (id(getattr(kv, "_mem", None)), version, day_iso)
+
+    def _caps_seen(self, day_iso: str) -> tuple[Any, ...]:
+        caps = self.e.state.caps
+        return id(caps.view()), caps.version, day_iso
+
+    def _cap_keys(self, day_iso: str) -> tuple[list[str], str]:
+        """The day's cap-count keys of the stocks, and the global one (made once per day)."""
+        if self._day_keys[0] != day_iso:
+            self._day_keys = (day_iso, ([cap_key(day_iso, s) for s in self.stocks], cap_key(day_iso, GLOBAL)))
+        return self._day_keys[1]
+
     def _event_bar(self, event_id: str) -> float:
         """The bar of a Bench spike event (``spike:SYM:bar time``); any other event is the engine's to run."""
         parts = event_id.split(":", 2)
@@ -335,55 +391,19 @@ class KernelDriver:
         return float(np.searchsorted(self.ts, t))
 
     # ------------------------------------------------------------ arrays -> engine
-    def push(self) -> None:
-        """What the kernel's ticks journalled, and its working state, into the engine's objects."""
+    def push(self, drain: bool = True) -> None:
+        """What the kernel's ticks journalled, and its working state, into the engine's objects. ``drain``: the
+        summary buckets still open too; without it they stay open in the kernel (a settle, a ticker or a basket
+        the engine decides counts nothing, and a bucket written in two parts costs an upsert more)."""
         e, st, store = self.e, self.e.state, self.e.store
         S, K, N = self.S, self.K, self.N
-        kn.drain_buckets(self.BK, self.REC_CNT, N)
+        if drain:
+            kn.drain_buckets(self.BK, self.REC_CNT, N)
         log_ = e.decisions
-        stocks, tiers, dt = self.stocks, self.tiers, self.dt
-        # decision rows (the full log, and every decision past the cutoff), in order: ``signal_row``'s tuples
-        tick_iso, bar_iso = self.tick_iso, self.bar_iso
-        score_a, spike_a, close_a, col = self.score, self.spike, self.close, self.col
-        R = self.REC_ROW
-        rows = log_.rows
-        for n in range(int(N[kn.R_ROWS])):
-            i, k, decision, code, bar = (int(x) for x in R[n, :5])
-            sym = stocks[k]
-            j = col[sym]
-            if bar < 0:
-                bar_ts = raw = spike = price = None
-            else:
-                bar_ts = bar_iso[bar]
-                raw, spike, price = round(float(score_a[bar, j]), 6), round(float(spike_a[bar, j]), 6), \
-                    float(close_a[bar, j])
-            if code in (RATE_LIMITED, NO_DATA):
-                score = cutoff = None
-            else:
-                score, cutoff = round(float(R[n, kn.ROW_SCORE]), 6), float(R[n, kn.ROW_CUTOFF])
-            if decision == kn.DECISION_EVIDENCE:  # actionable: written at once (the protections read them back)
-                log_.add((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff, "actionable", None,
-                          "evidence", price))
-                rows = log_.rows
-                continue
-            reason = reason_text(code, self.pause_rule if code == PROTECTION else self._approvals(code))
-            rows.append((tick_iso[i], bar_ts, sym, tiers[k], score, raw, spike, cutoff,
-                         "skipped" if decision else "suppressed", reason, None, price))
-        # summary buckets, in the order they closed
-        R = self.REC_CNT
-        count = log_.count
-        minute_iso = self.tick_minute_iso
-        for n in range(int(N[kn.R_COUNTS])):
-            k, slot = int(R[n, 0]), int(R[n, 1])
-            f = R[n, 2:].tolist()
-            code = kn.COUNTED_CODES[slot]
-            bar = int(f[kn.BK_BAR])
-            first = int(f[kn.BK_FIRST])
-            count(stocks[k], tiers[k], "skipped" if code == NO_DATA else "suppressed", _REASON_TEXT[slot],
-                  tick_iso[first], None if bar < 0 else bar_iso[bar],
-                  f[kn.BK_PRICE] if f[kn.BK_HAS_PRICE] else None,
-                  round(f[kn.BK_SCORE], 6) if f[kn.BK_HAS_SCORE] else None, int(f[kn.BK_N]),
-                  last_ts=tick_iso[int(f[kn.BK_LAST])], minute=minute_iso[first])
+        stocks, dt = self.stocks, self.dt
+        self._write_rows(log_)
+        self._write_counts(log_)
+        tick_iso = self.tick_iso
         # equity once a minute, token counts of ended minutes
         R = self.REC_EQ
         store.upsert_many("equity", ("ts", "equity", "cash", "exposure"), [
@@ -468,12 +488,88 @@ class KernelDriver:
                 streaks.save(ev, dt(i), blocked_by=self._blocked_text(bk, blocked) if blocked else None,
                              intent_id=None)
                 row[kn.B_EVAL_TICK] = -1
+        # the keys and counts now hold what the arrays hold: the next pull reads them only if the engine changes them
+        if self._kv_pulled is not None:
+            self._kv_pulled = self._kv_seen(self._kv_pulled[2])
+        if self._caps_pulled is not None:
+            self._caps_pulled = self._caps_seen(self._caps_pulled[2])
         last = int(S[kn.S_LAST_TICK])
         if last >= 0:  # the last tick the kernel finished
             now = dt(last)
             e.snapshots._tick_state_at = now
             store.set_meta("replay_cursor", now.isoformat())
             S[kn.S_LAST_TICK] = -1.0
+
+    def _write_rows(self, log_: Any) -> None:
+        """The kernel's decision rows (the full log, and every decision past the cutoff) into the decision log, in
+        order, as ``signal_row``'s tuples: columns gathered from the arrays at once, one tuple per row; an
+        actionable row goes through ``DecisionLog.add`` (written at once, and seen by the protections)."""
+        n = int(self.N[kn.R_ROWS])
+        if n == 0:
+            return
+        R = self.REC_ROW[:n]
+        ii = R[:, kn.ROW_TICK].astype(np.int64)
+        kk = R[:, kn.ROW_STOCK].astype(np.int64)
+        codes = R[:, kn.ROW_REASON].astype(np.int64).tolist()
+        bars = R[:, kn.ROW_BAR].astype(np.int64)
+        has_bar = bars >= 0
+        jj = self.k_col[kk]
+        bb = np.where(has_bar, bars, 0)
+        raw = self.score[bb, jj].tolist()
+        spike = self.spike[bb, jj].tolist()
+        price = self.close[bb, jj].tolist()
+        bar_ts = np.where(has_bar, self.bar_iso_arr[bb], None).tolist()
+        has_bar_l = has_bar.tolist()
+        syms = self.stocks_arr[kk].tolist()
+        tiers = self.tiers_arr[kk].tolist()
+        ts = self.tick_iso_arr[ii].tolist()
+        score = R[:, kn.ROW_SCORE].tolist()
+        cutoff = R[:, kn.ROW_CUTOFF].tolist()
+        decision = R[:, kn.ROW_DECISION].astype(np.int64).tolist()
+        reasons: dict[int, str] = {}  # the same few texts for the whole push (the pause rule, the approvals)
+        for c in set(codes):
+            reasons[c] = reason_text(c, self.pause_rule if c == PROTECTION else self._approvals(c))
+        unscored = (RATE_LIMITED, NO_DATA)
+        out = [
+            (ts[x], bar_ts[x], syms[x], tiers[x],
+             None if codes[x] in unscored else round(score[x], 6),
+             round(raw[x], 6) if has_bar_l[x] else None, round(spike[x], 6) if has_bar_l[x] else None,
+             None if codes[x] in unscored else cutoff[x],
+             "actionable" if decision[x] == kn.DECISION_EVIDENCE else "skipped" if decision[x] else "suppressed",
+             None if decision[x] == kn.DECISION_EVIDENCE else reasons[codes[x]],
+             "evidence" if decision[x] == kn.DECISION_EVIDENCE else None,
+             price[x] if has_bar_l[x] else None)
+            for x in range(n)]
+        evidence = [x for x in range(n) if decision[x] == kn.DECISION_EVIDENCE]
+        done = 0
+        for x in evidence:  # actionable: written at once, after the rows before it
+            log_.rows.extend(out[done:x])
+            log_.add(out[x])
+            done = x + 1
+        log_.rows.extend(out[done:])
+
+    def _write_counts(self, log_: Any) -> None:
+        """The kernel's summary buckets (each closed in time order) into ``signal_counts``: one
+        ``DecisionLog.count_many`` of tuples gathered from the arrays at once."""
+        n = int(self.N[kn.R_COUNTS])
+        if n == 0:
+            return
+        R = self.REC_CNT[:n]
+        kk = R[:, kn.CNT_STOCK].astype(np.int64)
+        slot = R[:, kn.CNT_SLOT].astype(np.int64)
+        F = R[:, 2:]
+        first = F[:, kn.BK_FIRST].astype(np.int64)
+        bars = F[:, kn.BK_BAR].astype(np.int64)
+        bar_ts = np.where(bars >= 0, self.bar_iso_arr[np.where(bars >= 0, bars, 0)], None).tolist()
+        price = [p if h else None for p, h in zip(F[:, kn.BK_PRICE].tolist(), F[:, kn.BK_HAS_PRICE].tolist(),
+                                                  strict=True)]
+        score = [round(v, 6) if h else None for v, h in zip(F[:, kn.BK_SCORE].tolist(),
+                                                            F[:, kn.BK_HAS_SCORE].tolist(), strict=True)]
+        log_.count_many(list(zip(
+            self.stocks_arr[kk].tolist(), self.tick_minute_iso_arr[first].tolist(), _SLOT_DECISION[slot].tolist(),
+            _SLOT_REASON[slot].tolist(), self.tiers_arr[kk].tolist(), F[:, kn.BK_N].astype(np.int64).tolist(),
+            self.tick_iso_arr[first].tolist(), self.tick_iso_arr[F[:, kn.BK_LAST].astype(np.int64)].tolist(),
+            bar_ts, price, score, strict=True)))
 
     def _approvals(self, code: int) -> str:
         """``RiskManager.reason``'s detail: the approvals that hold position slots."""
@@ -494,6 +590,12 @@ class KernelDriver:
         if self._bar_iso is None:
             self._bar_iso = _utc_iso(self.ts)
         return self._bar_iso
+
+    @property
+    def bar_iso_arr(self) -> np.ndarray:
+        if self._bar_iso_arr is None:
+            self._bar_iso_arr = np.array(self.bar_iso, dtype=object)
+        return self._bar_iso_arr
 
     def _bar_dt(self, bar: int) -> datetime:
         return datetime.fromtimestamp(int(self.ts[bar]), UTC)
@@ -594,7 +696,7 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
         since_flush += at - i
         i = at
         if status in (kn.TICKER, kn.BASKET):
-            drv.push()
+            drv.push(drain=False)
             engine_decides(at, status)
             if status == kn.TICKER:
                 resume_k = int(drv.OUT[0])
@@ -602,7 +704,7 @@ def replay_ticks(engine: Engine, ticks: list[datetime], *, progress: Any = None,
                 resume_b = int(drv.OUT[0])
             continue  # the same tick goes on in the kernel
         if status == kn.SETTLE:
-            drv.push()
+            drv.push(drain=False)
             engine_settle(at)
             settled = at
         elif status == kn.HANDBACK:

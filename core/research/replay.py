@@ -22,7 +22,7 @@ from core.engine import Engine
 from core.feed import MarketFeed
 from core.metrics import kpi, performance
 from core.research.feed_cache import preload
-from core.state.decisions import SUMMARY, decision_counts, decision_total
+from core.state.decisions import SUMMARY, decision_total
 from core.state.store import Store
 from core.venues.marketdata import MarketData
 from core.venues.sim.bar_files import ReplayMarket, load_bars
@@ -226,8 +226,9 @@ def _isnan(a: Any) -> Any:
 
 
 def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: float) -> dict[str, Any]:
-    # the decision figures read both forms of the log (core.state.decisions): the same from a full or a summary run
-    suppressed = decision_counts(store, "reason", "decision='suppressed'")
+    # the decision figures read both forms of the log (core.state.decisions): the same from a full or a summary run;
+    # the metrics count the suppressed decisions and the signals with the very queries the stats show
+    metrics = performance.research_metrics(store, engine.s.sim_start_cash, len(sessions))
     statuses = {r["status"]: r["n"] for r in store.query(
         "SELECT status, COUNT(*) AS n FROM intents GROUP BY status")}
     m = kpi.summary(store)
@@ -237,8 +238,8 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
     # the closed trades' sum
     return {
         "bars": count_bars(engine, sessions),
-        "signals": decision_total(store, "decision != 'skipped'"),
-        "suppressed": suppressed,
+        "signals": metrics["signals"],
+        "suppressed": dict(metrics["suppressed"]),
         "actionable": decision_total(store, "decision='actionable'"),
         "intents": sum(statuses.values()),
         "intents_pending": statuses.get("pending", 0),
@@ -252,7 +253,7 @@ def collect_stats(store: Store, engine: Engine, sessions: list[date], elapsed: f
         "sessions": len(sessions),
         "first_session": sessions[0].isoformat() if sessions else None,
         "last_session": sessions[-1].isoformat() if sessions else None,
-        "metrics": _finite(performance.research_metrics(store, start_equity, len(sessions))),
+        "metrics": _finite(metrics),
         "elapsed_s": round(elapsed, 3),
     }
 

@@ -23,11 +23,13 @@ class CapCounters:
         self.store = store
         self.counts: dict[str, int] = {}
         self._stale = False
+        self.version = 0  # counts the changes: the research driver re-reads the counts only after one
         store.on_rollback(self._mark_stale)
         self.load()
 
     def load(self) -> None:
         self.counts = {r["key"]: int(r["value"] or 0) for r in self.store.query("SELECT key, value FROM counters")}
+        self.version = getattr(self, "version", 0) + 1
         self._stale = False
 
     def _mark_stale(self) -> None:
@@ -51,6 +53,7 @@ class CapCounters:
             (key, by),
         )
         counts[key] = counts.get(key, 0) + by
+        self.version += 1
         return counts[key]
 
     def count(self, day: str, symbol: str) -> None:

@@ -42,6 +42,8 @@ COUNT_UPSERT = (
     " bar_ts = excluded.bar_ts, price = COALESCE(excluded.price, price),"
     " last_score = COALESCE(excluded.last_score, last_score)")
 
+SIGNAL_COLUMNS = ("ts", "bar_ts", "symbol", "tier", "score", "raw_score", "vol_spike", "cutoff", "decision", "reason",
+                  "action", "price")
 # signal row tuple positions (core.engine.signal_row)
 _TS, _BAR_TS, _SYM, _TIER, _SCORE, _DECISION, _REASON, _PRICE = 0, 1, 2, 3, 4, 8, 9, 11
 
@@ -80,12 +82,15 @@ class DecisionLog:
             self.count(row[_SYM], row[_TIER], row[_DECISION], row[_REASON], row[_TS], row[_BAR_TS], row[_PRICE],
                        row[_SCORE], 1)
             return
+        if row[_DECISION] == "actionable":  # written at once, and told to the protections' windows (Store.watch)
+            self.write_rows()  # the rows before it first, in order
+            if self.store.execute(SIGNAL_INSERT, row).rowcount > 0:
+                self.store.wrote("signals", SIGNAL_COLUMNS, (row,))
+            return
         if not self.store.batched:
             self.store.execute(SIGNAL_INSERT, row)
             return
         self.rows.append(row)
-        if row[_DECISION] == "actionable":  # read back by the protections before the batch ends
-            self.write_rows()
 
     def count(self, symbol: str, tier: str, decision: str, reason: str, first_ts: str, bar_ts: str | None,
               price: float | None, score: float | None, n: int, last_ts: str | None = None,
@@ -109,6 +114,14 @@ class DecisionLog:
             b[6] = score
         if not self.store.batched:
             self.write_counts()
+
+    def count_many(self, rows: list[tuple[Any, ...]]) -> None:
+        """Summary buckets already made (the research kernel's), in ``COUNT_UPSERT``'s columns and time order. The
+        buckets waiting here are older: written first, so a later bucket of a key adds to an earlier one exactly
+        as ``count`` merges them (n and the time span add up, the newest bar, price and score win)."""
+        if rows:
+            self.write_counts()
+            self.store.conn.executemany(COUNT_UPSERT, rows)
 
     def write_rows(self) -> None:
         if self.rows:

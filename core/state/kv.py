@@ -34,6 +34,7 @@ class SqliteKV:
         self._mem: dict[str, tuple[str, float]] = {
             r["key"]: (r["value"], r["expires_at"]) for r in store.query("SELECT key, value, expires_at FROM kv")
         }
+        self.version = 0  # counts the changes: the research driver re-reads its keys only after one
 
     def get(self, key: str, now: datetime) -> str | None:
         item = self._mem.get(key)
@@ -59,6 +60,7 @@ class SqliteKV:
     def set(self, key: str, value: str, ttl_s: float, now: datetime) -> None:
         expires = now.timestamp() + ttl_s
         self._mem[key] = (value, expires)
+        self.version += 1
         self.store.upsert("kv", {"key": key, "value": value, "expires_at": expires})
 
     def set_nx(self, key: str, value: str, ttl_s: float, now: datetime) -> bool:
@@ -69,6 +71,7 @@ class SqliteKV:
 
     def delete(self, key: str) -> None:
         self._mem.pop(key, None)
+        self.version += 1
         self.store.execute("DELETE FROM kv WHERE key=?", (key,))
 
     def purge_expired(self, now: datetime) -> int:
@@ -76,6 +79,7 @@ class SqliteKV:
         dead = [k for k, (_, exp) in self._mem.items() if exp <= t]
         for k in dead:
             del self._mem[k]
+        self.version += 1
         self.store.execute("DELETE FROM kv WHERE expires_at <= ?", (t,))
         return len(dead)
 

@@ -10,6 +10,8 @@ What fires is decided by ``core.rules.protections`` (the conditions) and ``core.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -42,6 +44,137 @@ def active_protections(store: Store, now: datetime) -> list[dict[str, Any]]:
                        (iso(now),))
 
 
+class _Series:
+    """Rows of one journal table in time order, as far back as ``loaded_from`` (exclusive): every row of the table
+    with a later time is here. ``unique``: one row per time (an upsert replaces it), else many."""
+
+    def __init__(self, sql: str, unique: bool, value: Callable[..., Any] | None = None) -> None:
+        self.sql = sql  # (time, value...) of the rows with since < time <= until, in the table's order
+        self.unique = unique
+        self.value = value  # a row's columns after the time -> the value kept (default: the one column, or a tuple)
+        self.keys: list[str] = []
+        self.values: list[Any] = []
+        self.loaded_from: str | None = None  # None: nothing loaded yet (the first question reads the table)
+
+    def reset(self) -> None:
+        self.keys, self.values, self.loaded_from = [], [], None
+
+    def cover(self, store: Store, since: str) -> None:
+        """Make sure every row later than ``since`` is here: read the older ones from the table once."""
+        lo = self.loaded_from
+        if lo is not None and since >= lo:
+            return
+        rows = [tuple(r) for r in store.conn.execute(self.sql, (since, lo if lo is not None else "\uffff"))]
+        self.keys[:0] = [r[0] for r in rows]
+        if self.value is not None:
+            self.values[:0] = [self.value(*r[1:]) for r in rows]
+        else:
+            self.values[:0] = [r[1] if len(r) == 2 else r[1:] for r in rows]
+        self.loaded_from = since
+
+    def add(self, key: str, value: Any) -> None:
+        """A row just written. One at or before ``loaded_from`` is left to the table (read if ever needed)."""
+        if self.loaded_from is None or key <= self.loaded_from:
+            return
+        keys = self.keys
+        if keys and key > keys[-1]:  # the usual case: the newest row
+            keys.append(key)
+            self.values.append(value)
+            return
+        i = bisect_right(keys, key)
+        if self.unique and i > 0 and keys[i - 1] == key:
+            self.values[i - 1] = value
+            return
+        keys.insert(i, key)
+        self.values.insert(i, value)
+
+    def window(self, since: str, until: str) -> list[Any]:
+        """The values of (since, until], in time order (rows of one time in the order they were written)."""
+        keys = self.keys
+        return self.values[bisect_right(keys, since):bisect_right(keys, until)]
+
+    def forget(self, before: str) -> None:
+        """Drop the rows at or before ``before`` (no window reaches them now; a later question that does reads the
+        table again)."""
+        if self.loaded_from is None or before <= self.loaded_from:
+            return
+        i = bisect_right(self.keys, before)
+        del self.keys[:i], self.values[:i]
+        self.loaded_from = before
+
+
+def _actionable(symbol: str, ts: str, score: float | None) -> tuple[str, float, float]:
+    return symbol, datetime.fromisoformat(ts).timestamp(), score or 0.0
+
+
+TOKEN_TIER = "A"  # the tier whose token overflow a protection watches (core.rules.protections)
+
+
+class ProtectionWindows:
+    """The journal rows the protections' window figures count (rules §10), kept in memory as the engine writes them:
+    actionable signals (symbol, score), exits (their reason), Tier-A token counts per minute, equity snapshots.
+    ``core.engine.protect.window_figures`` reads its windows from here instead of querying SQLite after every fill.
+
+    Exact, not approximate: each series holds every row of its table later than its ``loaded_from`` (read from the
+    table on first use, and again for a window reaching further back), and every write through the store
+    (``Store.watch``) or the decision log's actionable rows is added as it happens; a rollback empties them (read
+    again on the next question). The engine is the only writer of these tables."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # (symbol, epoch seconds, score): the figures' flip-flop count takes exactly these
+        self.actionable = _Series("SELECT ts, symbol, ts, score FROM signals WHERE decision='actionable' AND ts > ? "
+                                  "AND ts <= ? ORDER BY ts, id", False, _actionable)
+        self.exits = _Series("SELECT exit_ts, exit_reason FROM trades WHERE exit_ts > ? AND exit_ts <= ? "
+                             "ORDER BY exit_ts, id", False)
+        self.tokens = _Series("SELECT minute, requested, granted FROM token_stats WHERE tier='A' AND minute > ? "
+                              "AND minute <= ? ORDER BY minute", True)
+        self.equity = _Series("SELECT ts, equity FROM equity WHERE ts > ? AND ts <= ? ORDER BY ts", True)
+        store.watch("signals", self._signals)
+        store.watch("trades", self._trades)
+        store.watch("token_stats", self._tokens)
+        store.watch("equity", self._equity)
+        store.on_rollback(self.reset)
+
+    def reset(self) -> None:
+        for s in (self.actionable, self.exits, self.tokens, self.equity):
+            s.reset()
+
+    def _signals(self, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        ts, sym, score, dec = (cols.index(c) for c in ("ts", "symbol", "score", "decision"))
+        for r in rows:
+            if r[dec] == "actionable":
+                self.actionable.add(r[ts], _actionable(r[sym], r[ts], r[score]))
+
+    def _trades(self, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        ts, reason = cols.index("exit_ts"), cols.index("exit_reason")
+        for r in rows:
+            self.exits.add(r[ts], r[reason])
+
+    def _tokens(self, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        m, tier, req, gr = (cols.index(c) for c in ("minute", "tier", "requested", "granted"))
+        for r in rows:
+            if r[tier] == TOKEN_TIER:
+                self.tokens.add(r[m], (r[req], r[gr]))
+
+    def _equity(self, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        ts, eq = cols.index("ts"), cols.index("equity")
+        for r in rows:
+            self.equity.add(r[ts], r[eq])
+
+    def rows(self, series: _Series, since: str, until: str) -> list[Any]:
+        """``series``' values in (since, until], reading older rows from the table first if the window needs them."""
+        series.cover(self.store, since)
+        return series.window(since, until)
+
+    def forget(self, before: str, before_minute: str) -> None:
+        """Nothing at or before these times is asked for any more (``before_minute``: the token series' key)."""
+        self.actionable.forget(before)
+        self.exits.forget(before)
+        self.equity.forget(before)
+        self.tokens.forget(before_minute)
+
+
 class Protections:
     """The ``protections`` table in memory, owned by the engine: whether new entries are paused, whether a rule
     is in its cool-off, when it last fired, whether the day's loss halt is recorded are answered from here, not
@@ -53,6 +186,7 @@ class Protections:
         self.store = store
         self.rows: dict[int, dict[str, Any]] = {}  # every row by id (one per firing: a small table)
         self._stale = False
+        self.windows = ProtectionWindows(store)  # what the rules' window figures count, kept as it is written
         store.on_rollback(self._mark_stale)  # whatever rollback it was, the memory follows the journal again
         self.load()
 
@@ -61,6 +195,7 @@ class Protections:
         self.rows = {r["id"]: r for r in self.store.query("SELECT * FROM protections ORDER BY id")}
         self._index()
         self._stale = False
+        self.windows.reset()  # read again from the table when next asked
 
     def _mark_stale(self) -> None:
         self._stale = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -154,6 +154,7 @@ class Store:
         self._tick_thread: int | None = None
         self._flush_hooks: list[Any] = []  # journal parts buffered in memory (core.state.decisions), see ``on_flush``
         self._rollback_hooks: list[Any] = []
+        self._watchers: dict[str, list[Callable[[Sequence[str], Sequence[Sequence[Any]]], None]]] = {}  # ``watch``
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else self.path
@@ -283,6 +284,17 @@ class Store:
         """``drop()`` forgets that part's buffer when the transaction is rolled back."""
         self._rollback_hooks.append(drop)
 
+    def watch(self, table: str, seen: Callable[[Sequence[str], Sequence[Sequence[Any]]], None]) -> None:
+        """``seen(columns, rows)`` after every write of rows to ``table`` through ``insert``, ``insert_many``,
+        ``upsert`` and ``upsert_many`` (and the decision log's actionable rows, ``wrote``): the engine's in-memory
+        windows of its own journal (core.state.protections) follow what it writes. Raw ``execute`` is not seen."""
+        self._watchers.setdefault(table, []).append(seen)
+
+    def wrote(self, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Tell ``table``'s watchers about rows just written."""
+        for seen in self._watchers.get(table, ()):
+            seen(cols, rows)
+
     def put(self, table: str, row: dict[str, Any]) -> None:
         """An upsert of a row whose latest value is all that matters (meta, heartbeat, basket state). In batch
         mode only the last value per key is written, at the flush, instead of once per tick."""
@@ -330,30 +342,37 @@ class Store:
         return None if row is None else row[0]
 
     def upsert(self, table: str, row: dict[str, Any]) -> None:
-        self.conn.execute(_upsert_sql(table, tuple(row)), list(row.values()))
+        cols, values = tuple(row), list(row.values())
+        self.conn.execute(_upsert_sql(table, cols), values)
+        if table in self._watchers:
+            self.wrote(table, cols, (values,))
 
     def upsert_many(self, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         """``upsert`` of many rows of the same columns, in order (a later row of a key wins, as with one by one)."""
         if rows:
             self.conn.executemany(_upsert_sql(table, cols), rows)
+            if table in self._watchers:
+                self.wrote(table, cols, rows)
 
     def insert(self, table: str, row: dict[str, Any], *, ignore: bool = False) -> int:
         cols = list(row)
         verb = "INSERT OR IGNORE" if ignore else "INSERT"
+        values = [row[c] for c in cols]
         cur = self.conn.execute(
-            f"{verb} INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-            [row[c] for c in cols],
-        )
+            f"{verb} INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", values)
+        if cur.rowcount > 0 and table in self._watchers:
+            self.wrote(table, cols, (values,))
         return cur.rowcount
 
     def insert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         cols = list(rows[0])
-        self.conn.executemany(
-            f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-            [[r[c] for c in cols] for r in rows],
-        )
+        values = [[r[c] for c in cols] for r in rows]
+        self.conn.executemany(f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                              values)
+        if table in self._watchers:
+            self.wrote(table, cols, values)
 
     # ---------------------------------------------------------------- meta / counters
     def get_meta(self, key: str) -> str | None:
