@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.clock import WallClock
+from core.exports import to_csv_bytes
 from core.research import session_replay as sr
 from core.state.store import Store
 
@@ -95,7 +96,7 @@ def session_replay_panel(settings: Any, store: Store) -> None:
 
         st.dataframe(shown.style.apply(mark, axis=1), hide_index=True, key="session_replay_table")
     left, right = st.columns(2)
-    left.download_button("Download differences CSV", pd.DataFrame(res["differences"]).to_csv(index=False).encode(),
+    left.download_button("Download differences CSV", to_csv_bytes(pd.DataFrame(res["differences"])),
                          file_name=f"session-replay-{day}.csv", mime="text/csv", key="session_replay_csv")
     right.download_button("Download replay JSON", json.dumps(res, default=str, sort_keys=True),
                           file_name=f"session-replay-{day}.json", mime="application/json", key="session_replay_json")

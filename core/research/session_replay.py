@@ -33,6 +33,7 @@ from core.config import Settings, load_settings
 from core.engine import Engine
 from core.engine.intents import client_order_id_for
 from core.engine.journal import code_version
+from core.exports import to_csv_bytes
 from core.feed import MarketFeed
 from core.state.store import Store, iso
 from core.strategy import Strategy
@@ -112,7 +113,7 @@ class SessionReplay:
         return pd.DataFrame([d.row() for d in self.differences], columns=cols)
 
     def to_csv(self) -> bytes:
-        return self.table().to_csv(index=False).encode()
+        return to_csv_bytes(self.table())  # escaped like every CSV the app writes (core.exports)
 
     def to_dict(self) -> dict[str, Any]:
         return {"day": self.day.isoformat(), "live_version": self.live_version, "replay_version": self.replay_version,

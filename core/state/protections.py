@@ -238,6 +238,11 @@ class Protections:
         return pid
 
     # ------------------------------------------------------------ look-ups
+    def all_rows(self) -> list[dict[str, Any]]:
+        """Every firing, oldest first, as the table holds it (a session snapshot's copy)."""
+        self._fresh()
+        return [dict(r) for _, r in sorted(self.rows.items())]
+
     def entries_paused_by(self, now: datetime) -> str | None:
         """The rule pausing new entries at ``now`` (stop-loss guard, drawdown), or None."""
         self._fresh()

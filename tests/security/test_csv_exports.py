@@ -29,9 +29,10 @@ def rows(data: bytes | str) -> list[list[str]]:
 
 
 def formula_cells(table: list[list[str]]) -> list[str]:
-    """Cells a spreadsheet would evaluate: text starting with = + - @ tab or CR that is not a plain number."""
+    """Cells a spreadsheet would evaluate: text starting with = + - @ tab or CR that is not a plain number (or
+    percentage: the Research metrics are shown as "-1.25%", which a spreadsheet reads as -0.0125)."""
     return [c for r in table for c in r if c[:1] in ("=", "+", "-", "@", "\t", "\r")
-            and not re.fullmatch(r"[+-]?\d[\d,]*(\.\d+)?([eE][+-]?\d+)?", c)]
+            and not re.fullmatch(r"[+-]?\d[\d,]*(\.\d+)?([eE][+-]?\d+)?%?", c)]  # -1.25% is a number too
 
 
 @pytest.mark.parametrize("cell", [EVIL, "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\r=1"])
