@@ -38,7 +38,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: sysdeps lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 # The whole suite with the system date moved to a weekend, an early close, DST, a holiday, New Year's Eve
 # and a normal day (libfaketime): no test may depend on the day it runs. Not part of `make test` (6 runs).
