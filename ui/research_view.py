@@ -513,21 +513,33 @@ def apply_to_live(ctx: AppContext, run: dict[str, Any], live: dict[str, Any]) ->
     if st.session_state.get("_r_apply") != rid:
         return
     old_delta, old_cool = float(live.get("cutoff_delta", 0.0)), int(live.get("cooldown_s", 180))
-    st.warning(f"Apply run #{rid} to live trading? Cutoff delta {old_delta:+.2f} → {changes['cutoff_delta']:+.2f}, "
-               f"cooldown {old_cool} s → {changes['cooldown_s']} s. The engine uses them from its next tick.")
+    confirm_live_change(
+        ctx, changes, asking="_r_apply", answer="_r_applied", yes=f"r_apply_yes_{rid}", no=f"r_apply_no_{rid}",
+        question=f"Apply run #{rid} to live trading? Cutoff delta {old_delta:+.2f} → {changes['cutoff_delta']:+.2f}, "
+                 f"cooldown {old_cool} s → {changes['cooldown_s']} s. The engine uses them from its next tick.",
+        done=lambda queued: f"Run #{rid} applied to live{queued}: cutoff delta {changes['cutoff_delta']:+.2f}, "
+                            f"cooldown {changes['cooldown_s']} s")
+
+
+def confirm_live_change(ctx: AppContext, changes: dict[str, Any], *, asking: str, answer: str, yes: str, no: str,
+                        question: str, done: Any) -> None:
+    """The confirmation of an "Apply to live" (a saved replay's, a search's): ``question`` with Confirm and Cancel.
+    Confirm sends ``changes`` as one ``set_params`` command the engine audits with source ``research``; the answer
+    (``done(queued)`` or the refusal) is kept under ``answer`` for the page's next run. ``asking``: the session key
+    that holds the confirmation open."""
+    st.warning(question)
     c = st.columns([1, 1, 4])
-    if c[0].button("Confirm", key=f"r_apply_yes_{rid}", type="primary"):
-        st.session_state.pop("_r_apply", None)
+    if c[0].button("Confirm", key=yes, type="primary"):
+        st.session_state.pop(asking, None)
         res = send_command(ctx, "set_params", {**changes, "_source": "research"})
         if res.get("status") == "failed":
-            st.session_state["_r_applied"] = ("failed", f"Live settings not changed: {res.get('result')}")
+            st.session_state[answer] = ("failed", f"Live settings not changed: {res.get('result')}")
         else:
-            queued = " (queued for the engine's next tick)" if res.get("status") == "new" else ""
-            st.session_state["_r_applied"] = ("done", f"Run #{rid} applied to live{queued}: cutoff delta "
-                                              f"{changes['cutoff_delta']:+.2f}, cooldown {changes['cooldown_s']} s")
+            st.session_state[answer] = ("done", done(" (queued for the engine's next tick)"
+                                                     if res.get("status") == "new" else ""))
         st.rerun()
-    if c[1].button("Cancel", key=f"r_apply_no_{rid}"):
-        st.session_state.pop("_r_apply", None)
+    if c[1].button("Cancel", key=no):
+        st.session_state.pop(asking, None)
         st.rerun()
 
 

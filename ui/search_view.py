@@ -17,7 +17,7 @@ from core.bounds import BY_SETTING
 from core.research import overfitting, runs, search, sources
 from ui import charts
 from ui import research_view as rv
-from ui.state import AppContext, send_command
+from ui.state import AppContext
 from ui.text import plain
 
 DOC = Path(__file__).resolve().parents[1] / overfitting.EXPLAINED  # the short explanation the verdict links to
@@ -249,20 +249,10 @@ def apply_search_to_live(ctx: AppContext, result: dict[str, Any], live: dict[str
     luck = (f"PBO {pbo:.2f}" if pbo is not None else "PBO n/a") + ", " + (
         f"deflated Sharpe {dsr:.2f}" if dsr is not None else "deflated Sharpe n/a")
     warn = f" Not applied: {', '.join(other)} (not live settings)." if other else ""
-    st.warning(f"Apply search #{result.get('id', '–')}'s chosen setting to live trading? {moves}. The odds it is "
-               f"luck: {luck} ({plain(odds.get('verdict', ''))}).{warn} The engine uses them from its next tick.")
-    c = st.columns([1, 1, 4])
-    if c[0].button("Confirm", key=f"{key}_apply_yes", type="primary"):
-        st.session_state.pop("_q_apply", None)
-        res = send_command(ctx, "set_params", {**changes, "_source": "research"})
-        if res.get("status") == "failed":
-            st.session_state["_q_applied"] = ("failed", f"Live settings not changed: {res.get('result')}")
-        else:
-            queued = " (queued for the engine's next tick)" if res.get("status") == "new" else ""
-            st.session_state["_q_applied"] = ("done", f"Search #{result.get('id', '–')} applied to live{queued}: "
-                                              f"{moves} ({luck})")
-        st.rerun()
-    if c[1].button("Cancel", key=f"{key}_apply_no"):
-        st.session_state.pop("_q_apply", None)
-        st.rerun()
+    sid = result.get("id", "–")
+    rv.confirm_live_change(
+        ctx, changes, asking="_q_apply", answer="_q_applied", yes=f"{key}_apply_yes", no=f"{key}_apply_no",
+        question=f"Apply search #{sid}'s chosen setting to live trading? {moves}. The odds it is luck: {luck} "
+                 f"({plain(odds.get('verdict', ''))}).{warn} The engine uses them from its next tick.",
+        done=lambda queued: f"Search #{sid} applied to live{queued}: {moves} ({luck})")
 

@@ -222,9 +222,8 @@ def _engine(settings: Settings, store: Store, market: MarketData, feed: MarketFe
     return engine
 
 
-def restore(store: Store, live: Store, snap: dict[str, Any]) -> None:
-    """Write the snapshot's state into the scratch database, and the live history of the hours before it (the
-    protections' windows and the scheduler read it)."""
+def _write_state(store: Store, snap: dict[str, Any]) -> None:
+    """The snapshot's state tables, live intents and orders, and meta keys, into ``store``."""
     for table, rows in snap["tables"].items():
         _insert(store, table, rows)
     _insert(store, "intents", snap["intents"])
@@ -232,6 +231,12 @@ def restore(store: Store, live: Store, snap: dict[str, Any]) -> None:
     for k, v in snap["meta"].items():
         if v is not None:
             store.upsert("meta", {"key": k, "value": v})
+
+
+def restore(store: Store, live: Store, snap: dict[str, Any]) -> None:
+    """Write the snapshot's state into the scratch database, and the live history of the hours before it (the
+    protections' windows and the scheduler read it)."""
+    _write_state(store, snap)
     store.upsert("meta", {"key": "fill_cursor", "value": "0"})
     store.conn.executescript(SIM_SCHEMA)
     b = snap["broker"]
@@ -261,13 +266,7 @@ def reseed(store: Store, snap: dict[str, Any]) -> int:
                      "status IN ('new', 'accepted', 'pending_new', 'partially_filled', 'submitting')",
                      "status='canceled', reason='replay resynced to live'",
                      [r["client_order_id"] for r in snap["orders"]])
-    for table, rows in snap["tables"].items():
-        _insert(store, table, rows)
-    _insert(store, "intents", snap["intents"])
-    _insert(store, "orders", snap["orders"])
-    for k, v in snap["meta"].items():
-        if v is not None:
-            store.upsert("meta", {"key": k, "value": v})
+    _write_state(store, snap)
     b = snap["broker"]
     store.execute("UPDATE sim_orders SET status='canceled', reason='replay resynced to live' "
                   "WHERE status IN ('new', 'held')")
