@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ci import ci_required
-from tests.e2e import AppServer, launch_chromium, wait_script_idle
+from tests.e2e import AppServer, launch_chromium, wait_script_idle, wait_until
 
 try:
     from playwright import sync_api
@@ -52,6 +52,9 @@ def test_wrong_passwords_from_new_browser_sessions_lock_the_address_out(tmp_path
             assert "Too many wrong passwords" in texts[5]
             right = attempt(browser, server.url + "/", PASSWORD)  # refused: the address is locked out
             assert "Too many wrong passwords" in right and "Engine heartbeat" not in right
+            # a locked-out page says so before its form is sent: the server may log the last click after the
+            # page showed the words, so wait for its line (certain to come) rather than stop the server first
+            wait_until(lambda: server.log().count("sign-in refused") >= 2, 60, "the refused sign-ins in the log")
             browser.close()
     finally:
         server.stop()
