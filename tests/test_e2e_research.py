@@ -23,12 +23,12 @@ except ImportError as e:
         raise ImportError(f"playwright is required under CI: {e}") from e
     pytest.skip(f"playwright not installed: {e}", allow_module_level=True)
 
-FIRST, LAST = date(2025, 3, 3), date(2025, 3, 7)  # the market's anchor; the file's last session (from 2025-02-26)
+FIRST, LAST = date(2025, 3, 3), date(2025, 3, 7)  # five sessions of the synthetic market, written out as a file
 
 
 def write_bars(path) -> None:  # type: ignore[no-untyped-def]
     market = SyntheticMarket(seed=11, universe=DEFAULT_UNIVERSE, anchor=FIRST)
-    start = datetime.combine(date(2025, 2, 26), dtime(0), tzinfo=NY).astimezone(UTC)  # warm-up days before
+    start = datetime.combine(FIRST, dtime(0), tzinfo=NY).astimezone(UTC)  # the file is its five sessions
     end = datetime.combine(date(2025, 3, 8), dtime(0), tzinfo=NY).astimezone(UTC)
     bars = market.bars(DEFAULT_UNIVERSE.all_symbols, start, end)
     bars.assign(timestamp=bars["timestamp"].map(lambda t: t.isoformat())).to_csv(path, index=False)
@@ -70,15 +70,15 @@ def test_browser_research_on_an_uploaded_file(tmp_path):
             wait_until(lambda: page.get_by_text("my_bars.csv:", exact=False).count() > 0, 60, "the file's summary",
                        page)
             wait_script_idle(page)
-            # the dates follow the file: its whole span, warm-up days included (README: "its own span")
-            assert page.get_by_text(f"8 sessions: 2025-02-26 … {LAST}").count() == 1
+            # the dates follow the file: its whole span (README: "its own span")
+            assert page.get_by_text(f"5 sessions: {FIRST} … {LAST}").count() == 1
             page.screenshot(path=str(ARTIFACTS / "research_1_file.png"), full_page=True)
 
             run_form(page, "loose", -3)
             wait_until(lambda: page.get_by_text("Saved run #1", exact=False).count() > 0, 180, "the first run", page)
             wait_script_idle(page)
             done = page.get_by_text("Saved run #1", exact=False).inner_text()
-            assert "file my_bars.csv" in done and f"2025-02-26 … {LAST}" in done and "cutoff delta -0.03" in done
+            assert "file my_bars.csv" in done and f"{FIRST} … {LAST}" in done and "cutoff delta -0.03" in done
             page.screenshot(path=str(ARTIFACTS / "research_2_first_run.png"), full_page=True)
 
             run_form(page, "tight", 6)  # from -0.03 to +0.03
@@ -96,7 +96,7 @@ def test_browser_research_on_an_uploaded_file(tmp_path):
                        page)
             wait_script_idle(page)
             fold = page.locator("[data-testid='stMarkdownContainer'] p", has_text="Fold 1").first.inner_text()
-            assert "in-sample 2025-02-26" in fold and "out-of-sample" in fold and "2025-03-07" in fold
+            assert f"in-sample {FIRST}" in fold and "out-of-sample" in fold and "2025-03-07" in fold
             page.screenshot(path=str(ARTIFACTS / "research_4_out_of_sample.png"), full_page=True)
 
             page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(bad))
