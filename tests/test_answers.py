@@ -28,7 +28,7 @@ def texts(at: AppTest) -> list[str]:
 
 
 def test_an_answer_stays_through_reruns_until_dismissed_or_replaced():
-    at = AppTest.from_function(_page)
+    at = AppTest.from_function(_page, default_timeout=60)  # a busy machine: never the 3 s default
     at.run()
     at.button(key="refuse").click().run()
     said = [e.value for e in at.sidebar.error]
