@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e import AppServer, launch_chromium, wait_script_idle  # noqa: E402
+from tests.e2e import app_page  # noqa: E402
 
 SCREENS = ROOT / "docs" / "screens"
 ENV = {"SIM_START": "2025-03-10", "SEED": "7", "STRATEGY": "tests.fakes.strategies:BullishNvda", "SIM_SPEED": "30",
@@ -29,42 +29,28 @@ ENV = {"SIM_START": "2025-03-10", "SEED": "7", "STRATEGY": "tests.fakes.strategi
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = AppServer({**ENV, "DB_PATH": str(Path(tmp) / "screens.db")}, Path(tmp) / "server.log")
-        try:
-            server.wait_healthy()
-            with sync_playwright() as p:
-                browser = launch_chromium(p)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(server.url + "/approvals")
-                wait_script_idle(page, 120_000)
-                page.wait_for_selector("[class*='st-key-approve_'] button", state="visible", timeout=180_000)
+    with tempfile.TemporaryDirectory() as tmp, \
+            app_page({**ENV, "DB_PATH": str(Path(tmp) / "screens.db")}, Path(tmp) / "server.log", "/approvals") as page:
+        page.wait_for_selector("[class*='st-key-approve_'] button", state="visible", timeout=180_000)
+        page.wait_for_timeout(1500)
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENS / "approval_card_1280x800.png"))
+        print("approval_card_1280x800.png")
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # a card the market has moved past the small limit
+            cards = page.locator("[class*='st-key-intent_']", has_text="would be refused now: NVDA moved")
+            if cards.count():
+                key = next(c for c in (cards.first.get_attribute("class") or "").split()
+                           if c.startswith("st-key-intent_"))
+                page.locator(f".st-key-approve_{key.removeprefix('st-key-intent_')} button").click()
+                page.wait_for_selector(".st-key-answer_approvals", state="visible", timeout=30_000)
                 page.wait_for_timeout(1500)
-                SCREENS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENS / "approval_card_1280x800.png"))
-                print("approval_card_1280x800.png")
-                deadline = time.monotonic() + 600
-                while time.monotonic() < deadline:  # a card the market has moved past the small limit
-                    cards = page.locator("[class*='st-key-intent_']", has_text="would be refused now: NVDA moved")
-                    if cards.count():
-                        card = cards.first
-                        key = next(c for c in (card.get_attribute("class") or "").split()
-                                   if c.startswith("st-key-intent_"))
-                        page.locator(f".st-key-approve_{key.removeprefix('st-key-intent_')} button").click()
-                        page.wait_for_selector(".st-key-answer_approvals", state="visible", timeout=30_000)
-                        page.wait_for_timeout(1500)
-                        page.screenshot(path=str(SCREENS / "approval_refused_1280x800.png"))
-                        print("approval_refused_1280x800.png")
-                        break
-                    page.wait_for_timeout(1000)
-                else:
-                    print("no card moved past the limit within 10 minutes", file=sys.stderr)
-                browser.close()
-        finally:
-            server.stop()
-
+                page.screenshot(path=str(SCREENS / "approval_refused_1280x800.png"))
+                print("approval_refused_1280x800.png")
+                break
+            page.wait_for_timeout(1000)
+        else:
+            print("no card moved past the limit within 10 minutes", file=sys.stderr)
 
 if __name__ == "__main__":
     main()

@@ -17,34 +17,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e import AppServer, launch_chromium, wait_script_idle  # noqa: E402
+from tests.e2e import app_page  # noqa: E402
 
 SCREENS = ROOT / "docs" / "screens"
 
 
 def main(db: str) -> None:
-    from playwright.sync_api import sync_playwright
-
     log = Path(db).with_suffix(".server.log")
-    server = AppServer({"DB_PATH": db, "RESEARCH_WARM_UP": "0", "SIM_START": "2025-03-10"}, log)
-    try:
-        server.wait_healthy()
-        with sync_playwright() as p:
-            browser = launch_chromium(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(server.url + "/research")
-            wait_script_idle(page, 180_000)
-            chosen = page.get_by_text("Chosen setting").first
-            chosen.wait_for(state="visible", timeout=180_000)
-            chosen.evaluate("e => e.scrollIntoView({block: 'start'})")
-            page.wait_for_timeout(2500)  # the charts draw
-            SCREENS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENS / "search_odds_1280x800.png"))
-            print("search_odds_1280x800.png")
-            browser.close()
-    finally:
-        server.stop()
-
+    env = {"DB_PATH": db, "RESEARCH_WARM_UP": "0", "SIM_START": "2025-03-10"}
+    with app_page(env, log, "/research", timeout_ms=180_000) as page:
+        chosen = page.get_by_text("Chosen setting").first
+        chosen.wait_for(state="visible", timeout=180_000)
+        chosen.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(2500)  # the charts draw
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENS / "search_odds_1280x800.png"))
+        print("search_odds_1280x800.png")
 
 if __name__ == "__main__":
     main(sys.argv[1])

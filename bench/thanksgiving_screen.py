@@ -20,40 +20,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e import AppServer, launch_chromium, wait_script_idle  # noqa: E402
+from tests.e2e import app_page  # noqa: E402
 
 OUT = ROOT / "docs" / "screens" / "research_equity_thanksgiving_1280x800.png"
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
-
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "thanksgiving.db"
         env = {**os.environ, "DB_PATH": str(db), "AUTO_MODE": "1"}
         subprocess.run([sys.executable, "-m", "core.research", "--start", "2026-11-23", "--end", "2026-11-30",
                         "--seed", "7", "--save", "Thanksgiving week"], cwd=ROOT, env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        server = AppServer({"DB_PATH": str(db), "ENGINE_JOBS": "0", "RESEARCH_WARM_UP": "0",
-                            "SIM_START": "2026-12-01"}, Path(tmp) / "server.log")
-        try:
-            server.wait_healthy()
-            with sync_playwright() as p:
-                browser = launch_chromium(p)
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(server.url + "/research")
-                wait_script_idle(page, 120_000)
-                chart = page.locator("[data-testid='stPlotlyChart']").first
-                chart.wait_for(state="visible", timeout=120_000)
-                chart.scroll_into_view_if_needed()
-                page.wait_for_timeout(2500)  # let plotly draw
-                OUT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(OUT))
-                print(OUT.name)
-                browser.close()
-        finally:
-            server.stop()
-
+        env = {"DB_PATH": str(db), "ENGINE_JOBS": "0", "RESEARCH_WARM_UP": "0", "SIM_START": "2026-12-01"}
+        with app_page(env, Path(tmp) / "server.log", "/research") as page:
+            chart = page.locator("[data-testid='stPlotlyChart']").first
+            chart.wait_for(state="visible", timeout=120_000)
+            chart.scroll_into_view_if_needed()
+            page.wait_for_timeout(2500)  # let plotly draw
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(OUT))
+            print(OUT.name)
 
 if __name__ == "__main__":
     main()

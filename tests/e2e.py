@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +119,27 @@ def launch_chromium(playwright):  # type: ignore[no-untyped-def]
 
 def wait_script_idle(page, timeout_ms: int = 30_000) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+
+
+@contextmanager
+def app_page(env: dict[str, str], log_path: Path, path: str = "/", *, width: int = 1280, height: int = 800,
+             timeout_ms: int = 120_000) -> Iterator[Any]:
+    """The real app with ``env`` and a headless Chromium tab of ``width`` x ``height`` on ``path``, once its script
+    has finished its first run (the bench's screenshot scripts); the server stops when the block ends."""
+    from playwright.sync_api import sync_playwright
+
+    server = AppServer(env, log_path)
+    try:
+        server.wait_healthy()
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(server.url + path)
+            wait_script_idle(page, timeout_ms)
+            yield page
+            browser.close()
+    finally:
+        server.stop()
 
 
 def open_page(browser, url: str):  # type: ignore[no-untyped-def]
