@@ -38,7 +38,7 @@ def gauges() -> None:
     k, m = g["kelly"], g["kpi"]
     c = st.columns(4)
     measured = bool(k["measured"])
-    waiting = f"n/a (needs ≥ {views.KELLY_MIN_TRADES} trades)"  # below the sample one trade swings it wildly
+    waiting = "n/a"  # below the sample one trade swings it wildly; the caption under the tiles says why
     c[0].metric("Kelly fraction", f"{k['kelly_fraction']:.3f}" if measured else waiting,
                 help=f"W - (1 - W) / R from closed trades ({m['trades']} so far); needs wins and losses and at "
                      f"least {views.KELLY_MIN_TRADES} trades")
@@ -46,6 +46,9 @@ def gauges() -> None:
                 help="Kelly fraction / risk per trade; below 1x the edge does not cover the risk taken")
     c[2].metric("Win rate", views.percent(m["win_rate"]), help=f"{m['trades']} closed trades")
     c[3].metric("RTH signal cap", f"{g['rth_cap_used']} / {g['rth_cap']}")
+    if not measured:  # under the tiles, whole: a tile's value is cut at 1280 px
+        st.caption(f"Kelly fraction and margin: n/a (needs ≥ {views.KELLY_MIN_TRADES} closed trades with wins and "
+                   f"losses; {m['trades']} so far).")
     if k["warning"]:
         st.warning("Kelly margin below 1x: the measured edge does not support the risk per trade.")
     st.subheader("Token usage per minute")

@@ -597,11 +597,14 @@ def test_kelly_waits_for_its_minimum_sample_of_closed_trades(app_env):
         rt.store.insert("trades", r)
     rt.store.commit()
     at = page(new_app(), "risk")
-    assert _kelly_tiles(at) == ("n/a (needs ≥ 30 trades)", "n/a (needs ≥ 30 trades)")  # 29: not yet
+    assert _kelly_tiles(at) == ("n/a", "n/a")  # 29: not yet, and the page says why
+    assert [c.value for c in at.caption if c.value.startswith("Kelly fraction and margin: n/a")] == [
+        "Kelly fraction and margin: n/a (needs ≥ 30 closed trades with wins and losses; 29 so far)."]
     rt.store.insert("trades", {**rows[1]})  # the 30th: 15 wins of +20, 15 losses of -10
     rt.store.commit()
     at.run()
     assert _kelly_tiles(at) == ("0.250", "50.0x")
+    assert not [c.value for c in at.caption if c.value.startswith("Kelly fraction and margin: n/a")]
     rules = table(at, "rule", "minimum sample")
     assert rules[rules["rule"].str.startswith("Kelly")]["minimum sample"].item().startswith("30 closed trades")
 
