@@ -80,7 +80,9 @@ def test_readers_never_see_database_is_locked_while_a_replay_writes(tmp_path):
     settings = load_settings()
     reads, errors = 0, []
     try:
-        deadline = time.monotonic() + 60  # a minute of reading while the replay writes at full speed
+        # 25 s of reading while the replay writes at full speed: some 25 of its batch commits (one a second), and the
+        # reader and the writer hold both cores the whole time (a minute cost the suite as much again)
+        deadline = time.monotonic() + 25
         while not db.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         store = None
@@ -107,7 +109,7 @@ def test_readers_never_see_database_is_locked_while_a_replay_writes(tmp_path):
     finally:
         if writer.poll() is None:
             writer.kill()
-    # the writer was busy for the whole minute, or finished the 250 sessions within it: it did not crash early
+    # the writer was busy the whole time, or finished the 250 sessions within it: it did not crash early
     assert still_writing or finished, out
-    assert reads > 100  # the readers really overlapped the writer for the minute
+    assert reads > 100  # the readers really overlapped the writer all along
     assert errors == []
