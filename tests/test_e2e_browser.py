@@ -70,12 +70,12 @@ def test_browser_signals_approve_and_history(tmp_path):
                                 30, "the approval to be applied", page)
             assert status[0] == "submitted", status
             assert con.execute("SELECT COUNT(*) FROM orders WHERE intent_id=?", (intent_id,)).fetchone()[0] == 1
-            # the answer says what was sent, and is still on screen 10 s (ten refreshes) later
+            # the answer says what was sent, and is still on screen 4 s (four refreshes) later
             answer = page.locator(".st-key-answer_approvals [data-testid='stAlert']", has_text="submitted: BUY")
             wait_until(lambda: answer.count() == 1 and answer.is_visible(), 30, "the approval's answer", page)
             said = answer.inner_text()
             assert intent_id in said, said
-            time.sleep(10.0)  # not waiting for something that may happen: checking that something stays
+            time.sleep(4.0)  # not waiting for something that may happen: checking that something stays
             assert answer.count() == 1 and answer.is_visible() and answer.inner_text() == said
 
             # the order shows in Trade history
