@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.clock import WallClock
+from core.clock import WallClock, trading_date
 from core.exports import to_csv_bytes
 from core.research import session_replay as sr
 from core.state.store import Store
@@ -52,7 +52,8 @@ def session_replay_panel(settings: Any, store: Store) -> None:
     if st.button("Replay this session", key="session_replay_run"):
         with st.spinner(f"replaying {day} ..."):
             try:
-                result = sr.replay_session(store, day)
+                # an Alpaca session's history comes with this app's keys and cache (the journal keeps no secret)
+                result = sr.replay_session(store, day, history=settings, today=trading_date(WallClock().now()))
             except sr.SessionReplayError as e:
                 st.error(str(e))
                 return
@@ -73,7 +74,8 @@ def session_replay_panel(settings: Any, store: Store) -> None:
     c[3].metric("Code version", res["live_version"],
                 delta=None if res["live_version"] == res["replay_version"] else f"now {res['replay_version']}",
                 delta_color="off")
-    st.caption(f"Saved as research run #{res['run_id']}. P&L difference by cause: "
+    st.caption(f"Saved as research run #{res['run_id']}. Bars: {res.get('bars_source') or 'as journalled'}. "
+               "P&L difference by cause: "
                + (", ".join(f"{k} {v:+,.2f}" for k, v in s["pnl_difference_by_cause"].items()) or "none"))
     st.plotly_chart(equity_figure(res), theme=None, key="session_replay_equity")
     table = pd.DataFrame(res["differences"])
