@@ -108,10 +108,14 @@ def _pick(candidates: tuple[str, ...], taken: set[str]) -> str:
     return next(s for s in candidates if s not in taken)
 
 
-def run_fault_session(workdir: Path, *, until: tuple[int, int] = (11, 0), seed: int = SEED,
-                      **overrides: Any) -> FaultSession:
+HHMM = tuple[int, int]
+
+
+def run_fault_session(workdir: Path, *, until: HHMM = (11, 0), seed: int = SEED, late: tuple[HHMM, HHMM] | None = None,
+                      down: tuple[HHMM, HHMM] | None = None, **overrides: Any) -> FaultSession:
     """Trade DAY from 9:31 to ``until`` with the faults; the server is left running for the replay's history (the
-    caller stops ``fake``)."""
+    caller stops ``fake``). ``late``: no tick in that span (the process was busy: timing); ``down``: the engine
+    stopped at the first time and started again, a new process, at the second (restart)."""
     market = wire_market(seed)
     fake = FakeAlpaca(market, universe_symbols=list(market.symbols), api_key=KEY, secret_key=SECRET,
                       rate_limit_per_min=1_000_000).start()
@@ -120,7 +124,7 @@ def run_fault_session(workdir: Path, *, until: tuple[int, int] = (11, 0), seed: 
         settings = settings_for(workdir, fake.url, seed=seed, **overrides)
         clock = SimClock(ny(9, 31))
         fake.set_time(clock.now())
-        rt = Runtime(settings, today=AFTER, clock=clock, wall=lambda: clock.now().timestamp())
+        rt: Runtime | None = Runtime(settings, today=AFTER, clock=clock, wall=lambda: clock.now().timestamp())
         fake.inject("slippage", bps=SLIP_BPS)  # the first order the engine sends
         fake.outage(*faults.outage)
         end = ny(*until)
@@ -128,6 +132,17 @@ def run_fault_session(workdir: Path, *, until: tuple[int, int] = (11, 0), seed: 
         while clock.now() < end:
             now = clock.now()
             fake.set_time(now)
+            if late is not None and ny(*late[0]) <= now < ny(*late[1]):
+                clock.advance(TICK_S)
+                continue
+            if down is not None and ny(*down[0]) <= now < ny(*down[1]):
+                if rt is not None:
+                    rt.stop()
+                    rt = None
+                clock.advance(TICK_S)
+                continue
+            if rt is None:
+                rt = Runtime(settings, today=AFTER, clock=clock, wall=lambda: clock.now().timestamp())
             rt.run_tick()
             if (now - ny(9, 30)).total_seconds() % 300 == 30:
                 rt.run_stop_checks()
@@ -147,7 +162,8 @@ def run_fault_session(workdir: Path, *, until: tuple[int, int] = (11, 0), seed: 
                 fake.revise_bar(sym, bar, close=close, high=max(float(row["high"]), close))
                 faults.revised = (sym, bar)
             clock.advance(TICK_S)
-        rt.stop()  # the live bars held in memory are written to the bar cache here
+        if rt is not None:
+            rt.stop()  # the live bars held in memory are written to the bar cache here
     except BaseException:
         fake.stop()
         raise
