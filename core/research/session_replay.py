@@ -206,7 +206,6 @@ def alpaca_session_bars(settings: Settings, day: date, *, history: Settings | No
     return live, kept, f"the {len(live):,} bars live received ({why_not}: no revised bar can be found)"
 
 
-
 def session_market(settings: Settings, day: date, bars: pd.DataFrame | None = None) -> MarketData:
     """The day's bars as research sees them: the synthetic market rebuilt from (seed, date), the recorded file, or
     the given bars (Alpaca history from the cache)."""
@@ -258,8 +257,7 @@ def replay_session(live: Store, day: date | str, *, bars: pd.DataFrame | None = 
     engine = _engine(settings, store, market, feed, strategy, snap["memory"], venue=venue)
     schedule, gaps = tick_schedule(calls)
     wall: list[float | None] = [None]
-    runner = _Runner(engine, store, live, settings, market, feed, strategy, wall)
-    runner.venue = venue
+    runner = _Runner(engine, store, live, settings, market, feed, strategy, wall, venue=venue)
     runner.resyncs = {r["ts"]: json.loads(r["json"]) for r in live.query(
         "SELECT ts, json FROM session_snapshots WHERE date=? AND ts > ?", (day_s, snap_row["ts"]))}
     for item in schedule:
@@ -454,11 +452,11 @@ class _Runner:
     """Calls the replay's engine as live was called, item by item of the schedule."""
 
     def __init__(self, engine: Engine, store: Store, live: Store, settings: Settings, market: MarketData,
-                 feed: MarketFeed, strategy: Strategy | None, wall: list[float | None]) -> None:
+                 feed: MarketFeed, strategy: Strategy | None, wall: list[float | None], *, venue: bool = False) -> None:
         self.engine, self.store, self.live, self.settings = engine, store, live, settings
         self.market, self.feed, self.strategy, self.wall = market, feed, strategy, wall
         self.first = True
-        self.venue = False  # live traded at a remote venue: the replay's broker is a VenueSim
+        self.venue = venue  # live traded at a remote venue: each engine this replay builds gets a VenueSim
         self.resyncs: dict[str, dict[str, Any]] = {}  # ts -> live's snapshot after a disruption
         # the replay's rows of the segments before the last resync (their tables then hold live's rows, which the
         # protections' windows and the scheduler read), and the segments' bounds
