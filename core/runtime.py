@@ -163,8 +163,16 @@ def build_market(settings: Settings, store: Store, today: date,
         # the data API has its own 200/min limit, separate from the trading API's
         caller = AlpacaCaller(RequestBudget(settings.alpaca_requests_per_min, clock=budget_clock),
                               max_retries=settings.alpaca_max_retries)
-        return AlpacaMarketData(client, caller=caller, feed=settings.alpaca_feed,
-                                grace_s=settings.alpaca_bar_grace_s), WallClock()
+        from core.venues.alpaca.bar_cache import LiveBarKeeper, live_root
+
+        md = AlpacaMarketData(client, caller=caller, feed=settings.alpaca_feed, grace_s=settings.alpaca_bar_grace_s,
+                              cache_dir=settings.alpaca_cache_dir)
+        # every bar the engine is served, with its source and the engine's time of receipt (a session replay
+        # compares them with the history's copies: a bar revised later is the ``data`` cause)
+        md.keeper = LiveBarKeeper(live_root(settings.alpaca_cache_dir, settings.alpaca_feed),
+                                  f"alpaca-live:{settings.alpaca_feed}",
+                                  clock=lambda: datetime.fromtimestamp(budget_clock(), UTC))
+        return md, WallClock()
     raise ValueError(f"MARKET_DATA={settings.market_data}: not available in this build")
 
 
@@ -259,6 +267,7 @@ class Runtime:
             if self._flock is not None:
                 self._flock.release()
             raise
+        self.live_bars = getattr(self.engine.feed.market, "keeper", None)  # LiveBarKeeper of an Alpaca feed
         self.scheduler: BackgroundScheduler | None = None
         self.jobs: dict[str, JobStatus] = {}
         self.started_at = time.time()
@@ -334,6 +343,7 @@ class Runtime:
         if self.scheduler is not None:
             with contextlib.suppress(Exception):  # already shut down at interpreter exit
                 self.scheduler.shutdown(wait=True)
+        self.flush_live_bars()
         with self.engine.lock:
             if self._side_store is not None and self._side_store is not self.store:
                 self._side_store.close()
@@ -441,12 +451,26 @@ class Runtime:
             self._slack = notifier_from_settings(self.s)
         return forward_notifications(self.side_store(), self._slack) if self._slack else 0
 
+    def flush_live_bars(self, *, only_if_due: bool = False) -> int:
+        """Write the live bars received since the last flush to the bar cache (no engine lock: the tick only
+        appends to the keeper's list). Returns the rows added; a failed write is logged and retried next time."""
+        keeper = self.live_bars
+        if keeper is None or (only_if_due and not keeper.due()):
+            return 0
+        try:
+            return keeper.flush()
+        except Exception:  # logged by the keeper; the bars stay in memory for the next flush
+            return 0
+
     def run_session_events(self) -> list[str]:
         """Start-of-day equity and daily briefing once per session; quiet-market message when nothing happens; in a
-        session's last ``PREFETCH_MIN`` minutes, the next session's bars loaded ahead (``prefetch_next_session``)."""
+        session's last ``PREFETCH_MIN`` minutes, the next session's bars loaded ahead (``prefetch_next_session``);
+        the live bars received written to the bar cache every few minutes (``flush_live_bars``)."""
         sent: list[str] = []
         if self.prefetch_next_session(self.clock.now()):
             sent.append("prefetch")
+        if self.flush_live_bars(only_if_due=True):
+            sent.append("live_bars")
         with self.engine.lock:
             now = self.clock.now()
             day = trading_date(now).isoformat()

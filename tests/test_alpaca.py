@@ -38,7 +38,9 @@ def fake():
 
 
 def settings_for(tmp_path: Path, fake: FakeAlpaca | None, *, name: str = "a.db", **kw):
-    base = {"db_path": str(tmp_path / name), "engine_jobs": False, "seed": 5}
+    # the bar cache in the test's folder: a live Alpaca feed keeps every bar it receives (core/venues/alpaca/bar_cache)
+    base = {"db_path": str(tmp_path / name), "engine_jobs": False, "seed": 5,
+            "alpaca_cache_dir": str(tmp_path / "cache")}
     if fake is not None:
         base.update(broker="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET, alpaca_base_url=fake.url,
                     alpaca_data_url=fake.url, alpaca_timeout_s=2.0, alpaca_max_retries=2,  # a busy machine stays in

@@ -125,3 +125,50 @@ def test_a_session_traded_by_older_rules_is_labelled_rule_change(tmp_path, monke
     assert {d.cause for d in result.differences} == {sr.RULE_CHANGE}
     first = result.first_divergence
     assert first is not None and first.table == "decisions" and first.kind == "different"
+
+
+def test_the_trade_history_page_replays_a_session_and_names_each_cause(tmp_path, monkeypatch):
+    """The page's "Replay this session" under AppTest: the summary, the first divergence, the table of causes (with
+    what each means) and the differences, New York time first; the run is saved in research_runs."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core.runtime import stop_all
+
+    db = str(tmp_path / "live.db")
+    full_session(db, 1)
+    live = Store(db)
+    try:  # one live fill moved half a dollar: a fill_price difference, and the trade and equity that follow
+        fill = live.one("SELECT id FROM fills WHERE ts >= ? ORDER BY ts LIMIT 1", (ny(DAY, 9, 30).isoformat(),))
+        live.execute("UPDATE fills SET price = price + 0.5 WHERE id=?", (fill["id"],))
+        live.commit()
+    finally:
+        live.close()
+    for k, v in {"DB_PATH": db, "ENGINE_JOBS": "0", "RESEARCH_WARM_UP": "0"}.items():
+        monkeypatch.setenv(k, v)
+    st.cache_resource.clear()
+    stop_all()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.run()
+        at.switch_page("pages/history.py").run()
+        assert at.selectbox(key="session_replay_day").value == DAY.isoformat()
+        at.button(key="session_replay_run").click().run()
+        assert not at.exception, at.exception
+        first = [w.value for w in at.warning if w.value.startswith("First divergence at")]
+        assert len(first) == 1 and "(New York): fills" in first[0] and "cause fill_price" in first[0]
+        frames = {tuple(df.value.columns)[:2]: df.value for df in at.dataframe}
+        causes = frames[("cause", "differences")]
+        assert causes["cause"].tolist() == ["fill_price"] and causes["differences"].iloc[0] >= 1
+        assert causes["meaning"].iloc[0] == sr.CAUSE_WORDS[sr.FILL_PRICE]
+        table = frames[("time (NY)", "cause")]
+        assert set(table["cause"]) == {"fill_price"} and table["time (NY)"].iloc[0] >= "09:30:00"
+        assert at.multiselect(key="session_replay_causes").value == ["fill_price"]
+    finally:
+        st.cache_resource.clear()
+        stop_all()
+    live = Store(db, readonly=True)
+    try:
+        assert live.scalar("SELECT COUNT(*) FROM research_runs WHERE kind='session_replay'") == 1
+    finally:
+        live.close()

@@ -183,9 +183,11 @@ def _set_error(e: ConfigError, items: list[str]) -> ConfigError:
     return ConfigError(f"--set {' '.join(mine)}: {text}") if mine else e
 
 
-def replay_session_main(args: argparse.Namespace) -> int:
+def replay_session_main(args: argparse.Namespace, today: date | None = None) -> int:
     """``--replay-session DAY [--db DB] [--save NAME] [--json]``: one JSON object (the summary, the first
-    divergence, every difference with --json), exit code 0; 2 with ``error: ...`` when it cannot run."""
+    divergence, every difference with --json), exit code 0; 2 with ``error: ...`` when it cannot run. An Alpaca
+    session's history is fetched with this environment's keys (the journal keeps none); ``today``'s New York date
+    says which days are complete."""
     from core.research import session_replay as sr
 
     try:
@@ -195,7 +197,8 @@ def replay_session_main(args: argparse.Namespace) -> int:
             raise ValueError(f"--db {db}: no such database")
         live = Store(db, readonly=True)
         try:
-            result = sr.replay_session(live, args.replay_session)
+            result = sr.replay_session(live, args.replay_session, history=settings,
+                                       today=today or trading_date(WallClock().now()))
         finally:
             live.close()
         saved = {}
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None, *, today: date | None = None) -> int:
                          "and compare it with what live did (core/research/session_replay.py)")
     args = ap.parse_args(argv)
     if args.replay_session is not None:
-        return replay_session_main(args)
+        return replay_session_main(args, today)
     if args.days is not None and args.end is not None:
         ap.error("--days and --end both give the range: use one")
     days = 5 if args.days is None else args.days

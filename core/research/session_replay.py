@@ -7,11 +7,19 @@ calls the same entry points at the same times with the same commands (parameter 
 closes, flatten, pause arrive as the commands they were). Where live did not tick for a while (a gap in the
 journal), the replay ticks at the live cadence, as research would have.
 
+The day's bars: the synthetic market rebuilt from (seed, date), the recorded file, or for an Alpaca session the
+bars live received (kept in the local bar cache by ``core.venues.alpaca.bar_cache.LiveBarKeeper``) beside the
+history endpoint's copy of the same day (``alpaca_session_bars``): the replay trades on the history's bars, and a bar
+that differs from the one live received is the ``data`` cause. Without a history (no keys, nothing cached, offline)
+it trades on the kept live bars, and says so.
+
 Then ``compare`` matches the two databases table by table (decisions, intents, orders, fills, trades, protections,
 equity) and gives each difference a cause from ``CAUSES``; the summary splits the P&L difference by cause. A
 difference with evidence of its own gets that cause (a gap, a broker failure, an outside order, a fill price, a bar
-that changed); one without inherits the cause of the earliest difference before it on the same symbol (else on the
-account); the first difference without any evidence is ``unexplained`` -- or ``rule_change`` when the session was
+that changed); one without inherits the cause of the earliest difference before it on the same symbol, else of the
+symbol whose difference weighs most on the account at that time (the P&L difference for an equity row, the
+difference in cash and holdings for another symbol's row), else of the session's first difference; the first
+difference without any evidence is ``unexplained`` -- or ``rule_change`` when the session was
 traded by another version of the trading code. Nothing differs silently.
 """
 
@@ -27,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import SecretStr
 
 from core.clock import previous_session
 from core.config import Settings, load_settings
@@ -37,9 +46,11 @@ from core.exports import to_csv_bytes
 from core.feed import MarketFeed
 from core.state.store import Store, iso
 from core.strategy import Strategy
-from core.venues.marketdata import MarketData
+from core.venues.broker import Account, BrokerError, BrokerPosition
+from core.venues.marketdata import BAR_COLUMNS, MarketData
 from core.venues.sim.bar_files import ReplayMarket, load_bars
 from core.venues.sim.broker import _SCHEMA as SIM_SCHEMA
+from core.venues.sim.broker import SimBroker
 from core.venues.sim.synthetic import SyntheticMarket
 
 # the fixed list of causes (issue 28), and what is left when none applies
@@ -103,6 +114,7 @@ class SessionReplay:
     equity_replay: list[list[Any]]
     gaps: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    bars_source: str = ""  # where the replay's bars came from (and, for Alpaca, what they were compared with)
 
     @property
     def first_divergence(self) -> Difference | None:
@@ -121,7 +133,7 @@ class SessionReplay:
                 "summary": self.summary, "differences": [d.row() for d in self.differences],
                 "first_divergence": self.first_divergence.row() if self.first_divergence else None,
                 "equity_live": self.equity_live, "equity_replay": self.equity_replay,
-                "elapsed_s": round(self.elapsed_s, 3)}
+                "elapsed_s": round(self.elapsed_s, 3), "bars_source": self.bars_source}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), default=str, sort_keys=True)
@@ -138,8 +150,60 @@ def replay_settings(record: dict[str, Any], **overrides: Any) -> Settings:
     known = set(Settings.model_fields)
     values = {k: v for k, v in record.items() if k in known}
     values.update(_REPLAY_OVERRIDES)
+    if values.get("market_data") == "alpaca":
+        # the replay is handed the day's bars (alpaca_session_bars): no Alpaca client, so no keys, are needed
+        values["market_data"] = "synthetic"
     values.update(overrides)
     return load_settings(_env_file=None, **values)
+
+
+_ALPACA_ACCESS = ("alpaca_api_key", "alpaca_secret_key", "alpaca_data_url", "alpaca_timeout_s", "alpaca_max_retries",
+                  "alpaca_requests_per_min", "alpaca_cache_dir")
+HISTORY_WARMUP_SESSIONS = 3  # sessions of bars before the day (the indicators' warm-up), as research replays take
+
+
+def alpaca_session_bars(settings: Settings, day: date, *, history: Settings | None = None,
+                        today: date | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(the bars to replay on, the bars live received, where the first came from) for an Alpaca session.
+
+    The live bars are the bar cache's (``core.venues.alpaca.bar_cache``, under ``settings.alpaca_cache_dir``). The
+    bars to replay on are the history endpoint's for the same sessions: through ``history``'s keys and server when
+    it has keys (completed days, those before ``today``, are cached), else from the history cache alone when it
+    holds every day; failing both, the live bars themselves (then no bar can differ, and the source says why)."""
+    from core.venues.alpaca.bar_cache import live_root, read_live_bars
+
+    first = day
+    for _ in range(HISTORY_WARMUP_SESSIONS):
+        first = previous_session(first)
+    symbols = settings.universe.all_symbols
+    cache_dir = history.alpaca_cache_dir if history is not None else settings.alpaca_cache_dir
+    kept = read_live_bars(live_root(cache_dir, settings.alpaca_feed), symbols, first, day)
+    live = kept[BAR_COLUMNS] if not kept.empty else None
+    src = settings.model_copy(update={k: getattr(history, k) for k in _ALPACA_ACCESS}) if history else settings
+    has_keys = bool(src.alpaca_api_key and src.alpaca_api_key.get_secret_value().strip())
+    why_not = ""
+    try:
+        from core.research.replay import research_market_data
+
+        if not has_keys:  # alpaca-py refuses a client without keys; this one reads the cache and is never asked
+            fake_key = SecretStr("cache-only")
+            src = src.model_copy(update={"alpaca_api_key": fake_key, "alpaca_secret_key": fake_key})
+        md = research_market_data(src)
+        cover = md.cached_days(symbols, first, day)
+        if not has_keys and (cover.missing or cover.partial):
+            why_not = "no Alpaca keys here and the history cache lacks some of its days"
+        else:
+            frame = md.history(symbols, first, day, today=today or day)  # the day itself is cached once complete
+            if not frame.empty:
+                feed = settings.alpaca_feed
+                return frame, kept, f"Alpaca history ({feed}), compared with the {len(kept):,} bars live received"
+            why_not = "the history endpoint returned no bars"
+    except (BrokerError, ValueError, OSError) as e:
+        why_not = f"history not available: {e}"
+    if live is None:
+        raise SessionReplayError(f"no bars for the Alpaca session of {day}: none kept live "
+                                 f"({live_root(cache_dir, settings.alpaca_feed)}) and {why_not}")
+    return live, kept, f"the {len(live):,} bars live received ({why_not}: no revised bar can be found)"
 
 
 def session_market(settings: Settings, day: date, bars: pd.DataFrame | None = None) -> MarketData:
@@ -156,12 +220,15 @@ def session_market(settings: Settings, day: date, bars: pd.DataFrame | None = No
 
 def replay_session(live: Store, day: date | str, *, bars: pd.DataFrame | None = None,
                    live_bars: pd.DataFrame | None = None, strategy: Strategy | None = None,
-                   work_db: str = ":memory:", settings_overrides: dict[str, Any] | None = None) -> SessionReplay:
+                   work_db: str = ":memory:", settings_overrides: dict[str, Any] | None = None,
+                   history: Settings | None = None, today: date | None = None) -> SessionReplay:
     """Replay the live session of New York date ``day`` from ``live``'s journal and compare it with what live did.
 
-    ``bars``: the day's bars for research (needed unless the live market was synthetic or a file); ``live_bars``:
-    the bars live received (the bar cache), so a bar revised since is labelled ``data``; ``strategy``: the
-    strategy object when it is not the configured one (tests)."""
+    ``bars``: the day's bars for research (for an Alpaca session, found by ``alpaca_session_bars`` when not given);
+    ``live_bars``: the bars live received (default: the bar cache's), so a bar revised since is labelled ``data``;
+    ``history``: the settings whose Alpaca keys, server and cache fetch the history (the app's own; the journal
+    keeps no secret); ``today``: days before it are complete (cached); ``strategy``: the strategy object when it is
+    not the configured one (tests)."""
     t0 = time.perf_counter()
     day_s = day.isoformat() if isinstance(day, date) else str(day)
     snap_row = live.one("SELECT * FROM session_snapshots WHERE date=? ORDER BY ts LIMIT 1", (day_s,))
@@ -173,15 +240,24 @@ def replay_session(live: Store, day: date | str, *, bars: pd.DataFrame | None = 
     if not calls:
         raise SessionReplayError(f"the session of {day_s} has a snapshot but no engine calls")
     settings = replay_settings(snap["settings"], **(settings_overrides or {}))
+    bars_source = "the bars given" if bars is not None else ""
+    if bars is None and snap["settings"].get("market_data") == "alpaca":
+        bars, kept, bars_source = alpaca_session_bars(settings, date.fromisoformat(day_s), history=history,
+                                                      today=today)
+        live_bars = kept if live_bars is None else live_bars
+    elif bars is None:
+        bars_source = (f"the synthetic market of seed {settings.seed}, rebuilt for the date"
+                       if settings.market_data == "synthetic" else f"the file {settings.bars_file}")
     market = session_market(settings, date.fromisoformat(day_s), bars)
     store = Store(work_db)
     store.execute("PRAGMA synchronous=OFF")  # scratch: rebuilt from the journal at will
     restore(store, live, snap)
     feed = MarketFeed(market, strategy or _strategy(settings), settings.universe.all_symbols)
-    engine = _engine(settings, store, market, feed, strategy, snap["memory"])
+    venue = snap["broker"].get("name", "sim") != "sim"  # live traded at a remote venue (Alpaca)
+    engine = _engine(settings, store, market, feed, strategy, snap["memory"], venue=venue)
     schedule, gaps = tick_schedule(calls)
     wall: list[float | None] = [None]
-    runner = _Runner(engine, store, live, settings, market, feed, strategy, wall)
+    runner = _Runner(engine, store, live, settings, market, feed, strategy, wall, venue=venue)
     runner.resyncs = {r["ts"]: json.loads(r["json"]) for r in live.query(
         "SELECT ts, json FROM session_snapshots WHERE date=? AND ts > ?", (day_s, snap_row["ts"]))}
     for item in schedule:
@@ -191,6 +267,7 @@ def replay_session(live: Store, day: date | str, *, bars: pd.DataFrame | None = 
     result = compare(live, replay_rows, snap, calls, gaps, live_bars=live_bars, feed=runner.engine.feed,
                      segments=runner.segments)
     result.gap_ticks = sum(1 for it in schedule if it["kind"] == "gap_tick")
+    result.bars_source = bars_source
     result.elapsed_s = time.perf_counter() - t0
     store.close()
     return result
@@ -202,9 +279,27 @@ def _strategy(settings: Settings) -> Strategy:
     return load_strategy(settings.strategy)
 
 
+class VenueSim(SimBroker):
+    """The simulator answering as a remote venue does (the replay of a session traded at Alpaca): every read of the
+    account or positions first matches what the bars say has filled by then, as the venue matches on every request.
+    An order that fills at the bar opening at its submission then shows in the account within the tick, as live saw
+    it; the plain simulator reports it at the next tick's sync (the research timing, kept for simulated sessions)."""
+
+    def get_positions(self, now: datetime) -> list[BrokerPosition]:
+        self.sync(now)
+        return super().get_positions(now)
+
+    def get_account(self, now: datetime) -> Account:
+        self.sync(now)
+        return super().get_account(now)
+
+
 def _engine(settings: Settings, store: Store, market: MarketData, feed: MarketFeed, strategy: Strategy | None,
-            memory: dict[str, Any] | None, fill_cursor: int = 0) -> Engine:
-    engine = Engine(settings, store, market, feed=feed, strategy=strategy)
+            memory: dict[str, Any] | None, fill_cursor: int = 0, *, venue: bool = False) -> Engine:
+    broker = VenueSim(store, feed, start_cash=settings.sim_start_cash, slippage_bps=settings.sim_slippage_bps,
+                      fee_per_order=settings.sim_fee_per_order, fee_per_share=settings.sim_fee_per_share) \
+        if venue else None
+    engine = Engine(settings, store, market, feed=feed, strategy=strategy, broker=broker)
     engine.journal.enabled = False  # the scratch database is not a live session
     if memory is not None:  # the live engine's memory at the session's start (what SQLite alone does not hold)
         st = engine.state
@@ -281,6 +376,7 @@ def reseed(store: Store, snap: dict[str, Any]) -> int:
     cursor = int(store.scalar("SELECT MAX(seq) FROM sim_fills") or 0)
     store.upsert("meta", {"key": "fill_cursor", "value": str(cursor)})
     store.commit()
+    store.book.load()  # the book over this connection holds the replay's positions and intents until told
     return cursor
 
 
@@ -291,20 +387,25 @@ def _end_replay_only(store: Store, table: str, key: str, alive: str, ending: str
 
 
 def _seed_legs(store: Store, snap: dict[str, Any]) -> None:
-    """Bracket legs for positions held at another broker, from the engine's own stop and take-profit levels."""
+    """Bracket legs for positions held at another broker, from the engine's own stop and take-profit levels: only
+    for the engine's own entries (sent as brackets; an adopted position or an order from outside has no legs), named
+    as the broker names the legs of that entry (its client id and ``-st`` / ``-ta``), so a leg's fill after a resync
+    is the same row in live and in the replay."""
     for p in snap["tables"]["positions"]:
-        if not p.get("qty"):
+        if not p.get("qty") or not p.get("intent_id") or p.get("kind") == "adopted":
             continue
+        cid = client_order_id_for(p["intent_id"])
         t = datetime.fromisoformat(snap["ts"]).timestamp()
         for leg, typ, stop, limit in (("stop_loss", "stop", p.get("stop_price"), None),
                                       ("take_profit", "limit", None, p.get("take_profit_price"))):
             if stop is None and limit is None:
                 continue
-            store.execute("INSERT INTO sim_orders(id, client_order_id, symbol, side, qty, type, stop_price, "
+            # OR REPLACE: the replay's own legs of that entry (ended by the resync) carry the same client ids
+            store.execute("INSERT OR REPLACE INTO sim_orders(id, client_order_id, symbol, side, qty, type, stop_price, "
                           "limit_price, status, submitted_at, parent_id, leg, active_from, checked_until) "
                           "VALUES (?,?,?,?,?,?,?,?,'new',?,?,?,?,?)",
-                          (f"seed-{p['symbol']}-{leg}", f"seed-{p['symbol']}-{leg[:2]}", p["symbol"], "sell",
-                           p["qty"], typ, stop, limit, t, f"seed-{p['symbol']}", leg, t, t - 1))
+                          (f"seed-{cid}-{leg}", f"{cid}-{leg[:2]}", p["symbol"], "sell", p["qty"], typ, stop, limit,
+                           t, f"seed-{cid}", leg, t, t - 1))
 
 
 def _insert(store: Store, table: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -351,10 +452,11 @@ class _Runner:
     """Calls the replay's engine as live was called, item by item of the schedule."""
 
     def __init__(self, engine: Engine, store: Store, live: Store, settings: Settings, market: MarketData,
-                 feed: MarketFeed, strategy: Strategy | None, wall: list[float | None]) -> None:
+                 feed: MarketFeed, strategy: Strategy | None, wall: list[float | None], *, venue: bool = False) -> None:
         self.engine, self.store, self.live, self.settings = engine, store, live, settings
         self.market, self.feed, self.strategy, self.wall = market, feed, strategy, wall
         self.first = True
+        self.venue = venue  # live traded at a remote venue: each engine this replay builds gets a VenueSim
         self.resyncs: dict[str, dict[str, Any]] = {}  # ts -> live's snapshot after a disruption
         # the replay's rows of the segments before the last resync (their tables then hold live's rows, which the
         # protections' windows and the scheduler read), and the segments' bounds
@@ -379,12 +481,13 @@ class _Runner:
             self._archive(item["ts"])
             cursor = reseed(self.store, snap)
             self.engine = _engine(self.settings, self.store, self.market, self.feed, self.strategy, snap["memory"],
-                                  cursor)
+                                  cursor, venue=self.venue)
             self._wire()
         elif info.get("restart") and not self.first:
             # live was restarted here: a new engine from what the database holds, as the live one was
             cursor = int(self.store.scalar("SELECT MAX(seq) FROM sim_fills") or 0)
-            self.engine = _engine(self.settings, self.store, self.market, self.feed, self.strategy, None, cursor)
+            self.engine = _engine(self.settings, self.store, self.market, self.feed, self.strategy, None, cursor,
+                                  venue=self.venue)
             self._wire()
         if self.first:
             self.seg_start = item["ts"]
@@ -510,7 +613,10 @@ def compare(live: Store, replay: dict[str, list[dict[str, Any]]], snap: dict[str
             else:
                 matched[table] += 1
     diffs.sort(key=lambda d: (d.ts, list(_SPECS).index(d.table), d.key))
-    ev = _Evidence(live, calls, gaps, live_bars, feed)
+    live_fills = live.query("SELECT symbol, side, qty, price, fee, ts, client_order_id FROM fills "
+                            "WHERE ts >= ? AND ts <= ? ORDER BY ts, id", (lo, hi))
+    ev = _Evidence(live, calls, gaps, live_bars, feed, live_fills=live_fills, replay_fills=replay["fills"],
+                   segments=segments or [(lo, hi)])
     live_version, replay_version = snap["version"], code_version()
     classify(diffs, ev, rule_change=live_version != replay_version)
     summary = _summary(live, replay, lo, hi, diffs, matched, snap, feed, segments or [(lo, hi)])
@@ -523,10 +629,13 @@ def compare(live: Store, replay: dict[str, list[dict[str, Any]]], snap: dict[str
 
 
 class _Evidence:
-    """What the live journal says happened around a time, an order or a bar."""
+    """What the live journal says happened around a time, an order or a bar, and how much each symbol's difference
+    weighs on the account at a time."""
 
     def __init__(self, live: Store, calls: list[dict[str, Any]], gaps: list[dict[str, Any]],
-                 live_bars: pd.DataFrame | None, feed: MarketFeed | None) -> None:
+                 live_bars: pd.DataFrame | None, feed: MarketFeed | None, *,
+                 live_fills: list[dict[str, Any]] | None = None, replay_fills: list[dict[str, Any]] | None = None,
+                 segments: list[tuple[str, str]] | None = None) -> None:
         self.gaps = gaps
         self.outages: list[tuple[str, str]] = []
         start: str | None = None
@@ -541,8 +650,14 @@ class _Evidence:
             self.outages.append((start, calls[-1]["ts"]))
         self.orders = {r["client_order_id"]: r for r in live.query("SELECT * FROM orders")}
         # a leg's client id is its entry's plus a suffix (core.venues): the entry tells whose it is
-        self.live_bars = _bar_index(live_bars)
+        self.live_fills = live_fills or []
+        self.replay_fills = replay_fills or []
+        self.fill_parts: dict[str, int] = {}  # client id -> live fills of that order (more than one: filled in parts)
+        for r in self.live_fills:
+            self.fill_parts[r["client_order_id"]] = self.fill_parts.get(r["client_order_id"], 0) + 1
+        self.segments = segments or []
         self.feed = feed
+        self.changed = _changed_bars(live_bars, feed)  # symbol -> bar open times (epoch s) live saw otherwise
 
     def in_window(self, ts: str, windows: Iterable[tuple[str, str]]) -> bool:
         return any(a <= ts < b for a, b in windows)
@@ -556,28 +671,71 @@ class _Evidence:
         return o
 
     def bar_changed(self, symbol: str | None, bar_ts: str | None) -> bool:
-        if not self.live_bars or symbol is None or bar_ts is None or self.feed is None:
+        """Whether ``symbol``'s bar opening at ``bar_ts`` differs from the one live received (or one of the two
+        lacks it)."""
+        if symbol is None or bar_ts is None or symbol not in self.changed:
             return False
-        seen = self.live_bars.get((symbol, int(datetime.fromisoformat(bar_ts).timestamp())))
-        if seen is None:
-            return False
-        j = self.feed.col.get(symbol)
-        i = int(np.searchsorted(self.feed.ts, int(datetime.fromisoformat(bar_ts).timestamp())))
-        if j is None or i >= len(self.feed.ts):
-            return False
-        now = (self.feed.open[i, j], self.feed.high[i, j], self.feed.low[i, j], self.feed.close[i, j],
-               self.feed.volume[i, j])
-        return any(not np.isclose(x, y, rtol=1e-9, atol=1e-9) for x, y in zip(seen, now, strict=True))
+        return int(datetime.fromisoformat(bar_ts).timestamp()) in self.changed[symbol]
+
+    def weights(self, ts: str) -> dict[str, tuple[float, float]]:
+        """Per symbol, (P&L difference, difference in cash and holdings) of the replay against live at ``ts``,
+        from the fills since the start of the segment (both sides start a segment with live's book)."""
+        seg = next(((a, b) for a, b in self.segments if a <= ts <= b), None)
+        if seg is None:
+            return {}
+        lo = seg[0]
+        sides = [_flows(self.live_fills, lo, ts), _flows(self.replay_fills, lo, ts)]
+        out: dict[str, tuple[float, float]] = {}
+        end = datetime.fromisoformat(ts)
+        for sym in set(sides[0]) | set(sides[1]):
+            (c0, q0), (c1, q1) = sides[0].get(sym, (0.0, 0.0)), sides[1].get(sym, (0.0, 0.0))
+            px = (self.feed.price(sym, end) if self.feed is not None else None) or 0.0
+            out[sym] = ((c1 - c0) + (q1 - q0) * px, abs(c1 - c0) + abs((q1 - q0) * px))
+        return out
 
 
-def _bar_index(bars: pd.DataFrame | None) -> dict[tuple[str, int], tuple[float, ...]]:
-    if bars is None or bars.empty:
+def _flows(fills: list[dict[str, Any]], a: str, b: str) -> dict[str, tuple[float, float]]:
+    """Per symbol, (cash flow, shares bought less sold) of the fills with a <= ts <= b."""
+    out: dict[str, tuple[float, float]] = {}
+    for r in fills:
+        if not a <= r["ts"] <= b:
+            continue
+        sign = -1.0 if r["side"] == "buy" else 1.0
+        cash, held = out.get(r["symbol"], (0.0, 0.0))
+        out[r["symbol"]] = (cash + sign * r["qty"] * r["price"] - (r.get("fee") or 0.0), held - sign * r["qty"])
+    return out
+
+
+def _bar_seconds(ts: pd.Series) -> np.ndarray:
+    return (pd.to_datetime(ts, utc=True).dt.tz_convert("UTC").dt.tz_localize(None)
+            .to_numpy(dtype="datetime64[s]").astype(np.int64))
+
+
+def _changed_bars(bars: pd.DataFrame | None, feed: MarketFeed | None) -> dict[str, set[int]]:
+    """The bars live received that the replay's feed holds otherwise: other values, or a minute only one of the two
+    has (within the span live received). Compared as they crossed the wire (same rounding on both sides)."""
+    if bars is None or bars.empty or feed is None or not len(feed.ts):
         return {}
-    ts = (bars["timestamp"].astype("int64") // 10**9).to_numpy() if str(bars["timestamp"].dtype).endswith("UTC]") \
-        and str(bars["timestamp"].dtype).startswith("datetime64[ns") else \
-        pd.to_datetime(bars["timestamp"], utc=True).map(lambda t: int(t.timestamp())).to_numpy()
-    return {(s, int(t)): (o, h, lo, c, v) for s, t, o, h, lo, c, v in zip(
-        bars["symbol"], ts, bars["open"], bars["high"], bars["low"], bars["close"], bars["volume"], strict=True)}
+    out: dict[str, set[int]] = {}
+    t_all = _bar_seconds(bars["timestamp"])
+    for sym, idx in bars.groupby("symbol", sort=False).indices.items():
+        j = feed.col.get(sym)
+        if j is None:
+            continue
+        t = t_all[idx]
+        pos = np.minimum(np.searchsorted(feed.ts, t), len(feed.ts) - 1)
+        have = feed.ts[pos] == t
+        seen = np.column_stack([bars[c].to_numpy(dtype=float)[idx] for c in ("open", "high", "low", "close",
+                                                                             "volume")])
+        now = np.column_stack([getattr(feed, c)[pos, j] for c in ("open", "high", "low", "close", "volume")])
+        differs = ~have | ~np.all(np.isclose(seen, now, rtol=1e-9, atol=1e-9), axis=1)
+        lo, hi = np.searchsorted(feed.ts, t.min()), np.searchsorted(feed.ts, t.max(), side="right")
+        extra = feed.ts[lo:hi][~np.isnan(feed.close[lo:hi, j])]  # bars the replay has that live never received
+        extra = np.setdiff1d(extra, t, assume_unique=False)
+        found = {int(x) for x in t[differs]} | {int(x) for x in extra}
+        if found:
+            out[str(sym)] = found
+    return out
 
 
 def _direct_cause(d: Difference, ev: _Evidence) -> tuple[str | None, str]:
@@ -599,6 +757,11 @@ def _direct_cause(d: Difference, ev: _Evidence) -> tuple[str | None, str]:
             return BROKER, f"the broker rejected the live order: {o.get('reason') or 'no reason given'}"
         if o.get("filled_qty") is not None and o.get("qty") and 0 < o["filled_qty"] < o["qty"] - 1e-9:
             return BROKER, f"the live order was partly filled ({o['filled_qty']:g} of {o['qty']:g})"
+        parts = ev.fill_parts.get(o["client_order_id"], 0)
+        if parts > 1:
+            return BROKER, f"the broker filled the live order in {parts} parts (a partial fill)"
+    if d.table == "fills" and ev.bar_changed(d.symbol, row.get("ts")):
+        return DATA, f"the {d.symbol} bar it filled in ({row.get('ts')}) changed after live saw it"
     if d.table in ("orders", "fills") and d.kind == "different":
         price_cols = {"price", "filled_avg_price"}
         if set(d.fields) <= price_cols | {"ts"}:
@@ -617,7 +780,7 @@ def classify(diffs: list[Difference], ev: _Evidence, *, rule_change: bool) -> No
         if cause is None and rule_change:
             cause, why = RULE_CHANGE, "the session was traded by another version of the trading code"
         if cause is None:
-            origin = by_symbol.get(d.symbol or "") or first
+            origin = by_symbol.get(d.symbol or "") or _account_origin(d, ev, by_symbol) or first
             if origin is not None:
                 cause, why = origin.cause, f"follows from {origin.table} {origin.key}"
         d.cause, d.why = cause or UNEXPLAINED, why or CAUSE_WORDS[UNEXPLAINED]
@@ -625,6 +788,18 @@ def classify(diffs: list[Difference], ev: _Evidence, *, rule_change: bool) -> No
             by_symbol[d.symbol] = d
         if first is None:
             first = d
+
+
+def _account_origin(d: Difference, ev: _Evidence, by_symbol: dict[str, Difference]) -> Difference | None:
+    """A difference with nothing of its own on its symbol (an equity row, or another symbol sized or refused on a
+    different account) follows from the symbol that weighs most on the account then: the largest P&L difference
+    for an equity row, the largest difference in cash and holdings otherwise."""
+    which = 0 if d.table == "equity" else 1
+    weights = {sym: w[which] for sym, w in ev.weights(d.ts).items() if sym in by_symbol}
+    best = max(weights, key=lambda sym: (abs(weights[sym]), sym), default=None)
+    if best is None or abs(weights[best]) <= _TOL["equity"]:
+        return None
+    return by_symbol[best]
 
 
 def _summary(live: Store, replay: dict[str, list[dict[str, Any]]], lo: str, hi: str, diffs: list[Difference],
@@ -636,19 +811,9 @@ def _summary(live: Store, replay: dict[str, list[dict[str, Any]]], lo: str, hi: 
     live_fills = live.query("SELECT symbol, side, qty, price, fee, ts FROM fills WHERE ts >= ? AND ts <= ?", (lo, hi))
 
     def pnl(fills: list[dict[str, Any]], a: str, b: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        held: dict[str, float] = {}
-        for r in fills:
-            if not a <= r["ts"] <= b:
-                continue
-            sign = -1.0 if r["side"] == "buy" else 1.0
-            out[r["symbol"]] = out.get(r["symbol"], 0.0) + sign * r["qty"] * r["price"] - (r["fee"] or 0.0)
-            held[r["symbol"]] = held.get(r["symbol"], 0.0) - sign * r["qty"]
         end = datetime.fromisoformat(b)
-        for sym, q in held.items():
-            px = feed.price(sym, end) if feed is not None else None
-            out[sym] += q * (px or 0.0)
-        return out
+        return {sym: cash + q * ((feed.price(sym, end) if feed is not None and q else None) or 0.0)
+                for sym, (cash, q) in _flows(fills, a, b).items()}
 
     by_cause: dict[str, float] = {}
     total = 0.0
@@ -660,10 +825,11 @@ def _summary(live: Store, replay: dict[str, list[dict[str, Any]]], lo: str, hi: 
                 first_cause[d.symbol] = d.cause
         for sym in sorted(set(pl) | set(pr)):
             delta = pr.get(sym, 0.0) - pl.get(sym, 0.0)
-            if abs(delta) > 1e-6:
+            if abs(delta) > _TOL["equity"]:  # less than half a cent: the wire's rounding of prices, not a trade
                 c = first_cause.get(sym, UNEXPLAINED)
                 by_cause[c] = round(by_cause.get(c, 0.0) + delta, 4)
                 total += delta
+    by_cause = {c: v for c, v in by_cause.items() if v != 0.0}
     el = live.scalar("SELECT equity FROM equity WHERE ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT 1", (lo, hi))
     pnl_live = None if el is None else round(el - snap["broker"]["equity"], 4)
     kinds = {k: sum(1 for d in diffs if d.kind == k) for k in KINDS[1:]}

@@ -17,6 +17,13 @@ quantities as JSON strings, strict enums, UUID ids, ``{"code", "message"}`` erro
   is lost, partial fills, broker rejections) for the next matching requests. A partial fill is
   a reporting overlay: the simulator fills the whole order; for ``seconds`` of server time from
   the first answer that sees the fill, the order (and position and cash) show floor(qty/2).
+* ``inject("slippage", bps=...)``: the next order created fills that many basis points worse than the simulator's
+  fill model (its fill, average price, position and cash all say so), as a real market's fill may.
+* ``outage(start, end)``: every request while the server's clock is in [start, end) is answered 503 (or, with
+  ``kind="drop"``, the connection is closed unanswered), whatever it asks: the broker is down for that stretch of
+  market time, not for a number of requests.
+* ``revise_bar(symbol, ts, **values)``: the bars endpoint serves that minute with the new values from now on (a
+  vendor correcting a bar after it was published); fills keep the bar as it was when it traded.
 * Bars are never revealed before their minute has closed at the server's ``now``.
 * ``POST /__test__/time`` ``{"at": ...}`` is test-only (no such Alpaca route): it lets an engine in
   another process move the server clock forward (never back), as ``set_time`` does in-process.
@@ -69,7 +76,7 @@ ERR_WASH = {"code": 40310000, "message": "potential wash trade detected. use com
 
 TRANSPORT_FAULTS = ("429", "500", "502", "503", "504", "slow", "drop")
 REJECT_FAULTS = ("reject_buying_power", "reject_wash_trade", "reject_halted")
-FAULT_KINDS = (*TRANSPORT_FAULTS, *REJECT_FAULTS, "lost_response", "partial_fill")
+FAULT_KINDS = (*TRANSPORT_FAULTS, *REJECT_FAULTS, "lost_response", "partial_fill", "slippage")
 _STATUS_BODY = {
     "500": (500, {"code": 50010000, "message": "internal server error"}),
     "502": (502, {"code": 50210000, "message": "bad gateway"}),
@@ -200,6 +207,9 @@ class FakeAlpaca:
         self._partial: dict[str, float] = {}  # order id -> seconds it is reported as partially filled
         self._partial_start: dict[str, datetime] = {}  # order id -> server time its fill was first seen
         self._partial_done: set[str] = set()
+        self._slip: dict[str, float] = {}  # order id -> extra slippage (bps) still to apply to its fill
+        self._outages: list[tuple[datetime, datetime, str]] = []  # server-time windows answered as an outage
+        self._revised: dict[tuple[str, datetime], dict[str, float]] = {}  # (symbol, bar open) -> revised values
         self._seen: dict[str, str] = {}
         self._changed_at: dict[str, datetime] = {}
         self._leg_uuid: dict[str, str] = {}  # sim leg id -> public UUID
@@ -307,6 +317,33 @@ class FakeAlpaca:
                         self._faults.remove(f)
                     return f
         return None
+
+    def outage(self, start: datetime, end: datetime, *, kind: str = "503") -> None:
+        """Every request while the server clock is in [start, end) fails: ``kind`` "503" (or another 5xx) is
+        answered with that status, "drop" closes the connection unanswered (as a refused one fails the client)."""
+        if kind not in ("500", "502", "503", "504", "drop"):
+            raise ValueError(f"outage kind {kind!r}: a 5xx status or 'drop'")
+        if start.tzinfo is None or end.tzinfo is None or end <= start:
+            raise ValueError("outage(start, end): timezone-aware, end after start")
+        with self._meta:
+            self._outages.append((start.astimezone(UTC), end.astimezone(UTC), kind))
+
+    def _outage_now(self) -> str | None:
+        now = self._now
+        if now is None:
+            return None
+        with self._meta:
+            return next((k for a, b, k in self._outages if a <= now < b), None)
+
+    def revise_bar(self, symbol: str, ts: datetime, **values: float) -> None:
+        """From now on the bars endpoint serves ``symbol``'s bar opening at ``ts`` with ``values`` (open, high,
+        low, close, volume) in place of the original ones."""
+        bad = set(values) - {"open", "high", "low", "close", "volume"}
+        if bad or not values:
+            raise ValueError(f"revise_bar: values among open, high, low, close, volume; got {sorted(values)}")
+        with self._lock:
+            self._revised.setdefault((symbol, ts.astimezone(UTC)), {}).update(
+                {k: float(v) for k, v in values.items()})
 
     def count(self, method: str | None, path_prefix: str = "") -> int:
         with self._meta:
@@ -416,6 +453,14 @@ class FakeAlpaca:
         over, headers = self._rate_headers(path)
         if over:
             self._send(h, 429, ERR_RATE_LIMIT, headers)
+            return
+        down = self._outage_now() if path != "/__test__/time" else None
+        if down == "drop":
+            self._drop(h)
+            return
+        if down is not None:
+            status, body = _STATUS_BODY[down] if down in _STATUS_BODY else (500, _STATUS_BODY["500"][1])
+            self._send(h, status, body, headers)
             return
         if h.headers.get("APCA-API-KEY-ID") != self.api_key or h.headers.get("APCA-API-SECRET-KEY") != self.secret_key:
             self._send(h, 401, ERR_UNAUTHORIZED, headers)
@@ -559,7 +604,37 @@ class FakeAlpaca:
                                           for r in self.sim_store.query("SELECT * FROM sim_positions"))
             self._equity_day = day
         self.sim.sync(now)
+        self._apply_slippage()
         self._observe()
+
+    def _apply_slippage(self) -> None:
+        """Move the fill of each order with pending extra slippage against the trader, in every table that shows
+        it (the order, its fill, the position's average price, cash), once it has filled."""
+        if not self._slip:
+            return
+        changed = False
+        for oid, bps in list(self._slip.items()):
+            row = self.sim_store.one("SELECT * FROM sim_orders WHERE id=?", (oid,))
+            if row is None or row["status"] != "filled":
+                continue
+            del self._slip[oid]
+            sign = 1.0 if row["side"] == "buy" else -1.0
+            old_px = float(row["filled_avg_price"])
+            px = round(old_px * (1.0 + sign * bps / 10_000.0), 4)
+            qty = float(row["filled_qty"])
+            with self.sim_store.transaction() as conn:
+                conn.execute("UPDATE sim_orders SET filled_avg_price=? WHERE id=?", (px, oid))
+                conn.execute("UPDATE sim_fills SET price=? WHERE order_id=?", (px, oid))
+                conn.execute("UPDATE sim_account SET cash = cash - ? WHERE id=1", (sign * qty * (px - old_px),))
+                if row["side"] == "buy":
+                    pos = conn.execute("SELECT qty, avg_price FROM sim_positions WHERE symbol=?",
+                                       (row["symbol"],)).fetchone()
+                    if pos is not None and pos["qty"] > 0:
+                        avg = pos["avg_price"] + qty * (px - old_px) / pos["qty"]
+                        conn.execute("UPDATE sim_positions SET avg_price=? WHERE symbol=?", (avg, row["symbol"]))
+            changed = True
+        if changed:
+            self.sim.reload()
 
     def _observe(self) -> None:
         """Note when each order last changed status (updated_at / canceled_at) and name legs by UUID."""
@@ -803,6 +878,10 @@ class FakeAlpaca:
         fault = self._take_fault(method, path, ("partial_fill",))
         if fault is not None:
             self._partial[order.id] = float(fault.opts.get("seconds", 60.0))
+        fault = self._take_fault(method, path, ("slippage",))
+        if fault is not None:
+            self._slip[order.id] = float(fault.opts.get("bps", 20.0))
+            self._apply_slippage()  # a market order may have filled at once
         row = self.sim_store.one("SELECT * FROM sim_orders WHERE id=?", (order.id,))
         assert row is not None
         return row
@@ -1010,6 +1089,10 @@ class FakeAlpaca:
         cols = zip(page["symbol"].tolist(), times, page["open"].tolist(), page["high"].tolist(),
                    page["low"].tolist(), page["close"].tolist(), page["volume"].tolist(), strict=True)
         for s, t, o, hi, lo, c, v in cols:
+            rev = self._revised.get((s, datetime.fromisoformat(t.replace("Z", "+00:00")))) if self._revised else None
+            if rev is not None:  # a bar the vendor corrected after publishing it
+                o, hi, lo = rev.get("open", o), rev.get("high", hi), rev.get("low", lo)
+                c, v = rev.get("close", c), rev.get("volume", v)
             bars.setdefault(s, []).append({
                 "t": t, "o": round(o, 4), "h": round(hi, 4), "l": round(lo, 4), "c": round(c, 4),
                 "v": int(v), "n": max(1, int(v) // 50), "vw": round((hi + lo + c) / 3.0, 4),

@@ -8,14 +8,15 @@
 * ``history`` caches completed days as Parquet under ``data/cache/alpaca/<feed>/<symbol>/<day>.parquet``
   (an empty file for a symbol without bars that day) so research replays do not download the same day
   twice; with every day cached it sends nothing (building the client sends nothing either);
-  ``cached_days`` says how much of a range is cached, from the files alone.
+  ``cached_days`` says how much of a range is cached, from the files alone;
+* ``keeper``: when the live engine's market is this object (``core.runtime.build_market``), every bar ``bars``
+  returns goes to a ``LiveBarKeeper`` too, with where and when it was received (``bar_cache``); history
+  downloads do not.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -29,6 +30,7 @@ from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 
 from core.clock import UTC, session_bounds, sessions_between, trading_date
+from core.venues.alpaca.bar_cache import LiveBarKeeper, day_file, read_day_file, write_day_file
 from core.venues.alpaca.broker import AlpacaCaller, api_message
 from core.venues.broker import BrokerError
 from core.venues.marketdata import BAR_COLUMNS, empty_bars, require_aware
@@ -58,9 +60,16 @@ class AlpacaMarketData:
         self.feed = DataFeed(feed)
         self.cache_dir = Path(cache_dir) / feed if cache_dir else None
         self.requests = 0
+        self.keeper: LiveBarKeeper | None = None  # the live engine's: every bar it is served is kept
 
     def bars(self, symbols: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
         """Bars with start <= timestamp < end (Alpaca's ``end`` is inclusive; the last instant is cut here)."""
+        got = self._fetch(symbols, start, end)
+        if self.keeper is not None:
+            self.keeper.add(got)  # in memory only: written by the runtime off the tick (bar_cache)
+        return got
+
+    def _fetch(self, symbols: Sequence[str], start: datetime, end: datetime) -> pd.DataFrame:
         require_aware(start, end)
         if end <= start or not symbols:
             return empty_bars()
@@ -84,37 +93,19 @@ class AlpacaMarketData:
 
     # ------------------------------------------------------------ research history with a Parquet cache
     def _day_file(self, symbol: str, day: date) -> Path | None:
-        return None if self.cache_dir is None else self.cache_dir / symbol / f"{day.isoformat()}.parquet"
+        return None if self.cache_dir is None else day_file(self.cache_dir, symbol, day)
 
     def _read_day(self, symbol: str, day: date) -> pd.DataFrame | None:
-        """The cached bars of one symbol and day (possibly none: a halted or unknown symbol), or None if not cached."""
+        """The cached bars of one symbol and day (possibly none: a halted or unknown symbol), or None if not cached
+        (or the file cannot be used: it is asked again). Extra columns (a file with provenance) are left out."""
         f = self._day_file(symbol, day)
-        if f is None or not f.exists():
-            return None
-        try:
-            frame = pd.read_parquet(f)
-        except Exception as e:  # a damaged file is downloaded again, not a replay that cannot start
-            log.warning("alpaca cache: cannot read %s (%s); asking Alpaca again", f, e)
-            return None
-        if list(frame.columns) != BAR_COLUMNS:
-            log.warning("alpaca cache: %s has columns %s; asking Alpaca again", f, list(frame.columns))
-            return None
-        return frame
+        return None if f is None else read_day_file(f)
 
     def _write_day(self, symbol: str, day: date, frame: pd.DataFrame) -> None:
         f = self._day_file(symbol, day)
-        if f is None:
-            return
-        f.parent.mkdir(parents=True, exist_ok=True)
-        out = frame[BAR_COLUMNS].reset_index(drop=True)
-        out["symbol"] = out["symbol"].astype(str)  # an empty day keeps the dtypes of a full one
-        # written aside then renamed: a crash mid-write never leaves a truncated day that reads as complete
-        tmp = f.with_name(f".{f.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # two pages may fetch at once
-        try:
-            out.to_parquet(tmp, index=False)
-            os.replace(tmp, f)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if f is not None:
+            # written aside then renamed: a crash mid-write never leaves a truncated day that reads as complete
+            write_day_file(f, frame[BAR_COLUMNS])
 
     def cached_days(self, symbols: Sequence[str], first: date, last: date) -> CacheCoverage:
         """Which sessions of [first, last] the cache holds for every symbol, for some, or for none (no network)."""
@@ -151,7 +142,7 @@ class AlpacaMarketData:
             if missing:
                 bounds = session_bounds(day)
                 assert bounds is not None  # sessions_between yields sessions only
-                got = self.bars(missing, bounds[0], bounds[1])
+                got = self._fetch(missing, bounds[0], bounds[1])  # history: not live bars
                 if not got.empty:
                     frames.append(got)
                 if day < today:  # only completed days are final
