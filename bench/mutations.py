@@ -43,6 +43,11 @@ APPROVAL = ["tests/test_approval_pricing.py", "tests/test_approvals.py"]
 APPROVAL_UI = ["tests/test_answers.py", "tests/test_app.py", "tests/test_close_positions_page.py"]
 KELLY_PAGE = ["tests/test_risk.py", "tests/test_app.py"]
 
+# issue 28: the session replay's causes and the live bars it reads; the live feed's long bars scored wide
+SESSION = ["tests/test_session_replay.py", "tests/test_session_replay_alpaca.py"]
+LIVE_BARS = ["tests/test_live_bars.py", "tests/test_session_replay_alpaca.py"]
+FEED = ["tests/test_alpaca.py", "tests/test_feed_preload.py"]
+
 # (name, file, old text, new text, tests)
 MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("cutoff >= becomes >", "core/rules/gates.py", "return OK if abs(score) >= cutoff else BELOW_CUTOFF",
@@ -377,6 +382,35 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("settle: intents never expire", "core/engine/tick.py",
      "        self.orders.expire_intents(now)\n\n    def apply_commands", "\n    def apply_commands",
      ["tests/test_golden_replays.py", "tests/test_engine.py"]),
+    # ---- issue 28: each difference's cause, the live bars kept
+    ("session: a partly filled order is not broker", "core/research/session_replay.py",
+     "0 < o[\"filled_qty\"] < o[\"qty\"] - 1e-9", "0 < o[\"filled_qty\"] < o[\"qty\"] - 1e9", SESSION),
+    ("session: several fills of one order are not broker", "core/research/session_replay.py",
+     "        if parts > 1:", "        if parts > 99:", SESSION),
+    ("session: a rejection is not broker", "core/research/session_replay.py",
+     "        if o[\"status\"] == \"rejected\":", "        if o[\"status\"] == \"rejected!\":", SESSION),
+    ("session: an outage is not broker", "core/research/session_replay.py",
+     "    if ev.in_window(d.ts, ev.outages):", "    if False and ev.in_window(d.ts, ev.outages):", SESSION),
+    ("session: an outside order is not named", "core/research/session_replay.py",
+     "d.kind == \"only_live\" and (o is None or o.get(\"intent_id\") is None)",
+     "d.kind == \"only_live\" and (o is None and o.get(\"intent_id\") is None)", SESSION),
+    ("session: a changed bar under a fill is not data", "core/research/session_replay.py",
+     "    if d.table == \"fills\" and ev.bar_changed(d.symbol, row.get(\"ts\")):",
+     "    if d.table == \"fills\" and False:", SESSION),
+    ("session: a price-only difference is not fill_price", "core/research/session_replay.py",
+     "        if set(d.fields) <= price_cols | {\"ts\"}:",
+     "        if set(d.fields) <= price_cols | {\"ts\", \"qty\"}:", SESSION),
+    ("session: a gap needs 30 cadences", "core/research/session_replay.py",
+     "GAP_FACTOR = 3.0", "GAP_FACTOR = 30.0", SESSION),
+    ("live bars: the later copy of a minute wins", "core/venues/alpaca/bar_cache.py",
+     "merged.drop_duplicates(\"timestamp\", keep=\"first\")", "merged.drop_duplicates(\"timestamp\", keep=\"last\")",
+     LIVE_BARS),
+    ("live bars: written in place, not aside", "core/venues/alpaca/bar_cache.py",
+     "        out.to_parquet(tmp, index=False)\n        os.replace(tmp, path)",
+     "        out.to_parquet(path, index=False)", LIVE_BARS),
+    ("feed: long bars' tail left out of the wide score", "core/feed.py",
+     "        tail = min(len(self.ts), self.strategy.warmup_bars + 5)",
+     "        tail = min(len(self.ts), self.strategy.warmup_bars - 5)", FEED),
 ]
 
 

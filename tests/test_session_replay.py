@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,61 @@ def test_the_trade_history_page_replays_a_session_and_names_each_cause(tmp_path,
         assert live.scalar("SELECT COUNT(*) FROM research_runs WHERE kind='session_replay'") == 1
     finally:
         live.close()
+
+
+# ---------------------------------------------------------------- each cause's own rule, on both sides of it
+
+
+def _calls(*seconds: float, restart_at: float | None = None) -> list[dict]:
+    base = ny(DAY, 10, 0)
+    return [{"kind": "tick", "ts": (base + timedelta(seconds=s)).isoformat(), "wall": None,
+             "info": json.dumps({"restart": True}) if s == restart_at else ""} for s in seconds]
+
+
+def test_a_stretch_without_ticks_is_timing_from_three_cadences_and_a_minute_on():
+    steady = [30.0 * i for i in range(10)]  # a 30 s cadence
+    _, gaps = sr.tick_schedule(_calls(*steady, 270 + 90, 270 + 90 + 30))  # 90 s: three cadences, not more
+    assert gaps == []
+    _, gaps = sr.tick_schedule(_calls(*steady, 270 + 91, 270 + 91 + 30))  # 91 s: live skipped ticks
+    assert [(g["cause"], g["restart"]) for g in gaps] == [(sr.TIMING, False)]
+    _, gaps = sr.tick_schedule(_calls(*steady, 270 + 180, restart_at=270 + 180))
+    assert [g["cause"] for g in gaps] == [sr.RESTART]
+
+
+def _evidence(tmp_path, orders: list[dict], fills: list[dict] | None = None) -> sr._Evidence:
+    live = Store(str(tmp_path / "ev.db"))
+    for o in orders:
+        live.upsert("orders", {"intent_id": "i1", "symbol": "NVDA", "side": "buy", "type": "market", **o})
+    live.commit()
+    return sr._Evidence(live, [], [], None, None, live_fills=fills or [])
+
+
+def _order_diff(fields: dict, cid: str = "o1") -> sr.Difference:
+    row = {"client_order_id": cid, "symbol": "NVDA"}
+    return sr.Difference("orders", cid, "different", ny(DAY, 10, 5).isoformat(), "NVDA", fields, live_row=row,
+                         replay_row=row)
+
+
+def test_a_partly_filled_live_order_is_the_broker(tmp_path):
+    one_fill = [{"client_order_id": "o1", "ts": ny(DAY, 10, 1).isoformat(), "qty": 50.0, "price": 10.0}]
+    ev = _evidence(tmp_path, [{"client_order_id": "o1", "qty": 100.0, "filled_qty": 50.0, "status": "canceled"}],
+                   one_fill)
+    assert sr._direct_cause(_order_diff({"filled_qty": [50.0, 100.0]}), ev)[0] == sr.BROKER
+    ev = _evidence(tmp_path, [{"client_order_id": "o1", "qty": 100.0, "filled_qty": 100.0, "status": "filled"}],
+                   one_fill)
+    assert sr._direct_cause(_order_diff({"filled_qty": [100.0, 90.0]}), ev)[0] is None  # filled whole: not broker
+
+
+def test_a_fill_on_a_bar_live_saw_otherwise_is_data(tmp_path):
+    ev = _evidence(tmp_path, [{"client_order_id": "o1", "qty": 10.0, "filled_qty": 10.0, "status": "filled"}])
+    at = ny(DAY, 10, 3)
+    fill = {"client_order_id": "o1", "symbol": "NVDA", "ts": at.isoformat()}
+    d = sr.Difference("fills", "f1", "different", at.isoformat(), "NVDA", {"price": [10.0, 10.2]}, live_row=fill,
+                      replay_row=fill)
+    ev.changed = {"NVDA": {int(at.timestamp())}}
+    assert sr._direct_cause(d, ev)[0] == sr.DATA
+    ev.changed = {"NVDA": {int(at.timestamp()) + 60}}  # another bar changed: the fill model's own price
+    assert sr._direct_cause(d, ev)[0] == sr.FILL_PRICE
+    # a difference in more than the price (the quantity) is not the fill model's
+    d.fields = {"price": [10.0, 10.2], "qty": [10.0, 9.0]}
+    assert sr._direct_cause(d, ev)[0] is None
