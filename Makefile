@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/sweep_bench.py
 	$(BIN)/python bench/live_tick_bench.py
+	$(BIN)/python bench/live_feed_bench.py
 	$(BIN)/python bench/session_replay_bench.py
 
 soak: sysdeps setup
