@@ -32,11 +32,21 @@ def trials(out: dict) -> list[tuple]:
     return [(t["number"], t["state"], t["params"], t["value"]) for t in out["trials"]]
 
 
-def test_the_same_search_on_the_cluster_gives_the_same_trials(tmp_path, cluster):
+def test_the_same_search_on_the_cluster_gives_the_same_trials(tmp_path, cluster, monkeypatch):
     sessions = trading_sessions(DAY, 3)
     space = search.parse_space(["cutoff_delta=-0.2:0.45", "mixer_cooldown_s=60:600"])
     kw = dict(n_trials=10, metric="total_return", sessions=sessions, seed=3, batch=4, study_name="parity")
+    pools: list = []
+
+    class Recorded(search.WorkerPool):
+        def __init__(self, workers: int) -> None:
+            super().__init__(workers)
+            pools.append(self)
+
+    monkeypatch.setattr(search, "WorkerPool", Recorded)
     local = search.run_search(BASE, space, db_path=str(tmp_path / "local.db"), workers=2, **kw)
+    # three batches, each in two halves (the first part, then the survivors' whole range): two processes in all
+    assert len(pools) == 1 and pools[0].spawned == 2 and not pools[0]._procs
     remote = search.run_search(BASE, space, db_path=str(tmp_path / "remote.db"), cluster=cluster.address, **kw)
     assert remote["where"].startswith(f"on the Dask cluster at {cluster.address}")
     assert trials(remote) == trials(local)

@@ -93,3 +93,29 @@ def test_a_worker_killed_from_outside_is_an_error_not_a_hang():
     with pytest.raises(WorkerDied, match="exit code -9"):
         run_cells(time.sleep, [30.0, 30.0, 30.0], workers=2, progress=progress, on_workers=pids.extend)
     assert victims and not any(alive(p) for p in pids)
+
+
+def test_a_pool_keeps_its_workers_across_runs_and_sets_each_up_for_every_run():
+    from core.research.workers import WorkerPool
+    from tests.fakes import pool_jobs
+
+    with WorkerPool(2) as pool:
+        first, cancelled = pool.run(pool_jobs.tag_and_pid, list(range(6)), initializer=pool_jobs.set_tag,
+                                    initargs=("first part",))
+        assert not cancelled and sorted(first) == list(range(6))
+        assert {r[0] for r in first.values()} == {"first part"} and [first[i][2] for i in range(6)] == list(range(6))
+        pids: list[int] = []
+        second, _ = pool.run(pool_jobs.tag_and_pid, list(range(6)), initializer=pool_jobs.set_tag,
+                             initargs=("whole range",), on_workers=pids.extend)
+        # the same two processes (warm), each set up again: no job of the second run saw the first run's feed
+        assert {r[0] for r in second.values()} == {"whole range"}
+        assert {r[1] for r in second.values()} <= {r[1] for r in first.values()} == set(pids)
+        assert pool.spawned == 2 and all(alive(p) for p in pids)
+        # a failing job stops the processes; the next run starts new ones and works
+        with pytest.raises(ValueError, match="invalid literal"):
+            pool.run(int, ["1", "x"])
+        assert not any(alive(p) for p in pids)
+        again, _ = pool.run(pool_jobs.tag_and_pid, [7, 8], initializer=pool_jobs.set_tag, initargs=("again",))
+        assert {r[0] for r in again.values()} == {"again"} and pool.spawned == 4
+        last = {r[1] for r in again.values()}
+    assert not any(alive(p) for p in last)  # closed with the block, and reaped

@@ -518,10 +518,11 @@ def run_cell_list(base: dict[str, Any], cells: list[dict[str, Any]], *, days: in
                   progress: Callable[[int, int], bool | None] | None = None,
                   on_workers: Callable[[list[int]], None] | None = None,
                   cluster: str | None = None, connect_timeout_s: float | None = None,
-                  feed: MarketFeed | None = None) -> SweepRows:
+                  feed: MarketFeed | None = None, pool: Any = None) -> SweepRows:
     """``run_sweep`` of any list of cells (a search's trials are cells too): the same machinery, rows in the
     order of ``cells`` (``rows.index`` says which). ``feed``: bars already scored by ``shared_feed`` for these
-    cells' range (a search scores them once for all its batches; not used on a cluster that regenerates them)."""
+    cells' range (a search scores them once for all its batches; not used on a cluster that regenerates them).
+    ``pool``: a ``workers.WorkerPool`` whose processes stay up for the caller's next list (a search's batches)."""
     from core.research.workers import HEARTBEAT_S, run_cells
 
     ok, refused = split_refused(base, cells)
@@ -565,9 +566,12 @@ def run_cell_list(base: dict[str, Any], cells: list[dict[str, Any]], *, days: in
                 break
     else:
         out.where = f"here, in {min(workers, len(sweep_jobs))} processes"
-        results, out.cancelled = run_cells(_sweep_cell, sweep_jobs, workers=workers, initializer=_init_worker,
-                                           initargs=(feed,), progress=cells_progress if progress is not None else None,
-                                           on_workers=on_workers)
+        kw: dict[str, Any] = {"initializer": _init_worker, "initargs": (feed,), "on_workers": on_workers,
+                              "progress": cells_progress if progress is not None else None}
+        if pool is None:
+            results, out.cancelled = run_cells(_sweep_cell, sweep_jobs, workers=workers, **kw)
+        else:  # the caller's processes, warm from its previous list
+            results, out.cancelled = pool.run(_sweep_cell, sweep_jobs, **kw)
     out.take(results, positions)
     return out
 

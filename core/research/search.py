@@ -38,6 +38,7 @@ from core.config import ConfigError, Settings, load_settings, secret_fields
 from core.metrics.figures import ANNUALISED, MIN_ANNUALISED_SESSIONS
 from core.research import overfitting
 from core.research.walkforward import LOWER_IS_BETTER, metric_names
+from core.research.workers import WorkerPool
 
 DEFAULT_BATCH = 4  # trials asked at once: the same on 1, 2 or 40 workers, so the trials do not depend on them
 STARTUP_TRIALS = 8  # TPE samples at random until this many trials finished (Optuna's default is 10)
@@ -306,6 +307,9 @@ def run_search(base: dict[str, Any], space: dict[str, Dim], *, n_trials: int, me
         return progress(p) is not False
 
     open_trials: list[Any] = []
+    # one set of worker processes for every batch (and both halves of each): spawning two new ones each time cost
+    # seconds of imports and kernel loading per batch
+    pool = WorkerPool(workers) if not cluster and workers > 1 else None
     try:
         while done < n_trials and not cancelled:
             asked = [study.ask(dists) for _ in range(min(batch, n_trials - done))]
@@ -315,7 +319,7 @@ def run_search(base: dict[str, Any], space: dict[str, Dim], *, n_trials: int, me
             if pruning:
                 rows = run_cell_list(base, cells, seed=seed, start=start, end=first_part[-1], market=market,
                                      workers=workers, cluster=cluster, feed=feed_of("first"),
-                                     connect_timeout_s=connect_timeout_s,
+                                     connect_timeout_s=connect_timeout_s, pool=pool,
                                      progress=lambda _d, _t: tell_progress())
                 where = rows.where
                 _tell_refused(study, asked, cells, rows.refused)
@@ -339,6 +343,7 @@ def run_search(base: dict[str, Any], space: dict[str, Dim], *, n_trials: int, me
                 todo = [cells[i] for i in survivors]
                 rows = run_cell_list(base, todo, seed=seed, start=start, end=end, market=market, workers=workers,
                                      cluster=cluster, feed=feed_of("all"), connect_timeout_s=connect_timeout_s,
+                                     pool=pool,
                                      progress=lambda d, _t: tell_progress(d))
                 where = rows.where
                 if not pruning:
@@ -363,6 +368,8 @@ def run_search(base: dict[str, Any], space: dict[str, Dim], *, n_trials: int, me
             if not tell_progress():
                 cancelled = True
     finally:
+        if pool is not None:
+            pool.close()
         for t in open_trials:  # asked, never finished: failed, so a resumed study neither counts nor reruns them
             if not t.user_attrs.get(REFUSED):
                 study.tell(t, state=_state("FAIL"))
