@@ -19,8 +19,10 @@ SEVEN = ["Live signals", "Approvals", "Basket health", "Risk gauges", "Trade his
 
 
 def nav_names(page) -> list[str]:  # type: ignore[no-untyped-def]
-    links = page.locator("[data-testid='stSidebarNavLink']")  # text: the icon's name, then the title
-    return [links.nth(i).inner_text().strip().split("\n")[-1].strip() for i in range(links.count())]
+    # text: the icon's name, then the title. All read at once: counting the links and then reading the n-th raced a
+    # rerun (the n-th was gone and Playwright waited 30 s for it)
+    texts = page.locator("[data-testid='stSidebarNavLink']").all_inner_texts()
+    return [t.strip().split("\n")[-1].strip() for t in texts]
 
 
 def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
@@ -36,7 +38,7 @@ def test_the_sidebar_lists_the_seven_pages_once_on_any_first_page(tmp_path):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})  # a fresh session each time
                 page.goto(f"{server.url}/{path}")
                 wait_script_idle(page)
-                wait_until(lambda: nav_names(page) == SEVEN, 30, f"the seven pages on /{path}", page)  # noqa: B023
+                wait_until(lambda: nav_names(page) == SEVEN, 60, f"the seven pages on /{path}", page)  # noqa: B023
                 # the entry script ran: its sidebar (the engine's controls) is on the page
                 wait_until(lambda: page.locator(".st-key-w_cutoff_delta").count() == 1, 30,  # noqa: B023
                            f"the app's sidebar on /{path}", page)
