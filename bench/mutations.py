@@ -47,6 +47,7 @@ KELLY_PAGE = ["tests/test_risk.py", "tests/test_app.py"]
 SESSION = ["tests/test_session_replay.py", "tests/test_session_replay_alpaca.py"]
 LIVE_BARS = ["tests/test_live_bars.py", "tests/test_session_replay_alpaca.py"]
 FEED = ["tests/test_alpaca.py", "tests/test_feed_preload.py"]
+POOL = ["tests/test_sweep_cancel.py", "tests/test_walkforward.py"]
 
 # (name, file, old text, new text, tests)
 MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
@@ -411,6 +412,12 @@ MUTATIONS: list[tuple[str, str, str, str, list[str]]] = [
     ("feed: long bars' tail left out of the wide score", "core/feed.py",
      "        tail = min(len(self.ts), self.strategy.warmup_bars + 5)",
      "        tail = min(len(self.ts), self.strategy.warmup_bars - 5)", FEED),
+    ("pool: a finished run stops its workers", "core/research/workers.py",
+     "            if not finished:\n                self._stop_all()",
+     "            if True:\n                self._stop_all()", POOL),
+    ("pool: a failed run keeps its workers", "core/research/workers.py",
+     "            if not finished:\n                self._stop_all()",
+     "            if False:\n                self._stop_all()", POOL),
 ]
 
 

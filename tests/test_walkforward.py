@@ -253,3 +253,24 @@ def test_choosing_by_an_annualised_figure_on_a_short_in_sample_part_is_refused_b
                                          "shortest in-sample part here has 1: choose the best cell by total_return"):
         walk_forward({"auto_mode": True}, {"cutoff_delta": [-0.05, 0.05]}, sessions=D[:2], seed=3, in_sample=0.5,
                      metric="sharpe", workers=1)
+
+
+def test_the_folds_share_one_set_of_worker_processes_and_give_the_in_process_result(monkeypatch):
+    import core.research.walkforward as wf
+
+    pools: list = []
+
+    class Recorded(wf.WorkerPool):
+        def __init__(self, workers: int) -> None:
+            super().__init__(workers)
+            pools.append(self)
+
+    monkeypatch.setattr(wf, "WorkerPool", Recorded)
+    kw = dict(sessions=D[:4], seed=3, folds=2, in_sample=0.5, metric="total_return")
+    grid = {"mixer_cooldown_s": [60, 600]}
+    here = walk_forward({"auto_mode": True}, grid, workers=1, **kw)
+    assert pools == []  # one process: no pool
+    there = walk_forward({"auto_mode": True}, grid, workers=2, **kw)
+    assert there == here and len(there["folds"]) == 2
+    # two folds' sweeps on the same two processes, closed and reaped at the end
+    assert len(pools) == 1 and pools[0].spawned == 2 and not pools[0]._procs

@@ -489,7 +489,7 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
               today: date | None = None, workers: int = 2,
               progress: Callable[[int, int], bool | None] | None = None,
               on_workers: Callable[[list[int]], None] | None = None,
-              cluster: str | None = None, connect_timeout_s: float | None = None) -> SweepRows:
+              cluster: str | None = None, connect_timeout_s: float | None = None, pool: Any = None) -> SweepRows:
     """Every grid cell replayed over [start, end] (or ``days`` sessions from ``start``) on bars scored once.
 
     ``market``: a prepared market (see ``run_replay``) instead of ``build_market``. Without ``cluster``, with
@@ -506,10 +506,11 @@ def run_sweep(base: dict[str, Any], grid: dict[str, list[Any]], *, days: int = 0
     a long cell. Returning False stops the sweep: the workers are terminated and reaped (on a cluster: the tasks
     not finished are cancelled and running cells stop at their next check), and the rows finished so far come
     back with ``cancelled = True``. Anything ``progress`` raises (Streamlit's stop exception) stops them the same
-    way and propagates."""
+    way and propagates. ``pool``: the caller's ``workers.WorkerPool``, kept warm for its next sweep (a walk-forward's
+    folds)."""
     return run_cell_list(base, grid_cells(grid), days=days, seed=seed, start=start, end=end, bars_file=bars_file,
                          market=market, today=today, workers=workers, progress=progress, on_workers=on_workers,
-                         cluster=cluster, connect_timeout_s=connect_timeout_s)
+                         cluster=cluster, connect_timeout_s=connect_timeout_s, pool=pool)
 
 
 def run_cell_list(base: dict[str, Any], cells: list[dict[str, Any]], *, days: int = 0, seed: int, start: date,

@@ -34,6 +34,7 @@ import pandas as pd
 
 from core.clock import NY, UTC
 from core.metrics.figures import ANNUALISED, MIN_ANNUALISED_SESSIONS, enough_sessions
+from core.research.workers import WorkerPool
 from core.venues.marketdata import MarketData, empty_bars
 from core.venues.sim.bar_files import ReplayMarket
 
@@ -208,7 +209,7 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
     counts steps (each fold: its cells, then its out-of-sample replay); returning False stops, and the result
     then has ``"cancelled": True`` and the folds finished so far."""
     from core.config import load_settings
-    from core.research.replay import build_market, cell_row, grid_cells, run_replay, run_sweep, split_refused
+    from core.research.replay import build_market, grid_cells, split_refused
 
     if not grid:
         raise ValueError("a walk-forward needs a sweep grid")
@@ -227,6 +228,21 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
     n_cells = len(split_refused(base, grid_cells(grid))[0])  # the cells that run (a refused one is only listed)
     total = len(parts) * (n_cells + 1)
     result: dict[str, Any] = {"metric": metric, "params": list(grid), "in_sample_share": in_sample, "folds": []}
+    # the same worker processes for every fold's sweep (warm: imports and the compiled kernel loaded once)
+    pool = WorkerPool(workers) if not cluster and workers > 1 and len(parts) > 1 else None
+    try:
+        return _walk(base, grid, parts, seed, market, metric, n_cells, total, result, workers, progress, cluster, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _walk(base: dict[str, Any], grid: dict[str, list[Any]], parts: list[Any], seed: int, market: MarketData,
+          metric: str, n_cells: int, total: int, result: dict[str, Any], workers: int,
+          progress: Callable[[int, int], bool | None] | None, cluster: str | None, pool: Any) -> dict[str, Any]:
+    from core.config import load_settings
+    from core.research.replay import cell_row, run_replay, run_sweep
+
     for k, fold in enumerate(parts):
         offset = k * (n_cells + 1)
 
@@ -235,7 +251,8 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
 
         ins, oos = fold.in_sample, fold.out_of_sample
         rows = run_sweep(base, grid, seed=seed, start=ins[0], end=ins[-1], market=cut_market(market, ins[-1]),
-                         workers=workers, progress=step if progress is not None else None, cluster=cluster)
+                         workers=workers, progress=step if progress is not None else None, cluster=cluster,
+                         pool=pool)
         if rows.cancelled:
             result["cancelled"] = True
             return result
