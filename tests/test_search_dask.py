@@ -11,6 +11,7 @@ import pytest
 from core.clock import trading_sessions
 from core.research import search
 from tests.fakes.one_cutoff import EQUAL_CUTOFFS
+from tests.fakes.pool_jobs import record_pools
 from tests.test_dask_sweep import LocalDask
 
 DAY = date(2025, 3, 3)
@@ -36,14 +37,7 @@ def test_the_same_search_on_the_cluster_gives_the_same_trials(tmp_path, cluster,
     sessions = trading_sessions(DAY, 3)
     space = search.parse_space(["cutoff_delta=-0.2:0.45", "mixer_cooldown_s=60:600"])
     kw = dict(n_trials=10, metric="total_return", sessions=sessions, seed=3, batch=4, study_name="parity")
-    pools: list = []
-
-    class Recorded(search.WorkerPool):
-        def __init__(self, workers: int) -> None:
-            super().__init__(workers)
-            pools.append(self)
-
-    monkeypatch.setattr(search, "WorkerPool", Recorded)
+    pools = record_pools(monkeypatch, search)
     local = search.run_search(BASE, space, db_path=str(tmp_path / "local.db"), workers=2, **kw)
     # three batches, each in two halves (the first part, then the survivors' whole range): two processes in all
     assert len(pools) == 1 and pools[0].spawned == 2 and not pools[0]._procs

@@ -28,6 +28,7 @@ from core.research.walkforward import (
 from core.state.store import Store
 from core.venues.sim.bar_files import ReplayMarket
 from core.venues.sim.synthetic import SyntheticMarket
+from tests.fakes.pool_jobs import record_pools
 from tests.fakes.strategies import PeekAhead
 
 D = [date(2025, 3, d) for d in (3, 4, 5, 6, 7)]
@@ -258,14 +259,7 @@ def test_choosing_by_an_annualised_figure_on_a_short_in_sample_part_is_refused_b
 def test_the_folds_share_one_set_of_worker_processes_and_give_the_in_process_result(monkeypatch):
     import core.research.walkforward as wf
 
-    pools: list = []
-
-    class Recorded(wf.WorkerPool):
-        def __init__(self, workers: int) -> None:
-            super().__init__(workers)
-            pools.append(self)
-
-    monkeypatch.setattr(wf, "WorkerPool", Recorded)
+    pools = record_pools(monkeypatch, wf)
     kw = dict(sessions=D[:4], seed=3, folds=2, in_sample=0.5, metric="total_return")
     grid = {"mixer_cooldown_s": [60, 600]}
     here = walk_forward({"auto_mode": True}, grid, workers=1, **kw)

@@ -209,7 +209,7 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
     counts steps (each fold: its cells, then its out-of-sample replay); returning False stops, and the result
     then has ``"cancelled": True`` and the folds finished so far."""
     from core.config import load_settings
-    from core.research.replay import build_market, grid_cells, split_refused
+    from core.research.replay import build_market, cell_row, grid_cells, run_replay, run_sweep, split_refused
 
     if not grid:
         raise ValueError("a walk-forward needs a sweep grid")
@@ -231,67 +231,58 @@ def walk_forward(base: dict[str, Any], grid: dict[str, list[Any]], *, sessions: 
     # the same worker processes for every fold's sweep (warm: imports and the compiled kernel loaded once)
     pool = WorkerPool(workers) if not cluster and workers > 1 and len(parts) > 1 else None
     try:
-        return _walk(base, grid, parts, seed, market, metric, n_cells, total, result, workers, progress, cluster, pool)
+        for k, fold in enumerate(parts):
+            offset = k * (n_cells + 1)
+
+            def step(done: int, _total: int, offset: int = offset) -> bool | None:
+                return progress(offset + done, total) if progress is not None else None
+
+            ins, oos = fold.in_sample, fold.out_of_sample
+            rows = run_sweep(base, grid, seed=seed, start=ins[0], end=ins[-1], market=cut_market(market, ins[-1]),
+                             workers=workers, progress=step if progress is not None else None, cluster=cluster,
+                             pool=pool)
+            if rows.cancelled:
+                result["cancelled"] = True
+                return result
+            best = best_cell(rows, metric)
+            part: dict[str, Any] = {
+                "in_sample": {"first": ins[0].isoformat(), "last": ins[-1].isoformat(), "sessions": len(ins),
+                              "grid": list(rows), "best": None, "metrics": None},
+                "out_of_sample": {"first": oos[0].isoformat(), "last": oos[-1].isoformat(), "sessions": len(oos),
+                                  "metrics": None},
+                "warnings": [],
+            }
+            if best is None:
+                why = ""
+                if metric in ANNUALISED and not enough_sessions(len(ins)):  # the n/a rule of core.metrics.figures
+                    why = (f" ({metric} is annualised: it needs ≥ {MIN_ANNUALISED_SESSIONS} sessions, the in-sample "
+                           f"part has {len(ins)}; choose by total_return or take a longer range)")
+                part["warnings"].append(f"no cell has a {metric} value in-sample{why}: nothing to test out-of-sample")
+                result["folds"].append(part)
+                continue
+            cell = {name: best[name] for name in grid}
+            is_metrics = with_per_session({key: v for key, v in best.items() if key not in grid}, len(ins))
+            part["in_sample"].update(best=cell, metrics=is_metrics)
+
+            def oos_step(_ticks: int, _total: int, step: Callable[[int, int], bool | None] = step) -> bool | None:
+                return step(n_cells, total)
+
+            res = run_replay(load_settings(**{**base, **cell}), seed=seed, start=oos[0], end=oos[-1],
+                             market=cut_market(market, oos[-1]), db_path=":memory:",
+                             progress=oos_step if progress is not None else None)
+            res.store.close()
+            if res.stats.get("cancelled"):
+                result["cancelled"] = True
+                return result
+            oos_metrics = with_per_session({key: v for key, v in cell_row(cell, res.stats).items() if key not in grid},
+                                           len(oos))
+            part["out_of_sample"]["metrics"] = oos_metrics
+            part["warnings"] = decay_warnings(is_metrics, oos_metrics, (len(ins), len(oos)))
+            result["folds"].append(part)
+            if progress is not None and step(n_cells + 1, total) is False:
+                result["cancelled"] = True
+                return result
+        return result
     finally:
         if pool is not None:
             pool.close()
-
-
-def _walk(base: dict[str, Any], grid: dict[str, list[Any]], parts: list[Any], seed: int, market: MarketData,
-          metric: str, n_cells: int, total: int, result: dict[str, Any], workers: int,
-          progress: Callable[[int, int], bool | None] | None, cluster: str | None, pool: Any) -> dict[str, Any]:
-    from core.config import load_settings
-    from core.research.replay import cell_row, run_replay, run_sweep
-
-    for k, fold in enumerate(parts):
-        offset = k * (n_cells + 1)
-
-        def step(done: int, _total: int, offset: int = offset) -> bool | None:
-            return progress(offset + done, total) if progress is not None else None
-
-        ins, oos = fold.in_sample, fold.out_of_sample
-        rows = run_sweep(base, grid, seed=seed, start=ins[0], end=ins[-1], market=cut_market(market, ins[-1]),
-                         workers=workers, progress=step if progress is not None else None, cluster=cluster,
-                         pool=pool)
-        if rows.cancelled:
-            result["cancelled"] = True
-            return result
-        best = best_cell(rows, metric)
-        part: dict[str, Any] = {
-            "in_sample": {"first": ins[0].isoformat(), "last": ins[-1].isoformat(), "sessions": len(ins),
-                          "grid": list(rows), "best": None, "metrics": None},
-            "out_of_sample": {"first": oos[0].isoformat(), "last": oos[-1].isoformat(), "sessions": len(oos),
-                              "metrics": None},
-            "warnings": [],
-        }
-        if best is None:
-            why = ""
-            if metric in ANNUALISED and not enough_sessions(len(ins)):  # the n/a rule of core.metrics.figures
-                why = (f" ({metric} is annualised: it needs ≥ {MIN_ANNUALISED_SESSIONS} sessions, the in-sample "
-                       f"part has {len(ins)}; choose by total_return or take a longer range)")
-            part["warnings"].append(f"no cell has a {metric} value in-sample{why}: nothing to test out-of-sample")
-            result["folds"].append(part)
-            continue
-        cell = {name: best[name] for name in grid}
-        is_metrics = with_per_session({key: v for key, v in best.items() if key not in grid}, len(ins))
-        part["in_sample"].update(best=cell, metrics=is_metrics)
-
-        def oos_step(_ticks: int, _total: int, step: Callable[[int, int], bool | None] = step) -> bool | None:
-            return step(n_cells, total)
-
-        res = run_replay(load_settings(**{**base, **cell}), seed=seed, start=oos[0], end=oos[-1],
-                         market=cut_market(market, oos[-1]), db_path=":memory:",
-                         progress=oos_step if progress is not None else None)
-        res.store.close()
-        if res.stats.get("cancelled"):
-            result["cancelled"] = True
-            return result
-        oos_metrics = with_per_session({key: v for key, v in cell_row(cell, res.stats).items() if key not in grid},
-                                       len(oos))
-        part["out_of_sample"]["metrics"] = oos_metrics
-        part["warnings"] = decay_warnings(is_metrics, oos_metrics, (len(ins), len(oos)))
-        result["folds"].append(part)
-        if progress is not None and step(n_cells + 1, total) is False:
-            result["cancelled"] = True
-            return result
-    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 TAG = "unset"
 
@@ -14,3 +15,16 @@ def set_tag(tag: str) -> None:
 
 def tag_and_pid(job: int) -> tuple[str, int, int]:
     return TAG, os.getpid(), job
+
+
+def record_pools(monkeypatch: Any, module: Any) -> list[Any]:
+    """Every ``WorkerPool`` that ``module`` makes from now on, for a test to count the processes each spawned."""
+    pools: list[Any] = []
+
+    class Recorded(module.WorkerPool):  # type: ignore[name-defined,misc]
+        def __init__(self, workers: int) -> None:
+            super().__init__(workers)
+            pools.append(self)
+
+    monkeypatch.setattr(module, "WorkerPool", Recorded)
+    return pools
